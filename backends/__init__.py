@@ -1,0 +1,1 @@
+"""The backends that ship with rnnspec, each a plugin like a third party's."""

@@ -1,0 +1,146 @@
+"""Converters between ``torch.nn.RNN``/``LSTM``/``GRU`` and canonical params.
+
+rnnspec's canonical layout *is* PyTorch's (``w_ih`` = ``weight_ih_l{k}``, gate
+blocks in the same order), so conversion renames and copies; it never
+reorders. torch is imported only inside :func:`to_torch`; :func:`from_torch`
+reads any module with PyTorch's attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rnnspec.errors import OptionError, ParameterError
+
+__all__ = ["from_torch", "to_torch"]
+
+_MODES = {"RNN_TANH": "rnn", "RNN_RELU": "rnn", "LSTM": "lstm", "GRU": "gru"}
+_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+_NAMES = (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    t = tensor.detach().cpu()
+    if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+        t = t.float()  # NumPy has no bfloat16; float32 holds both exactly
+    return np.array(t.numpy())  # a copy, never a view of the module's storage
+
+
+def from_torch(module: Any, *, direction: str = "forward") -> list[dict[str, np.ndarray]]:
+    """Canonical params (one dict of NumPy arrays per layer) of a torch RNN module.
+
+    Parameters
+    ----------
+    module
+        A ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (any number of layers). Its op is
+        ``rnn`` (with ``activation=module.nonlinearity``), ``lstm`` or ``gru``
+        (``reset_after=True``). A module without biases gives zero biases.
+    direction
+        ``"forward"``, or ``"reverse"`` for the reverse direction of a
+        one-layer bidirectional module (run it with ``reverse=True``).
+
+    Raises
+    ------
+    ParameterError
+        For modules rnnspec cannot express: ``proj_size > 0``, or the reverse
+        direction of a stacked bidirectional module (whose upper layers read
+        both directions).
+    """
+    mode = getattr(module, "mode", None)
+    if mode not in _MODES:
+        raise ParameterError("from_torch", "module", "a torch.nn.RNN, LSTM or GRU", type(module).__name__)
+    if getattr(module, "proj_size", 0):
+        raise ParameterError("from_torch", "module", "an LSTM with proj_size=0", f"proj_size={module.proj_size}")
+    if direction not in ("forward", "reverse"):
+        raise OptionError("from_torch", "direction", "'forward' or 'reverse'", repr(direction))
+    bidirectional = bool(module.bidirectional)
+    if direction == "reverse" and not bidirectional:
+        raise OptionError("from_torch", "direction", "'forward' for a unidirectional module", "'reverse'")
+    if bidirectional and module.num_layers > 1:
+        raise ParameterError(
+            "from_torch",
+            "module",
+            "one layer when bidirectional (upper layers of a stacked bidirectional module read both directions; "
+            "convert one-layer modules and compose them)",
+            f"num_layers={module.num_layers}, bidirectional=True",
+        )
+    suffix = "_reverse" if direction == "reverse" else ""
+    layers = []
+    for k in range(module.num_layers):
+        layer = {}
+        for ours, theirs in _NAMES:
+            tensor = getattr(module, f"{theirs}_l{k}{suffix}", None)
+            if tensor is None:  # bias=False
+                rows = getattr(module, f"weight_ih_l{k}{suffix}").shape[0]
+                layer[ours] = np.zeros((rows,), dtype=_to_numpy(getattr(module, f"weight_ih_l{k}{suffix}")).dtype)
+            else:
+                layer[ours] = _to_numpy(tensor)
+        layers.append(layer)
+    return layers
+
+
+def to_torch(
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    op: str,
+    *,
+    activation: str = "tanh",
+    reset_after: bool = True,
+    batch_first: bool = True,
+) -> Any:
+    """A ``torch.nn.RNN``/``LSTM``/``GRU`` holding canonical ``params``.
+
+    Parameters
+    ----------
+    params
+        One mapping or one mapping per layer, NumPy arrays (or anything
+        ``np.asarray`` takes), in the layout of ``op``.
+    op
+        ``"rnn"``, ``"lstm"`` or ``"gru"``.
+    activation
+        For ``rnn``: ``"tanh"`` or ``"relu"``.
+    reset_after
+        For ``gru``: torch implements only ``True``; ``False`` raises.
+    batch_first
+        Passed to the module (rnnspec's own ops are always batch-first).
+    """
+    import torch
+
+    if op not in _CLASSES:
+        raise OptionError("to_torch", "op", "'rnn', 'lstm' or 'gru'", repr(op))
+    if op == "gru" and reset_after is not True:
+        raise OptionError("to_torch", "reset_after", "True (torch's GRU resets after the matmul)", repr(reset_after))
+    if op == "rnn" and activation not in ("tanh", "relu"):
+        raise OptionError("to_torch", "activation", "'tanh' or 'relu'", repr(activation))
+    layers = [params] if isinstance(params, Mapping) else list(params)
+    arrays = [{k: np.asarray(v) for k, v in layer.items()} for layer in layers]
+    for k, layer in enumerate(arrays):
+        missing = [ours for ours, _ in _NAMES if ours not in layer]
+        if missing:
+            raise ParameterError("to_torch", f"params[{k}]", "keys ['b_hh', 'b_ih', 'w_hh', 'w_ih']", f"missing {missing}")
+    first = arrays[0]
+    kwargs: dict[str, Any] = {}
+    if op == "rnn":
+        kwargs["nonlinearity"] = activation
+    dtype = getattr(torch, str(first["w_ih"].dtype))
+    module = getattr(torch.nn, _CLASSES[op])(
+        input_size=first["w_ih"].shape[1],
+        hidden_size=first["w_hh"].shape[1],
+        num_layers=len(arrays),
+        bias=True,
+        batch_first=batch_first,
+        dtype=dtype,
+        **kwargs,
+    )
+    with torch.no_grad():
+        for k, layer in enumerate(arrays):
+            for ours, theirs in _NAMES:
+                target = getattr(module, f"{theirs}_l{k}")
+                if tuple(target.shape) != layer[ours].shape:
+                    raise ParameterError(
+                        "to_torch", f"params[{k}][{ours!r}]", f"shape {tuple(target.shape)}", f"shape {layer[ours].shape}"
+                    )
+                target.copy_(torch.from_numpy(np.array(layer[ours], dtype=layer[ours].dtype)))
+    return module

@@ -1,0 +1,32 @@
+"""The NumPy reference: the executable definition of every op of the spec.
+
+Forward results come from the ``"numpy"`` backend (``rnnspec.get_backend("numpy")``,
+or the functions re-exported here, which validate the same way); the reverse
+mode of every op is :func:`vjp`. Both compute in float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnspec.results import SequenceResult
+
+from .implementation import Reference
+from .vjp import _BACKEND, vjp
+
+__all__ = ["Reference", "gru", "lstm", "rnn", "vjp"]
+
+
+def rnn(x: Any, params: Any, **options: Any) -> SequenceResult:
+    """The reference ``rnn``; see :meth:`rnnspec.Backend.rnn`."""
+    return _BACKEND.rnn(x, params, **options)
+
+
+def lstm(x: Any, params: Any, **options: Any) -> SequenceResult:
+    """The reference ``lstm``; see :meth:`rnnspec.Backend.lstm`."""
+    return _BACKEND.lstm(x, params, **options)
+
+
+def gru(x: Any, params: Any, **options: Any) -> SequenceResult:
+    """The reference ``gru``; see :meth:`rnnspec.Backend.gru`."""
+    return _BACKEND.gru(x, params, **options)

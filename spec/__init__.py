@@ -1,0 +1,34 @@
+"""rnnspec: a framework-agnostic specification of recurrent-network operations.
+
+``import rnnspec`` imports no framework. A framework is imported when its
+backend is first requested::
+
+    import rnnspec
+    B = rnnspec.get_backend("numpy")
+    params = rnnspec.init_params("lstm", input_size=3, hidden_size=8)
+    result = B.lstm(x, params)          # result.outputs, result.state
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .backend import Backend
+from .errors import RnnspecError
+from .implementation import Implementation
+from .init import init_params
+from .ops import OPS
+from .registry import BackendRecord, get_backend, list_backends
+from .results import SequenceResult
+
+__all__ = [
+    "OPS",
+    "Backend",
+    "BackendRecord",
+    "Implementation",
+    "RnnspecError",
+    "SequenceResult",
+    "__version__",
+    "get_backend",
+    "init_params",
+    "list_backends",
+]

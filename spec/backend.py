@@ -1,0 +1,178 @@
+"""The object users call: a loaded backend whose methods are the spec's ops.
+
+``rnnspec.get_backend(name)`` returns a :class:`Backend`. Its op methods fix
+the Python signature of every op (the registry checks implementations against
+them), validate each call once for every backend, and then run the backend's
+:class:`~rnnspec.implementation.Implementation`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from .docstrings import render_op_docstring
+from .errors import CallError, UnknownArgumentError, UnsupportedOpError
+from .implementation import Implementation
+from .ops import OPS
+from .results import SequenceResult
+from .validate import check_sequence_call
+
+__all__ = ["Backend", "op_signature"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+InitialState = Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
+
+
+def _op(stub: Callable[P, R]) -> Callable[P, R]:
+    """Turn a signature-only method into the validated op of the same name."""
+    name = stub.__name__
+
+    @functools.wraps(stub)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        self, *rest = args
+        assert isinstance(self, Backend)
+        return self._call(name, rest, kwargs)  # type: ignore[no-any-return]
+
+    call.__doc__ = render_op_docstring(OPS[name])
+    return call
+
+
+def op_signature(op: str) -> inspect.Signature:
+    """The spec's signature of ``op``, without ``self``."""
+    sig = inspect.signature(getattr(Backend, op))
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+class Backend:
+    """A loaded backend. Create it with :func:`rnnspec.get_backend`.
+
+    Attributes
+    ----------
+    name
+        The backend's registered name.
+    version
+        The version of the distribution that registered it.
+    implementation
+        The backend's :class:`~rnnspec.implementation.Implementation`.
+    """
+
+    def __init__(self, name: str, implementation: Implementation, *, version: str) -> None:
+        self.name = name
+        self.version = version
+        self.implementation = implementation
+
+    def __repr__(self) -> str:
+        return f"<rnnspec backend {self.name!r} {self.version} on {self.implementation.framework}>"
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """The spec ops this backend implements."""
+        return tuple(self.implementation.ops)
+
+    def from_numpy(self, tree: Any) -> Any:
+        """Convert NumPy arrays (in nested dicts/lists/tuples) to this backend's arrays."""
+        return self.implementation.from_numpy(tree)
+
+    def to_numpy(self, tree: Any) -> Any:
+        """Convert this backend's arrays (in nested dicts/lists/tuples) to NumPy arrays."""
+        return self.implementation.to_numpy(tree)
+
+    def check_call(self, op: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Validate a call of ``op`` as the op method would; return the normalised
+        arguments its implementation receives (see :mod:`rnnspec.implementation`).
+
+        Raises
+        ------
+        CallError
+            The call breaks the spec; the message names op, argument, expected, actual.
+        UnsupportedOpError
+            This backend does not implement ``op``.
+        """
+        if op not in OPS:
+            raise UnknownArgumentError(op, "op", f"an op of the spec {sorted(OPS)}", repr(op), backend=self.name)
+        if op not in self.implementation.ops:
+            raise UnsupportedOpError(
+                f"backend {self.name!r} does not implement op {op!r}; it implements {list(self.ops)}"
+            )
+        try:
+            arguments = _bind(op, op_signature(op), args, kwargs)
+            return check_sequence_call(OPS[op], arguments, self.implementation)
+        except CallError as err:
+            raise err.with_backend(self.name) from None
+
+    def _call(self, op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        normalised = self.check_call(op, *args, **kwargs)
+        return getattr(self.implementation, op)(**normalised)
+
+    # -- classic recurrences ----------------------------------------------------
+
+    @_op
+    def rnn(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        activation: str = "tanh",
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SequenceResult: ...
+
+    @_op
+    def lstm(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SequenceResult: ...
+
+    @_op
+    def gru(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        reset_after: bool = True,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SequenceResult: ...
+
+
+def _bind(op: str, signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Bind a call to the op's signature, raising rnnspec errors for bad calls."""
+    params = list(signature.parameters.values())
+    known = [p.name for p in params]
+    for key in kwargs:
+        if key not in known:
+            raise UnknownArgumentError(op, key, f"one of the op's arguments {known}", f"an unknown argument {key!r}")
+    positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    if len(args) > len(positional):
+        raise UnknownArgumentError(
+            op,
+            "*args",
+            f"at most {len(positional)} positional arguments ({', '.join(p.name for p in positional)})",
+            f"{len(args)} positional arguments",
+        )
+    bound: dict[str, Any] = {}
+    for p, value in zip(positional, args, strict=False):
+        if p.name in kwargs:
+            raise UnknownArgumentError(op, p.name, "one value", "a value both by position and by keyword")
+        bound[p.name] = value
+    bound.update(kwargs)
+    for p in params:
+        if p.name not in bound:
+            if p.default is inspect.Parameter.empty:
+                raise UnknownArgumentError(op, p.name, "a value for this required argument", "nothing")
+            bound[p.name] = p.default
+    return bound
+

@@ -1,0 +1,43 @@
+"""Static checks of a backend implementation against the spec, run at load time.
+
+pluggy checks hook argument names only; these checks cover what the registry
+needs before a backend is usable: every op it claims is in the spec, is a
+method, and has the spec's signature (names, kinds and defaults), and the
+required dtypes are supported. Numerical agreement is the conformance suite's
+job.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .backend import op_signature
+from .errors import SpecMismatchError
+from .implementation import Implementation
+from .ops import OPS, REQUIRED_DTYPES
+
+__all__ = ["check_implementation"]
+
+
+def _signature_text(sig: inspect.Signature) -> str:
+    # Annotations are the implementer's business; names, kinds and defaults are the contract.
+    bare = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    return str(sig.replace(parameters=bare, return_annotation=inspect.Signature.empty))
+
+
+def check_implementation(name: str, distribution: str, impl: Implementation) -> None:
+    """Raise :class:`SpecMismatchError` if ``impl`` breaks the spec's contract."""
+    where = f"backend {name!r} ({distribution}, {type(impl).__module__}.{type(impl).__qualname__})"
+    for op in impl.ops:
+        if op not in OPS:
+            raise SpecMismatchError(f"{where}: claims op {op!r}, which is not in the spec; spec ops: {sorted(OPS)}")
+        method = getattr(impl, op, None)
+        if not callable(method):
+            raise SpecMismatchError(f"{where}: claims op {op!r} but has no method {op}()")
+        want = _signature_text(op_signature(op))
+        got = _signature_text(inspect.signature(method))
+        if want != got:
+            raise SpecMismatchError(f"{where}: op {op!r} has signature {op}{got}, the spec's is {op}{want}")
+    missing = [d for d in REQUIRED_DTYPES if d not in impl.dtypes]
+    if missing:
+        raise SpecMismatchError(f"{where}: dtypes {list(impl.dtypes)} lack the required {missing}")

@@ -1,0 +1,28 @@
+"""The spec's op records, by name.
+
+Each op has a record here (:class:`OpSpec`), a page beside it (``<op>.md``) with
+the equations and conventions for people, and a method of the same name on
+:class:`rnnspec.Backend` that fixes its Python signature.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from .gru import GRU
+from .lstm import LSTM
+from .record import FLOAT_DTYPES, REQUIRED_DTYPES, OpSpec, OptionSpec, ParamSpec, StateSpec
+from .rnn import RNN
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "OPS",
+    "REQUIRED_DTYPES",
+    "OpSpec",
+    "OptionSpec",
+    "ParamSpec",
+    "StateSpec",
+]
+
+#: Every op of the spec, by name.
+OPS: MappingProxyType[str, OpSpec] = MappingProxyType({spec.name: spec for spec in (RNN, LSTM, GRU)})

@@ -1,0 +1,85 @@
+"""The record types that describe one op of the spec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["FLOAT_DTYPES", "OpSpec", "OptionSpec", "ParamSpec", "StateSpec"]
+
+#: Floating dtypes an op may accept, by name. float32 and float64 are required of
+#: every backend; float16 and bfloat16 are optional and follow the dtype policy.
+FLOAT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+#: The dtypes every backend must support.
+REQUIRED_DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One named parameter array of a layer.
+
+    ``shape`` is symbolic (see :mod:`rnnspec.shapes`). ``layers`` says which
+    layers of a stack carry it; ``required=False`` marks an optional entry.
+    """
+
+    name: str
+    shape: tuple[str, ...]
+    description: str
+    required: bool = True
+    layers: Literal["all", "top"] = "all"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One named entry of a layer's state, of shape ``(batch,) + shape``."""
+
+    name: str
+    shape: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """A keyword option of an op, with its default and allowed values."""
+
+    name: str
+    default: Any
+    allowed: tuple[Any, ...]
+    description: str
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is allowed (``True`` is not taken for ``1``)."""
+        return any(type(value) is type(a) and value == a for a in self.allowed)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """The contract of one op: what it takes, what it returns, what it computes.
+
+    The op's Python signature is the method of the same name on
+    :class:`rnnspec.Backend`; this record holds everything else.
+    """
+
+    name: str
+    summary: str
+    equations: tuple[str, ...]
+    params: tuple[ParamSpec, ...]
+    state: tuple[StateSpec, ...]
+    options: tuple[OptionSpec, ...]
+    result_fields: tuple[str, ...]
+    gradient: str
+    #: Sizes fixed by the options, such as ``{"G": 4}`` gate blocks.
+    fixed_dims: Callable[[Mapping[str, Any]], dict[str, int]] = field(default=lambda options: {})
+    dtypes: tuple[str, ...] = FLOAT_DTYPES
+
+    def option(self, name: str) -> OptionSpec:
+        """Return the option record called ``name``."""
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        raise KeyError(name)
+
+    def layer_params(self, *, top: bool) -> tuple[ParamSpec, ...]:
+        """The parameters a layer may carry (the top layer may carry more)."""
+        return tuple(p for p in self.params if p.layers == "all" or top)

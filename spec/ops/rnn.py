@@ -1,0 +1,24 @@
+"""Record of ``rnn``: the Elman recurrence with a tanh or relu activation."""
+
+from __future__ import annotations
+
+from .common import EXACT_GRADIENT, HIDDEN_STATE
+from .record import OpSpec, OptionSpec, ParamSpec
+
+RNN = OpSpec(
+    name="rnn",
+    summary="Elman recurrent layer: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).",
+    equations=("h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)", "y_t = h_t"),
+    params=(
+        ParamSpec("w_ih", ("H", "I"), "input-to-hidden weights"),
+        ParamSpec("w_hh", ("H", "H"), "hidden-to-hidden weights"),
+        ParamSpec("b_ih", ("H",), "input bias"),
+        ParamSpec("b_hh", ("H",), "hidden bias"),
+    ),
+    state=(HIDDEN_STATE,),
+    options=(
+        OptionSpec("activation", "tanh", ("tanh", "relu"), "the nonlinearity act"),
+    ),
+    result_fields=("outputs", "state"),
+    gradient=EXACT_GRADIENT + " For relu, act'(0) = 0.",
+)
