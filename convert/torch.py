@@ -119,7 +119,9 @@ def to_torch(
     for k, layer in enumerate(arrays):
         missing = [ours for ours, _ in _NAMES if ours not in layer]
         if missing:
-            raise ParameterError("to_torch", f"params[{k}]", "keys ['b_hh', 'b_ih', 'w_hh', 'w_ih']", f"missing {missing}")
+            raise ParameterError(
+                "to_torch", f"params[{k}]", "keys ['b_hh', 'b_ih', 'w_hh', 'w_ih']", f"missing {missing}"
+            )
     first = arrays[0]
     kwargs: dict[str, Any] = {}
     if op == "rnn":
@@ -140,7 +142,10 @@ def to_torch(
                 target = getattr(module, f"{theirs}_l{k}")
                 if tuple(target.shape) != layer[ours].shape:
                     raise ParameterError(
-                        "to_torch", f"params[{k}][{ours!r}]", f"shape {tuple(target.shape)}", f"shape {layer[ours].shape}"
+                        "to_torch",
+                        f"params[{k}][{ours!r}]",
+                        f"shape {tuple(target.shape)}",
+                        f"shape {layer[ours].shape}",
                     )
                 target.copy_(torch.from_numpy(np.array(layer[ours], dtype=layer[ours].dtype)))
     return module

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -30,7 +32,7 @@ def _relu_grad(a: Array, y: Array) -> Array:
 
 
 #: name -> (function, derivative given (pre-activation, activation value)).
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array, Array], Array]]] = {
     "tanh": (np.tanh, _tanh_grad),
     "relu": (_relu, _relu_grad),
 }

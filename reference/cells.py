@@ -17,7 +17,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, Array, sigmoid
 
-__all__ = ["GRUCell", "LSTMCell", "RNNCell", "Cell", "make_cell"]
+__all__ = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "make_cell"]
 
 Params = Mapping[str, Array]
 State = dict[str, Array]
@@ -27,7 +27,9 @@ Cache = dict[str, Any]
 class Cell(Protocol):
     """The interface the sequence driver runs."""
 
-    state_names: tuple[str, ...]
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the state entries, such as ``("h", "c")``."""
 
     def step(self, p: Params, state: State, x: Array) -> tuple[State, Array, Cache]: ...
 

@@ -29,7 +29,9 @@ def _cotangent(op: str, argument: str, value: Any, want: tuple[int, ...]) -> np.
     return arr
 
 
-def _read_cotangents(op: str, cotangents: Mapping[str, Any], fwd: Forward) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+def _read_cotangents(
+    op: str, cotangents: Mapping[str, Any], fwd: Forward
+) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
     if not isinstance(cotangents, Mapping):
         raise ShapeError(op, "cotangents", "a mapping with keys among ['outputs', 'state']", type(cotangents).__name__)
     for key in cotangents:
@@ -47,14 +49,20 @@ def _read_cotangents(op: str, cotangents: Mapping[str, Any], fwd: Forward) -> tu
             given = (given,)
         if not isinstance(given, Sequence) or len(given) != len(d_state):
             raise ShapeError(
-                op, "cotangents['state']", f"a sequence of {len(d_state)} mapping(s), one per layer", repr(type(given)),
+                op,
+                "cotangents['state']",
+                f"a sequence of {len(d_state)} mapping(s), one per layer",
+                repr(type(given)),
                 backend="numpy",
             )
         for k, entry in enumerate(given):
             for name, value in entry.items():
                 if name not in d_state[k]:
                     raise UnknownArgumentError(
-                        op, f"cotangents['state'][{k}]", f"keys among {sorted(d_state[k])}", f"a key {name!r}",
+                        op,
+                        f"cotangents['state'][{k}]",
+                        f"keys among {sorted(d_state[k])}",
+                        f"a key {name!r}",
                         backend="numpy",
                     )
                 arg = f"cotangents['state'][{k}][{name!r}]"

@@ -175,4 +175,3 @@ def _bind(op: str, signature: inspect.Signature, args: Sequence[Any], kwargs: Ma
                 raise UnknownArgumentError(op, p.name, "a value for this required argument", "nothing")
             bound[p.name] = p.default
     return bound
-

@@ -18,8 +18,15 @@ def _table(records: Sequence[BackendRecord]) -> str:
         status = "ok" if r.loaded else f"ERROR: {r.error}"
         framework = f"{r.framework} {r.framework_version}".strip()
         rows.append(
-            (r.name, status, f"{r.distribution} {r.version}", framework, r.device, ", ".join(r.ops) or "-",
-             ", ".join(r.fast_paths) or "-")
+            (
+                r.name,
+                status,
+                f"{r.distribution} {r.version}",
+                framework,
+                r.device,
+                ", ".join(r.ops) or "-",
+                ", ".join(r.fast_paths) or "-",
+            )
         )
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]

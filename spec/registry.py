@@ -12,6 +12,7 @@ All of it runs under one lock, so first use from several threads is safe.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import traceback
@@ -97,6 +98,7 @@ class _Registry:
     def _discover(self) -> dict[str, _Entry]:
         if self._entries is not None:
             return self._entries
+        self._unregister_all()  # what a discovery cut short by a strict failure left registered
         allow = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
         entries: dict[str, _Entry] = {}
         for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
@@ -187,7 +189,9 @@ class _Registry:
             entries = self._discover()
             if name not in entries:
                 known = sorted(entries)
-                hint = f"; {ALLOW_ENV} limits the search to {os.environ[ALLOW_ENV]!r}" if os.environ.get(ALLOW_ENV) else ""
+                hint = (
+                    f"; {ALLOW_ENV} limits the search to {os.environ[ALLOW_ENV]!r}" if os.environ.get(ALLOW_ENV) else ""
+                )
                 raise BackendNotFoundError(f"no backend named {name!r}; available backends: {known}{hint}")
             return self._load(entries[name])
 
@@ -196,16 +200,17 @@ class _Registry:
             entries = self._discover()
             for entry in entries.values():
                 if load and entry.failure is None and entry.backend is None:
-                    try:
+                    with contextlib.suppress(BackendLoadError):  # recorded in entry.record.error
                         self._load(entry)
-                    except BackendLoadError:
-                        pass  # recorded in entry.record.error
             return [_copy(e.record) for _, e in sorted(entries.items())]
+
+    def _unregister_all(self) -> None:
+        for name, _ in list(self.plugin_manager.list_name_plugin()):
+            self.plugin_manager.unregister(name=name)
 
     def reset(self) -> None:
         with self._lock:
-            for name in list(self.plugin_manager.list_name_plugin()):
-                self.plugin_manager.unregister(name=name[0])
+            self._unregister_all()
             self._entries = None
 
 

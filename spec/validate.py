@@ -89,9 +89,7 @@ def _check_layer(
     where = f"params[{k}]"
     for key in layer:
         if key not in names:
-            raise ParameterError(
-                spec.name, where, f"keys among {sorted(names)}", f"unknown key {key!r}"
-            )
+            raise ParameterError(spec.name, where, f"keys among {sorted(names)}", f"unknown key {key!r}")
     shapes: dict[str, tuple[int, ...]] = {}
     for p in allowed:
         if p.name not in layer:
@@ -171,8 +169,8 @@ def _check_initial_state(
     out = []
     for k, (entry, dims) in enumerate(zip(initial_state, layer_dims, strict=True)):
         where = f"initial_state[{k}]"
-        if not isinstance(entry, Mapping) or sorted(entry) != sorted(names):
-            got = f"keys {sorted(entry)}" if isinstance(entry, Mapping) else _type_name(entry)
+        if not isinstance(entry, Mapping) or set(entry) != set(names):
+            got = f"keys {sorted(entry, key=str)}" if isinstance(entry, Mapping) else _type_name(entry)
             raise ShapeError(spec.name, where, f"a mapping with keys {names}", got)
         for s in spec.state:
             arg = f"{where}[{s.name!r}]"
@@ -221,4 +219,3 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
         "initial_state": _check_initial_state(spec, arguments["initial_state"], batch, layer_dims, dtype, impl),
         "reverse": bool(reverse),
     }
-

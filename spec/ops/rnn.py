@@ -16,9 +16,7 @@ RNN = OpSpec(
         ParamSpec("b_hh", ("H",), "hidden bias"),
     ),
     state=(HIDDEN_STATE,),
-    options=(
-        OptionSpec("activation", "tanh", ("tanh", "relu"), "the nonlinearity act"),
-    ),
+    options=(OptionSpec("activation", "tanh", ("tanh", "relu"), "the nonlinearity act"),),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " For relu, act'(0) = 0.",
 )
