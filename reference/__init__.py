@@ -14,7 +14,7 @@ from rnnspec.results import SequenceResult
 from .implementation import Reference
 from .vjp import _BACKEND, vjp
 
-__all__ = ["Reference", "gru", "lstm", "rnn", "vjp"]
+__all__ = ["Reference", "gru", "indrnn", "indrnn_recurrence", "linear_recurrence", "lstm", "qrnn", "rnn", "vjp"]
 
 
 def rnn(x: Any, params: Any, **options: Any) -> SequenceResult:
@@ -30,3 +30,23 @@ def lstm(x: Any, params: Any, **options: Any) -> SequenceResult:
 def gru(x: Any, params: Any, **options: Any) -> SequenceResult:
     """The reference ``gru``; see :meth:`rnnspec.Backend.gru`."""
     return _BACKEND.gru(x, params, **options)
+
+
+def indrnn(x: Any, params: Any, **options: Any) -> SequenceResult:
+    """The reference ``indrnn``; see :meth:`rnnspec.Backend.indrnn`."""
+    return _BACKEND.indrnn(x, params, **options)
+
+
+def qrnn(x: Any, params: Any, **options: Any) -> SequenceResult:
+    """The reference ``qrnn``; see :meth:`rnnspec.Backend.qrnn`."""
+    return _BACKEND.qrnn(x, params, **options)
+
+
+def linear_recurrence(a: Any, b: Any, initial: Any = None, **options: Any) -> Any:
+    """The reference ``linear_recurrence``; see :meth:`rnnspec.Backend.linear_recurrence`."""
+    return _BACKEND.linear_recurrence(a, b, initial, **options)
+
+
+def indrnn_recurrence(pre: Any, u: Any, initial: Any = None, **options: Any) -> Any:
+    """The reference ``indrnn_recurrence``; see :meth:`rnnspec.Backend.indrnn_recurrence`."""
+    return _BACKEND.indrnn_recurrence(pre, u, initial, **options)

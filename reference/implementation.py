@@ -8,7 +8,6 @@ the tolerance policy. bfloat16 has no NumPy dtype and is not offered here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,54 +15,15 @@ import numpy as np
 from rnnspec.implementation import Implementation
 from rnnspec.results import SequenceResult
 
-from .activations import Array
-from .cells import make_cell
-from .stack import full_lengths, run_stack
+from .runs import start
 
-__all__ = ["Forward", "Reference"]
-
-
-class Forward:
-    """A forward run of a classic op (rnn, lstm, gru) in float64, on validated
-    arguments, keeping everything its reverse mode needs."""
-
-    def __init__(
-        self,
-        op: str,
-        x: np.ndarray,
-        params: Sequence[Mapping[str, np.ndarray]],
-        options: Mapping[str, Any],
-        lengths: Any,
-        initial_state: Sequence[Mapping[str, np.ndarray]] | None,
-        reverse: bool,
-    ) -> None:
-        batch, time, _ = x.shape
-        self.op = op
-        self.dtype = x.dtype
-        self.cell = make_cell(op, options)
-        self.reverse = reverse
-        self.params: list[dict[str, Array]] = [{k: np.asarray(v, np.float64) for k, v in p.items()} for p in params]
-        if initial_state is None:
-            initial_state = [
-                {name: np.zeros((batch, p["w_hh"].shape[1])) for name in self.cell.state_names} for p in self.params
-            ]
-        state64 = [{k: np.asarray(v, np.float64) for k, v in s.items()} for s in initial_state]
-        self.lengths = full_lengths(lengths, batch, time)
-        self.outputs, self.state, self.tape = run_stack(
-            lambda k: self.cell, self.params, np.asarray(x, np.float64), self.lengths, state64, reverse
-        )
-
-    def result(self) -> SequenceResult:
-        """The result, rounded to the input dtype."""
-        cast = self.dtype
-        state = tuple({k: v.astype(cast) for k, v in s.items()} for s in self.state)
-        return SequenceResult(self.outputs.astype(cast), state)
+__all__ = ["Reference"]
 
 
 class Reference(Implementation):
     """The NumPy reference implementation of every op of the spec."""
 
-    ops: ClassVar[tuple[str, ...]] = ("rnn", "lstm", "gru")
+    ops: ClassVar[tuple[str, ...]] = ("rnn", "lstm", "gru", "indrnn", "indrnn_recurrence", "qrnn", "linear_recurrence")
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "float32", "float64")
     framework: ClassVar[str] = "numpy"
 
@@ -89,12 +49,12 @@ class Reference(Implementation):
         initial_state: Any = None,
         reverse: bool = False,
     ) -> SequenceResult:
-        return Forward("rnn", x, params, {"activation": activation}, lengths, initial_state, reverse).result()
+        return start("rnn", locals()).result()  # type: ignore[return-value]
 
     def lstm(
         self, x: Any, params: Any, *, lengths: Any = None, initial_state: Any = None, reverse: bool = False
     ) -> SequenceResult:
-        return Forward("lstm", x, params, {}, lengths, initial_state, reverse).result()
+        return start("lstm", locals()).result()  # type: ignore[return-value]
 
     def gru(
         self,
@@ -106,4 +66,52 @@ class Reference(Implementation):
         initial_state: Any = None,
         reverse: bool = False,
     ) -> SequenceResult:
-        return Forward("gru", x, params, {"reset_after": reset_after}, lengths, initial_state, reverse).result()
+        return start("gru", locals()).result()  # type: ignore[return-value]
+
+    def indrnn(
+        self,
+        x: Any,
+        params: Any,
+        *,
+        activation: str = "relu",
+        lengths: Any = None,
+        initial_state: Any = None,
+        reverse: bool = False,
+    ) -> SequenceResult:
+        return start("indrnn", locals()).result()  # type: ignore[return-value]
+
+    def indrnn_recurrence(
+        self,
+        pre: Any,
+        u: Any,
+        initial: Any = None,
+        *,
+        activation: str = "relu",
+        lengths: Any = None,
+        reverse: bool = False,
+    ) -> Any:
+        return start("indrnn_recurrence", locals()).result()
+
+    def qrnn(
+        self,
+        x: Any,
+        params: Any,
+        *,
+        mode: str = "fo",
+        zoneout_mask: Any = None,
+        lengths: Any = None,
+        initial_state: Any = None,
+        reverse: bool = False,
+    ) -> SequenceResult:
+        return start("qrnn", locals()).result()  # type: ignore[return-value]
+
+    def linear_recurrence(
+        self,
+        a: Any,
+        b: Any,
+        initial: Any = None,
+        *,
+        lengths: Any = None,
+        reverse: bool = False,
+    ) -> Any:
+        return start("linear_recurrence", locals()).result()

@@ -41,7 +41,7 @@ def scan(cell: Cell, p: Params, x: Array, state: State, valid: np.ndarray) -> tu
         outputs.append(np.where(keep, y, 0.0))
         tape.caches.append(cache)
     if time == 0:
-        out_size = state["h"].shape[1]
+        out_size = next(iter(state.values())).shape[1]
         return np.zeros((batch, 0, out_size)), state, tape
     return np.stack(outputs, axis=1), state, tape
 

@@ -1,24 +1,52 @@
 """Stacked layers, variable lengths, reverse direction and initial state.
 
-``reverse=True`` is realised by reversing each row's valid prefix of the input
-(:func:`reverse_valid`), running forward, and reversing the outputs back. That
-is the same as running every layer backwards over the row's valid prefix, and
-the permutation is its own inverse and its own reverse mode.
+A layer is anything with ``forward(inp, state, valid)`` and its reverse mode
+``vjp(tape, d_out, d_final)`` (:class:`Layer`); :class:`ScanLayer` runs a cell
+step by step. ``reverse=True`` is realised by reversing each row's valid prefix
+of the input (:func:`reverse_valid`), running forward, and reversing the
+outputs back. That is the same as running every layer backwards over the row's
+valid prefix, and the permutation is its own inverse and its own reverse mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .activations import Array
-from .cells import Cell
-from .scan import Tape, scan, scan_vjp
+from .cells import Cell, Params
+from .scan import scan, scan_vjp
 
-__all__ = ["StackTape", "reverse_valid", "run_stack", "run_stack_vjp"]
+__all__ = ["Layer", "ScanLayer", "StackTape", "full_lengths", "reverse_valid", "run_stack", "run_stack_vjp"]
+
+LayerState = dict[str, Array]
+
+
+class Layer(Protocol):
+    """One layer of a stack, forward and reverse mode, in float64."""
+
+    def forward(self, inp: Array, state: LayerState, valid: np.ndarray) -> tuple[Array, LayerState, Any]: ...
+
+    def vjp(self, tape: Any, d_out: Array, d_final: LayerState) -> tuple[Array, dict[str, Array], LayerState]: ...
+
+
+@dataclass(frozen=True)
+class ScanLayer:
+    """A layer that runs ``cell`` with params ``p`` over time (see :mod:`.scan`)."""
+
+    cell: Cell
+    p: Params
+
+    def forward(self, inp: Array, state: LayerState, valid: np.ndarray) -> tuple[Array, LayerState, Any]:
+        out, final, tape = scan(self.cell, self.p, inp, state, valid)
+        return out, final, (tape, valid, inp.shape)
+
+    def vjp(self, tape: Any, d_out: Array, d_final: LayerState) -> tuple[Array, dict[str, Array], LayerState]:
+        caches, valid, shape = tape
+        return scan_vjp(self.cell, self.p, caches, valid, shape, d_out, d_final)
 
 
 def full_lengths(lengths: Any, batch: int, time: int) -> np.ndarray:
@@ -41,48 +69,41 @@ def reverse_valid(a: Array, lengths: np.ndarray) -> Array:
 class StackTape:
     """What the reverse mode of a stack needs from its forward run."""
 
-    inputs: list[Array]
-    tapes: list[Tape]
-    valid: np.ndarray
+    tapes: list[Any]
     lengths: np.ndarray
 
 
 def run_stack(
-    make_cell: Callable[[int], Cell],
-    params: Sequence[Mapping[str, Array]],
+    layers: Sequence[Layer],
     x: Array,
     lengths: np.ndarray,
     initial_state: Sequence[Mapping[str, Array]],
     reverse: bool,
-) -> tuple[Array, tuple[dict[str, Array], ...], StackTape]:
+) -> tuple[Array, tuple[LayerState, ...], StackTape]:
     """Run the layers bottom to top; each reads the outputs of the one below."""
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
     inp = reverse_valid(x, lengths) if reverse else x
-    inputs, tapes, finals = [], [], []
-    for k, p in enumerate(params):
-        inputs.append(inp)
-        inp, final, tape = scan(make_cell(k), p, inp, dict(initial_state[k]), valid)
+    tapes, finals = [], []
+    for layer, state in zip(layers, initial_state, strict=True):
+        inp, final, tape = layer.forward(inp, dict(state), valid)
         tapes.append(tape)
         finals.append(final)
     outputs = reverse_valid(inp, lengths) if reverse else inp
-    return outputs, tuple(finals), StackTape(inputs, tapes, valid, lengths)
+    return outputs, tuple(finals), StackTape(tapes, lengths)
 
 
 def run_stack_vjp(
-    make_cell: Callable[[int], Cell],
-    params: Sequence[Mapping[str, Array]],
+    layers: Sequence[Layer],
     tape: StackTape,
     reverse: bool,
     d_outputs: Array,
     d_final: Sequence[Mapping[str, Array]],
-) -> tuple[Array, list[dict[str, Array]], tuple[dict[str, Array], ...]]:
+) -> tuple[Array, list[dict[str, Array]], tuple[LayerState, ...]]:
     """Reverse mode of :func:`run_stack`: cotangents of x, params and initial state."""
     d_inp = reverse_valid(d_outputs, tape.lengths) if reverse else d_outputs
-    d_params: list[dict[str, Array]] = [{}] * len(params)
-    d_initial: list[dict[str, Array]] = [{}] * len(params)
-    for k in reversed(range(len(params))):
-        d_inp, d_params[k], d_initial[k] = scan_vjp(
-            make_cell(k), params[k], tape.tapes[k], tape.valid, tape.inputs[k].shape, d_inp, dict(d_final[k])
-        )
+    d_params: list[dict[str, Array]] = [{} for _ in layers]
+    d_initial: list[LayerState] = [{} for _ in layers]
+    for k in reversed(range(len(layers))):
+        d_inp, d_params[k], d_initial[k] = layers[k].vjp(tape.tapes[k], d_inp, dict(d_final[k]))
     d_x = reverse_valid(d_inp, tape.lengths) if reverse else d_inp
     return d_x, d_params, tuple(d_initial)

@@ -18,7 +18,7 @@ from .errors import CallError, UnknownArgumentError, UnsupportedOpError
 from .implementation import Implementation
 from .ops import OPS
 from .results import SequenceResult
-from .validate import check_sequence_call
+from .validate import check_call
 
 __all__ = ["Backend", "op_signature"]
 
@@ -102,7 +102,7 @@ class Backend:
             )
         try:
             arguments = _bind(op, op_signature(op), args, kwargs)
-            return check_sequence_call(OPS[op], arguments, self.implementation)
+            return check_call(OPS[op], arguments, self.implementation)
         except CallError as err:
             raise err.with_backend(self.name) from None
 
@@ -146,6 +146,56 @@ class Backend:
         initial_state: InitialState = None,
         reverse: bool = False,
     ) -> SequenceResult: ...
+
+    # -- independent recurrence and pooling -------------------------------------
+
+    @_op
+    def indrnn(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        activation: str = "relu",
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SequenceResult: ...
+
+    @_op
+    def indrnn_recurrence(
+        self,
+        pre: Any,
+        u: Any,
+        initial: Any = None,
+        *,
+        activation: str = "relu",
+        lengths: Any = None,
+        reverse: bool = False,
+    ) -> Any: ...
+
+    @_op
+    def qrnn(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        mode: str = "fo",
+        zoneout_mask: Any = None,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SequenceResult: ...
+
+    @_op
+    def linear_recurrence(
+        self,
+        a: Any,
+        b: Any,
+        initial: Any = None,
+        *,
+        lengths: Any = None,
+        reverse: bool = False,
+    ) -> Any: ...
 
 
 def _bind(op: str, signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:

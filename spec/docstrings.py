@@ -23,9 +23,42 @@ reverse : bool, default False
 """
 
 
+_PRIMITIVE_COMMON = """\
+lengths : integer array of shape (batch,), optional
+    Valid length of each row, in [0, time]. Past a row's length h is frozen
+    (and returned as zeros).
+reverse : bool, default False
+    Run each row backwards over its own valid prefix; h stays aligned with the inputs.
+"""
+
+
+def _options(spec: OpSpec) -> list[str]:
+    lines = []
+    for opt in spec.options:
+        kind = "array, optional" if opt.kind == "array" else " or ".join(repr(a) for a in opt.allowed)
+        lines.append(f"{opt.name} : {kind}, default {opt.default!r}")
+        lines.append(f"    {opt.description[0].upper()}{opt.description[1:]}.")
+    return lines
+
+
+def _notes(spec: OpSpec) -> list[str]:
+    lines = ["", "Notes", "-----", "Equations::", ""]
+    lines += [f"    {eq}" for eq in spec.equations]
+    lines += ["", "Gradient: " + spec.gradient]
+    return lines
+
+
 def render_op_docstring(spec: OpSpec) -> str:
     """Render the numpydoc docstring of ``spec``'s op method."""
     lines = [spec.summary, "", "Parameters", "----------"]
+    if spec.kind == "primitive":
+        for p in spec.params:
+            optional = "" if p.required else ", optional"
+            lines += [f"{p.name} : array of shape {format_shape(p.shape)}{optional}", f"    {p.description}."]
+        lines += _options(spec)
+        lines += _PRIMITIVE_COMMON.splitlines()
+        lines += ["", "Returns", "-------", "h : array of shape (B, T, H)", "    h_t for every step."]
+        return "\n".join(lines + _notes(spec))
     lines += [
         "x : array of shape (batch, time, input_size)",
         "    The input sequences, batch-first, of a floating dtype.",
@@ -38,9 +71,7 @@ def render_op_docstring(spec: OpSpec) -> str:
         extra += ", top layer only" if p.layers == "top" else ""
         lines.append(f"    - ``{p.name}`` {format_shape(p.shape)}: {p.description}{extra}")
     lines.append("")
-    for opt in spec.options:
-        lines.append(f"{opt.name} : {' or '.join(repr(a) for a in opt.allowed)}, default {opt.default!r}")
-        lines.append(f"    {opt.description[0].upper()}{opt.description[1:]}.")
+    lines += _options(spec)
     state = ", ".join(f"``{s.name}``" for s in spec.state)
     lines += _COMMON.format(state=state).splitlines()
     lines += [
@@ -48,12 +79,5 @@ def render_op_docstring(spec: OpSpec) -> str:
         "Returns",
         "-------",
         "result : NamedTuple with fields " + ", ".join(f"``{f}``" for f in spec.result_fields),
-        "",
-        "Notes",
-        "-----",
-        "Equations::",
-        "",
     ]
-    lines += [f"    {eq}" for eq in spec.equations]
-    lines += ["", "Gradient: " + spec.gradient]
-    return "\n".join(lines)
+    return "\n".join(lines + _notes(spec))

@@ -9,17 +9,17 @@ passed is modified: normalising builds new containers around the same arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import DtypeError, LengthsError, OptionError, ParameterError, ShapeError
+from .errors import CallError, DtypeError, LengthsError, OptionError, ParameterError, ShapeError
 from .implementation import Implementation
-from .ops.record import OpSpec
+from .ops.record import OpSpec, OptionSpec, ParamSpec
 from .shapes import evaluate, format_shape, solve
 
-__all__ = ["check_sequence_call"]
+__all__ = ["check_call", "check_primitive_call", "check_sequence_call"]
 
 _INT_KINDS = ("int", "uint")
 
@@ -51,7 +51,7 @@ def _check_x(spec: OpSpec, x: Any, impl: Implementation) -> tuple[tuple[int, int
 
 
 def _check_options(spec: OpSpec, options: Mapping[str, Any]) -> None:
-    for opt in spec.options:
+    for opt in spec.value_options:
         value = options[opt.name]
         if not opt.accepts(value):
             allowed = " or ".join(repr(a) for a in opt.allowed)
@@ -108,19 +108,31 @@ def _check_layer(
             )
         shapes[p.name] = shape
     known = {**spec.fixed_dims(options), "I": input_size}
-    pairs = [(e, n) for p in allowed if p.name in shapes for e, n in zip(p.shape, shapes[p.name], strict=True)]
+    return _solve_shapes(spec, allowed, shapes, known, lambda name: f"{where}[{name!r}]", ParameterError)
+
+
+def _solve_shapes(
+    spec: OpSpec,
+    layout: Sequence[ParamSpec],
+    shapes: Mapping[str, tuple[int, ...]],
+    known: Mapping[str, int],
+    argument: Callable[[str], str],
+    error: type[CallError],
+) -> dict[str, int]:
+    """Read the sizes off ``shapes`` and check every shape against ``layout``."""
+    pairs = [(e, n) for p in layout if p.name in shapes for e, n in zip(p.shape, shapes[p.name], strict=True)]
     dims = solve(pairs, known)
-    for p in allowed:
+    for p in layout:
         if p.name not in shapes:
             continue
         try:
-            want = tuple(evaluate(e, dims) for e in p.shape)
+            want: tuple[int, ...] | None = tuple(evaluate(e, dims) for e in p.shape)
         except KeyError:
             want = None
         if want != shapes[p.name]:
             sizes = ", ".join(f"{n}={v}" for n, v in sorted(dims.items()))
             expected = f"shape {format_shape(p.shape)}" + (f" = {want} with {sizes}" if want else f" with {sizes}")
-            raise ParameterError(spec.name, f"{where}[{p.name!r}]", expected, f"shape {shapes[p.name]}")
+            raise error(spec.name, argument(p.name), expected, f"shape {shapes[p.name]}")
     return dims
 
 
@@ -197,11 +209,9 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
         The backend implementation, for its array adapters.
     """
     (batch, time, features), dtype = _check_x(spec, arguments["x"], impl)
-    options = {opt.name: arguments[opt.name] for opt in spec.options}
+    options = {opt.name: arguments[opt.name] for opt in spec.value_options}
     _check_options(spec, options)
-    reverse = arguments["reverse"]
-    if not isinstance(reverse, (bool, np.bool_)):
-        raise OptionError(spec.name, "reverse", "True or False", repr(reverse))
+    reverse = _check_reverse(spec, arguments["reverse"])
     layers = _layers(spec, arguments["params"])
     layer_dims = []
     input_size = features
@@ -211,11 +221,99 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
         )
         layer_dims.append(dims)
         input_size = dims["H"]
+    array_options = {
+        opt.name: _check_array_option(spec, opt, arguments[opt.name], batch, time, layer_dims, dtype, impl)
+        for opt in spec.options
+        if opt.kind == "array"
+    }
     return {
         "x": arguments["x"],
         "params": [dict(layer) for layer in layers],
         **options,
+        **array_options,
         "lengths": _check_lengths(spec, arguments["lengths"], batch, time, impl),
         "initial_state": _check_initial_state(spec, arguments["initial_state"], batch, layer_dims, dtype, impl),
-        "reverse": bool(reverse),
+        "reverse": reverse,
     }
+
+
+def _check_reverse(spec: OpSpec, reverse: Any) -> bool:
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise OptionError(spec.name, "reverse", "True or False", repr(reverse))
+    return bool(reverse)
+
+
+def _check_array_option(
+    spec: OpSpec,
+    opt: OptionSpec,
+    value: Any,
+    batch: int,
+    time: int,
+    layer_dims: list[dict[str, int]],
+    dtype: str,
+    impl: Implementation,
+) -> tuple[Any, ...] | None:
+    """An optional (batch, time, H) array of {0, 1}: one for every layer, or one per layer."""
+    if value is None:
+        return None
+    n = len(layer_dims)
+    values = [value] * n if impl.is_array(value) else value
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) != n:
+        expected = f"None, an array (batch, time, H), or a sequence of {n} such arrays (one per layer)"
+        raise ShapeError(spec.name, opt.name, expected, _type_name(value))
+    for k, (mask, dims) in enumerate(zip(values, layer_dims, strict=True)):
+        arg = opt.name if impl.is_array(value) else f"{opt.name}[{k}]"
+        shape, mdtype = _check_array(spec.name, arg, mask, impl)
+        want = (batch, time, dims["H"])
+        if shape != want:
+            raise ShapeError(spec.name, arg, f"shape {want} (batch, time, H) of layer {k}", f"shape {shape}")
+        if mdtype != dtype:
+            raise DtypeError(spec.name, arg, f"dtype {dtype} (the dtype of x)", f"dtype {mdtype}")
+        host = impl.host_values(mask)
+        if host is not None and not np.all((host == 0) | (host == 1)):
+            raise OptionError(spec.name, arg, "values in {0, 1}", "other values")
+    return tuple(values)
+
+
+def check_primitive_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation) -> dict[str, Any]:
+    """Validate a call of a primitive (``linear_recurrence``, ``indrnn_recurrence``).
+
+    Its array arguments are described by ``spec.params`` with shapes over
+    ``B`` (batch), ``T`` (time) and ``H``; they share the first one's dtype.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtype = ""
+    for p in spec.params:
+        value = arguments[p.name]
+        if value is None and not p.required:
+            continue
+        shape, adtype = _check_array(spec.name, p.name, value, impl)
+        if not dtype:
+            if adtype not in spec.dtypes or adtype not in impl.dtypes:
+                supported = [d for d in spec.dtypes if d in impl.dtypes]
+                raise DtypeError(spec.name, p.name, f"a floating dtype ({', '.join(supported)})", f"dtype {adtype}")
+            dtype = adtype
+        elif adtype != dtype:
+            first = spec.params[0].name
+            raise DtypeError(spec.name, p.name, f"dtype {dtype} (the dtype of {first})", f"dtype {adtype}")
+        if len(shape) != len(p.shape):
+            raise ShapeError(
+                spec.name, p.name, f"shape {format_shape(p.shape)} of rank {len(p.shape)}", f"shape {shape}"
+            )
+        shapes[p.name] = shape
+    dims = _solve_shapes(spec, spec.params, shapes, {}, lambda name: name, ShapeError)
+    options = {opt.name: arguments[opt.name] for opt in spec.value_options}
+    _check_options(spec, options)
+    return {
+        **{p.name: arguments[p.name] for p in spec.params},
+        **options,
+        "lengths": _check_lengths(spec, arguments["lengths"], dims["B"], dims["T"], impl),
+        "reverse": _check_reverse(spec, arguments["reverse"]),
+    }
+
+
+def check_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation) -> dict[str, Any]:
+    """Validate a call of any op of the spec; return its normalised arguments."""
+    if spec.kind == "primitive":
+        return check_primitive_call(spec, arguments, impl)
+    return check_sequence_call(spec, arguments, impl)

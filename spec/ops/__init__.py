@@ -10,13 +10,16 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from .gru import GRU
+from .indrnn import INDRNN, INDRNN_RECURRENCE
 from .lstm import LSTM
+from .qrnn import LINEAR_RECURRENCE, QRNN, QRNN_GATES
 from .record import FLOAT_DTYPES, REQUIRED_DTYPES, OpSpec, OptionSpec, ParamSpec, StateSpec
 from .rnn import RNN
 
 __all__ = [
     "FLOAT_DTYPES",
     "OPS",
+    "QRNN_GATES",
     "REQUIRED_DTYPES",
     "OpSpec",
     "OptionSpec",
@@ -25,4 +28,6 @@ __all__ = [
 ]
 
 #: Every op of the spec, by name.
-OPS: MappingProxyType[str, OpSpec] = MappingProxyType({spec.name: spec for spec in (RNN, LSTM, GRU)})
+OPS: MappingProxyType[str, OpSpec] = MappingProxyType(
+    {spec.name: spec for spec in (RNN, LSTM, GRU, INDRNN, INDRNN_RECURRENCE, QRNN, LINEAR_RECURRENCE)}
+)

@@ -47,6 +47,8 @@ class OptionSpec:
     default: Any
     allowed: tuple[Any, ...]
     description: str
+    #: ``"value"``: one of ``allowed``; ``"array"``: an optional array checked by shape.
+    kind: Literal["value", "array"] = "value"
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is allowed (``True`` is not taken for ``1``)."""
@@ -72,6 +74,14 @@ class OpSpec:
     #: Sizes fixed by the options, such as ``{"G": 4}`` gate blocks.
     fixed_dims: Callable[[Mapping[str, Any]], dict[str, int]] = field(default=lambda options: {})
     dtypes: tuple[str, ...] = FLOAT_DTYPES
+    #: ``"sequence"``: x and per-layer params; ``"primitive"``: the arrays in
+    #: ``params`` are positional arguments with shapes over ``B``, ``T``, ``H``.
+    kind: Literal["sequence", "primitive"] = "sequence"
+
+    @property
+    def value_options(self) -> tuple[OptionSpec, ...]:
+        """The options chosen from a fixed set of values."""
+        return tuple(o for o in self.options if o.kind == "value")
 
     def option(self, name: str) -> OptionSpec:
         """Return the option record called ``name``."""

@@ -1,0 +1,85 @@
+"""One QRNN layer: causal convolution gates, then pooling as a linear recurrence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnspec.ops import QRNN_GATES
+
+from .activations import Array, sigmoid
+from .cells import Params
+from .independent import LinearCell
+from .scan import scan, scan_vjp
+
+__all__ = ["QRNNLayer", "causal_windows"]
+
+_LINEAR = LinearCell()
+
+
+def causal_windows(x: Array, window: int) -> Array:
+    """(batch, time, features, window): entry k of step t is x_{t-window+1+k}, zero before the start."""
+    batch, time, features = x.shape
+    padded = np.concatenate([np.zeros((batch, window - 1, features)), x], axis=1)
+    return np.stack([padded[:, k : k + time] for k in range(window)], axis=-1)
+
+
+@dataclass(frozen=True)
+class QRNNLayer:
+    """A QRNN layer with params ``w (G*H, I, K)``, ``b (G*H,)``; ``mask`` is the zoneout mask
+    already aligned with the (possibly reversed) time axis the layer sees."""
+
+    p: Params
+    mode: str
+    mask: Array | None
+
+    def forward(self, inp: Array, state: dict[str, Array], valid: np.ndarray) -> tuple[Array, dict[str, Array], Any]:
+        w = self.p["w"]
+        windows = causal_windows(inp, w.shape[2])
+        pre = np.einsum("btik,gik->btg", windows, w) + self.p["b"]
+        gates = dict(zip(QRNN_GATES[self.mode], np.split(pre, len(QRNN_GATES[self.mode]), axis=2), strict=True))
+        z = np.tanh(gates["z"])
+        f = sigmoid(gates["f"])
+        f_eff = f if self.mask is None else np.where(self.mask == 1, 1.0, f)
+        i = sigmoid(gates["i"]) if "i" in gates else None
+        o = sigmoid(gates["o"]) if "o" in gates else None
+        b = i * z if i is not None else (1.0 - f_eff) * z
+        c, final, tape = scan(_LINEAR, {}, np.concatenate([f_eff, b], axis=2), {"h": state["c"]}, valid)
+        h = c if o is None else o * c
+        saved = {"windows": windows, "z": z, "f": f, "f_eff": f_eff, "i": i, "o": o, "c": c}
+        return h, {"c": final["h"]}, (saved, tape, valid)
+
+    def vjp(
+        self, tape: Any, d_out: Array, d_final: dict[str, Array]
+    ) -> tuple[Array, dict[str, Array], dict[str, Array]]:
+        saved, scan_tape, valid = tape
+        z, f, f_eff, i, o, c = (saved[k] for k in ("z", "f", "f_eff", "i", "o", "c"))
+        d_c = d_out if o is None else d_out * o
+        d_ab, _, d_state = scan_vjp(
+            _LINEAR, {}, scan_tape, valid, c.shape[:2] + (2 * c.shape[2],), d_c, {"h": d_final["c"]}
+        )
+        d_a, d_b = np.split(d_ab, 2, axis=2)
+        d_gates: dict[str, Array] = {}
+        if i is None:
+            d_f_eff = d_a - d_b * z
+            d_z = d_b * (1.0 - f_eff)
+        else:
+            d_f_eff = d_a
+            d_z = d_b * i
+            d_gates["i"] = d_b * z * i * (1.0 - i)
+        d_f = d_f_eff if self.mask is None else np.where(self.mask == 1, 0.0, d_f_eff)
+        d_gates["z"] = d_z * (1.0 - z * z)
+        d_gates["f"] = d_f * f * (1.0 - f)
+        if o is not None:
+            d_gates["o"] = d_out * c * o * (1.0 - o)
+        d_pre = np.concatenate([d_gates[g] for g in QRNN_GATES[self.mode]], axis=2)
+        w = self.p["w"]
+        grads = {"w": np.einsum("btg,btik->gik", d_pre, saved["windows"]), "b": d_pre.sum(axis=(0, 1))}
+        d_windows = np.einsum("btg,gik->btik", d_pre, w)
+        window, time = w.shape[2], d_out.shape[1]
+        d_padded = np.zeros((d_out.shape[0], time + window - 1, w.shape[1]))
+        for k in range(window):
+            d_padded[:, k : k + time] += d_windows[..., k]
+        return d_padded[:, window - 1 :], grads, {"c": d_state["h"]}

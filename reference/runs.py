@@ -1,0 +1,186 @@
+"""Forward runs of every op in float64, keeping what the reverse mode needs.
+
+:func:`start` turns validated, normalised arguments into a run; a run gives
+the op's result (rounded to the input dtype) and its reverse mode. The layers
+of each sequence op come from :data:`LAYERS`; the primitives are one-layer
+runs of their cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rnnspec.errors import ShapeError, UnknownArgumentError
+from rnnspec.ops import OPS
+from rnnspec.results import SequenceResult
+
+from .activations import Array
+from .cells import GRUCell, LSTMCell, RNNCell
+from .independent import IndRNNCell, IndRNNRecurrenceCell, LinearCell
+from .qrnn import QRNNLayer
+from .stack import Layer, ScanLayer, full_lengths, reverse_valid, run_stack, run_stack_vjp
+
+__all__ = ["PrimitiveRun", "SequenceRun", "start"]
+
+_SEQUENCE_ARGS = ("x", "params", "lengths", "initial_state", "reverse")
+
+
+def _f64(a: Any) -> Array:
+    return np.asarray(a, dtype=np.float64)
+
+
+# op -> build the layer k from (float64 params, options, lengths, reverse)
+LayerFactory = Callable[[int, Mapping[str, Array], Mapping[str, Any], np.ndarray, bool], Layer]
+
+
+def _qrnn_layer(k: int, p: Mapping[str, Array], options: Mapping[str, Any], lengths: np.ndarray, rev: bool) -> Layer:
+    masks = options["zoneout_mask"]
+    mask = None if masks is None else _f64(masks[k])
+    if mask is not None and rev:
+        mask = reverse_valid(mask, lengths)  # align with the reversed time axis the layer sees
+    return QRNNLayer(p, options["mode"], mask)
+
+
+LAYERS: dict[str, LayerFactory] = {
+    "rnn": lambda k, p, o, n, r: ScanLayer(RNNCell(activation=o["activation"]), p),
+    "lstm": lambda k, p, o, n, r: ScanLayer(LSTMCell(), p),
+    "gru": lambda k, p, o, n, r: ScanLayer(GRUCell(reset_after=o["reset_after"]), p),
+    "indrnn": lambda k, p, o, n, r: ScanLayer(IndRNNCell(activation=o["activation"]), p),
+    "qrnn": _qrnn_layer,
+}
+
+
+def _cotangent(op: str, argument: str, value: Any, want: tuple[int, ...]) -> Array:
+    arr = _f64(value)
+    if arr.shape != want:
+        raise ShapeError(op, argument, f"shape {want}", f"shape {arr.shape}", backend="numpy")
+    return arr
+
+
+def _check_keys(op: str, argument: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in given:
+        if key not in allowed:
+            raise UnknownArgumentError(op, argument, f"keys among {sorted(allowed)}", f"a key {key!r}", backend="numpy")
+
+
+class SequenceRun:
+    """A run of a sequence op (rnn, lstm, gru, indrnn, qrnn)."""
+
+    def __init__(self, op: str, args: Mapping[str, Any]) -> None:
+        x = args["x"]
+        batch, time, _ = x.shape
+        self.op = op
+        self.dtype = x.dtype
+        self.reverse = args["reverse"]
+        self.lengths = full_lengths(args["lengths"], batch, time)
+        options = {k: v for k, v in args.items() if k not in _SEQUENCE_ARGS}
+        self.params = [{k: _f64(v) for k, v in p.items()} for p in args["params"]]
+        self.layers = [LAYERS[op](k, p, options, self.lengths, self.reverse) for k, p in enumerate(self.params)]
+        names = [s.name for s in OPS[op].state]
+        if args["initial_state"] is None:
+            sizes = [_hidden_size(p, options) for p in self.params]
+            initial = [{n: np.zeros((batch, h)) for n in names} for h in sizes]
+        else:
+            initial = [{k: _f64(v) for k, v in s.items()} for s in args["initial_state"]]
+        self.outputs, self.state, self.tape = run_stack(self.layers, _f64(x), self.lengths, initial, self.reverse)
+
+    def result(self) -> SequenceResult:
+        """The result, rounded to the input dtype."""
+        state = tuple({k: v.astype(self.dtype) for k, v in s.items()} for s in self.state)
+        return SequenceResult(self.outputs.astype(self.dtype), state)
+
+    def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
+        """Cotangents of x, params (one mapping per layer) and the initial state,
+        given those of the result fields."""
+        op = self.op
+        if not isinstance(cotangents, Mapping):
+            raise ShapeError(op, "cotangents", "a mapping of result fields", type(cotangents).__name__, backend="numpy")
+        _check_keys(op, "cotangents", cotangents, ("outputs", "state"))
+        d_outputs = np.zeros_like(self.outputs)
+        if cotangents.get("outputs") is not None:
+            d_outputs = _cotangent(op, "cotangents['outputs']", cotangents["outputs"], self.outputs.shape)
+        d_state = [{k: np.zeros_like(v) for k, v in s.items()} for s in self.state]
+        given = cotangents.get("state")
+        if given is not None:
+            if isinstance(given, Mapping) and len(d_state) == 1:
+                given = (given,)
+            if not isinstance(given, Sequence) or len(given) != len(d_state):
+                expected = f"a sequence of {len(d_state)} mapping(s), one per layer"
+                raise ShapeError(op, "cotangents['state']", expected, type(given).__name__, backend="numpy")
+            for k, entry in enumerate(given):
+                _check_keys(op, f"cotangents['state'][{k}]", entry, list(d_state[k]))
+                for name, value in entry.items():
+                    arg = f"cotangents['state'][{k}][{name!r}]"
+                    d_state[k][name] = _cotangent(op, arg, value, d_state[k][name].shape)
+        d_x, d_params, d_initial = run_stack_vjp(self.layers, self.tape, self.reverse, d_outputs, d_state)
+        grads: Any = [{k: v.astype(self.dtype) for k, v in p.items()} for p in d_params]
+        return {
+            "x": d_x.astype(self.dtype),
+            "params": grads,
+            "initial_state": tuple({k: v.astype(self.dtype) for k, v in s.items()} for s in d_initial),
+        }
+
+
+def _hidden_size(p: Mapping[str, Array], options: Mapping[str, Any]) -> int:
+    """A layer's hidden size H, read off its params (rnn/lstm/gru, indrnn, qrnn)."""
+    if "w_hh" in p:
+        return int(p["w_hh"].shape[1])
+    if "u" in p:
+        return int(p["u"].shape[0])
+    return int(p["b"].shape[0] // OPS["qrnn"].fixed_dims(options)["G"])
+
+
+class PrimitiveRun:
+    """A run of ``linear_recurrence`` or ``indrnn_recurrence``: one layer of a cell."""
+
+    def __init__(self, op: str, args: Mapping[str, Any]) -> None:
+        self.op = op
+        if op == "linear_recurrence":
+            self.inputs = ("a", "b")
+            cell: Any = LinearCell()
+            self.params: dict[str, Array] = {}
+            x = np.concatenate([_f64(args["a"]), _f64(args["b"])], axis=2)
+        else:
+            self.inputs = ("pre",)
+            cell = IndRNNRecurrenceCell(activation=args["activation"])
+            self.params = {"u": _f64(args["u"])}
+            x = _f64(args["pre"])
+        first = args[self.inputs[0]]
+        self.dtype = first.dtype
+        batch, time, hidden = first.shape
+        initial = np.zeros((batch, hidden)) if args["initial"] is None else _f64(args["initial"])
+        self.reverse = args["reverse"]
+        self.layer = ScanLayer(cell, self.params)
+        lengths = full_lengths(args["lengths"], batch, time)
+        self.h, _, self.tape = run_stack([self.layer], x, lengths, [{"h": initial}], self.reverse)
+
+    def result(self) -> Array:
+        return self.h.astype(self.dtype)
+
+    def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
+        """Cotangents of the array arguments, given ``{"h": d_h}``."""
+        if not isinstance(cotangents, Mapping):
+            raise ShapeError(
+                self.op, "cotangents", "a mapping {'h': array}", type(cotangents).__name__, backend="numpy"
+            )
+        _check_keys(self.op, "cotangents", cotangents, ("h",))
+        d_h = np.zeros_like(self.h)
+        if cotangents.get("h") is not None:
+            d_h = _cotangent(self.op, "cotangents['h']", cotangents["h"], self.h.shape)
+        zero = {"h": np.zeros_like(self.h[:, 0])}
+        d_x, d_params, d_initial = run_stack_vjp([self.layer], self.tape, self.reverse, d_h, [zero])
+        if self.op == "linear_recurrence":
+            d_a, d_b = np.split(d_x, 2, axis=2)
+            grads = {"a": d_a, "b": d_b}
+        else:
+            grads = {"pre": d_x, "u": d_params[0]["u"]}
+        grads["initial"] = d_initial[0]["h"]
+        return {k: v.astype(self.dtype) for k, v in grads.items()}
+
+
+def start(op: str, args: Mapping[str, Any]) -> SequenceRun | PrimitiveRun:
+    """Run ``op`` forward on validated, normalised arguments."""
+    return PrimitiveRun(op, args) if OPS[op].kind == "primitive" else SequenceRun(op, args)

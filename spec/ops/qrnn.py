@@ -1,0 +1,67 @@
+"""Records of ``qrnn`` (Bradbury et al. 2016) and its pooling primitive ``linear_recurrence``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .common import EXACT_GRADIENT
+from .record import OpSpec, OptionSpec, ParamSpec, StateSpec
+
+#: Gate blocks of each pooling mode, in row order of ``w`` and ``b``.
+QRNN_GATES: dict[str, tuple[str, ...]] = {"f": ("z", "f"), "fo": ("z", "f", "o"), "ifo": ("z", "f", "i", "o")}
+
+
+def _gate_count(options: Mapping[str, Any]) -> dict[str, int]:
+    mode = options.get("mode", "fo")
+    return {"G": len(QRNN_GATES[mode])} if mode in QRNN_GATES else {}
+
+
+QRNN = OpSpec(
+    name="qrnn",
+    summary="Quasi-recurrent layer: gates from a causal convolution of window K, then f-, fo- or ifo-pooling.",
+    equations=(
+        "[z, f, (i), (o)] = conv1d(x, w, causal left padding K-1)_t + b",
+        "z = tanh(z); f, i, o = sigmoid(f), sigmoid(i), sigmoid(o)",
+        "f = 1 where zoneout_mask = 1",
+        "c_t = f * c_{t-1} + (1 - f) * z    (modes f, fo)",
+        "c_t = f * c_{t-1} + i * z          (mode ifo)",
+        "h_t = c_t (mode f);  h_t = o * c_t (modes fo, ifo)",
+        "y_t = h_t",
+    ),
+    params=(
+        ParamSpec("w", ("G*H", "I", "K"), "convolution weights in Conv1d layout, row blocks z, f, [i], [o]"),
+        ParamSpec("b", ("G*H",), "convolution bias, blocks z, f, [i], [o]"),
+    ),
+    state=(StateSpec("c", ("H",), "pooling state c_t"),),
+    options=(
+        OptionSpec("mode", "fo", ("f", "fo", "ifo"), "the pooling: f, fo or ifo"),
+        OptionSpec(
+            "zoneout_mask",
+            None,
+            (),
+            "None, or a {0, 1} array (batch, time, H) of x's dtype, or one per layer: f is set to 1 where it is "
+            "1 (keep the previous state). The caller draws it in training and passes None in evaluation",
+            kind="array",
+        ),
+    ),
+    result_fields=("outputs", "state"),
+    gradient=EXACT_GRADIENT + " The zoneout mask is a constant: no gradient reaches it, nor f where it is 1.",
+    fixed_dims=_gate_count,
+)
+
+LINEAR_RECURRENCE = OpSpec(
+    name="linear_recurrence",
+    summary="First-order elementwise linear recurrence h_t = a_t * h_{t-1} + b_t (QRNN pooling).",
+    equations=("h_t = a_t * h_{t-1} + b_t",),
+    params=(
+        ParamSpec("a", ("B", "T", "H"), "multipliers a_t"),
+        ParamSpec("b", ("B", "T", "H"), "addends b_t"),
+        ParamSpec("initial", ("B", "H"), "h_0 (zeros when None)", required=False),
+    ),
+    state=(StateSpec("h", ("H",), "h_t"),),
+    options=(),
+    result_fields=("h",),
+    gradient=EXACT_GRADIENT,
+    kind="primitive",
+)
