@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rnnspec.implementation import Implementation
-from rnnspec.results import SequenceResult
+from rnnspec.results import ACTResult, SequenceResult, SkipResult
 
 from .runs import start
 
@@ -23,7 +23,19 @@ __all__ = ["Reference"]
 class Reference(Implementation):
     """The NumPy reference implementation of every op of the spec."""
 
-    ops: ClassVar[tuple[str, ...]] = ("rnn", "lstm", "gru", "indrnn", "indrnn_recurrence", "qrnn", "linear_recurrence")
+    ops: ClassVar[tuple[str, ...]] = (
+        "rnn",
+        "lstm",
+        "gru",
+        "skip_rnn",
+        "skip_lstm",
+        "skip_gru",
+        "act",
+        "indrnn",
+        "indrnn_recurrence",
+        "qrnn",
+        "linear_recurrence",
+    )
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "float32", "float64")
     framework: ClassVar[str] = "numpy"
 
@@ -67,6 +79,49 @@ class Reference(Implementation):
         reverse: bool = False,
     ) -> SequenceResult:
         return start("gru", locals()).result()  # type: ignore[return-value]
+
+    def skip_rnn(
+        self,
+        x: Any,
+        params: Any,
+        *,
+        activation: str = "tanh",
+        lengths: Any = None,
+        initial_state: Any = None,
+        reverse: bool = False,
+    ) -> SkipResult:
+        return start("skip_rnn", locals()).result()  # type: ignore[return-value]
+
+    def skip_lstm(
+        self, x: Any, params: Any, *, lengths: Any = None, initial_state: Any = None, reverse: bool = False
+    ) -> SkipResult:
+        return start("skip_lstm", locals()).result()  # type: ignore[return-value]
+
+    def skip_gru(
+        self,
+        x: Any,
+        params: Any,
+        *,
+        reset_after: bool = True,
+        lengths: Any = None,
+        initial_state: Any = None,
+        reverse: bool = False,
+    ) -> SkipResult:
+        return start("skip_gru", locals()).result()  # type: ignore[return-value]
+
+    def act(
+        self,
+        x: Any,
+        params: Any,
+        *,
+        cell: str = "rnn",
+        epsilon: float = 0.01,
+        max_steps: int = 100,
+        lengths: Any = None,
+        initial_state: Any = None,
+        reverse: bool = False,
+    ) -> ACTResult:
+        return start("act", locals()).result()  # type: ignore[return-value]
 
     def indrnn(
         self,

@@ -19,11 +19,16 @@ __all__ = ["QRNNLayer", "causal_windows"]
 _LINEAR = LinearCell()
 
 
-def causal_windows(x: Array, window: int) -> Array:
-    """(batch, time, features, window): entry k of step t is x_{t-window+1+k}, zero before the start."""
-    batch, time, features = x.shape
-    padded = np.concatenate([np.zeros((batch, window - 1, features)), x], axis=1)
+def causal_windows(padded: Array, window: int) -> Array:
+    """(batch, time, features, window) from ``padded`` = [x_prev, x]: entry k of step t is padded_{t+k}."""
+    time = padded.shape[1] - (window - 1)
     return np.stack([padded[:, k : k + time] for k in range(window)], axis=-1)
+
+
+def _last_inputs(padded: Array, lengths: np.ndarray, window: int) -> Array:
+    """Each row's last K-1 inputs before its length: padded[b, L_b : L_b + K - 1]."""
+    index = lengths[:, None] + np.arange(window - 1)[None, :]
+    return np.take_along_axis(padded, index[:, :, None], axis=1)
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,10 @@ class QRNNLayer:
 
     def forward(self, inp: Array, state: dict[str, Array], valid: np.ndarray) -> tuple[Array, dict[str, Array], Any]:
         w = self.p["w"]
-        windows = causal_windows(inp, w.shape[2])
+        window = w.shape[2]
+        padded = np.concatenate([state["x_prev"], inp], axis=1)
+        windows = causal_windows(padded, window)
+        lengths = valid.sum(axis=1)
         pre = np.einsum("btik,gik->btg", windows, w) + self.p["b"]
         gates = dict(zip(QRNN_GATES[self.mode], np.split(pre, len(QRNN_GATES[self.mode]), axis=2), strict=True))
         z = np.tanh(gates["z"])
@@ -49,7 +57,8 @@ class QRNNLayer:
         c, final, tape = scan(_LINEAR, {}, np.concatenate([f_eff, b], axis=2), {"h": state["c"]}, valid)
         h = c if o is None else o * c
         saved = {"windows": windows, "z": z, "f": f, "f_eff": f_eff, "i": i, "o": o, "c": c}
-        return h, {"c": final["h"]}, (saved, tape, valid)
+        final_state = {"c": final["h"], "x_prev": _last_inputs(padded, lengths, window)}
+        return h, final_state, (saved, tape, valid)
 
     def vjp(
         self, tape: Any, d_out: Array, d_final: dict[str, Array]
@@ -58,7 +67,7 @@ class QRNNLayer:
         z, f, f_eff, i, o, c = (saved[k] for k in ("z", "f", "f_eff", "i", "o", "c"))
         d_c = d_out if o is None else d_out * o
         d_ab, _, d_state = scan_vjp(
-            _LINEAR, {}, scan_tape, valid, c.shape[:2] + (2 * c.shape[2],), d_c, {"h": d_final["c"]}
+            _LINEAR, {}, scan_tape, valid, (*c.shape[:2], 2 * c.shape[2]), d_c, {"h": d_final["c"]}
         )
         d_a, d_b = np.split(d_ab, 2, axis=2)
         d_gates: dict[str, Array] = {}
@@ -82,4 +91,6 @@ class QRNNLayer:
         d_padded = np.zeros((d_out.shape[0], time + window - 1, w.shape[1]))
         for k in range(window):
             d_padded[:, k : k + time] += d_windows[..., k]
-        return d_padded[:, window - 1 :], grads, {"c": d_state["h"]}
+        index = valid.sum(axis=1)[:, None] + np.arange(window - 1)[None, :]
+        np.add.at(d_padded, (np.arange(d_out.shape[0])[:, None], index), d_final["x_prev"])
+        return d_padded[:, window - 1 :], grads, {"c": d_state["h"], "x_prev": d_padded[:, : window - 1]}

@@ -8,19 +8,23 @@ runs of their cell.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from rnnspec.errors import ShapeError, UnknownArgumentError
+from rnnspec.errors import ShapeError
 from rnnspec.ops import OPS
 from rnnspec.results import SequenceResult
+from rnnspec.shapes import evaluate
 
+from .act import ACTRun
 from .activations import Array
 from .cells import GRUCell, LSTMCell, RNNCell
+from .cotangents import check_keys, cotangent, read_sequence_cotangents
 from .independent import IndRNNCell, IndRNNRecurrenceCell, LinearCell
 from .qrnn import QRNNLayer
+from .skip import SkipRun
 from .stack import Layer, ScanLayer, full_lengths, reverse_valid, run_stack, run_stack_vjp
 
 __all__ = ["PrimitiveRun", "SequenceRun", "start"]
@@ -53,19 +57,6 @@ LAYERS: dict[str, LayerFactory] = {
 }
 
 
-def _cotangent(op: str, argument: str, value: Any, want: tuple[int, ...]) -> Array:
-    arr = _f64(value)
-    if arr.shape != want:
-        raise ShapeError(op, argument, f"shape {want}", f"shape {arr.shape}", backend="numpy")
-    return arr
-
-
-def _check_keys(op: str, argument: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    for key in given:
-        if key not in allowed:
-            raise UnknownArgumentError(op, argument, f"keys among {sorted(allowed)}", f"a key {key!r}", backend="numpy")
-
-
 class SequenceRun:
     """A run of a sequence op (rnn, lstm, gru, indrnn, qrnn)."""
 
@@ -79,10 +70,13 @@ class SequenceRun:
         options = {k: v for k, v in args.items() if k not in _SEQUENCE_ARGS}
         self.params = [{k: _f64(v) for k, v in p.items()} for p in args["params"]]
         self.layers = [LAYERS[op](k, p, options, self.lengths, self.reverse) for k, p in enumerate(self.params)]
-        names = [s.name for s in OPS[op].state]
         if args["initial_state"] is None:
-            sizes = [_hidden_size(p, options) for p in self.params]
-            initial = [{n: np.zeros((batch, h)) for n in names} for h in sizes]
+            initial = []
+            for p in self.params:
+                dims = _layer_dims(p, options)
+                initial.append(
+                    {s.name: np.zeros((batch, *(evaluate(e, dims) for e in s.shape))) for s in OPS[op].state}
+                )
         else:
             initial = [{k: _f64(v) for k, v in s.items()} for s in args["initial_state"]]
         self.outputs, self.state, self.tape = run_stack(self.layers, _f64(x), self.lengths, initial, self.reverse)
@@ -95,26 +89,8 @@ class SequenceRun:
     def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
         """Cotangents of x, params (one mapping per layer) and the initial state,
         given those of the result fields."""
-        op = self.op
-        if not isinstance(cotangents, Mapping):
-            raise ShapeError(op, "cotangents", "a mapping of result fields", type(cotangents).__name__, backend="numpy")
-        _check_keys(op, "cotangents", cotangents, ("outputs", "state"))
-        d_outputs = np.zeros_like(self.outputs)
-        if cotangents.get("outputs") is not None:
-            d_outputs = _cotangent(op, "cotangents['outputs']", cotangents["outputs"], self.outputs.shape)
-        d_state = [{k: np.zeros_like(v) for k, v in s.items()} for s in self.state]
-        given = cotangents.get("state")
-        if given is not None:
-            if isinstance(given, Mapping) and len(d_state) == 1:
-                given = (given,)
-            if not isinstance(given, Sequence) or len(given) != len(d_state):
-                expected = f"a sequence of {len(d_state)} mapping(s), one per layer"
-                raise ShapeError(op, "cotangents['state']", expected, type(given).__name__, backend="numpy")
-            for k, entry in enumerate(given):
-                _check_keys(op, f"cotangents['state'][{k}]", entry, list(d_state[k]))
-                for name, value in entry.items():
-                    arg = f"cotangents['state'][{k}][{name!r}]"
-                    d_state[k][name] = _cotangent(op, arg, value, d_state[k][name].shape)
+        ct = read_sequence_cotangents(self.op, cotangents, ("outputs", "state"), self.outputs, self.state)
+        d_outputs, d_state = ct["outputs"], ct["state"]
         d_x, d_params, d_initial = run_stack_vjp(self.layers, self.tape, self.reverse, d_outputs, d_state)
         grads: Any = [{k: v.astype(self.dtype) for k, v in p.items()} for p in d_params]
         return {
@@ -124,13 +100,14 @@ class SequenceRun:
         }
 
 
-def _hidden_size(p: Mapping[str, Array], options: Mapping[str, Any]) -> int:
-    """A layer's hidden size H, read off its params (rnn/lstm/gru, indrnn, qrnn)."""
+def _layer_dims(p: Mapping[str, Array], options: Mapping[str, Any]) -> dict[str, int]:
+    """A layer's sizes read off its params: H, and for qrnn I and K."""
     if "w_hh" in p:
-        return int(p["w_hh"].shape[1])
+        return {"H": int(p["w_hh"].shape[1])}
     if "u" in p:
-        return int(p["u"].shape[0])
-    return int(p["b"].shape[0] // OPS["qrnn"].fixed_dims(options)["G"])
+        return {"H": int(p["u"].shape[0])}
+    blocks, inputs, window = p["w"].shape
+    return {"H": blocks // OPS["qrnn"].fixed_dims(options)["G"], "I": inputs, "K": window}
 
 
 class PrimitiveRun:
@@ -138,17 +115,15 @@ class PrimitiveRun:
 
     def __init__(self, op: str, args: Mapping[str, Any]) -> None:
         self.op = op
+        first = args["a"] if op == "linear_recurrence" else args["pre"]
         if op == "linear_recurrence":
-            self.inputs = ("a", "b")
             cell: Any = LinearCell()
             self.params: dict[str, Array] = {}
             x = np.concatenate([_f64(args["a"]), _f64(args["b"])], axis=2)
         else:
-            self.inputs = ("pre",)
             cell = IndRNNRecurrenceCell(activation=args["activation"])
             self.params = {"u": _f64(args["u"])}
             x = _f64(args["pre"])
-        first = args[self.inputs[0]]
         self.dtype = first.dtype
         batch, time, hidden = first.shape
         initial = np.zeros((batch, hidden)) if args["initial"] is None else _f64(args["initial"])
@@ -166,11 +141,11 @@ class PrimitiveRun:
             raise ShapeError(
                 self.op, "cotangents", "a mapping {'h': array}", type(cotangents).__name__, backend="numpy"
             )
-        _check_keys(self.op, "cotangents", cotangents, ("h",))
+        check_keys(self.op, "cotangents", cotangents, ("h",))
         d_h = np.zeros_like(self.h)
         if cotangents.get("h") is not None:
-            d_h = _cotangent(self.op, "cotangents['h']", cotangents["h"], self.h.shape)
-        zero = {"h": np.zeros_like(self.h[:, 0])}
+            d_h = cotangent(self.op, "cotangents['h']", cotangents["h"], self.h.shape)
+        zero = {"h": np.zeros((self.h.shape[0], self.h.shape[2]))}  # also when time is 0
         d_x, d_params, d_initial = run_stack_vjp([self.layer], self.tape, self.reverse, d_h, [zero])
         if self.op == "linear_recurrence":
             d_a, d_b = np.split(d_x, 2, axis=2)
@@ -181,6 +156,12 @@ class PrimitiveRun:
         return {k: v.astype(self.dtype) for k, v in grads.items()}
 
 
-def start(op: str, args: Mapping[str, Any]) -> SequenceRun | PrimitiveRun:
+def start(op: str, args: Mapping[str, Any]) -> SequenceRun | PrimitiveRun | SkipRun | ACTRun:
     """Run ``op`` forward on validated, normalised arguments."""
-    return PrimitiveRun(op, args) if OPS[op].kind == "primitive" else SequenceRun(op, args)
+    if OPS[op].kind == "primitive":
+        return PrimitiveRun(op, args)
+    if op == "act":
+        return ACTRun(op, args)
+    if op.startswith("skip_"):
+        return SkipRun(op, args)
+    return SequenceRun(op, args)

@@ -13,22 +13,29 @@ from __future__ import annotations
 
 from ._version import __version__
 from .backend import Backend
+from .constraints import indrnn_bound, indrnn_constrain
 from .errors import RnnspecError
 from .implementation import Implementation
 from .init import init_params
+from .losses import skip_budget_loss
 from .ops import OPS
 from .registry import BackendRecord, get_backend, list_backends
-from .results import SequenceResult
+from .results import ACTResult, SequenceResult, SkipResult
 
 __all__ = [
     "OPS",
+    "ACTResult",
     "Backend",
     "BackendRecord",
     "Implementation",
     "RnnspecError",
     "SequenceResult",
+    "SkipResult",
     "__version__",
     "get_backend",
+    "indrnn_bound",
+    "indrnn_constrain",
     "init_params",
     "list_backends",
+    "skip_budget_loss",
 ]

@@ -17,7 +17,7 @@ from .docstrings import render_op_docstring
 from .errors import CallError, UnknownArgumentError, UnsupportedOpError
 from .implementation import Implementation
 from .ops import OPS
-from .results import SequenceResult
+from .results import ACTResult, SequenceResult, SkipResult
 from .validate import check_call
 
 __all__ = ["Backend", "op_signature"]
@@ -146,6 +146,59 @@ class Backend:
         initial_state: InitialState = None,
         reverse: bool = False,
     ) -> SequenceResult: ...
+
+    # -- Skip RNN: the state-update gate ----------------------------------------
+
+    @_op
+    def skip_rnn(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        activation: str = "tanh",
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SkipResult: ...
+
+    @_op
+    def skip_lstm(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SkipResult: ...
+
+    @_op
+    def skip_gru(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        reset_after: bool = True,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> SkipResult: ...
+
+    # -- Adaptive Computation Time ---------------------------------------------
+
+    @_op
+    def act(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        cell: str = "rnn",
+        epsilon: float = 0.01,
+        max_steps: int = 100,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+    ) -> ACTResult: ...
 
     # -- independent recurrence and pooling -------------------------------------
 

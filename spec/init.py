@@ -1,17 +1,23 @@
-"""``init_params``: reproducible parameter initialisation for every op.
+"""``init_params``: reproducible parameter initialisation for every sequence op.
 
 Each op's parameters are initialised as its paper or reference framework does;
 the shapes come from the op's record, so they always match what the op
-accepts. The result is plain NumPy (convert with ``Backend.from_numpy``).
+accepts. Sizes the record's shapes use beyond ``I`` and ``H`` come from the
+op's options (``G`` from ``fixed_dims``) or from its init options (qrnn's ``K``
+from ``window``, see :class:`_Init`). The primitives take arrays, not
+parameters, and are refused. The result is plain NumPy (convert with
+``Backend.from_numpy``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .constraints import check_mag, check_seq_len, indrnn_bound
 from .errors import OptionError, ShapeError, UnknownArgumentError
 from .ops import OPS, OpSpec
 from .shapes import evaluate
@@ -20,6 +26,8 @@ __all__ = ["init_params"]
 
 #: An initialiser draws one parameter: (rng, param name, shape, layer sizes, options) -> float64 array.
 Initialiser = Callable[[np.random.Generator, str, tuple[int, ...], Mapping[str, int], Mapping[str, Any]], np.ndarray]
+#: Checks an op's init options and returns the sizes they fix: (merged options, names the caller gave) -> dims.
+InitDims = Callable[[Mapping[str, Any], frozenset[str]], dict[str, int]]
 
 
 def _uniform_fan_in(
@@ -30,11 +38,120 @@ def _uniform_fan_in(
     return rng.uniform(-bound, bound, size=shape)
 
 
-#: op name -> (initialiser, init-only options with their defaults)
-_INITIALISERS: dict[str, tuple[Initialiser, dict[str, Any]]] = {
-    "rnn": (_uniform_fan_in, {}),
-    "lstm": (_uniform_fan_in, {}),
-    "gru": (_uniform_fan_in, {}),
+#: Standard deviation of IndRNN's input weights: the authors' plain (unnormalised) IndRNN, Lasagne Normal(0.001).
+INDRNN_INPUT_STD = 0.001
+
+
+def _indrnn(
+    rng: np.random.Generator, name: str, shape: tuple[int, ...], dims: Mapping[str, int], options: Mapping[str, Any]
+) -> np.ndarray:
+    # Li et al. 2018 (authors' code): w_ih ~ N(0, 0.001^2), b_ih = 0, u ~ U(0, U) with U = mag ** (1/seq_len)
+    # (U(0, 1) without seq_len), the top layer's u ~ U(1/U, U) with last_layer_init.
+    if name == "w_ih":
+        return rng.normal(0.0, INDRNN_INPUT_STD, size=shape)
+    if name == "b_ih":
+        return np.zeros(shape)
+    seq_len = options["seq_len"]
+    if seq_len is None:
+        return rng.uniform(0.0, 1.0, size=shape)
+    high = indrnn_bound(seq_len, options["mag"])
+    top = dims["layer"] == dims["num_layers"] - 1
+    low = 1.0 / high if top and options["last_layer_init"] else 0.0
+    return rng.uniform(low, high, size=shape)
+
+
+def _indrnn_dims(options: Mapping[str, Any], given: frozenset[str]) -> dict[str, int]:
+    seq_len = options["seq_len"]
+    if seq_len is not None:
+        check_seq_len("init_params", seq_len)
+    check_mag("init_params", options["mag"])
+    last = options["last_layer_init"]
+    if not isinstance(last, bool | np.bool_):
+        raise OptionError("init_params", "last_layer_init", "True or False", repr(last))
+    if seq_len is None:
+        if "mag" in given:
+            expected = "only together with seq_len (the bound is mag ** (1/seq_len))"
+            raise OptionError("init_params", "mag", expected, repr(options["mag"]))
+        if last:
+            expected = "False when seq_len is None (the range is mag ** (-1/seq_len) to mag ** (1/seq_len))"
+            raise OptionError("init_params", "last_layer_init", expected, repr(last))
+    return {}
+
+
+def _qrnn_dims(options: Mapping[str, Any], given: frozenset[str]) -> dict[str, int]:
+    window = options["window"]
+    if isinstance(window, bool | np.bool_) or not isinstance(window, int | np.integer) or window < 1:
+        raise OptionError("init_params", "window", "an integer >= 1 (the convolution width K)", repr(window))
+    return {"K": int(window)}
+
+
+def _uniform_conv_fan_in(
+    rng: np.random.Generator, name: str, shape: tuple[int, ...], dims: Mapping[str, int], options: Mapping[str, Any]
+) -> np.ndarray:
+    # PyTorch's nn.Conv1d(I, G*H, K) (and Salesforce's nn.Linear(K*I, G*H)): w, b ~ U(-1/sqrt(I*K), 1/sqrt(I*K)).
+    bound = 1.0 / np.sqrt(dims["I"] * dims["K"])
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def _no_dims(options: Mapping[str, Any], given: frozenset[str]) -> dict[str, int]:
+    return {}
+
+
+def _skip(
+    rng: np.random.Generator, name: str, shape: tuple[int, ...], dims: Mapping[str, int], options: Mapping[str, Any]
+) -> np.ndarray:
+    # Campos et al. 2018: the gate bias starts at 1 "so that all samples are used at the beginning";
+    # the learnt initial state starts at zero; everything else as the base cell.
+    if name == "b_gate":
+        return np.ones(shape)
+    if name in ("h0", "c0"):
+        return np.zeros(shape)
+    return _uniform_fan_in(rng, name, shape, dims, options)
+
+
+def _skip_dims(options: Mapping[str, Any], given: frozenset[str]) -> dict[str, int]:
+    flag = options["trainable_initial_state"]
+    if not isinstance(flag, bool | np.bool_):
+        raise OptionError("init_params", "trainable_initial_state", "True or False", repr(flag))
+    return {}
+
+
+def _act(
+    rng: np.random.Generator, name: str, shape: tuple[int, ...], dims: Mapping[str, int], options: Mapping[str, Any]
+) -> np.ndarray:
+    # Graves 2016 (seed code): halting bias 1; the cell as its own init (IndRNN without seq_len).
+    if name == "b_halt":
+        return np.ones(shape)
+    if options["cell"] == "indrnn" and name != "w_halt":
+        return _indrnn(rng, name, shape, dims, {"seq_len": None, "mag": 2.0, "last_layer_init": False})
+    return _uniform_fan_in(rng, name, shape, dims, options)
+
+
+@dataclass(frozen=True)
+class _Init:
+    """How ``init_params`` initialises one op."""
+
+    #: Draws one parameter array.
+    draw: Initialiser
+    #: The op's init-only options, with their defaults.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: Checks the init options (raising OptionError) and returns the sizes they fix, such as {"K": window}.
+    dims: InitDims = _no_dims
+    #: Whether the optional parameters (skip's h0, c0) are drawn too, given the options.
+    optional: Callable[[Mapping[str, Any]], bool] = lambda options: False
+
+
+_INITIALISERS: dict[str, _Init] = {
+    "rnn": _Init(_uniform_fan_in),
+    "lstm": _Init(_uniform_fan_in),
+    "gru": _Init(_uniform_fan_in),
+    "indrnn": _Init(_indrnn, {"seq_len": None, "mag": 2.0, "last_layer_init": False}, _indrnn_dims),
+    "qrnn": _Init(_uniform_conv_fan_in, {"window": 1}, _qrnn_dims),
+    "act": _Init(_act),
+    **{
+        op: _Init(_skip, {"trainable_initial_state": False}, _skip_dims, lambda o: bool(o["trainable_initial_state"]))
+        for op in ("skip_rnn", "skip_lstm", "skip_gru")
+    },
 }
 
 
@@ -67,8 +184,28 @@ def init_params(
     dtype
         ``"float32"`` (the default, what frameworks train in) or ``"float64"``.
     **options
-        The op's keyword options that shape its parameters, and init options
-        of the op (listed on its spec page).
+        The op's keyword options that take a value from a fixed set (``mode``,
+        ``activation``, ...), and the op's init options (listed on its spec page):
+
+        - ``indrnn``: ``seq_len=None``, ``mag=2.0``, ``last_layer_init=False``.
+          ``u ~ U(0, mag ** (1/seq_len))`` in every layer, or ``U(0, 1)`` without
+          ``seq_len``; with ``last_layer_init=True`` the top layer's
+          ``u ~ U(mag ** (-1/seq_len), mag ** (1/seq_len))``. ``w_ih ~ N(0, 0.001**2)``
+          and ``b_ih = 0``.
+        - ``qrnn``: ``window=1``, the convolution width ``K >= 1``.
+        - ``skip_rnn``, ``skip_lstm``, ``skip_gru``: ``trainable_initial_state=False``;
+          with True every layer gets ``h0`` (and ``c0``) at zero. ``b_gate = 1``.
+        - ``act``: the ``cell`` option picks the layout; ``b_halt = 1``. One layer.
+
+    Raises
+    ------
+    rnnspec.errors.UnknownArgumentError
+        An unknown op, a primitive (it has no parameters), or an unknown option.
+    rnnspec.errors.OptionError
+        An option outside its allowed values (such as ``window=0``), or a dtype
+        other than float32 and float64.
+    rnnspec.errors.ShapeError
+        A size that is not a positive integer.
 
     Examples
     --------
@@ -77,19 +214,24 @@ def init_params(
     >>> [p["w_ih"].shape for p in params]
     [(32, 3), (32, 8)]
     """
+    if op in OPS and OPS[op].kind == "primitive":
+        expected = f"a sequence op among {sorted(_INITIALISERS)}; {op!r} is a primitive: its arguments are arrays"
+        raise UnknownArgumentError("init_params", "op", expected + " and it has no parameters to initialise", repr(op))
     if op not in OPS or op not in _INITIALISERS:
         raise UnknownArgumentError("init_params", "op", f"one of {sorted(_INITIALISERS)}", repr(op))
     spec: OpSpec = OPS[op]
-    initialiser, init_defaults = _INITIALISERS[op]
-    op_defaults = {opt.name: opt.default for opt in spec.options}
+    init = _INITIALISERS[op]
+    # Array options (qrnn's zoneout_mask) are inputs of a call; they shape no parameter.
+    op_defaults = {opt.name: opt.default for opt in spec.value_options}
     for key in options:
-        if key not in op_defaults and key not in init_defaults:
-            known = sorted({*op_defaults, *init_defaults})
+        if key not in op_defaults and key not in init.defaults:
+            known = sorted({*op_defaults, *init.defaults})
             raise UnknownArgumentError("init_params", key, f"an option of {op!r} among {known}", f"{key!r}")
-    merged = {**op_defaults, **init_defaults, **options}
-    for opt in spec.options:
+    merged = {**op_defaults, **init.defaults, **options}
+    for opt in spec.value_options:
         if not opt.accepts(merged[opt.name]):
-            raise OptionError("init_params", opt.name, " or ".join(map(repr, opt.allowed)), repr(merged[opt.name]))
+            raise OptionError("init_params", opt.name, opt.describe_allowed(), repr(merged[opt.name]))
+    extra_dims = init.dims(merged, frozenset(options))
     if dtype not in ("float32", "float64"):
         raise OptionError("init_params", "dtype", "'float32' or 'float64'", repr(dtype))
     sizes = {
@@ -97,21 +239,24 @@ def init_params(
         "hidden_size": _check_size("hidden_size", hidden_size),
         "num_layers": _check_size("num_layers", num_layers),
     }
+    if spec.max_layers is not None and sizes["num_layers"] > spec.max_layers:
+        raise ShapeError("init_params", "num_layers", f"at most {spec.max_layers} for {op!r}", repr(num_layers))
     rng = np.random.default_rng(seed)
     layers = []
     for k in range(sizes["num_layers"]):
         dims = {
             **spec.fixed_dims(merged),
+            **extra_dims,
             "I": sizes["input_size"] if k == 0 else sizes["hidden_size"],
             "H": sizes["hidden_size"],
             "layer": k,
             "num_layers": sizes["num_layers"],
         }
         layer = {}
-        for p in spec.layer_params(top=k == sizes["num_layers"] - 1):
-            if not p.required:
+        for p in spec.layer_params(top=k == sizes["num_layers"] - 1, options=merged):
+            if not p.required and not init.optional(merged):
                 continue
             shape = tuple(evaluate(e, dims) for e in p.shape)
-            layer[p.name] = initialiser(rng, p.name, shape, dims, merged).astype(dtype)
+            layer[p.name] = init.draw(rng, p.name, shape, dims, merged).astype(dtype)
         layers.append(layer)
     return layers

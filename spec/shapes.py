@@ -1,7 +1,7 @@
 """Symbolic dimensions: the shape language of the spec's parameter layouts.
 
 A parameter's shape is written with small linear expressions over named sizes,
-``("4*H", "I")`` or ``("I+1",)``: ``I`` the layer's input size, ``H`` its hidden
+``("4*H", "I")``, ``("I+1",)`` or ``("K-1", "I")``: ``I`` the layer's input size, ``H`` its hidden
 size, and op-specific symbols (``G`` the number of gate blocks, ``K`` a window).
 :func:`solve` reads unknown sizes off the arrays a user passed, and
 :func:`evaluate` turns an expression back into a number, so one layout serves
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 __all__ = ["evaluate", "format_shape", "solve", "symbols"]
 
-_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_]\w*)|([+*]))")
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_]\w*)|([+*-]))")
 
 
 def _parse(expr: str) -> list[list[int | str]]:
@@ -32,8 +32,8 @@ def _parse(expr: str) -> list[list[int | str]]:
         if op is not None:
             if expect_factor:
                 raise ValueError(f"bad dimension expression {expr!r}: operator without operand")
-            if op == "+":
-                terms.append([])
+            if op in "+-":
+                terms.append([] if op == "+" else [-1])
             expect_factor = True
         else:
             if not expect_factor:

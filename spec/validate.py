@@ -54,8 +54,7 @@ def _check_options(spec: OpSpec, options: Mapping[str, Any]) -> None:
     for opt in spec.value_options:
         value = options[opt.name]
         if not opt.accepts(value):
-            allowed = " or ".join(repr(a) for a in opt.allowed)
-            raise OptionError(spec.name, opt.name, allowed, repr(value))
+            raise OptionError(spec.name, opt.name, opt.describe_allowed(), repr(value))
 
 
 def _layers(spec: OpSpec, params: Any) -> list[Mapping[str, Any]]:
@@ -84,7 +83,7 @@ def _check_layer(
     impl: Implementation,
 ) -> dict[str, int]:
     """Check one layer's params; return its sizes (``I``, ``H``, ...)."""
-    allowed = spec.layer_params(top=top)
+    allowed = spec.layer_params(top=top, options=options)
     names = {p.name for p in allowed}
     where = f"params[{k}]"
     for key in layer:
@@ -165,6 +164,7 @@ def _check_initial_state(
     batch: int,
     layer_dims: list[dict[str, int]],
     dtype: str,
+    options: Mapping[str, Any],
     impl: Implementation,
 ) -> tuple[dict[str, Any], ...] | None:
     if initial_state is None:
@@ -177,14 +177,15 @@ def _check_initial_state(
         raise ShapeError(spec.name, "initial_state", expected, _type_name(initial_state))
     if len(initial_state) != n:
         raise ShapeError(spec.name, "initial_state", expected, f"a sequence of length {len(initial_state)}")
-    names = [s.name for s in spec.state]
     out = []
     for k, (entry, dims) in enumerate(zip(initial_state, layer_dims, strict=True)):
         where = f"initial_state[{k}]"
+        entries = spec.layer_state(top=k == n - 1, options=options)
+        names = [s.name for s in entries]
         if not isinstance(entry, Mapping) or set(entry) != set(names):
             got = f"keys {sorted(entry, key=str)}" if isinstance(entry, Mapping) else _type_name(entry)
             raise ShapeError(spec.name, where, f"a mapping with keys {names}", got)
-        for s in spec.state:
+        for s in entries:
             arg = f"{where}[{s.name!r}]"
             shape, sdtype = _check_array(spec.name, arg, entry[s.name], impl)
             want = (batch, *(evaluate(e, dims) for e in s.shape))
@@ -213,6 +214,10 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
     _check_options(spec, options)
     reverse = _check_reverse(spec, arguments["reverse"])
     layers = _layers(spec, arguments["params"])
+    if spec.max_layers is not None and len(layers) > spec.max_layers:
+        raise ParameterError(
+            spec.name, "params", f"at most {spec.max_layers} layer(s) for this op", f"{len(layers)} layers"
+        )
     layer_dims = []
     input_size = features
     for k, layer in enumerate(layers):
@@ -232,7 +237,9 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
         **options,
         **array_options,
         "lengths": _check_lengths(spec, arguments["lengths"], batch, time, impl),
-        "initial_state": _check_initial_state(spec, arguments["initial_state"], batch, layer_dims, dtype, impl),
+        "initial_state": _check_initial_state(
+            spec, arguments["initial_state"], batch, layer_dims, dtype, options, impl
+        ),
         "reverse": reverse,
     }
 

@@ -4,6 +4,12 @@ The pages are read through the installed package, the way a user's copy would
 be, and their markdown is parsed: sections by ``## `` heading, fenced code
 blocks, and tables row by row, so a name that merely appears somewhere on a
 page does not count as a table row.
+
+Primitives (``record.kind == "primitive"``) have pages of the same format: their
+Parameters table lists their array arguments, their State table (optional)
+describes the carried ``h`` of shape ``(B, H)``, and their Initialisation
+section says that they have no parameters. An array option's "allowed" cell
+reads ``array``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import pytest
 
 from rnnspec import OPS, Backend
 from rnnspec.backend import op_signature
-from rnnspec.ops import OpSpec
+from rnnspec.ops import OpSpec, OptionSpec
 from rnnspec.shapes import format_shape
 
 #: The page of conventions shared by every sequence op; it has no record.
@@ -180,13 +186,17 @@ def rendered_signature(op: str) -> str:
     return f"{op}{bare}"
 
 
-def state_shape(shape: tuple[str, ...]) -> str:
-    """A state entry's full shape as the pages write it: ``(batch, H)``."""
-    return format_shape(("batch", *shape))
+def state_shape(shape: tuple[str, ...], *, primitive: bool = False) -> str:
+    """A state entry's full shape as the pages write it: ``(batch, H)``, or ``(B, H)``
+    for a primitive, whose shapes are written over ``B``, ``T``, ``H``."""
+    return format_shape(("B" if primitive else "batch", *shape))
 
 
-def allowed_values(values: tuple[object, ...]) -> str:
-    return ", ".join(repr(v) for v in values)
+def allowed_values(option: OptionSpec) -> str:
+    """The "allowed" cell of an option: its values, or ``array`` for an array option."""
+    if option.kind == "array":
+        return "array"
+    return ", ".join(repr(v) for v in option.allowed)
 
 
 @pytest.fixture(params=sorted(OPS), ids=lambda op: op)
@@ -219,7 +229,9 @@ def test_the_common_sequence_page_documents_every_keyword_that_no_record_lists()
             for p in op_signature(op).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in {o.name for o in record.options}
         ]
-        assert {"lengths", "initial_state", "reverse"} <= set(keywords), op
+        # A primitive's initial value is an array argument (``initial``), not ``initial_state``.
+        required = {"lengths", "reverse"} if record.kind == "primitive" else {"lengths", "initial_state", "reverse"}
+        assert required <= set(keywords), op
         for name in keywords:
             assert f"`{name}`" in headings, f"{COMMON_PAGE} has no section heading naming `{name}` (used by {op})"
     for topic in ("Dtypes", "Validation and errors", "Gradient convention", "Chunked runs and truncated BPTT"):
@@ -267,9 +279,12 @@ def test_the_parameters_table_has_exactly_the_records_parameters(spec: OpSpec, p
 
 def test_the_state_table_has_exactly_the_records_state_entries(spec: OpSpec, page: Page) -> None:
     rows = the_table(page, "State", STATE_HEADER)
+    primitive = spec.kind == "primitive"
+    if primitive and not rows:
+        return  # a primitive returns h alone; describing its carried state is optional
     assert [plain(name) for name, _, _ in rows] == [s.name for s in spec.state]
     for (_, shape, description), s in zip(rows, spec.state, strict=True):
-        assert plain(shape) == state_shape(s.shape), s.name
+        assert plain(shape) == state_shape(s.shape, primitive=primitive), s.name
         assert words(s.description) in words(plain(description)), s.name
 
 
@@ -280,7 +295,7 @@ def test_the_options_table_has_exactly_the_records_options_with_defaults_and_all
     assert [plain(name) for name, _, _, _ in rows] == [o.name for o in spec.options]
     for (_, default, allowed, description), o in zip(rows, spec.options, strict=True):
         assert plain(default) == repr(o.default), o.name
-        assert plain(allowed) == allowed_values(o.allowed), o.name
+        assert plain(allowed) == allowed_values(o), o.name
         assert words(o.description) in words(plain(description)), o.name
     if not spec.options:
         assert f"`{spec.name}` has no op-specific options" in page.sections["Options"]
@@ -303,7 +318,23 @@ def test_the_gradient_section_states_the_records_gradient_text(spec: OpSpec, pag
 
 
 def test_the_initialisation_section_shows_the_init_params_call(spec: OpSpec, page: Page) -> None:
-    assert f'rnnspec.init_params("{spec.name}"' in page.sections["Initialisation"]
+    section = page.sections["Initialisation"]
+    if spec.kind == "primitive":
+        # No parameters to draw: the page says so, and shows no call that would fail.
+        assert f"`{spec.name}` has no parameters" in words(section)
+        assert f'rnnspec.init_params("{spec.name}"' not in section
+    else:
+        assert f'rnnspec.init_params("{spec.name}"' in section
+
+
+@pytest.mark.parametrize("op", sorted(op for op, record in OPS.items() if record.kind == "primitive"))
+def test_a_primitives_parameters_are_its_array_arguments_over_batch_time_and_hidden(op: str) -> None:
+    spec = OPS[op]
+    arguments = [
+        p.name for p in op_signature(spec.name).parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
+    assert arguments == [p.name for p in spec.params]
+    assert all(set(p.shape) <= {"B", "T", "H"} for p in spec.params)
 
 
 def test_the_conventions_section_names_a_rejected_alternative(spec: OpSpec, page: Page) -> None:

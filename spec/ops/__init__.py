@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from .act import ACT, ACT_CELLS
 from .gru import GRU
 from .indrnn import INDRNN, INDRNN_RECURRENCE
 from .lstm import LSTM
 from .qrnn import LINEAR_RECURRENCE, QRNN, QRNN_GATES
 from .record import FLOAT_DTYPES, REQUIRED_DTYPES, OpSpec, OptionSpec, ParamSpec, StateSpec
 from .rnn import RNN
+from .skip import SKIP_GRU, SKIP_LSTM, SKIP_RNN
 
 __all__ = [
+    "ACT_CELLS",
     "FLOAT_DTYPES",
     "OPS",
     "QRNN_GATES",
@@ -29,5 +32,20 @@ __all__ = [
 
 #: Every op of the spec, by name.
 OPS: MappingProxyType[str, OpSpec] = MappingProxyType(
-    {spec.name: spec for spec in (RNN, LSTM, GRU, INDRNN, INDRNN_RECURRENCE, QRNN, LINEAR_RECURRENCE)}
+    {
+        spec.name: spec
+        for spec in (
+            RNN,
+            LSTM,
+            GRU,
+            SKIP_RNN,
+            SKIP_LSTM,
+            SKIP_GRU,
+            ACT,
+            INDRNN,
+            INDRNN_RECURRENCE,
+            QRNN,
+            LINEAR_RECURRENCE,
+        )
+    }
 )

@@ -21,7 +21,7 @@ QRNN = OpSpec(
     name="qrnn",
     summary="Quasi-recurrent layer: gates from a causal convolution of window K, then f-, fo- or ifo-pooling.",
     equations=(
-        "[z, f, (i), (o)] = conv1d(x, w, causal left padding K-1)_t + b",
+        "[z, f, (i), (o)] = conv1d([x_prev, x], w)_t + b    (x_prev: the K-1 inputs before the first step)",
         "z = tanh(z); f, i, o = sigmoid(f), sigmoid(i), sigmoid(o)",
         "f = 1 where zoneout_mask = 1",
         "c_t = f * c_{t-1} + (1 - f) * z    (modes f, fo)",
@@ -33,7 +33,14 @@ QRNN = OpSpec(
         ParamSpec("w", ("G*H", "I", "K"), "convolution weights in Conv1d layout, row blocks z, f, [i], [o]"),
         ParamSpec("b", ("G*H",), "convolution bias, blocks z, f, [i], [o]"),
     ),
-    state=(StateSpec("c", ("H",), "pooling state c_t"),),
+    state=(
+        StateSpec("c", ("H",), "pooling state c_t"),
+        StateSpec(
+            "x_prev",
+            ("K-1", "I"),
+            "the layer's last K-1 inputs (zeros at the start), read by the window of the next chunk",
+        ),
+    ),
     options=(
         OptionSpec("mode", "fo", ("f", "fo", "ifo"), "the pooling: f, fo or ifo"),
         OptionSpec(
@@ -41,7 +48,8 @@ QRNN = OpSpec(
             None,
             (),
             "None, or a {0, 1} array (batch, time, H) of x's dtype, or one per layer: f is set to 1 where it is "
-            "1 (keep the previous state). The caller draws it in training and passes None in evaluation",
+            "1 (modes f and fo then keep the previous state; mode ifo adds i * z to it). The caller draws it in "
+            "training and passes None in evaluation",
             kind="array",
         ),
     ),

@@ -32,11 +32,15 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class StateSpec:
-    """One named entry of a layer's state, of shape ``(batch,) + shape``."""
+    """One named entry of a layer's state, of shape ``(batch,) + shape``.
+
+    ``layers="top"`` marks an entry only the top layer's state carries.
+    """
 
     name: str
     shape: tuple[str, ...]
     description: str
+    layers: Literal["all", "top"] = "all"
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,22 @@ class OptionSpec:
     default: Any
     allowed: tuple[Any, ...]
     description: str
-    #: ``"value"``: one of ``allowed``; ``"array"``: an optional array checked by shape.
+    #: ``"value"``: one of ``allowed`` (or passing ``check``); ``"array"``: an
+    #: optional array checked by shape.
     kind: Literal["value", "array"] = "value"
+    #: For options over a range (``epsilon``, ``max_steps``): the test, and what it asks for.
+    check: Callable[[Any], bool] | None = None
+    expected: str = ""
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is allowed (``True`` is not taken for ``1``)."""
+        if self.check is not None:
+            return self.check(value)
         return any(type(value) is type(a) and value == a for a in self.allowed)
+
+    def describe_allowed(self) -> str:
+        """What the option accepts, for error messages and pages."""
+        return self.expected or " or ".join(repr(a) for a in self.allowed)
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,12 @@ class OpSpec:
     #: ``"sequence"``: x and per-layer params; ``"primitive"``: the arrays in
     #: ``params`` are positional arguments with shapes over ``B``, ``T``, ``H``.
     kind: Literal["sequence", "primitive"] = "sequence"
+    #: When the layout depends on an option (ACT's ``cell``), these give the
+    #: params and the state for the options of a call instead of ``params`` / ``state``.
+    params_for: Callable[[Mapping[str, Any]], tuple[ParamSpec, ...]] | None = None
+    state_for: Callable[[Mapping[str, Any]], tuple[StateSpec, ...]] | None = None
+    #: The most layers a call may stack (``None``: any number).
+    max_layers: int | None = None
 
     @property
     def value_options(self) -> tuple[OptionSpec, ...]:
@@ -90,6 +110,15 @@ class OpSpec:
                 return opt
         raise KeyError(name)
 
-    def layer_params(self, *, top: bool) -> tuple[ParamSpec, ...]:
+    def layer_params(self, *, top: bool, options: Mapping[str, Any] | None = None) -> tuple[ParamSpec, ...]:
         """The parameters a layer may carry (the top layer may carry more)."""
-        return tuple(p for p in self.params if p.layers == "all" or top)
+        params = self.params if self.params_for is None else self.params_for(self._with_defaults(options))
+        return tuple(p for p in params if p.layers == "all" or top)
+
+    def layer_state(self, *, top: bool, options: Mapping[str, Any] | None = None) -> tuple[StateSpec, ...]:
+        """The state entries of a layer (the top layer may carry more)."""
+        state = self.state if self.state_for is None else self.state_for(self._with_defaults(options))
+        return tuple(s for s in state if s.layers == "all" or top)
+
+    def _with_defaults(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {**{o.name: o.default for o in self.options}, **(options or {})}

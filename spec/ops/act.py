@@ -1,0 +1,94 @@
+"""Record of ``act``: Adaptive Computation Time (Graves 2016) over a base cell."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from .gru import GRU
+from .indrnn import INDRNN
+from .lstm import LSTM
+from .record import OpSpec, OptionSpec, ParamSpec, StateSpec
+from .rnn import RNN
+
+#: The cells ACT can ponder with, by the value of its ``cell`` option.
+ACT_CELLS: dict[str, OpSpec] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": INDRNN}
+
+_HALT = (
+    ParamSpec("w_halt", ("1", "H"), "halting-unit weights, read h"),
+    ParamSpec("b_halt", ("1",), "halting-unit bias (initialised to 1)"),
+)
+
+
+def _params(options: Mapping[str, Any]) -> tuple[ParamSpec, ...]:
+    base = ACT_CELLS.get(options["cell"], RNN)
+    # The input gains one column: the flag, 0 on the first inner step and 1 after.
+    widened = tuple(
+        replace(p, shape=(p.shape[0], "I+1"), description=p.description + "; last column reads the flag")
+        if p.name == "w_ih"
+        else p
+        for p in base.params
+    )
+    return widened + _HALT
+
+
+def _state(options: Mapping[str, Any]) -> tuple[StateSpec, ...]:
+    return ACT_CELLS.get(options["cell"], RNN).state
+
+
+def _is_epsilon(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value < 1.0 and math.isfinite(value)
+    )
+
+
+def _is_max_steps(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+ACT = OpSpec(
+    name="act",
+    summary="Adaptive Computation Time: each step ponders the cell until the halting units sum to 1 - epsilon.",
+    equations=(
+        "s^0_t = s_{t-1};  s^n_t = S(s^{n-1}_t, [x_t, flag_n])    (flag_1 = 0, flag_n = 1 for n > 1)",
+        "h^n_t = sigmoid(w_halt . h(s^n_t) + b_halt)",
+        "N(t) = min(max_steps, min{n : h^1_t + ... + h^n_t >= 1 - epsilon})",
+        "R(t) = 1 - (h^1_t + ... + h^{N(t)-1}_t)",
+        "p^n_t = h^n_t for n < N(t);  p^{N(t)}_t = R(t)",
+        "s_t = sum_n p^n_t s^n_t;  y_t = sum_n p^n_t h(s^n_t)",
+        "ponder_cost_t = N(t) + R(t)",
+    ),
+    params=RNN.params + _HALT,
+    state=RNN.state,
+    options=(
+        OptionSpec("cell", "rnn", tuple(ACT_CELLS), "the cell pondered (its own options at their defaults)"),
+        OptionSpec(
+            "epsilon",
+            0.01,
+            (),
+            "halting threshold: stop once the halting units sum to 1 - epsilon",
+            check=_is_epsilon,
+            expected="a number in (0, 1)",
+        ),
+        OptionSpec(
+            "max_steps",
+            100,
+            (),
+            "the most inner steps per input step (N(t) <= max_steps)",
+            check=_is_max_steps,
+            expected="an integer >= 1",
+        ),
+    ),
+    result_fields=("outputs", "state", "ponder_steps", "ponder_remainder", "ponder_cost"),
+    gradient=(
+        "N(t) is piecewise constant and carries no gradient; the halting units receive gradient only through "
+        "the weights p^n (n < N(t)) and through R(t) = 1 - sum_{n<N} h^n, so d ponder_cost / d h^n = -1 for "
+        "n < N(t) and the last unit h^{N(t)} receives none. Everything else is exact reverse mode through "
+        "the inner steps. Steps past a row's length receive no gradient."
+    ),
+    params_for=_params,
+    state_for=_state,
+    max_layers=1,
+)

@@ -1,0 +1,448 @@
+"""Shared helpers of the tests that prove the NumPy reference of indrnn, qrnn and their primitives exact.
+
+Everything here is written independently of ``rnnspec.reference``: random cases, central
+finite differences, the scalar loss ``<cotangents, result>`` whose gradient is a VJP, and
+torch implementations (per-step loops; QRNN gates from ``torch.nn.functional.conv1d``).
+
+The torch loops realise ``reverse=True`` differently from the reference: they walk time
+from the last step to the first and skip each row's padding (its state stays frozen there),
+and QRNN's window then looks ahead (``x_t ... x_{t+K-1}``, zero past the row's length).
+The reference instead reverses each row's valid prefix and runs forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import rnnspec
+
+#: The NumPy reference through the public backend interface.
+B = rnnspec.get_backend("numpy")
+
+#: Gate blocks per QRNN pooling mode, in row order of w and b.
+QRNN_GATES = {"f": ("z", "f"), "fo": ("z", "f", "o"), "ifo": ("z", "f", "i", "o")}
+
+# Central differences: truncation error ~ eps**2 / 6 * |L'''| ~ 1e-13 and rounding error
+# ~ 1e-16 * |L| / eps ~ 1e-10 * |L|: both far below the 1e-7 bound.
+EPS = 1e-6
+FD_RTOL = 1e-7
+TORCH_RTOL = 1e-10
+#: relu cases keep every valid pre-activation this far from 0, so a +-EPS step never crosses the kink.
+RELU_MARGIN = 1e-3
+
+
+# -- comparisons ------------------------------------------------------------------
+
+
+def central_difference(loss: Callable[[], float], array: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """d loss / d array by central differences, perturbing ``array`` in place (and restoring it)."""
+    grad = np.zeros(array.shape)
+    for index in np.ndindex(array.shape):
+        original = array[index]
+        array[index] = original + eps
+        plus = loss()
+        array[index] = original - eps
+        minus = loss()
+        array[index] = original
+        grad[index] = (plus - minus) / (2.0 * eps)
+    return grad
+
+
+def assert_relative_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
+    """Elementwise ``|actual - expected| <= rtol * max(1, |expected|)``, same shapes."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if actual.size == 0:
+        return
+    err = np.abs(actual - expected) / np.maximum(1.0, np.abs(expected))
+    assert np.all(err <= rtol), f"{what}: max scaled error {np.max(err):.3e} beyond rtol {rtol}"
+
+
+def assert_trees_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
+    """Same nested structure (mappings by keys, sequences by length); leaves within ``rtol``."""
+    if isinstance(expected, Mapping):
+        assert isinstance(actual, Mapping), f"{what}: not a mapping"
+        assert sorted(actual) == sorted(expected), f"{what}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_trees_close(actual[key], expected[key], rtol, f"{what}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)), f"{what}: not a sequence"
+        assert len(actual) == len(expected), f"{what}: length {len(actual)} != {len(expected)}"
+        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_trees_close(a, e, rtol, f"{what}[{k}]")
+    else:
+        assert_relative_close(actual, expected, rtol, what)
+
+
+def assert_trees_equal(actual: Any, expected: Any, what: str) -> None:
+    """Same structure, same dtypes, bitwise-equal arrays."""
+    if isinstance(expected, Mapping):
+        assert isinstance(actual, Mapping), what
+        assert sorted(actual) == sorted(expected), what
+        for key in expected:
+            assert_trees_equal(actual[key], expected[key], f"{what}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)), what
+        assert len(actual) == len(expected), what
+        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_trees_equal(a, e, f"{what}[{k}]")
+    elif expected is None:
+        assert actual is None, what
+    else:
+        assert isinstance(actual, np.ndarray), f"{what}: not an array"
+        assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+        np.testing.assert_array_equal(actual, expected, err_msg=what)
+
+
+def deep_copy(tree: Any) -> Any:
+    """A deep copy of nested dicts/lists/tuples of arrays."""
+    return copy.deepcopy(tree)
+
+
+def fill_leaves(tree: Any, value: float) -> None:
+    """Overwrite every array leaf of ``tree`` in place (to prove results do not alias inputs)."""
+    if isinstance(tree, Mapping):
+        for leaf in tree.values():
+            fill_leaves(leaf, value)
+    elif isinstance(tree, (list, tuple)):
+        for leaf in tree:
+            fill_leaves(leaf, value)
+    elif isinstance(tree, np.ndarray):
+        tree[...] = value
+
+
+# -- lengths and time order ---------------------------------------------------------
+
+
+def full_lengths(lengths: Any, batch: int, time: int) -> np.ndarray:
+    """``lengths`` as int64, or every row at full length."""
+    if lengths is None:
+        return np.full((batch,), time, dtype=np.int64)
+    return np.asarray(lengths, dtype=np.int64)
+
+
+def valid_steps(lengths: Any, batch: int, time: int) -> np.ndarray:
+    """(batch, time) bool: True where the step lies within the row's length."""
+    return np.arange(time)[None, :] < full_lengths(lengths, batch, time)[:, None]
+
+
+def flip_valid_prefix(a: np.ndarray, lengths: Any) -> np.ndarray:
+    """Each row's first ``lengths[b]`` steps in reverse order; padding untouched. Built row by row."""
+    out = np.array(a, copy=True)
+    for b, n in enumerate(full_lengths(lengths, a.shape[0], a.shape[1])):
+        out[b, :n] = a[b, :n][::-1]
+    return out
+
+
+def sequence_cotangents(
+    rng: np.random.Generator, batch: int, time: int, hidden: int, layers: int, names: Sequence[str]
+) -> dict[str, Any]:
+    """Random cotangents of outputs (padding included: its gradient must vanish) and every state entry."""
+    return {
+        "outputs": rng.normal(size=(batch, time, hidden)),
+        "state": [{name: rng.normal(size=(batch, hidden)) for name in names} for _ in range(layers)],
+    }
+
+
+def sequence_inner_product(cotangents: Mapping[str, Any], result: Any) -> float:
+    """``<cotangents, result>`` over outputs and every state entry of every layer."""
+    total = float(np.sum(np.asarray(cotangents["outputs"]) * np.asarray(result.outputs, dtype=np.float64)))
+    for cot_layer, res_layer in zip(cotangents["state"], result.state, strict=True):
+        for name, cot in cot_layer.items():
+            total += float(np.sum(cot * np.asarray(res_layer[name], dtype=np.float64)))
+    return total
+
+
+# -- random parameters -------------------------------------------------------------
+
+
+def indrnn_params(
+    rng: np.random.Generator, input_size: int, hidden: int, layers: int, u_scale: float = 1.0
+) -> list[dict[str, np.ndarray]]:
+    """float64 indrnn params, one dict per layer: w_ih (H, I), b_ih (H,), u (H,)."""
+    out = []
+    for k in range(layers):
+        cols = input_size if k == 0 else hidden
+        out.append(
+            {
+                "w_ih": rng.uniform(-1.0, 1.0, (hidden, cols)),
+                "b_ih": rng.uniform(-0.5, 0.5, (hidden,)),
+                "u": rng.uniform(-u_scale, u_scale, (hidden,)),
+            }
+        )
+    return out
+
+
+def qrnn_params(
+    rng: np.random.Generator, mode: str, input_size: int, hidden: int, window: int, layers: int
+) -> list[dict[str, np.ndarray]]:
+    """float64 qrnn params, one dict per layer: w (G*H, I, K), b (G*H,)."""
+    rows = len(QRNN_GATES[mode]) * hidden
+    out = []
+    for k in range(layers):
+        cols = input_size if k == 0 else hidden
+        out.append({"w": rng.uniform(-1.0, 1.0, (rows, cols, window)), "b": rng.uniform(-1.0, 1.0, (rows,))})
+    return out
+
+
+def random_mask(rng: np.random.Generator, shape: tuple[int, ...], p_one: float = 0.3) -> np.ndarray:
+    """A float64 {0, 1} zoneout mask with ones at probability ``p_one``."""
+    return (rng.uniform(size=shape) < p_one).astype(np.float64)
+
+
+# -- scalar loops in plain Python floats ------------------------------------------------
+
+
+def scalar_indrnn_layer(
+    x: np.ndarray,
+    p: Mapping[str, np.ndarray],
+    h0: np.ndarray,
+    lengths: np.ndarray,
+    activation: str,
+    reverse: bool,
+    preactivations: list[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One indrnn layer computed one (row, unit) at a time with Python floats.
+
+    Returns outputs (batch, time, H) and the final h (batch, H); records every valid
+    pre-activation into ``preactivations`` when given.
+    """
+    batch, time, inputs = x.shape
+    hidden = p["u"].shape[0]
+    act = (lambda a: a if a > 0.0 else 0.0) if activation == "relu" else math.tanh
+    out = np.zeros((batch, time, hidden))
+    final = np.zeros((batch, hidden))
+    for b in range(batch):
+        n = int(lengths[b])
+        order = range(n - 1, -1, -1) if reverse else range(n)
+        for j in range(hidden):
+            w = [float(v) for v in p["w_ih"][j]]
+            bias, u = float(p["b_ih"][j]), float(p["u"][j])
+            h = float(h0[b, j])
+            for t in order:
+                a = bias + u * h
+                for i in range(inputs):
+                    a += w[i] * float(x[b, t, i])
+                if preactivations is not None:
+                    preactivations.append(a)
+                h = act(a)
+                out[b, t, j] = h
+            final[b, j] = h
+    return out, final
+
+
+def scalar_indrnn(
+    x: np.ndarray,
+    params: Sequence[Mapping[str, np.ndarray]],
+    initial: Sequence[np.ndarray],
+    lengths: np.ndarray,
+    activation: str,
+    reverse: bool,
+    preactivations: list[float] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A stack of :func:`scalar_indrnn_layer`, each layer reading the outputs of the one below."""
+    inp, finals = x, []
+    for p, h0 in zip(params, initial, strict=True):
+        inp, final = scalar_indrnn_layer(inp, p, h0, lengths, activation, reverse, preactivations)
+        finals.append(final)
+    return inp, finals
+
+
+# -- torch implementations ------------------------------------------------------------
+
+
+def _order(time: int, reverse: bool) -> range:
+    return range(time - 1, -1, -1) if reverse else range(time)
+
+
+def torch_elementwise_scan(
+    step: Callable[[int, torch.Tensor], torch.Tensor],
+    h0: torch.Tensor,
+    lengths: np.ndarray,
+    time: int,
+    reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``h = step(t, h)`` over the valid steps of every row (backwards when ``reverse``).
+
+    Past a row's length the state is frozen and the output is zero. Returns the
+    outputs (batch, time, H) and the final state.
+    """
+    batch = h0.shape[0]
+    valid = torch.from_numpy(valid_steps(lengths, batch, time))
+    h = h0
+    outs: list[torch.Tensor | None] = [None] * time
+    for t in _order(time, reverse):
+        new = step(t, h)
+        keep = valid[:, t, None]
+        h = torch.where(keep, new, h)
+        outs[t] = torch.where(keep, new, torch.zeros_like(new))
+    if time == 0:
+        return torch.zeros(batch, 0, h0.shape[1], dtype=h0.dtype), h
+    return torch.stack([o for o in outs if o is not None], dim=1), h
+
+
+def _torch_act(activation: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    return torch.relu if activation == "relu" else torch.tanh
+
+
+def torch_linear_recurrence(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, lengths: np.ndarray, reverse: bool
+) -> torch.Tensor:
+    """``h_t = a_t h_{t-1} + b_t``; the outputs h (batch, time, H)."""
+    out, _ = torch_elementwise_scan(lambda t, h: a[:, t] * h + b[:, t], h0, lengths, a.shape[1], reverse)
+    return out
+
+
+def torch_indrnn_recurrence(
+    pre: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, activation: str, lengths: np.ndarray, reverse: bool
+) -> torch.Tensor:
+    """``h_t = act(pre_t + u h_{t-1})``; the outputs h (batch, time, H)."""
+    act = _torch_act(activation)
+    out, _ = torch_elementwise_scan(lambda t, h: act(pre[:, t] + u * h), h0, lengths, pre.shape[1], reverse)
+    return out
+
+
+def torch_indrnn(
+    x: torch.Tensor,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    initial: Sequence[torch.Tensor],
+    activation: str,
+    lengths: np.ndarray,
+    reverse: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A stack of IndRNN layers, ``h_t = act(W x_t + b + u h_{t-1})``; outputs and final h per layer."""
+    act = _torch_act(activation)
+    inp, finals = x, []
+    for p, h0 in zip(params, initial, strict=True):
+        pre = inp @ p["w_ih"].T + p["b_ih"]
+        u = p["u"]
+        inp, final = torch_elementwise_scan(
+            lambda t, h, pre=pre, u=u: act(pre[:, t] + u * h), h0, lengths, x.shape[1], reverse
+        )
+        finals.append(final)
+    return inp, finals
+
+
+def torch_qrnn_gates(
+    inp: torch.Tensor, p: Mapping[str, torch.Tensor], mode: str, lengths: np.ndarray, reverse: bool
+) -> dict[str, torch.Tensor]:
+    """Pre-activation gate blocks (batch, time, H) from ``conv1d``.
+
+    Forward: causal window, left padding K-1. Reverse: the window looks ahead over the
+    row's valid steps, i.e. inputs past the length are zeroed, the padding goes on the
+    right and the kernel is flipped along its window axis.
+    """
+    window = p["w"].shape[2]
+    valid = torch.from_numpy(valid_steps(lengths, inp.shape[0], inp.shape[1]))[:, :, None]
+    chans = inp.transpose(1, 2)  # (batch, I, time)
+    if reverse:
+        masked = torch.where(valid, inp, torch.zeros_like(inp)).transpose(1, 2)
+        conv = F.conv1d(F.pad(masked, (0, window - 1)), p["w"].flip(-1), p["b"])
+    else:
+        conv = F.conv1d(F.pad(chans, (window - 1, 0)), p["w"], p["b"])
+    blocks = conv.transpose(1, 2).chunk(len(QRNN_GATES[mode]), dim=2)
+    return dict(zip(QRNN_GATES[mode], blocks, strict=True))
+
+
+def torch_qrnn(
+    x: torch.Tensor,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    initial: Sequence[torch.Tensor],
+    mode: str,
+    masks: Sequence[np.ndarray | None],
+    lengths: np.ndarray,
+    reverse: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A stack of QRNN layers; outputs and final c per layer. ``masks[k]`` is layer k's zoneout mask or None."""
+    inp, finals = x, []
+    for p, c0, mask in zip(params, initial, masks, strict=True):
+        gates = torch_qrnn_gates(inp, p, mode, lengths, reverse)
+        z = torch.tanh(gates["z"])
+        f = torch.sigmoid(gates["f"])
+        if mask is not None:
+            f = torch.where(torch.from_numpy(mask) == 1, torch.ones_like(f), f)
+        add = torch.sigmoid(gates["i"]) * z if mode == "ifo" else (1 - f) * z
+        c, final = torch_elementwise_scan(
+            lambda t, c, f=f, add=add: f[:, t] * c + add[:, t], c0, lengths, x.shape[1], reverse
+        )
+        inp = c if mode == "f" else torch.sigmoid(gates["o"]) * c
+        finals.append(final)
+    return inp, finals
+
+
+def leaf(array: np.ndarray) -> torch.Tensor:
+    """A float64 torch leaf tensor requiring grad, holding a copy of ``array``."""
+    return torch.tensor(np.array(array, dtype=np.float64), requires_grad=True)
+
+
+def grad_of(t: torch.Tensor) -> np.ndarray:
+    """``t.grad`` as NumPy (zeros when autograd never reached ``t``)."""
+    return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.detach().numpy()
+
+
+def torch_sequence_vjp(
+    run: Callable[..., tuple[torch.Tensor, list[torch.Tensor]]],
+    x: np.ndarray,
+    params: Sequence[Mapping[str, np.ndarray]],
+    initial: Sequence[np.ndarray],
+    state_name: str,
+    cotangents: Mapping[str, Any],
+    **kwargs: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The forward result and autograd's gradient of ``<cotangents, result>`` for a one-state sequence op.
+
+    Returns ``({"outputs", "state"}, {"x", "params", "initial_state"})`` in rnnspec's structures.
+    """
+    tx = leaf(x)
+    tparams = [{k: leaf(v) for k, v in p.items()} for p in params]
+    tinit = [leaf(s) for s in initial]
+    out, finals = run(tx, tparams, tinit, **kwargs)
+    loss = (out * torch.from_numpy(cotangents["outputs"])).sum()
+    for final, cot in zip(finals, cotangents["state"], strict=True):
+        loss = loss + (final * torch.from_numpy(cot[state_name])).sum()
+    loss.backward()
+    forward = {
+        "outputs": out.detach().numpy(),
+        "state": [{state_name: f.detach().numpy()} for f in finals],
+    }
+    grads = {
+        "x": grad_of(tx),
+        "params": [{k: grad_of(v) for k, v in p.items()} for p in tparams],
+        "initial_state": [{state_name: grad_of(s)} for s in tinit],
+    }
+    return forward, grads
+
+
+def result_tree(result: Any) -> dict[str, Any]:
+    """A SequenceResult as ``{"outputs", "state": [per-layer dicts]}`` for tree comparisons."""
+    return {"outputs": result.outputs, "state": [dict(s) for s in result.state]}
+
+
+def numerical_sequence_vjp(
+    call: Callable[[np.ndarray, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]], Any],
+    x: np.ndarray,
+    params: Sequence[Mapping[str, np.ndarray]],
+    initial_state: Sequence[Mapping[str, np.ndarray]],
+    cotangents: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Central differences of ``<cotangents, call(x, params, initial_state)>`` w.r.t. every input array."""
+    x = np.array(x, dtype=np.float64)
+    params = [{k: np.array(v, dtype=np.float64) for k, v in p.items()} for p in params]
+    state = [{k: np.array(v, dtype=np.float64) for k, v in s.items()} for s in initial_state]
+
+    def loss() -> float:
+        return sequence_inner_product(cotangents, call(x, params, state))
+
+    return {
+        "x": central_difference(loss, x),
+        "params": [{k: central_difference(loss, v) for k, v in p.items()} for p in params],
+        "initial_state": [{k: central_difference(loss, v) for k, v in s.items()} for s in state],
+    }
