@@ -12,9 +12,11 @@ from typing import Any
 from rnnspec.results import SequenceResult
 
 from .implementation import Reference
+from .runs import start
 from .vjp import _BACKEND, vjp
 
-__all__ = ["Reference", "gru", "indrnn", "indrnn_recurrence", "linear_recurrence", "lstm", "qrnn", "rnn", "vjp"]
+__all__ = [
+    "decision_margin","Reference", "gru", "indrnn", "indrnn_recurrence", "linear_recurrence", "lstm", "qrnn", "rnn", "vjp"]
 
 
 def rnn(x: Any, params: Any, **options: Any) -> SequenceResult:
@@ -50,3 +52,17 @@ def linear_recurrence(a: Any, b: Any, initial: Any = None, **options: Any) -> An
 def indrnn_recurrence(pre: Any, u: Any, initial: Any = None, **options: Any) -> Any:
     """The reference ``indrnn_recurrence``; see :meth:`rnnspec.Backend.indrnn_recurrence`."""
     return _BACKEND.indrnn_recurrence(pre, u, initial, **options)
+
+
+def decision_margin(op: str, *args: Any, **options: Any) -> float:
+    """How far the call's discrete decisions lie from their thresholds.
+
+    For the skip ops, the smallest ``|u~_t - 0.5|`` over valid steps; for
+    ``act``, the smallest distance of a halting sum from ``1 - epsilon`` among
+    the decisions that fixed N(t); ``inf`` for ops without decisions. Two
+    correct backends may decide differently within rounding of a threshold:
+    the conformance suite compares such calls only where this margin is wide.
+    """
+    run = start(op, _BACKEND.check_call(op, *args, **options))
+    margin = getattr(run, "margin", None)
+    return float("inf") if margin is None else float(margin())

@@ -98,10 +98,23 @@ class ACTRun:
                 mean[k] = mean[k] + weight * s[k]
             steps = np.where(stop[:, 0], n, steps)
             remainder = np.where(stop[:, 0], 1.0 - total[:, 0], remainder)
-            inner.append({"cache": cache, "s": s, "h": h, "weight": weight, "active": active, "stop": stop})
+            gap = np.where(active, np.abs(total + h - (1.0 - self.epsilon)), np.inf)
+            inner.append(
+                {"cache": cache, "s": s, "h": h, "weight": weight, "active": active, "stop": stop, "gap": gap}
+            )
             total = np.where(active, total + h, total)
             halted = halted | stop
         return mean, {"inner": inner, "steps": steps, "remainder": remainder}
+
+    def margin(self) -> float:
+        """The smallest distance of a halting sum from 1 - epsilon, over valid steps and the inner
+        steps each row took (the decisions that fix N)."""
+        gaps = [
+            np.where(self.valid[:, t, None], rec["gap"], np.inf).min()
+            for t, step in enumerate(self.tape)
+            for rec in step["inner"]
+        ]
+        return float(min(gaps, default=np.inf))
 
     def result(self) -> ACTResult:
         """The result, rounded to the input dtype."""

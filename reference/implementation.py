@@ -8,6 +8,7 @@ the tolerance policy. bfloat16 has no NumPy dtype and is not offered here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,9 +39,13 @@ class Reference(Implementation):
     )
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "float32", "float64")
     framework: ClassVar[str] = "numpy"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"vjp"})
 
     def framework_version(self) -> str:
         return np.__version__
+
+    def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
+        return start(op, arguments).vjp(cotangents)
 
     def is_array(self, value: Any) -> bool:
         return isinstance(value, np.ndarray)

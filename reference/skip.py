@@ -109,6 +109,11 @@ class SkipRun:
         record = {"prev": states, "cands": cands, "caches": caches, "u": u, "u_tilde": u_tilde, "du": du, "g": g}
         return new, new[-1]["h"], u, u_tilde, record
 
+    def margin(self) -> float:
+        """The smallest distance of any valid step's u~ from the threshold 0.5."""
+        gaps = np.abs(self.update_prob - 0.5)[self.valid]  # a row's valid steps are its first L in either order
+        return float(gaps.min()) if gaps.size else float("inf")
+
     def result(self) -> SkipResult:
         """The result, rounded to the input dtype."""
         cast = self.dtype

@@ -106,6 +106,44 @@ class Backend:
         except CallError as err:
             raise err.with_backend(self.name) from None
 
+    def vjp(self, op: str, cotangents: Mapping[str, Any], *args: Any, **options: Any) -> dict[str, Any]:
+        """Reverse mode of ``op`` at the call ``op(*args, **options)``, by this backend's autodiff.
+
+        Parameters
+        ----------
+        op
+            The op's name.
+        cotangents
+            Cotangents of the result fields, in the result's structure; missing
+            fields or entries count as zero. For a sequence op: ``"outputs"``,
+            ``"state"`` (one mapping per layer, any of its entries) and any other
+            field of the result; for a primitive: ``"h"``.
+        *args, **options
+            The call, as it would be passed to the op method.
+
+        Returns
+        -------
+        dict
+            For a sequence op: ``"x"``, ``"params"`` (in the structure of
+            ``params``: a mapping for a mapping) and ``"initial_state"`` (one
+            mapping per layer, also when none was given); for a primitive one
+            entry per array argument (``"a"``, ``"b"``, ``"initial"``; ``"pre"``,
+            ``"u"``, ``"initial"``).
+
+        Raises
+        ------
+        UnsupportedOpError
+            The backend has no reverse mode (its capabilities lack ``"vjp"``).
+        """
+        if "vjp" not in self.implementation.capabilities:
+            raise UnsupportedOpError(f"backend {self.name!r} declares no reverse mode (capability 'vjp')")
+        normalised = self.check_call(op, *args, **options)
+        grads = self.implementation.vjp(op, normalised, cotangents)
+        params = options.get("params", args[1] if len(args) > 1 else None)
+        if OPS[op].kind == "sequence" and isinstance(params, Mapping):
+            grads["params"] = grads["params"][0]  # the structure the caller used
+        return grads
+
     def _call(self, op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         normalised = self.check_call(op, *args, **kwargs)
         return getattr(self.implementation, op)(**normalised)

@@ -15,6 +15,7 @@ normalised arguments:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +34,9 @@ class Implementation:
     dtypes: ClassVar[tuple[str, ...]] = ("float32", "float64")
     #: The framework's name, for reports.
     framework: ClassVar[str] = "unknown"
+    #: Optional abilities, which the conformance suite tests when declared:
+    #: ``"vjp"`` (:meth:`vjp` is implemented by the framework's autodiff).
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def framework_version(self) -> str:
         """The framework's version string, for reports."""
@@ -45,6 +49,14 @@ class Implementation:
     def device(self) -> str:
         """Where this backend computes by default, for reports."""
         return "cpu"
+
+    def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
+        """Reverse mode of ``op`` at normalised ``arguments`` (see :meth:`rnnspec.Backend.vjp`).
+
+        ``params`` in the returned mapping is one mapping per layer; the
+        :class:`~rnnspec.Backend` restores the caller's structure.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no reverse mode")
 
     # -- array adapters ---------------------------------------------------------
 

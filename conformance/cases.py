@@ -1,0 +1,223 @@
+"""Cases: small, exactly reproducible calls of an op.
+
+A :class:`CaseSpec` is a handful of sizes, options and a seed; ``build()``
+draws every array from the seed, so a failing case is reproduced anywhere by
+the one line that constructs its spec (see :meth:`CaseSpec.repro`). The
+hypothesis strategies (:mod:`rnnspec.conformance.strategies`) draw specs, not
+arrays, which keeps shrinking fast and the reports short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from rnnspec import init_params
+from rnnspec.backend import Backend
+from rnnspec.ops import OPS
+from rnnspec.shapes import evaluate
+from rnnspec.tree import tree_map
+
+__all__ = ["Case", "CaseSpec"]
+
+_SKIP_BASE = {"skip_rnn": "rnn", "skip_lstm": "lstm", "skip_gru": "gru"}
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """Everything that determines a case; ``build()`` makes the arrays.
+
+    Attributes
+    ----------
+    op
+        The op's name.
+    dtype
+        The dtype of every floating array of the call.
+    batch, time, input_size, hidden_size, num_layers
+        The sizes (primitives use ``batch``, ``time``, ``hidden_size``).
+    lengths
+        Each row's length, or ``None`` for full rows.
+    initial_state
+        Whether the call passes a random initial state (``initial`` for primitives).
+    reverse
+        The ``reverse`` option.
+    options
+        The op's keyword options, as ``(name, value)`` pairs.
+    window, zoneout
+        qrnn only: the convolution width K, and whether a zoneout mask is passed.
+    scale
+        Multiplies the weights: large values drive gates into saturation.
+    seed
+        Seeds every array.
+    """
+
+    op: str
+    dtype: str = "float64"
+    batch: int = 2
+    time: int = 4
+    input_size: int = 3
+    hidden_size: int = 4
+    num_layers: int = 1
+    lengths: tuple[int, ...] | None = None
+    initial_state: bool = False
+    reverse: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
+    window: int = 1
+    zoneout: bool = False
+    scale: float = 1.0
+    seed: int = 0
+
+    def build(self) -> Case:
+        """Draw the case's arrays (float64 first, then cast to ``dtype``)."""
+        rng = np.random.default_rng(self.seed)
+        if OPS[self.op].kind == "primitive":
+            args, kwargs = self._primitive(rng)
+        else:
+            args, kwargs = self._sequence(rng)
+        # NumPy has no bfloat16: such cases are drawn in float32, which a backend rounds on conversion.
+        cast = np.dtype("float32" if self.dtype == "bfloat16" else self.dtype)
+
+        def to_dtype(a: Any) -> Any:
+            return a.astype(cast) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+
+        return Case(self, tree_map(to_dtype, args), {k: tree_map(to_dtype, v) for k, v in kwargs.items()})
+
+    def with_(self, **changes: Any) -> CaseSpec:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @property
+    def steps(self) -> int:
+        """Cell applications along the longest path, for the tolerance policy."""
+        inner = dict(self.options).get("max_steps", 100) if self.op == "act" else 1
+        return max(self.time, 1) * self.num_layers * inner
+
+    def repro(self, backend: str) -> str:
+        """A snippet that reruns this case on ``backend`` and on the reference."""
+        return (
+            "import rnnspec\n"
+            "from rnnspec.conformance.cases import CaseSpec\n"
+            f"case = {self!r}.build()\n"
+            f"got = case.run(rnnspec.get_backend({backend!r}))\n"
+            "want = case.run(rnnspec.get_backend('numpy'))\n"
+        )
+
+    # -- array drawing -----------------------------------------------------------
+
+    def _lengths(self) -> np.ndarray | None:
+        return None if self.lengths is None else np.asarray(self.lengths, dtype=np.int64)
+
+    def _primitive(self, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        shape = (self.batch, self.time, self.hidden_size)
+        initial = rng.standard_normal((self.batch, self.hidden_size)) if self.initial_state else None
+        if self.op == "linear_recurrence":
+            args: tuple[Any, ...] = (rng.uniform(-1.0, 1.0, shape), rng.standard_normal(shape), initial)
+        else:
+            pre = rng.standard_normal(shape) * self.scale
+            args = (pre, rng.uniform(-1.0, 1.0, self.hidden_size), initial)
+        kwargs = {k: v for k, v in self.options}
+        kwargs.update(lengths=self._lengths(), reverse=self.reverse)
+        return args, kwargs
+
+    def _params(self, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+        options = dict(self.options)
+        sizes = {"input_size": self.input_size, "hidden_size": self.hidden_size, "seed": int(rng.integers(2**31))}
+        if self.op in _SKIP_BASE:
+            params = init_params(self.op, num_layers=self.num_layers, dtype="float64", **sizes, **options)
+            top = params[-1]
+            # A gate that sometimes skips: weights and bias spread around the threshold.
+            top["w_gate"] = rng.standard_normal(top["w_gate"].shape) * self.scale
+            top["b_gate"] = rng.uniform(-1.0, 1.0, top["b_gate"].shape)
+            for layer in params:
+                for name in ("h0", "c0") if "lstm" in self.op else ("h0",):
+                    layer[name] = rng.standard_normal(self.hidden_size) * 0.5
+        elif self.op == "indrnn":
+            params = []
+            for k in range(self.num_layers):
+                inputs = self.input_size if k == 0 else self.hidden_size
+                params.append(
+                    {
+                        "w_ih": rng.standard_normal((self.hidden_size, inputs)) / np.sqrt(inputs),
+                        "b_ih": rng.standard_normal(self.hidden_size) * 0.1,
+                        "u": rng.uniform(-1.0, 1.0, self.hidden_size),
+                    }
+                )
+        else:
+            extra = {"window": self.window} if self.op == "qrnn" else {}
+            params = init_params(self.op, num_layers=self.num_layers, dtype="float64", **sizes, **options, **extra)
+            if self.op == "act":
+                params[0]["b_halt"] = rng.uniform(-2.0, 1.0, (1,))
+        for layer in params:
+            for name in layer:
+                if name.startswith("w_") or name == "w":
+                    layer[name] = layer[name] * self.scale
+        return params
+
+    def _sequence(self, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        spec = OPS[self.op]
+        options = dict(self.options)
+        x = rng.standard_normal((self.batch, self.time, self.input_size))
+        params = self._params(rng)
+        kwargs: dict[str, Any] = dict(options)
+        kwargs.update(lengths=self._lengths(), reverse=self.reverse)
+        if self.initial_state:
+            state = []
+            for k in range(self.num_layers):
+                dims = {"H": self.hidden_size, "I": self.input_size if k == 0 else self.hidden_size, "K": self.window}
+                entries = {}
+                for s in spec.layer_state(top=k == self.num_layers - 1, options=options):
+                    shape = (self.batch, *(evaluate(e, dims) for e in s.shape))
+                    if s.name == "update_prob":
+                        entries[s.name] = rng.uniform(0.0, 1.0, shape)
+                    elif s.name == "cum_update_prob":
+                        entries[s.name] = rng.uniform(0.0, 0.45, shape)
+                    else:
+                        entries[s.name] = rng.standard_normal(shape) * 0.5
+                state.append(entries)
+            kwargs["initial_state"] = tuple(state)
+        if self.op == "qrnn" and self.zoneout:
+            kwargs["zoneout_mask"] = (rng.random((self.batch, self.time, self.hidden_size)) < 0.3).astype(np.float64)
+        return (x, params), kwargs
+
+
+@dataclass
+class Case:
+    """A built case: the call's NumPy arguments and its spec."""
+
+    spec: CaseSpec
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def call_args(self, backend: Backend) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments as ``backend``'s arrays (lengths stay NumPy integers)."""
+
+        def convert(value: Any) -> Any:
+            return backend.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+        args = tree_map(convert, self.args)
+        kwargs = {k: v if k == "lengths" else tree_map(convert, v) for k, v in self.kwargs.items()}
+        return args, kwargs
+
+    def run(self, backend: Backend) -> Any:
+        """Call the op on ``backend``; the result comes back as NumPy."""
+        args, kwargs = self.call_args(backend)
+        return backend.to_numpy(getattr(backend, self.spec.op)(*args, **kwargs))
+
+    def vjp(self, backend: Backend, cotangents: Mapping[str, Any]) -> Any:
+        """The backend's reverse mode at this case, as NumPy."""
+        args, kwargs = self.call_args(backend)
+        return backend.to_numpy(backend.vjp(self.spec.op, backend.from_numpy(cotangents), *args, **kwargs))
+
+    def cotangents(self, result: Any, seed: int) -> dict[str, Any]:
+        """Random cotangents for every field of ``result`` (NumPy, the case's dtype)."""
+        rng = np.random.default_rng(seed)
+
+        def draw(a: np.ndarray) -> np.ndarray:
+            return rng.standard_normal(a.shape).astype(a.dtype)
+
+        if OPS[self.spec.op].kind == "primitive":
+            return {"h": draw(result)}
+        return {name: tree_map(draw, value) for name, value in result._asdict().items()}

@@ -1,0 +1,236 @@
+"""The pytest plugin of the conformance suite (entry point ``pytest11: rnnspec``).
+
+It does nothing unless a backend is named with ``--rnnspec-backend=NAME`` or
+``RNNSPEC_BACKEND=NAME``. Then it
+
+- loads that backend, failing the run at once if it does not load;
+- prints a header with the backend, its distribution, framework and device;
+- parametrises the suite's checks over the backend's ops, and lists every op
+  the backend does not implement as skipped, with the reason;
+- marks the entries of the backend's expected-failure manifest (and of
+  ``--rnnspec-xfails=FILE``) as strict xfails, refusing entries without a
+  reason and reporting entries that match nothing;
+- prints a summary table (op x check) and, with ``--rnnspec-report=PATH``,
+  writes it as JSON.
+
+Hypothesis profiles: ``ci`` (derandomised, few examples), ``dev`` (the
+default) and ``thorough``; choose with ``--hypothesis-profile``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import rnnspec
+from rnnspec.backend import Backend
+from rnnspec.ops import OPS
+
+__all__ = ["CHECKS"]
+
+BACKEND_ENV = "RNNSPEC_BACKEND"
+_HERE = Path(__file__).resolve().parent
+_RESULTS = pytest.StashKey[dict[tuple[str, str], dict[str, Any]]]()
+_MANIFEST = pytest.StashKey[dict[str, str]]()
+_USED = pytest.StashKey[set[str]]()
+_BACKEND = pytest.StashKey[Backend]()
+
+#: The checks of the suite, by marker name, with what each asserts.
+CHECKS: dict[str, str] = {
+    "values": "every result field and the final state equal the reference's within the tolerance policy",
+    "gradients": "the backend's reverse mode equals rnnspec.reference.vjp for x, params and initial state",
+    "properties": "metamorphic properties: chunked == whole, reverse, padding, row independence, op identities",
+}
+
+_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("ci", max_examples=8, derandomize=True, print_blob=True, **_COMMON)
+settings.register_profile("dev", max_examples=25, print_blob=True, **_COMMON)
+settings.register_profile("thorough", max_examples=300, print_blob=True, **_COMMON)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rnnspec", "rnnspec conformance suite")
+    group.addoption(
+        "--rnnspec-backend", default=None, help=f"run the conformance suite on this backend (or ${BACKEND_ENV})"
+    )
+    group.addoption("--rnnspec-report", default=None, metavar="PATH", help="write the summary table as JSON")
+    group.addoption(
+        "--rnnspec-xfails",
+        default=None,
+        metavar="FILE",
+        help='JSON {"check:op": "reason"} of expected failures, added to the backend\'s own manifest',
+    )
+
+
+def backend_name(config: pytest.Config) -> str | None:
+    """The backend the suite runs on, or ``None`` (then the plugin stays inert)."""
+    name = config.getoption("--rnnspec-backend") or os.environ.get(BACKEND_ENV)
+    return str(name) if name else None
+
+
+def _manifest(config: pytest.Config, backend: Backend) -> dict[str, str]:
+    entries = dict(getattr(backend.implementation, "expected_failures", {}) or {})
+    path = config.getoption("--rnnspec-xfails")
+    if path:
+        entries.update(json.loads(Path(path).read_text()))
+    for pattern, reason in entries.items():
+        if ":" not in pattern or pattern.split(":", 1)[0] not in CHECKS:
+            raise pytest.UsageError(
+                f"rnnspec expected-failure entry {pattern!r}: expected 'check:op' with check among {sorted(CHECKS)}"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise pytest.UsageError(f"rnnspec expected-failure entry {pattern!r} has no reason; a reason is mandatory")
+    return entries
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = backend_name(config)
+    config.addinivalue_line("markers", "rnnspec_check(name): the conformance check a test belongs to")
+    if name is None:
+        return
+    if os.environ.get("HYPOTHESIS_PROFILE") is None and config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile("dev")
+    try:
+        backend = rnnspec.get_backend(name)
+    except rnnspec.RnnspecError as err:
+        raise pytest.UsageError(f"rnnspec conformance: backend {name!r} did not load: {err}") from err
+    config.stash[_BACKEND] = backend
+    config.stash[_MANIFEST] = _manifest(config, backend)
+    config.stash[_USED] = set()
+    config.stash[_RESULTS] = {}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # The suite's own test modules are collected only when a backend is named.
+    if backend_name(config) is None and _HERE in collection_path.resolve().parents:
+        return True
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if _BACKEND not in config.stash:
+        return None
+    b = config.stash[_BACKEND]
+    impl = b.implementation
+    return [
+        f"rnnspec conformance: backend {b.name!r} {b.version} (rnnspec {rnnspec.__version__})",
+        f"  framework {impl.framework} {impl.framework_version()}, device {impl.device()}, "
+        f"dtypes {', '.join(impl.dtypes)}, capabilities {', '.join(sorted(impl.capabilities)) or '-'}",
+        f"  expected failures: {len(config.stash[_MANIFEST])}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def rnnspec_backend(request: pytest.FixtureRequest) -> Backend:
+    """The backend under test."""
+    if _BACKEND not in request.config.stash:
+        pytest.skip("no rnnspec backend named (--rnnspec-backend or RNNSPEC_BACKEND)")
+    return request.config.stash[_BACKEND]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "op" not in metafunc.fixturenames or _BACKEND not in metafunc.config.stash:
+        return
+    backend = metafunc.config.stash[_BACKEND]
+    params = []
+    for op in OPS:
+        marks = []
+        if op not in backend.ops:
+            marks.append(pytest.mark.skip(reason=f"backend {backend.name!r} does not implement {op!r}"))
+        params.append(pytest.param(op, id=op, marks=marks))
+    metafunc.parametrize("op", params)
+
+
+def _check_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("rnnspec_check")
+    return str(marker.args[0]) if marker else None
+
+
+def _op_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("op")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _MANIFEST not in config.stash:
+        return
+    manifest, used = config.stash[_MANIFEST], config.stash[_USED]
+    for item in items:
+        check, op = _check_of(item), _op_of(item)
+        if check is None or op is None:
+            continue
+        for pattern, reason in manifest.items():
+            if fnmatch.fnmatchcase(f"{check}:{op}", pattern):
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+                used.add(pattern)
+
+
+def _outcome(report: pytest.TestReport) -> tuple[str, str]:
+    if hasattr(report, "wasxfail"):
+        return ("expected failure" if report.skipped else "failed (xpass)"), str(report.wasxfail)
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        return "skipped", reason.removeprefix("Skipped: ")
+    return report.outcome, ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    check, op = _check_of(item), _op_of(item)
+    if check is None or op is None or _RESULTS not in item.config.stash:
+        return report
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        results = item.config.stash[_RESULTS]
+        outcome, reason = _outcome(report)
+        previous = results.get((op, check))
+        # Several tests may make up one check: the cell shows the worst outcome.
+        if previous is None or previous["outcome"] == "passed":
+            results[(op, check)] = {"outcome": outcome, "reason": reason}
+    return report
+
+
+def summary(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
+    """The op x check table, one line per op."""
+    checks = [c for c in CHECKS if any(k[1] == c for k in results)]
+    ops = [op for op in OPS if any(k[0] == op for k in results)]
+    width = max([len(op) for op in ops] + [2])
+    lines = ["op".ljust(width) + "  " + "  ".join(c.ljust(16) for c in checks)]
+    for op in ops:
+        cells = [str(results.get((op, c), {"outcome": "-"})["outcome"]).ljust(16) for c in checks]
+        lines.append(op.ljust(width) + "  " + "  ".join(cells).rstrip())
+    reasons = sorted({f"{r['outcome']}: {r['reason']}" for r in results.values() if r["reason"]})
+    return [*lines, "", *reasons] if reasons else lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _RESULTS not in config.stash:
+        return
+    results = config.stash[_RESULTS]
+    backend = config.stash[_BACKEND]
+    terminalreporter.section(f"rnnspec conformance of backend {backend.name!r}")
+    for line in summary(results):
+        terminalreporter.write_line(line)
+    unused = sorted(set(config.stash[_MANIFEST]) - config.stash[_USED])
+    for pattern in unused:
+        terminalreporter.write_line(f"expected-failure entry {pattern!r} matched no check: remove it")
+    path = config.getoption("--rnnspec-report")
+    if path:
+        payload = {
+            "backend": backend.name,
+            "version": backend.version,
+            "framework": backend.implementation.framework,
+            "framework_version": backend.implementation.framework_version(),
+            "device": backend.implementation.device(),
+            "results": [{"op": op, "check": check, **result} for (op, check), result in sorted(results.items())],
+            "unused_expected_failures": unused,
+        }
+        Path(path).write_text(json.dumps(payload, indent=2))
+        terminalreporter.write_line(f"report written to {path}")
