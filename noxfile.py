@@ -2,19 +2,49 @@
 
 Every session installs what it needs into its own venv; torch comes as the
 CPU build (``torch==2.13.0``), which pip finds locally.
+
+The conformance suite runs on one backend per session: ``conformance-numpy``,
+``conformance-torch``, ``conformance-jax``, ``conformance-tensorflow`` (each
+with only its framework, CPU build), or ``nox -s conformance --
+--rnnspec-backend=NAME`` for any backend. ``conformance-mutants`` checks that
+the suite fails on deliberately wrong backends (tests/mutants/).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import nox
 
 nox.options.default_venv_backend = "venv"  # pip, not uv: uv would fetch a CUDA torch
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "conformance-numpy"]
 
 PYTHON = "3.11"
 TORCH_CPU = "torch==2.13.0"
+
+#: The built-in backends the conformance suite has a session for, with the (CPU) framework each needs.
+CONFORMANCE_BACKENDS: dict[str, tuple[str, ...]] = {
+    "numpy": (),
+    "torch": (TORCH_CPU,),
+    "jax": ("jax",),
+    "tensorflow": ("tensorflow-cpu; platform_machine == 'x86_64'", "tensorflow; platform_machine != 'x86_64'"),
+}
+
+#: Fails, naming the backend, unless ``rnnspec.get_backend(argv[1])`` loads it.
+_CHECK_BACKEND = """
+import sys
+
+import rnnspec
+
+name = sys.argv[1]
+try:
+    backend = rnnspec.get_backend(name)
+except rnnspec.RnnspecError as err:
+    sys.exit(f"conformance: backend {name!r} did not load or is not registered: {err}")
+impl = backend.implementation
+print(f"conformance: backend {name!r} {backend.version} on {impl.framework} {impl.framework_version()}")
+"""
 
 
 @nox.session(python=PYTHON)
@@ -36,11 +66,79 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict, as installed (the source folders map onto rnnspec.*)."""
-    session.install("mypy", "numpy", "pluggy")
+    session.install("mypy", "numpy", "pluggy", "pytest", "hypothesis")  # pytest, hypothesis: rnnspec.conformance
     shutil.rmtree("build", ignore_errors=True)  # setuptools would reuse stale copies from an earlier build
     site = f"{session.create_tmp()}/site"
     session.run("python", "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", site, ".")
     session.run("mypy", "--config-file", "pyproject.toml", "-p", "rnnspec", env={"MYPYPATH": site})
+
+
+def _check_backend(session: nox.Session, backend: str) -> None:
+    """Fail the session, naming ``backend``, unless it loads in the session's venv."""
+    script = os.path.join(session.create_tmp(), "check_backend.py")
+    with open(script, "w", encoding="utf-8") as f:
+        f.write(_CHECK_BACKEND)
+    session.run("python", script, backend)
+
+
+def _run_conformance(session: nox.Session, backend: str, *args: str) -> None:
+    """Check that ``backend`` loads, then run the conformance suite on it (ci profile)."""
+    _check_backend(session, backend)
+    session.run(
+        "pytest",
+        "--pyargs",
+        "rnnspec.conformance",
+        f"--rnnspec-backend={backend}",
+        "--hypothesis-profile=ci",
+        *args,
+    )
+
+
+def _conformance_session(backend: str, frameworks: tuple[str, ...]) -> None:
+    def session_function(session: nox.Session) -> None:
+        session.install("-e", ".[conformance]", *frameworks)
+        _run_conformance(session, backend, *session.posargs)
+
+    what = f", {frameworks[0].split(';')[0]} (CPU)" if frameworks else ""
+    session_function.__doc__ = f"Run the conformance suite on backend {backend!r}{what}; pytest args go after --."
+    session_function.__name__ = f"conformance_{backend}"
+    nox.session(python=PYTHON, name=f"conformance-{backend}")(session_function)
+
+
+for _backend, _frameworks in CONFORMANCE_BACKENDS.items():
+    _conformance_session(_backend, _frameworks)
+
+
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """Run the conformance suite on any backend: ``nox -s conformance -- --rnnspec-backend=NAME [pytest args]``.
+
+    A built-in backend's framework is installed with it; for another backend,
+    list what to install (its distribution, a path) in $RNNSPEC_CONFORMANCE_INSTALL.
+    """
+    backend = None
+    for i, arg in enumerate(session.posargs):
+        if arg.startswith("--rnnspec-backend="):
+            backend = arg.split("=", 1)[1]
+        elif arg == "--rnnspec-backend" and i + 1 < len(session.posargs):
+            backend = session.posargs[i + 1]
+    if not backend:
+        session.error("name the backend: nox -s conformance -- --rnnspec-backend=NAME [pytest args]")
+    extra = os.environ.get("RNNSPEC_CONFORMANCE_INSTALL", "").split()
+    session.install("-e", ".[conformance]", *CONFORMANCE_BACKENDS.get(backend, ()))
+    if extra:
+        # A second step: pip cannot resolve a package that requires rnnspec together with -e .[extra].
+        session.install(*extra)
+    _check_backend(session, backend)
+    session.run("pytest", "--pyargs", "rnnspec.conformance", "--hypothesis-profile=ci", *session.posargs)
+
+
+@nox.session(python=PYTHON, name="conformance-mutants")
+def conformance_mutants(session: nox.Session) -> None:
+    """Check that the conformance suite fails on wrong backends (tests/mutants/), and only where they are wrong."""
+    # setuptools: the tests pip-install the mutants offline, without build isolation.
+    session.install("-e", ".[conformance]", "setuptools>=68")
+    session.run("pytest", "-m", "mutants", "tests/test_conformance_bites.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 import rnnspec
 from rnnspec.backend import Backend
@@ -49,10 +49,16 @@ CHECKS: dict[str, str] = {
     "properties": "metamorphic properties: chunked == whole, reverse, padding, row independence, op identities",
 }
 
-_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
-settings.register_profile("ci", max_examples=8, derandomize=True, print_blob=True, **_COMMON)
-settings.register_profile("dev", max_examples=25, print_blob=True, **_COMMON)
-settings.register_profile("thorough", max_examples=300, print_blob=True, **_COMMON)
+_BASE = settings(
+    deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+# ci skips the explain phase: on a failure it reruns the test hundreds of times (seconds per
+# failing op); the failure message carries the case's repro either way.
+settings.register_profile(
+    "ci", _BASE, max_examples=8, derandomize=True, phases=[p for p in Phase if p is not Phase.explain]
+)
+settings.register_profile("dev", _BASE, max_examples=25)
+settings.register_profile("thorough", _BASE, max_examples=300)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,9 +85,15 @@ def _manifest(config: pytest.Config, backend: Backend) -> dict[str, str]:
     entries = dict(getattr(backend.implementation, "expected_failures", {}) or {})
     path = config.getoption("--rnnspec-xfails")
     if path:
-        entries.update(json.loads(Path(path).read_text()))
+        try:
+            extra = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise pytest.UsageError(f"--rnnspec-xfails={path}: cannot read it as JSON: {err}") from err
+        if not isinstance(extra, dict):
+            raise pytest.UsageError(f'--rnnspec-xfails={path}: expected a JSON object {{"check:op": "reason"}}')
+        entries.update(extra)
     for pattern, reason in entries.items():
-        if ":" not in pattern or pattern.split(":", 1)[0] not in CHECKS:
+        if not isinstance(pattern, str) or ":" not in pattern or pattern.split(":", 1)[0] not in CHECKS:
             raise pytest.UsageError(
                 f"rnnspec expected-failure entry {pattern!r}: expected 'check:op' with check among {sorted(CHECKS)}"
             )
@@ -138,6 +150,8 @@ def rnnspec_backend(request: pytest.FixtureRequest) -> Backend:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "op" not in metafunc.fixturenames or _BACKEND not in metafunc.config.stash:
         return
+    if _HERE not in Path(str(metafunc.definition.path)).resolve().parents:
+        return  # only the suite's own checks are parametrised over the ops
     backend = metafunc.config.stash[_BACKEND]
     params = []
     for op in OPS:
@@ -172,9 +186,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 used.add(pattern)
 
 
+#: How bad each outcome of a cell is: a cell shows the worst outcome of its tests. A skip is the
+#: mildest, so a check whose tests partly apply to an op shows what the applicable ones did.
+_SEVERITY = {"skipped": 0, "passed": 1, "expected failure": 2, "failed (xpass)": 3, "failed": 4}
+_XPASS_STRICT = "[XPASS(strict)] "
+
+
 def _outcome(report: pytest.TestReport) -> tuple[str, str]:
     if hasattr(report, "wasxfail"):
         return ("expected failure" if report.skipped else "failed (xpass)"), str(report.wasxfail)
+    if report.failed and isinstance(report.longrepr, str) and report.longrepr.startswith(_XPASS_STRICT):
+        # A strict xfail that passed: pytest reports a plain failure, without wasxfail.
+        return "failed (xpass)", report.longrepr.removeprefix(_XPASS_STRICT)
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         return "skipped", reason.removeprefix("Skipped: ")
@@ -188,13 +211,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if check is None or op is None or _RESULTS not in item.config.stash:
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        results = item.config.stash[_RESULTS]
         outcome, reason = _outcome(report)
-        previous = results.get((op, check))
-        # Several tests may make up one check: the cell shows the worst outcome.
-        if previous is None or previous["outcome"] == "passed":
-            results[(op, check)] = {"outcome": outcome, "reason": reason}
+        cell = item.config.stash[_RESULTS].setdefault((op, check), {"outcome": "skipped", "reason": "", "tests": []})
+        cell["tests"].append({"test": item.originalname, "outcome": outcome, "reason": reason})  # type: ignore[attr-defined]
+        # Several tests may make up one check: the cell shows the worst outcome, a skip counting least.
+        if not cell["tests"][1:] or _SEVERITY.get(outcome, 4) > _SEVERITY.get(cell["outcome"], 4):
+            cell["outcome"], cell["reason"] = outcome, reason
     return report
+
+
+def _cell(result: Mapping[str, Any]) -> str:
+    skipped = sum(t["outcome"] == "skipped" for t in result["tests"])
+    if result["outcome"] != "skipped" and skipped:
+        return f"{result['outcome']} ({skipped} skipped)"
+    return str(result["outcome"])
 
 
 def summary(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
@@ -202,11 +232,16 @@ def summary(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
     checks = [c for c in CHECKS if any(k[1] == c for k in results)]
     ops = [op for op in OPS if any(k[0] == op for k in results)]
     width = max([len(op) for op in ops] + [2])
-    lines = ["op".ljust(width) + "  " + "  ".join(c.ljust(16) for c in checks)]
+    cells = {key: _cell(result) for key, result in results.items()}
+    column = max([len(c) for c in cells.values()] + [len(c) for c in checks] + [16])
+    lines = [("op".ljust(width) + "  " + "  ".join(c.ljust(column) for c in checks)).rstrip()]
     for op in ops:
-        cells = [str(results.get((op, c), {"outcome": "-"})["outcome"]).ljust(16) for c in checks]
-        lines.append(op.ljust(width) + "  " + "  ".join(cells).rstrip())
-    reasons = sorted({f"{r['outcome']}: {r['reason']}" for r in results.values() if r["reason"]})
+        row = [cells.get((op, c), "-").ljust(column) for c in checks]
+        lines.append((op.ljust(width) + "  " + "  ".join(row)).rstrip())
+    # Every reason once: skips (capability, not applicable), expected failures, xpasses.
+    reasons = sorted(
+        {f"{t['outcome']}: {t['reason']}" for result in results.values() for t in result["tests"] if t["reason"]}
+    )
     return [*lines, "", *reasons] if reasons else lines
 
 
@@ -218,7 +253,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section(f"rnnspec conformance of backend {backend.name!r}")
     for line in summary(results):
         terminalreporter.write_line(line)
-    unused = sorted(set(config.stash[_MANIFEST]) - config.stash[_USED])
+    manifest: dict[str, str] = config.stash[_MANIFEST]
+    used: set[str] = config.stash[_USED]
+    unused = sorted(set(manifest) - used)
     for pattern in unused:
         terminalreporter.write_line(f"expected-failure entry {pattern!r} matched no check: remove it")
     path = config.getoption("--rnnspec-report")

@@ -16,7 +16,17 @@ from .runs import start
 from .vjp import _BACKEND, vjp
 
 __all__ = [
-    "decision_margin","Reference", "gru", "indrnn", "indrnn_recurrence", "linear_recurrence", "lstm", "qrnn", "rnn", "vjp"]
+    "Reference",
+    "decision_margin",
+    "gru",
+    "indrnn",
+    "indrnn_recurrence",
+    "linear_recurrence",
+    "lstm",
+    "qrnn",
+    "rnn",
+    "vjp",
+]
 
 
 def rnn(x: Any, params: Any, **options: Any) -> SequenceResult:

@@ -19,6 +19,7 @@ from .activations import Array, sigmoid
 from .cells import Cell, make_cell
 from .cotangents import read_sequence_cotangents
 from .independent import IndRNNCell
+from .precision import round_to
 from .stack import full_lengths, reverse_valid
 
 __all__ = ["ACTRun"]
@@ -99,9 +100,7 @@ class ACTRun:
             steps = np.where(stop[:, 0], n, steps)
             remainder = np.where(stop[:, 0], 1.0 - total[:, 0], remainder)
             gap = np.where(active, np.abs(total + h - (1.0 - self.epsilon)), np.inf)
-            inner.append(
-                {"cache": cache, "s": s, "h": h, "weight": weight, "active": active, "stop": stop, "gap": gap}
-            )
+            inner.append({"cache": cache, "s": s, "h": h, "weight": weight, "active": active, "stop": stop, "gap": gap})
             total = np.where(active, total + h, total)
             halted = halted | stop
         return mean, {"inner": inner, "steps": steps, "remainder": remainder}
@@ -119,9 +118,11 @@ class ACTRun:
     def result(self) -> ACTResult:
         """The result, rounded to the input dtype."""
         cast = self.dtype
-        f = {k: v.astype(cast) for k, v in self.fields.items()}
-        state = ({k: v.astype(cast) for k, v in self.state.items()},)
-        return ACTResult(self.outputs.astype(cast), state, f["ponder_steps"], f["ponder_remainder"], f["ponder_cost"])
+        f = round_to(self.fields, cast)
+        state = (round_to(self.state, cast),)
+        return ACTResult(
+            round_to(self.outputs, cast), state, f["ponder_steps"], f["ponder_remainder"], f["ponder_cost"]
+        )
 
     def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
         """Cotangents of x, params and initial state from those of the result fields."""
@@ -162,7 +163,7 @@ class ACTRun:
             d_x = reverse_valid(d_x, self.lengths)
         cast = self.dtype
         return {
-            "x": d_x.astype(cast),
-            "params": [{k: v.astype(cast) for k, v in d_p.items()}],
-            "initial_state": ({k: v.astype(cast) for k, v in d_state.items()},),
+            "x": round_to(d_x, cast),
+            "params": [round_to(d_p, cast)],
+            "initial_state": (round_to(d_state, cast),),
         }

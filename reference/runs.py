@@ -23,6 +23,7 @@ from .activations import Array
 from .cells import GRUCell, LSTMCell, RNNCell
 from .cotangents import check_keys, cotangent, read_sequence_cotangents
 from .independent import IndRNNCell, IndRNNRecurrenceCell, LinearCell
+from .precision import round_to
 from .qrnn import QRNNLayer
 from .skip import SkipRun
 from .stack import Layer, ScanLayer, full_lengths, reverse_valid, run_stack, run_stack_vjp
@@ -83,8 +84,7 @@ class SequenceRun:
 
     def result(self) -> SequenceResult:
         """The result, rounded to the input dtype."""
-        state = tuple({k: v.astype(self.dtype) for k, v in s.items()} for s in self.state)
-        return SequenceResult(self.outputs.astype(self.dtype), state)
+        return SequenceResult(round_to(self.outputs, self.dtype), round_to(self.state, self.dtype))
 
     def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
         """Cotangents of x, params (one mapping per layer) and the initial state,
@@ -92,11 +92,11 @@ class SequenceRun:
         ct = read_sequence_cotangents(self.op, cotangents, ("outputs", "state"), self.outputs, self.state)
         d_outputs, d_state = ct["outputs"], ct["state"]
         d_x, d_params, d_initial = run_stack_vjp(self.layers, self.tape, self.reverse, d_outputs, d_state)
-        grads: Any = [{k: v.astype(self.dtype) for k, v in p.items()} for p in d_params]
+        grads: Any = round_to(d_params, self.dtype)
         return {
-            "x": d_x.astype(self.dtype),
+            "x": round_to(d_x, self.dtype),
             "params": grads,
-            "initial_state": tuple({k: v.astype(self.dtype) for k, v in s.items()} for s in d_initial),
+            "initial_state": round_to(tuple(d_initial), self.dtype),
         }
 
 
@@ -133,7 +133,8 @@ class PrimitiveRun:
         self.h, _, self.tape = run_stack([self.layer], x, lengths, [{"h": initial}], self.reverse)
 
     def result(self) -> Array:
-        return self.h.astype(self.dtype)
+        h: Array = round_to(self.h, self.dtype)
+        return h
 
     def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
         """Cotangents of the array arguments, given ``{"h": d_h}``."""
@@ -153,7 +154,7 @@ class PrimitiveRun:
         else:
             grads = {"pre": d_x, "u": d_params[0]["u"]}
         grads["initial"] = d_initial[0]["h"]
-        return {k: v.astype(self.dtype) for k, v in grads.items()}
+        return round_to(grads, self.dtype)  # type: ignore[no-any-return]
 
 
 def start(op: str, args: Mapping[str, Any]) -> SequenceRun | PrimitiveRun | SkipRun | ACTRun:

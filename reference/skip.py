@@ -18,6 +18,7 @@ from rnnspec.results import SkipResult
 from .activations import Array, sigmoid
 from .cells import Cell, make_cell
 from .cotangents import read_sequence_cotangents
+from .precision import round_to
 from .stack import full_lengths, reverse_valid
 
 __all__ = ["SkipRun", "binarize"]
@@ -117,9 +118,9 @@ class SkipRun:
     def result(self) -> SkipResult:
         """The result, rounded to the input dtype."""
         cast = self.dtype
-        state = tuple({k: v.astype(cast) for k, v in s.items()} for s in self.state)
+        state = round_to(tuple(self.state), cast)
         return SkipResult(
-            self.outputs.astype(cast), state, self.update_gate.astype(cast), self.update_prob.astype(cast)
+            round_to(self.outputs, cast), state, round_to(self.update_gate, cast), round_to(self.update_prob, cast)
         )
 
     def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,7 +182,7 @@ class SkipRun:
                         d_p[f"{n}0"] = d_p[f"{n}0"] + d_s[n].sum(axis=0)
         cast = self.dtype
         return {
-            "x": d_x.astype(cast),
-            "params": [{k: v.astype(cast) for k, v in p.items()} for p in d_params],
-            "initial_state": tuple({k: v.astype(cast) for k, v in s.items()} for s in d_state),
+            "x": round_to(d_x, cast),
+            "params": round_to(d_params, cast),
+            "initial_state": round_to(tuple(d_state), cast),
         }

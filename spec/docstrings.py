@@ -16,8 +16,10 @@ lengths : integer array of shape (batch,), optional
     Valid length of each row, in [0, time]. Past a row's length its state is
     frozen and its outputs are zero.
 initial_state : sequence of mappings, optional
-    One mapping per layer with the entries {state}, each (batch, H) of x's dtype;
-    zeros when omitted. The ``state`` of a previous result continues a sequence.
+    One mapping per layer with the entries {state} (shapes on the op's spec
+    page), of x's dtype; when omitted, the op's start state (zeros, or the
+    learnt h0/c0 and the gate's start values for the skip ops). The ``state``
+    of a previous result continues a sequence.
 reverse : bool, default False
     Run each row backwards over its own valid prefix; outputs stay aligned with x.
 """
@@ -35,7 +37,7 @@ reverse : bool, default False
 def _options(spec: OpSpec) -> list[str]:
     lines = []
     for opt in spec.options:
-        kind = "array, optional" if opt.kind == "array" else " or ".join(repr(a) for a in opt.allowed)
+        kind = "array, optional" if opt.kind == "array" else opt.describe_allowed()
         lines.append(f"{opt.name} : {kind}, default {opt.default!r}")
         lines.append(f"    {opt.description[0].upper()}{opt.description[1:]}.")
     return lines

@@ -6,8 +6,9 @@ torch implementations (per-step loops; QRNN gates from ``torch.nn.functional.con
 
 The torch loops realise ``reverse=True`` differently from the reference: they walk time
 from the last step to the first and skip each row's padding (its state stays frozen there),
-and QRNN's window then looks ahead (``x_t ... x_{t+K-1}``, zero past the row's length).
-The reference instead reverses each row's valid prefix and runs forward.
+and QRNN's window then looks ahead (``x_t ... x_{t+K-1}``; past the row's length it reads the
+carried inputs ``x_prev``, most recent first). The reference instead reverses each row's
+valid prefix and runs forward.
 """
 
 from __future__ import annotations
@@ -332,39 +333,67 @@ def torch_indrnn(
 
 
 def torch_qrnn_gates(
-    inp: torch.Tensor, p: Mapping[str, torch.Tensor], mode: str, lengths: np.ndarray, reverse: bool
+    inp: torch.Tensor,
+    p: Mapping[str, torch.Tensor],
+    x_prev: torch.Tensor,
+    mode: str,
+    lengths: np.ndarray,
+    reverse: bool,
 ) -> dict[str, torch.Tensor]:
     """Pre-activation gate blocks (batch, time, H) from ``conv1d``.
 
-    Forward: causal window, left padding K-1. Reverse: the window looks ahead over the
-    row's valid steps, i.e. inputs past the length are zeroed, the padding goes on the
-    right and the kernel is flipped along its window axis.
+    ``x_prev`` (batch, K-1, I) holds the K-1 inputs that precede the first step in processing
+    order, oldest first. Forward: causal window with ``x_prev`` as left context. Reverse: the
+    window looks ahead over the row's valid steps and, past the row's length L, reads the
+    inputs processed before x_{L-1}: position L + j holds ``x_prev[K-2-j]`` (the most recent
+    first, i.e. ``x_prev`` flipped), the rest of the row is zero, and the kernel is flipped
+    along its window axis (the tap on x_t is the last one, w[..., K-1]).
     """
-    window = p["w"].shape[2]
-    valid = torch.from_numpy(valid_steps(lengths, inp.shape[0], inp.shape[1]))[:, :, None]
-    chans = inp.transpose(1, 2)  # (batch, I, time)
+    batch, time, inputs = inp.shape
     if reverse:
-        masked = torch.where(valid, inp, torch.zeros_like(inp)).transpose(1, 2)
-        conv = F.conv1d(F.pad(masked, (0, window - 1)), p["w"].flip(-1), p["b"])
+        rows = []
+        for b in range(batch):
+            n = int(lengths[b])
+            tail = torch.zeros(time - n, inputs, dtype=inp.dtype)
+            rows.append(torch.cat([inp[b, :n], x_prev[b].flip(0), tail], dim=0))  # (time + K - 1, I)
+        ahead = torch.stack(rows, dim=0).transpose(1, 2)
+        conv = F.conv1d(ahead, p["w"].flip(-1), p["b"])
     else:
-        conv = F.conv1d(F.pad(chans, (window - 1, 0)), p["w"], p["b"])
+        conv = F.conv1d(torch.cat([x_prev, inp], dim=1).transpose(1, 2), p["w"], p["b"])
     blocks = conv.transpose(1, 2).chunk(len(QRNN_GATES[mode]), dim=2)
     return dict(zip(QRNN_GATES[mode], blocks, strict=True))
+
+
+def torch_qrnn_last_inputs(inp: torch.Tensor, x_prev: torch.Tensor, lengths: np.ndarray, reverse: bool) -> torch.Tensor:
+    """The final ``x_prev``: per row, the last K-1 entries of the sequence of inputs the layer has
+    seen in processing order, ``x_prev`` (oldest first) followed by the row's valid inputs
+    (``x_0 ... x_{L-1}``, or ``x_{L-1} ... x_0`` when ``reverse``)."""
+    keep = x_prev.shape[1]
+    rows = []
+    for b in range(inp.shape[0]):
+        valid = inp[b, : int(lengths[b])]
+        seen = torch.cat([x_prev[b], valid.flip(0) if reverse else valid], dim=0)
+        rows.append(seen[seen.shape[0] - keep :])
+    return torch.stack(rows, dim=0)
 
 
 def torch_qrnn(
     x: torch.Tensor,
     params: Sequence[Mapping[str, torch.Tensor]],
-    initial: Sequence[torch.Tensor],
+    initial: Sequence[Mapping[str, torch.Tensor]],
     mode: str,
     masks: Sequence[np.ndarray | None],
     lengths: np.ndarray,
     reverse: bool,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """A stack of QRNN layers; outputs and final c per layer. ``masks[k]`` is layer k's zoneout mask or None."""
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """A stack of QRNN layers; outputs and the final ``{"c", "x_prev"}`` per layer.
+
+    ``initial[k]`` is layer k's ``{"c": (B, H), "x_prev": (B, K-1, I)}``; ``masks[k]`` its zoneout mask or None.
+    """
     inp, finals = x, []
-    for p, c0, mask in zip(params, initial, masks, strict=True):
-        gates = torch_qrnn_gates(inp, p, mode, lengths, reverse)
+    for p, state, mask in zip(params, initial, masks, strict=True):
+        c0, x_prev = state["c"], state["x_prev"]
+        gates = torch_qrnn_gates(inp, p, x_prev, mode, lengths, reverse)
         z = torch.tanh(gates["z"])
         f = torch.sigmoid(gates["f"])
         if mask is not None:
@@ -373,8 +402,8 @@ def torch_qrnn(
         c, final = torch_elementwise_scan(
             lambda t, c, f=f, add=add: f[:, t] * c + add[:, t], c0, lengths, x.shape[1], reverse
         )
+        finals.append({"c": final, "x_prev": torch_qrnn_last_inputs(inp, x_prev, lengths, reverse)})
         inp = c if mode == "f" else torch.sigmoid(gates["o"]) * c
-        finals.append(final)
     return inp, finals
 
 
@@ -388,6 +417,42 @@ def grad_of(t: torch.Tensor) -> np.ndarray:
     return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.detach().numpy()
 
 
+def torch_state_vjp(
+    run: Callable[..., tuple[torch.Tensor, list[dict[str, torch.Tensor]]]],
+    x: np.ndarray,
+    params: Sequence[Mapping[str, np.ndarray]],
+    initial: Sequence[Mapping[str, np.ndarray]],
+    cotangents: Mapping[str, Any],
+    **kwargs: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The forward result and autograd's gradient of ``<cotangents, result>`` for a sequence op whose
+    per-layer state is a mapping of arrays: ``run(x, params, initial, **kwargs)`` returns the outputs
+    and one state mapping per layer, with the keys of ``initial``.
+
+    Returns ``({"outputs", "state"}, {"x", "params", "initial_state"})`` in rnnspec's structures.
+    """
+    tx = leaf(x)
+    tparams = [{k: leaf(v) for k, v in p.items()} for p in params]
+    tinit = [{k: leaf(v) for k, v in s.items()} for s in initial]
+    out, finals = run(tx, tparams, tinit, **kwargs)
+    loss = (out * torch.from_numpy(cotangents["outputs"])).sum()
+    for final, cot in zip(finals, cotangents["state"], strict=True):
+        assert sorted(final) == sorted(cot), f"state keys {sorted(final)} != cotangent keys {sorted(cot)}"
+        for name, value in final.items():
+            loss = loss + (value * torch.from_numpy(cot[name])).sum()
+    loss.backward()
+    forward = {
+        "outputs": out.detach().numpy(),
+        "state": [{k: v.detach().numpy() for k, v in f.items()} for f in finals],
+    }
+    grads = {
+        "x": grad_of(tx),
+        "params": [{k: grad_of(v) for k, v in p.items()} for p in tparams],
+        "initial_state": [{k: grad_of(v) for k, v in s.items()} for s in tinit],
+    }
+    return forward, grads
+
+
 def torch_sequence_vjp(
     run: Callable[..., tuple[torch.Tensor, list[torch.Tensor]]],
     x: np.ndarray,
@@ -397,28 +462,16 @@ def torch_sequence_vjp(
     cotangents: Mapping[str, Any],
     **kwargs: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The forward result and autograd's gradient of ``<cotangents, result>`` for a one-state sequence op.
+    """:func:`torch_state_vjp` for a one-state sequence op: ``run`` takes and returns that state as bare
+    tensors, named ``state_name`` in rnnspec's structures."""
 
-    Returns ``({"outputs", "state"}, {"x", "params", "initial_state"})`` in rnnspec's structures.
-    """
-    tx = leaf(x)
-    tparams = [{k: leaf(v) for k, v in p.items()} for p in params]
-    tinit = [leaf(s) for s in initial]
-    out, finals = run(tx, tparams, tinit, **kwargs)
-    loss = (out * torch.from_numpy(cotangents["outputs"])).sum()
-    for final, cot in zip(finals, cotangents["state"], strict=True):
-        loss = loss + (final * torch.from_numpy(cot[state_name])).sum()
-    loss.backward()
-    forward = {
-        "outputs": out.detach().numpy(),
-        "state": [{state_name: f.detach().numpy()} for f in finals],
-    }
-    grads = {
-        "x": grad_of(tx),
-        "params": [{k: grad_of(v) for k, v in p.items()} for p in tparams],
-        "initial_state": [{state_name: grad_of(s)} for s in tinit],
-    }
-    return forward, grads
+    def named(
+        tx: torch.Tensor, tparams: Any, tinit: Sequence[Mapping[str, torch.Tensor]], **kw: Any
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        out, finals = run(tx, tparams, [s[state_name] for s in tinit], **kw)
+        return out, [{state_name: f} for f in finals]
+
+    return torch_state_vjp(named, x, params, [{state_name: s} for s in initial], cotangents, **kwargs)
 
 
 def result_tree(result: Any) -> dict[str, Any]:

@@ -77,7 +77,10 @@ def test_qrnn_init_has_the_spec_shapes_for_every_mode_and_window_and_is_accepted
     x = np.random.default_rng(0).standard_normal((2, 6, 3)).astype(np.float32)
     result = run("qrnn", params, x, mode=mode, lengths=np.array([6, 4]), reverse=window == 2)
     assert result.outputs.shape == (2, 6, 4)
-    assert [set(s) for s in result.state] == [{"c"}] * num_layers
+    assert [set(s) for s in result.state] == [{"c", "x_prev"}] * num_layers
+    for k, s in enumerate(result.state):
+        assert s["c"].shape == (2, 4)
+        assert s["x_prev"].shape == (2, window - 1, 3 if k == 0 else 4)
     assert np.all(np.isfinite(result.outputs))
 
 

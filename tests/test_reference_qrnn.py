@@ -3,13 +3,16 @@
 Every VJP equals central finite differences and torch autograd of an independent
 implementation (gates from ``torch.nn.functional.conv1d``, a per-step pooling loop), for every
 pooling mode, windows 1 to 3, zoneout masks, stacks, variable lengths and both directions.
+Each layer's state is ``{"c", "x_prev"}``: x_prev, the layer's last K-1 inputs in processing order,
+is the left context of the window; its gradient is checked like every other input's.
 The forward obeys the properties the spec states: pooling is ``linear_recurrence`` on the gates,
-f = 0 copies z, a mask of ones keeps the state, chunking (window 1), reverse, padding, rows.
-Edge cases and bad calls behave as the spec says.
+f = 0 copies z, a mask of ones keeps the state, chunked runs equal whole runs (every window,
+both directions), reverse, padding, rows. Edge cases and bad calls behave as the spec says.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +34,8 @@ from helpers_recurrences import (
     qrnn_params,
     random_mask,
     result_tree,
-    sequence_cotangents,
     torch_qrnn,
-    torch_sequence_vjp,
+    torch_state_vjp,
     valid_steps,
 )
 
@@ -82,10 +84,10 @@ class QCase:
         return list(self.zoneout_mask)
 
     def state_or_zeros(self) -> list[dict[str, np.ndarray]]:
-        batch, _, hidden = self.shape
         if self.initial_state is not None:
             return self.initial_state
-        return [{"c": np.zeros((batch, hidden))} for _ in self.params]
+        batch, _, hidden = self.shape
+        return [{k: np.zeros(shape) for k, shape in s.items()} for s in state_shapes(batch, hidden, self.params)]
 
     def run(self, **overrides: Any) -> Any:
         kwargs = {**self.kwargs(), **overrides}
@@ -93,6 +95,16 @@ class QCase:
 
     def vjp(self, cotangents: dict[str, Any]) -> dict[str, Any]:
         return reference.vjp("qrnn", cotangents, self.x, self.params, **self.kwargs())
+
+
+def state_shapes(batch: int, hidden: int, params: list[dict[str, np.ndarray]]) -> list[dict[str, tuple[int, ...]]]:
+    """Each layer's state shapes: c (B, H) and x_prev (B, K-1, I), I the layer's input size."""
+    return [{"c": (batch, hidden), "x_prev": (batch, p["w"].shape[2] - 1, p["w"].shape[1])} for p in params]
+
+
+def random_state(rng: np.random.Generator, batch: int, hidden: int, params: list[dict[str, np.ndarray]]) -> Any:
+    """A random initial state (c and x_prev) for every layer."""
+    return [{k: rng.uniform(-1.0, 1.0, shape) for k, shape in s.items()} for s in state_shapes(batch, hidden, params)]
 
 
 def make_case(
@@ -117,20 +129,30 @@ def make_case(
         masks = random_mask(rng, (batch, time, hidden))
     elif mask == "per-layer":
         masks = [random_mask(rng, (batch, time, hidden)) for _ in range(layers)]
+    x = rng.uniform(-1.0, 1.0, (batch, time, input_size))
+    params = qrnn_params(rng, mode, input_size, hidden, window, layers)
     return QCase(
         mode=mode,
-        x=rng.uniform(-1.0, 1.0, (batch, time, input_size)),
-        params=qrnn_params(rng, mode, input_size, hidden, window, layers),
+        x=x,
+        params=params,
         zoneout_mask=masks,
         lengths=None if lengths is None else np.asarray(lengths, dtype=np.int64),
-        initial_state=[{"c": rng.uniform(-1.0, 1.0, (batch, hidden))} for _ in range(layers)] if with_state else None,
+        initial_state=random_state(rng, batch, hidden, params) if with_state else None,
         reverse=reverse,
     )
 
 
 def cotangents_for(case: QCase, seed: int) -> dict[str, Any]:
+    """Random cotangents of the outputs (padding included: its gradient must vanish) and of every
+    state entry, c and x_prev, of every layer."""
+    rng = np.random.default_rng(seed)
     batch, time, hidden = case.shape
-    return sequence_cotangents(np.random.default_rng(seed), batch, time, hidden, case.layers, ("c",))
+    return {
+        "outputs": rng.normal(size=(batch, time, hidden)),
+        "state": [
+            {k: rng.normal(size=shape) for k, shape in s.items()} for s in state_shapes(batch, hidden, case.params)
+        ],
+    }
 
 
 #: (layers, lengths, given initial state, reverse, zoneout mask): stacks, a 0-length and a full row.
@@ -182,6 +204,10 @@ def test_vjp_matches_central_finite_differences(
     assert_trees_close(list(grads["params"]), numeric["params"], FD_RTOL, "d params")
     assert_trees_close(list(grads["initial_state"]), numeric["initial_state"], FD_RTOL, "d initial_state")
     assert np.max(np.abs(numeric["x"])) > 1e-3, "the check is vacuous if the loss does not depend on x"
+    for k in range(layers):
+        assert grads["initial_state"][k]["x_prev"].shape == (3, window - 1, case.params[k]["w"].shape[1])
+        if window > 1:
+            assert np.max(np.abs(numeric["initial_state"][k]["x_prev"])) > 1e-3, "x_prev must matter"
     batch, time, _ = case.shape
     assert np.all(grads["x"][~valid_steps(lengths, batch, time)] == 0.0), "padding receives no gradient"
 
@@ -193,12 +219,11 @@ def test_forward_and_vjp_match_torch_autograd(
     case = build(mode, window, layers, lengths, with_state, reverse, mask)
     cotangents = cotangents_for(case, layers + 100)
     batch, time, _ = case.shape
-    forward, grads = torch_sequence_vjp(
+    forward, grads = torch_state_vjp(
         torch_qrnn,
         case.x,
         case.params,
-        [s["c"] for s in case.state_or_zeros()],
-        "c",
+        case.state_or_zeros(),
         cotangents,
         mode=mode,
         masks=case.masks(),
@@ -218,7 +243,7 @@ def test_forward_and_vjp_match_torch_autograd(
 def test_missing_cotangents_count_as_zero() -> None:
     case = make_case(1, "ifo", 2, layers=2, lengths=[5, 1, 3], mask="per-layer")
     cotangents = cotangents_for(case, 7)
-    zero_state = [{"c": np.zeros_like(s["c"])} for s in cotangents["state"]]
+    zero_state = [{k: np.zeros_like(v) for k, v in s.items()} for s in cotangents["state"]]
     only_outputs = case.vjp({"outputs": cotangents["outputs"]})
     assert_trees_equal(only_outputs, case.vjp({"outputs": cotangents["outputs"], "state": zero_state}), "outputs")
     only_state = case.vjp({"state": cotangents["state"]})
@@ -238,16 +263,17 @@ def test_vjp_of_a_single_param_mapping_is_a_mapping() -> None:
 # -- forward properties ---------------------------------------------------------------------
 
 
-def numpy_gates(x: np.ndarray, p: dict[str, np.ndarray], mode: str) -> dict[str, np.ndarray]:
-    """Pre-activation gate blocks of a causal convolution, by explicit loops over the window."""
+def numpy_gates(x: np.ndarray, p: dict[str, np.ndarray], mode: str, x_prev: np.ndarray) -> dict[str, np.ndarray]:
+    """Pre-activation gate blocks of a causal convolution (forward direction), by explicit loops over
+    the window; the steps before the first read ``x_prev`` (step -j is ``x_prev[:, K-1-j]``)."""
     batch, time, _ = x.shape
     window = p["w"].shape[2]
     pre = np.broadcast_to(p["b"], (batch, time, p["b"].shape[0])).copy()
     for t in range(time):
         for k in range(window):
             source = t - window + 1 + k
-            if source >= 0:
-                pre[:, t] += x[:, source] @ p["w"][:, :, k].T
+            read = x[:, source] if source >= 0 else x_prev[:, window - 1 + source]
+            pre[:, t] += read @ p["w"][:, :, k].T
     return dict(zip(QRNN_GATES[mode], np.split(pre, len(QRNN_GATES[mode]), axis=2), strict=True))
 
 
@@ -266,7 +292,7 @@ def last_valid(h: np.ndarray, lengths: np.ndarray, initial: np.ndarray) -> np.nd
 def test_pooling_equals_linear_recurrence_on_the_same_gates(mode: str, window: int) -> None:
     case = make_case(3, mode, window, lengths=[5, 0, 3], mask="single", time=5)
     p, mask, c0 = case.params[0], case.zoneout_mask, case.initial_state[0]["c"]
-    gates = numpy_gates(case.x, p, mode)
+    gates = numpy_gates(case.x, p, mode, case.initial_state[0]["x_prev"])
     z = np.tanh(gates["z"])
     f = np.where(mask == 1, 1.0, sigmoid(gates["f"]))
     addend = sigmoid(gates["i"]) * z if mode == "ifo" else (1.0 - f) * z
@@ -286,7 +312,7 @@ def test_a_forget_gate_of_zero_copies_z(mode: str, window: int) -> None:
     hidden = case.shape[2]
     p = {k: v.copy() for k, v in case.params[0].items()}
     p["b"][hidden : 2 * hidden] = -1e3
-    gates = numpy_gates(case.x, p, mode)
+    gates = numpy_gates(case.x, p, mode, case.initial_state[0]["x_prev"])
     z = np.tanh(gates["z"])
     c = z if mode != "ifo" else sigmoid(gates["i"]) * z
     c = np.where(valid_steps(case.lengths, 3, 5)[:, :, None], c, 0.0)
@@ -314,8 +340,11 @@ def test_a_zoneout_mask_of_all_ones_keeps_the_initial_state(mode: str, reverse: 
         o = np.ones_like(o)
     else:
         assert np.all((o[valid] > 0.0) & (o[valid] < 1.0))
-    # no gradient reaches z or f (every f is 1, and (1 - f) z is 0): the z and f rows get none
+    # no gradient reaches z or f (every f is 1, and (1 - f) z is 0): the z and f rows get none.
+    # The final x_prev (each layer's last inputs) is left out of the loss: it reads x and c0 directly.
     cotangents = cotangents_for(case, 9)
+    for s in cotangents["state"]:
+        s["x_prev"] = np.zeros_like(s["x_prev"])
     grads = reference.vjp("qrnn", cotangents, case.x, case.params, **{**case.kwargs(), "zoneout_mask": ones})
     for k in range(2):
         np.testing.assert_array_equal(grads["params"][k]["w"][:4], 0.0)
@@ -333,10 +362,10 @@ def test_a_zoneout_mask_of_all_ones_keeps_the_initial_state(mode: str, reverse: 
 
 
 def test_in_ifo_mode_a_mask_of_ones_still_adds_i_times_z() -> None:
-    """The spec's equations set f = 1 and keep c_t = f c_{t-1} + i z: ifo has no (1 - f) to zero."""
+    """The spec's equations set f = 1, so c_t = c_{t-1} + i z: ifo has no (1 - f) to zero."""
     case = make_case(6, "ifo", 2, lengths=[5, 0, 3])
     ones = np.ones((3, 5, 2))
-    gates = numpy_gates(case.x, case.params[0], "ifo")
+    gates = numpy_gates(case.x, case.params[0], "ifo", case.initial_state[0]["x_prev"])
     added = np.where(valid_steps(case.lengths, 3, 5)[:, :, None], sigmoid(gates["i"]) * np.tanh(gates["z"]), 0.0)
     c = case.initial_state[0]["c"][:, None] + np.cumsum(added, axis=1)
     result = case.run(zoneout_mask=ones)
@@ -355,35 +384,70 @@ def test_a_single_mask_array_is_the_same_mask_for_every_layer() -> None:
     assert_trees_equal(case.vjp(cotangents), grads, "vjp")
 
 
+def run_in_chunks(
+    case: QCase, cuts: list[int], *, carry_x_prev: bool = True
+) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """Run ``case`` chunk by chunk along time (split at ``cuts``), each chunk starting from the state
+    left by the chunk processed before it: the earlier chunk forward, the later one in reverse.
+    Without ``carry_x_prev`` each chunk gets zeros for x_prev instead (c is still carried).
+    Returns the outputs put back in time order and the last state."""
+    bounds = [0, *cuts, case.x.shape[1]]
+    spans = list(itertools.pairwise(bounds))
+    state, outputs = case.initial_state, {}
+    for start, end in reversed(spans) if case.reverse else spans:
+        result = case.run(
+            x=case.x[:, start:end],
+            lengths=np.clip(case.lengths - start, 0, end - start),
+            zoneout_mask=[m[:, start:end] for m in case.zoneout_mask],
+            initial_state=state,
+        )
+        outputs[start] = result.outputs
+        state = [dict(s) for s in result.state]
+        if not carry_x_prev:
+            state = [{**s, "x_prev": np.zeros_like(s["x_prev"])} for s in state]
+    return np.concatenate([outputs[start] for start, _ in spans], axis=1), state
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("mode", MODES)
-def test_chunked_run_with_the_state_carried_equals_the_whole_run_for_window_one(mode: str) -> None:
-    # Only for K = 1: with K > 1 the first K-1 gates of a chunk read inputs of the chunk before
-    # (the window spans the boundary). The op zero-pads them, so carrying the last K-1 inputs of
-    # a chunk (and dropping the outputs they would produce) is the caller's job.
-    case = make_case(8, mode, 1, layers=2, lengths=[7, 2, 0, 5], mask="per-layer", batch=4, time=7)
+def test_chunked_run_with_the_state_carried_equals_the_whole_run(mode: str, window: int, reverse: bool) -> None:
+    """x_prev carries the K-1 inputs the window needs across a chunk boundary, for every K.
+
+    Chunks of 1, 2 and 4 steps: with K = 3 the 1-step chunk is shorter than K-1, so the x_prev it
+    passes on still holds an input from before it. The lengths end rows inside chunks, at a
+    boundary, and at zero; the initial state is random; two layers, per-layer zoneout masks.
+    """
+    case = make_case(
+        8, mode, window, layers=2, lengths=[7, 2, 0, 5, 1, 3], mask="per-layer", batch=6, time=7, reverse=reverse
+    )
     whole = case.run()
-    cut = 3
-    first = case.run(
-        x=case.x[:, :cut], lengths=np.minimum(case.lengths, cut), zoneout_mask=[m[:, :cut] for m in case.zoneout_mask]
-    )
-    second = case.run(
-        x=case.x[:, cut:],
-        lengths=np.maximum(case.lengths - cut, 0),
-        zoneout_mask=[m[:, cut:] for m in case.zoneout_mask],
-        initial_state=[dict(s) for s in first.state],
-    )
+    outputs, state = run_in_chunks(case, [1, 3])
     # the gates go through einsum (BLAS), whose rounding may depend on the shape: equal to 1e-15
-    assert_relative_close(np.concatenate([first.outputs, second.outputs], axis=1), whole.outputs, 1e-15, "outputs")
-    assert_trees_close(list(second.state), list(whole.state), 1e-15, "state")
+    assert_relative_close(outputs, whole.outputs, 1e-15, "outputs")
+    assert_trees_close(state, [dict(s) for s in whole.state], 1e-15, "state")
+    for k in range(2):  # x_prev is copied from the inputs, never computed
+        np.testing.assert_array_equal(state[k]["x_prev"], whole.state[k]["x_prev"], err_msg=f"x_prev[{k}]")
+    if window > 1:  # not vacuous: dropping the carried inputs changes the steps whose window spans a boundary
+        dropped, _ = run_in_chunks(case, [1, 3], carry_x_prev=False)
+        assert np.max(np.abs(dropped - whole.outputs)) > 1e-6
 
 
-def test_chunking_with_a_window_above_one_differs_where_the_window_spans_the_boundary() -> None:
-    case = make_case(9, "fo", 2, time=6)
-    whole = case.run()
-    first = case.run(x=case.x[:, :3])
-    second = case.run(x=case.x[:, 3:], initial_state=[dict(s) for s in first.state])
-    assert_relative_close(first.outputs, whole.outputs[:, :3], 1e-15, "first chunk")
-    assert np.all(np.abs(second.outputs[:, 0] - whole.outputs[:, 3]) > 1e-6), "the boundary step reads x_2"
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("window", WINDOWS)
+def test_the_final_x_prev_is_each_layers_last_inputs_in_processing_order(window: int, reverse: bool) -> None:
+    """Per row of length L: the last K-1 of [x_prev..., x_0, ..., x_{L-1}] (reverse: x_{L-1}, ..., x_0),
+    so rows shorter than K-1 keep part of the initial x_prev. Layer 1's inputs are layer 0's outputs."""
+    case = make_case(19, "fo", window, layers=2, lengths=[5, 0, 1, 2], batch=4, reverse=reverse)
+    result = case.run()
+    inputs = [case.x, case.run(params=case.params[:1], initial_state=case.initial_state[:1]).outputs]
+    for k in range(2):
+        x_prev = case.initial_state[k]["x_prev"]
+        for r, n in enumerate(case.lengths):
+            steps = range(n - 1, -1, -1) if reverse else range(n)
+            seen = [x_prev[r, j] for j in range(window - 1)] + [inputs[k][r, t] for t in steps]
+            want = np.array(seen[len(seen) - (window - 1) :]).reshape(window - 1, inputs[k].shape[2])
+            np.testing.assert_array_equal(result.state[k]["x_prev"][r], want, err_msg=f"layer {k}, row {r}")
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -426,11 +490,13 @@ def test_rows_are_independent(reverse: bool) -> None:
             x=case.x[r : r + 1],
             lengths=case.lengths[r : r + 1],
             zoneout_mask=[m[r : r + 1] for m in case.zoneout_mask],
-            initial_state=[{"c": s["c"][r : r + 1]} for s in case.initial_state],
+            initial_state=[{k: v[r : r + 1] for k, v in s.items()} for s in case.initial_state],
         )
         assert_relative_close(alone.outputs[0], result.outputs[r], 1e-15, f"outputs of row {r}")
         for k in range(2):
-            assert_relative_close(alone.state[k]["c"][0], result.state[k]["c"][r], 1e-15, f"state of row {r}")
+            for name in ("c", "x_prev"):
+                got, want = alone.state[k][name][0], result.state[k][name][r]
+                assert_relative_close(got, want, 1e-15, f"state {name} of layer {k}, row {r}")
 
 
 # -- edge cases ----------------------------------------------------------------------------
@@ -442,12 +508,14 @@ def test_a_row_of_length_zero_keeps_its_initial_state_and_outputs_zeros(mode: st
     result = case.run()
     assert np.all(result.outputs[0] == 0.0)
     for k in range(2):
-        np.testing.assert_array_equal(result.state[k]["c"][0], case.initial_state[k]["c"][0])
+        for name in ("c", "x_prev"):
+            np.testing.assert_array_equal(result.state[k][name][0], case.initial_state[k][name][0])
     cotangents = cotangents_for(case, 13)
     grads = case.vjp(cotangents)
     assert np.all(grads["x"][0] == 0.0)
     for k in range(2):
-        np.testing.assert_array_equal(grads["initial_state"][k]["c"][0], cotangents["state"][k]["c"][0])
+        for name in ("c", "x_prev"):
+            np.testing.assert_array_equal(grads["initial_state"][k][name][0], cotangents["state"][k][name][0])
 
 
 @pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "state"])
@@ -472,12 +540,11 @@ def test_time_zero_returns_the_initial_state(window: int, with_state: bool) -> N
 def test_batch_one_and_hidden_size_one_match_torch(mode: str) -> None:
     case = make_case(15, mode, 2, layers=2, batch=1, hidden=1, time=4, input_size=2, mask="single", reverse=True)
     cotangents = cotangents_for(case, 15)
-    forward, grads = torch_sequence_vjp(
+    forward, grads = torch_state_vjp(
         torch_qrnn,
         case.x,
         case.params,
-        [s["c"] for s in case.initial_state],
-        "c",
+        case.initial_state,
         cotangents,
         mode=mode,
         masks=case.masks(),
@@ -489,6 +556,8 @@ def test_batch_one_and_hidden_size_one_match_torch(mode: str) -> None:
     assert_trees_close(result_tree(result), forward, TORCH_RTOL, "forward")
     ours = case.vjp(cotangents)
     assert_trees_close(list(ours["params"]), grads["params"], TORCH_RTOL, "d params")
+    assert_trees_close(list(ours["initial_state"]), grads["initial_state"], TORCH_RTOL, "d initial_state")
+    assert_trees_close(ours["x"], grads["x"], TORCH_RTOL, "d x")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
@@ -497,20 +566,22 @@ def test_low_precision_result_is_the_float64_result_rounded(dtype: type) -> None
     low = {
         "x": case.x.astype(dtype),
         "params": [{k: v.astype(dtype) for k, v in p.items()} for p in case.params],
-        "initial_state": [{"c": s["c"].astype(dtype)} for s in case.initial_state],
+        "initial_state": [{k: v.astype(dtype) for k, v in s.items()} for s in case.initial_state],
         "zoneout_mask": case.zoneout_mask.astype(dtype),
     }
     got = case.run(**low)
     want = case.run(
         x=low["x"].astype(np.float64),
         params=[{k: v.astype(np.float64) for k, v in p.items()} for p in low["params"]],
-        initial_state=[{"c": s["c"].astype(np.float64)} for s in low["initial_state"]],
+        initial_state=[{k: v.astype(np.float64) for k, v in s.items()} for s in low["initial_state"]],
     )
     assert got.outputs.dtype == dtype
     assert got.state[1]["c"].dtype == dtype
+    assert got.state[1]["x_prev"].dtype == dtype
     np.testing.assert_array_equal(got.outputs, want.outputs.astype(dtype))
     for k in range(2):
-        np.testing.assert_array_equal(got.state[k]["c"], want.state[k]["c"].astype(dtype))
+        for name in ("c", "x_prev"):
+            np.testing.assert_array_equal(got.state[k][name], want.state[k][name].astype(dtype))
 
 
 # -- bad calls and untouched inputs -------------------------------------------------------------
@@ -518,6 +589,13 @@ def test_low_precision_result_is_the_float64_result_rounded(dtype: type) -> None
 
 def _two_layer_case() -> QCase:
     return make_case(17, "fo", 2, layers=2, lengths=[5, 0, 3], mask="per-layer")
+
+
+def _with_x_prev(case: QCase, layer: int, x_prev: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The case's initial state with layer ``layer``'s x_prev replaced."""
+    state = [dict(s) for s in case.initial_state]
+    state[layer]["x_prev"] = x_prev
+    return state
 
 
 BAD_CALLS = [
@@ -555,6 +633,16 @@ BAD_CALLS = [
                  ParameterError, "params[1]['w']", id="second-layer-w-not-reading-H"),
     pytest.param(lambda c: c.run(initial_state=[{"h": s["c"]} for s in c.initial_state]), ShapeError,
                  "initial_state[0]", id="state-named-h"),
+    pytest.param(lambda c: c.run(initial_state=[{"c": s["c"]} for s in c.initial_state]), ShapeError,
+                 "initial_state[0]", id="state-without-x_prev"),
+    pytest.param(lambda c: c.run(initial_state=_with_x_prev(c, 1, np.zeros((3, 2, 2)))), ShapeError,
+                 "initial_state[1]['x_prev']", id="x_prev-of-window-3-for-window-2"),
+    pytest.param(lambda c: c.run(initial_state=_with_x_prev(c, 0, np.zeros((3, 1, 2)))), ShapeError,
+                 "initial_state[0]['x_prev']", id="x_prev-of-layer-0-not-reading-I"),
+    pytest.param(lambda c: c.run(initial_state=_with_x_prev(c, 0, np.zeros((3, 3)))), ShapeError,
+                 "initial_state[0]['x_prev']", id="x_prev-of-rank-2"),
+    pytest.param(lambda c: c.run(initial_state=_with_x_prev(c, 1, np.zeros((3, 1, 2), np.float32))), DtypeError,
+                 "initial_state[1]['x_prev']", id="x_prev-of-another-dtype"),
     pytest.param(lambda c: c.run(x=c.x.astype(np.int64)), DtypeError, "x", id="integer-x"),
 ]  # fmt: skip
 

@@ -9,7 +9,14 @@ Primitives (``record.kind == "primitive"``) have pages of the same format: their
 Parameters table lists their array arguments, their State table (optional)
 describes the carried ``h`` of shape ``(B, H)``, and their Initialisation
 section says that they have no parameters. An array option's "allowed" cell
-reads ``array``.
+reads ``array``, and a range option's (``check``) reads its ``describe_allowed()``.
+
+The tables describe the top layer of a stack with the options at their
+defaults: entries only the top layer carries say "top layer only", optional
+ones say "optional". An op whose layout depends on an option (``params_for``,
+``state_for``: act's ``cell``) also gives, in a ``### `` subsection of its
+Parameters and State sections, one table with a leading column for each value
+of that option.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import pytest
 
 from rnnspec import OPS, Backend
 from rnnspec.backend import op_signature
-from rnnspec.ops import OpSpec, OptionSpec
+from rnnspec.ops import ACT_CELLS, OpSpec, OptionSpec, ParamSpec, StateSpec
 from rnnspec.shapes import format_shape
 
 #: The page of conventions shared by every sequence op; it has no record.
@@ -46,6 +53,11 @@ OP_SECTIONS = (
 PARAMETER_HEADER = ["name", "shape", "description"]
 STATE_HEADER = ["name", "shape", "description"]
 OPTION_HEADER = ["name", "default", "allowed", "description"]
+
+#: The option that decides the layout of each op with ``params_for`` / ``state_for``, and its values.
+LAYOUT_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"act": ("cell", tuple(ACT_CELLS))}
+#: The ``### `` subsections that hold those per-value tables.
+PER_VALUE_SUBSECTIONS = {"Parameters": "Layout for each cell", "State": "State for each cell"}
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})(.*)$")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
@@ -161,15 +173,50 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
-def the_table(page: Page, section: str, header: list[str]) -> list[list[str]]:
-    """The rows of the one table of ``section``; no table at all counts as no rows."""
-    found = tables(page.sections[section])
-    assert len(found) <= 1, f"section {section!r} has {len(found)} tables, expected at most one"
+def subsections(section: str) -> tuple[str, dict[str, str]]:
+    """Split a section at its ``### `` headings (ignoring code blocks): ``(lead, {heading: text})``."""
+    lead: list[str] = []
+    found: dict[str, list[str]] = {}
+    current = lead
+    fence: str | None = None
+    for line in section.splitlines():
+        match = _FENCE.match(line.strip())
+        if match:
+            marker = match.group(1)
+            if fence is None:
+                fence = marker
+            elif marker.startswith(fence) and not match.group(2).strip():
+                fence = None
+        elif fence is None and line.startswith("### "):
+            heading = line[4:].strip()
+            assert heading not in found, f"subsection {heading!r} appears twice"
+            current = found[heading] = []
+            continue
+        current.append(line)
+    return "\n".join(lead), {k: "\n".join(v) for k, v in found.items()}
+
+
+def one_table(text: str, where: str, header: list[str]) -> list[list[str]]:
+    """The rows of the one table of ``text``; no table at all counts as no rows."""
+    found = tables(text)
+    assert len(found) <= 1, f"{where} has {len(found)} tables, expected at most one"
     if not found:
         return []
     got_header, rows = found[0]
-    assert [plain(c).lower() for c in got_header] == header, f"{section} table header {got_header}, expected {header}"
+    assert [plain(c).lower() for c in got_header] == header, f"{where} table header {got_header}, expected {header}"
     return rows
+
+
+def the_table(page: Page, section: str, header: list[str]) -> list[list[str]]:
+    """The rows of the one table of ``section`` before its subsections."""
+    lead, _ = subsections(page.sections[section])
+    return one_table(lead, f"section {section!r}", header)
+
+
+def subsection_tables(page: Page, section: str) -> set[str]:
+    """The ``### `` subsections of ``section`` that hold a table."""
+    _, found = subsections(page.sections[section])
+    return {heading for heading, text in found.items() if tables(text)}
 
 
 # -- what the pages must say -------------------------------------------------------
@@ -193,10 +240,36 @@ def state_shape(shape: tuple[str, ...], *, primitive: bool = False) -> str:
 
 
 def allowed_values(option: OptionSpec) -> str:
-    """The "allowed" cell of an option: its values, or ``array`` for an array option."""
+    """The "allowed" cell of an option: its values, ``array`` for an array option, or what a
+    range option asks for."""
     if option.kind == "array":
         return "array"
+    if option.check is not None:
+        return option.describe_allowed()
     return ", ".join(repr(v) for v in option.allowed)
+
+
+def defaults(spec: OpSpec) -> dict[str, object]:
+    return {o.name: o.default for o in spec.options}
+
+
+def check_parameter_rows(rows: list[list[str]], params: tuple[ParamSpec, ...], where: str) -> None:
+    """Rows ``[name, shape, description]`` describe ``params`` in order, marked optional and top-only."""
+    assert [plain(name) for name, _, _ in rows] == [p.name for p in params], where
+    for (_, shape, description), p in zip(rows, params, strict=True):
+        assert plain(shape) == format_shape(p.shape), (where, p.name)
+        assert words(p.description) in words(plain(description)), (where, p.name)
+        assert ("optional" in description) == (not p.required), (where, p.name)
+        assert ("top layer only" in description) == (p.layers == "top"), (where, p.name)
+
+
+def check_state_rows(rows: list[list[str]], state: tuple[StateSpec, ...], where: str, *, primitive: bool) -> None:
+    """Rows ``[name, shape, description]`` describe ``state`` in order, marked top-only."""
+    assert [plain(name) for name, _, _ in rows] == [s.name for s in state], where
+    for (_, shape, description), s in zip(rows, state, strict=True):
+        assert plain(shape) == state_shape(s.shape, primitive=primitive), (where, s.name)
+        assert words(s.description) in words(plain(description)), (where, s.name)
+        assert ("top layer only" in description) == (s.layers == "top"), (where, s.name)
 
 
 @pytest.fixture(params=sorted(OPS), ids=lambda op: op)
@@ -269,12 +342,7 @@ def test_the_equations_block_holds_every_record_equation_verbatim_in_order(spec:
 
 def test_the_parameters_table_has_exactly_the_records_parameters(spec: OpSpec, page: Page) -> None:
     rows = the_table(page, "Parameters", PARAMETER_HEADER)
-    assert [plain(name) for name, _, _ in rows] == [p.name for p in spec.params]
-    for (_, shape, description), p in zip(rows, spec.params, strict=True):
-        assert plain(shape) == format_shape(p.shape), p.name
-        assert words(p.description) in words(plain(description)), p.name
-        assert ("optional" in description) == (not p.required), p.name
-        assert ("top layer only" in description) == (p.layers == "top"), p.name
+    check_parameter_rows(rows, spec.layer_params(top=True, options=defaults(spec)), "Parameters")
 
 
 def test_the_state_table_has_exactly_the_records_state_entries(spec: OpSpec, page: Page) -> None:
@@ -282,10 +350,52 @@ def test_the_state_table_has_exactly_the_records_state_entries(spec: OpSpec, pag
     primitive = spec.kind == "primitive"
     if primitive and not rows:
         return  # a primitive returns h alone; describing its carried state is optional
-    assert [plain(name) for name, _, _ in rows] == [s.name for s in spec.state]
-    for (_, shape, description), s in zip(rows, spec.state, strict=True):
-        assert plain(shape) == state_shape(s.shape, primitive=primitive), s.name
-        assert words(s.description) in words(plain(description)), s.name
+    check_state_rows(rows, spec.layer_state(top=True, options=defaults(spec)), "State", primitive=primitive)
+
+
+def test_only_an_op_whose_layout_follows_an_option_has_per_value_tables(spec: OpSpec, page: Page) -> None:
+    layout_follows_an_option = spec.params_for is not None or spec.state_for is not None
+    assert layout_follows_an_option == (spec.name in LAYOUT_OPTIONS)
+    for section, heading in PER_VALUE_SUBSECTIONS.items():
+        expected = {heading} if layout_follows_an_option else set()
+        assert subsection_tables(page, section) == expected, section
+
+
+def per_value_rows(page: Page, section: str, option: str, values: tuple[str, ...]) -> dict[str, list[list[str]]]:
+    """The rows of the per-value table of ``section``, by value (first cell dropped), in the option's order."""
+    heading = PER_VALUE_SUBSECTIONS[section]
+    _, found = subsections(page.sections[section])
+    rows = one_table(found[heading], f"subsection {heading!r}", [option, *PARAMETER_HEADER])
+    keys = [plain(row[0]) for row in rows]
+    order = [repr(v) for v in values]
+    assert list(dict.fromkeys(keys)) == order, f"{heading}: rows for {keys}, expected groups {order}"
+    assert keys == sorted(keys, key=order.index), f"{heading}: the rows of one value must be together"
+    return {v: [row[1:] for row in rows if plain(row[0]) == repr(v)] for v in values}
+
+
+@pytest.mark.parametrize("op", sorted(LAYOUT_OPTIONS))
+def test_the_per_value_tables_give_the_layout_and_state_for_every_value_of_the_option(op: str) -> None:
+    spec = OPS[op]
+    page = parse_page(page_text(f"{op}.md"))
+    option, values = LAYOUT_OPTIONS[op]
+    assert spec.option(option).allowed == values
+    params = per_value_rows(page, "Parameters", option, values)
+    state = per_value_rows(page, "State", option, values)
+    for value in values:
+        where = f"{option}={value!r}"
+        check_parameter_rows(params[value], spec.layer_params(top=True, options={option: value}), where)
+        check_state_rows(state[value], spec.layer_state(top=True, options={option: value}), where, primitive=False)
+
+
+@pytest.mark.parametrize("cell", sorted(ACT_CELLS))
+def test_acts_layout_is_the_cells_with_one_more_input_column_and_the_halting_unit(cell: str) -> None:
+    base = ACT_CELLS[cell]
+    params = OPS["act"].layer_params(top=True, options={"cell": cell})
+    assert [p.name for p in params] == [p.name for p in base.params] + ["w_halt", "b_halt"]
+    shapes = {p.name: p.shape for p in params}
+    for p in base.params:
+        assert shapes[p.name] == ((p.shape[0], "I+1") if p.name == "w_ih" else p.shape), p.name
+    assert OPS["act"].layer_state(top=True, options={"cell": cell}) == base.state
 
 
 def test_the_options_table_has_exactly_the_records_options_with_defaults_and_allowed_values(

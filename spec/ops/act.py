@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -39,13 +40,17 @@ def _state(options: Mapping[str, Any]) -> tuple[StateSpec, ...]:
 
 
 def _is_epsilon(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value < 1.0 and math.isfinite(value)
-    )
+    # numbers.Real: NumPy scalars (np.float32(0.01)) too, as every other option of the spec takes them.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    number = float(value)
+    return 0.0 < number < 1.0 and math.isfinite(number)
 
 
 def _is_max_steps(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if isinstance(value, bool):  # True is an Integral, but not a step count
+        return False
+    return isinstance(value, numbers.Integral) and int(value) >= 1
 
 
 ACT = OpSpec(
@@ -60,7 +65,7 @@ ACT = OpSpec(
         "s_t = sum_n p^n_t s^n_t;  y_t = sum_n p^n_t h(s^n_t)",
         "ponder_cost_t = N(t) + R(t)",
     ),
-    params=RNN.params + _HALT,
+    params=_params({"cell": "rnn"}),
     state=RNN.state,
     options=(
         OptionSpec("cell", "rnn", tuple(ACT_CELLS), "the cell pondered (its own options at their defaults)"),

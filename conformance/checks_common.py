@@ -1,0 +1,55 @@
+"""Helpers shared by the checks of the suite (values, gradients, properties)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnspec.backend import Backend
+from rnnspec.reference import decision_margin
+
+from .cases import Case
+from .tolerances import DECISION_MARGIN
+
+__all__ = ["context", "dtypes_of", "flip_valid", "full_lengths", "wide_margin"]
+
+
+def dtypes_of(backend: Backend) -> tuple[str, ...]:
+    """The dtypes the suite draws for ``backend``: those it declares among the spec's."""
+    return tuple(d for d in ("float32", "float64", "float16", "bfloat16") if d in backend.implementation.dtypes)
+
+
+def wide_margin(case: Case) -> bool:
+    """Whether the case's discrete decisions are far enough from their thresholds to compare."""
+    args, kwargs = case.args, case.kwargs
+    return decision_margin(case.spec.op, *args, **kwargs) > DECISION_MARGIN[case.spec.dtype]
+
+
+def context(backend: Backend, case: Case) -> str:
+    """What a failure message carries beside the differences: the call and its repro."""
+    s = case.spec
+    return (
+        f"[backend {backend.name!r}, op {s.op}, options {dict(s.options)}, dtype {s.dtype}, "
+        f"batch {s.batch}, time {s.time}, sizes I={s.input_size} H={s.hidden_size}, layers {s.num_layers}, "
+        f"lengths {s.lengths}, reverse {s.reverse}, initial_state {s.initial_state}, seed {s.seed}]\n"
+        f"repro:\n{s.repro(backend.name)}"
+    )
+
+
+def full_lengths(case: Case) -> np.ndarray:
+    """Each row's length in the case's call, as int64 (``time`` for every row when it passes none)."""
+    batch, time = case.args[0].shape[:2]  # x, or a primitive's first array (B, T, H)
+    lengths = case.kwargs.get("lengths")
+    if lengths is None:
+        return np.full((batch,), time, dtype=np.int64)
+    return np.asarray(lengths, dtype=np.int64)
+
+
+def flip_valid(a: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Reverse each row's valid prefix along axis 1 (``tf.reverse_sequence``); padding stays in place.
+
+    Its own inverse: ``flip_valid(flip_valid(a, n), n) == a``.
+    """
+    t = np.arange(a.shape[1])[None, :]
+    n = lengths[:, None]
+    index = np.where(t < n, n - 1 - t, t)
+    return np.take_along_axis(a, index.reshape(index.shape + (1,) * (a.ndim - 2)), axis=1)

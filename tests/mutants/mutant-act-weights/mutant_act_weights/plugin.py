@@ -1,0 +1,18 @@
+"""Plugin of the ``mutant_act_weights`` backend, wrong on purpose: act's halting weights sum to 0.97."""
+
+from __future__ import annotations
+
+from rnnspec.hookspecs import BackendDeclaration, hookimpl
+from rnnspec.implementation import Implementation
+
+
+def _load() -> Implementation:
+    from .impl import Mutant
+
+    return Mutant()
+
+
+@hookimpl
+def rnnspec_backend() -> BackendDeclaration:
+    """Declare the mutant backend."""
+    return BackendDeclaration(load=_load, description="MUTANT, wrong on purpose: act's halting weights sum to 0.97")
