@@ -95,13 +95,13 @@ class CaseSpec:
         inner = dict(self.options).get("max_steps", 100) if self.op == "act" else 1
         return max(self.time, 1) * self.num_layers * inner
 
-    def repro(self, backend: str) -> str:
-        """A snippet that reruns this case on ``backend`` and on the reference."""
+    def repro(self, backend: str, *, call: str = "run") -> str:
+        """A snippet that reruns this case on ``backend`` (through ``case.<call>``) and on the reference."""
         return (
             "import rnnspec\n"
             "from rnnspec.conformance.cases import CaseSpec\n"
             f"case = {self!r}.build()\n"
-            f"got = case.run(rnnspec.get_backend({backend!r}))\n"
+            f"got = case.{call}(rnnspec.get_backend({backend!r}))\n"
             "want = case.run(rnnspec.get_backend('numpy'))\n"
         )
 
@@ -205,6 +205,11 @@ class Case:
         """Call the op on ``backend``; the result comes back as NumPy."""
         args, kwargs = self.call_args(backend)
         return backend.to_numpy(getattr(backend, self.spec.op)(*args, **kwargs))
+
+    def run_compiled(self, backend: Backend) -> Any:
+        """Call the op under ``backend``'s compiler; the result comes back as NumPy."""
+        args, kwargs = self.call_args(backend)
+        return backend.to_numpy(backend.compiled(self.spec.op)(*args, **kwargs))
 
     def vjp(self, backend: Backend, cotangents: Mapping[str, Any]) -> Any:
         """The backend's reverse mode at this case, as NumPy."""

@@ -24,14 +24,17 @@ def wide_margin(case: Case) -> bool:
     return decision_margin(case.spec.op, *args, **kwargs) > DECISION_MARGIN[case.spec.dtype]
 
 
-def context(backend: Backend, case: Case) -> str:
-    """What a failure message carries beside the differences: the call and its repro."""
+def context(backend: Backend, case: Case, *, call: str = "run") -> str:
+    """What a failure message carries beside the differences: the call and its repro.
+
+    ``call`` is the :class:`Case` method the check ran (``run_compiled`` for the compiled check).
+    """
     s = case.spec
     return (
         f"[backend {backend.name!r}, op {s.op}, options {dict(s.options)}, dtype {s.dtype}, "
         f"batch {s.batch}, time {s.time}, sizes I={s.input_size} H={s.hidden_size}, layers {s.num_layers}, "
         f"lengths {s.lengths}, reverse {s.reverse}, initial_state {s.initial_state}, seed {s.seed}]\n"
-        f"repro:\n{s.repro(backend.name)}"
+        f"repro:\n{s.repro(backend.name, call=call)}"
     )
 
 

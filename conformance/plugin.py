@@ -47,6 +47,7 @@ CHECKS: dict[str, str] = {
     "values": "every result field and the final state equal the reference's within the tolerance policy",
     "gradients": "the backend's reverse mode equals rnnspec.reference.vjp for x, params and initial state",
     "properties": "metamorphic properties: chunked == whole, reverse, padding, row independence, op identities",
+    "compiled": "the values check again, under the backend's compiler (jax.jit, tf.function, torch.compile)",
 }
 
 _BASE = settings(

@@ -66,6 +66,7 @@ class Backend:
         self.name = name
         self.version = version
         self.implementation = implementation
+        self._compiled: dict[str, Callable[..., Any]] = {}
 
     def __repr__(self) -> str:
         return f"<rnnspec backend {self.name!r} {self.version} on {self.implementation.framework}>"
@@ -143,6 +144,35 @@ class Backend:
         if OPS[op].kind == "sequence" and isinstance(params, Mapping):
             grads["params"] = grads["params"][0]  # the structure the caller used
         return grads
+
+    def compiled(self, op: str) -> Callable[..., Any]:
+        """``op`` under this backend's compiler, validated like the op method.
+
+        The returned callable takes the op's arguments; the backend compiles
+        once per op (and the framework per shape and option values).
+
+        Raises
+        ------
+        UnsupportedOpError
+            The backend has no compiled mode (its capabilities lack ``"compile"``).
+        """
+        if "compile" not in self.implementation.capabilities:
+            raise UnsupportedOpError(f"backend {self.name!r} declares no compiled mode (capability 'compile')")
+        if op not in OPS:
+            raise UnknownArgumentError(op, "op", f"an op of the spec {sorted(OPS)}", repr(op), backend=self.name)
+        if op not in self.implementation.ops:
+            raise UnsupportedOpError(
+                f"backend {self.name!r} does not implement op {op!r}; it implements {list(self.ops)}"
+            )
+        if op not in self._compiled:
+            self._compiled[op] = self.implementation.compile(op)
+        run = self._compiled[op]
+
+        def call(*args: Any, **options: Any) -> Any:
+            return run(**self.check_call(op, *args, **options))
+
+        call.__name__ = op
+        return call
 
     def _call(self, op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         normalised = self.check_call(op, *args, **kwargs)

@@ -15,7 +15,7 @@ normalised arguments:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,7 +35,8 @@ class Implementation:
     #: The framework's name, for reports.
     framework: ClassVar[str] = "unknown"
     #: Optional abilities, which the conformance suite tests when declared:
-    #: ``"vjp"`` (:meth:`vjp` is implemented by the framework's autodiff).
+    #: ``"vjp"`` (:meth:`vjp` is implemented by the framework's autodiff) and
+    #: ``"compile"`` (:meth:`compile` returns the op under the framework's compiler).
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def framework_version(self) -> str:
@@ -57,6 +58,11 @@ class Implementation:
         :class:`~rnnspec.Backend` restores the caller's structure.
         """
         raise NotImplementedError(f"{type(self).__name__} declares no reverse mode")
+
+    def compile(self, op: str) -> Callable[..., Any]:
+        """``op`` under the framework's compiler (``jax.jit``, ``tf.function(jit_compile=True)``,
+        ``torch.compile``): a callable taking the normalised arguments by keyword, as the op method does."""
+        raise NotImplementedError(f"{type(self).__name__} declares no compiled mode")
 
     # -- array adapters ---------------------------------------------------------
 

@@ -5,14 +5,21 @@ reference with one classic bug. They are pip-installed once into a temporary
 directory, and the suite runs on each in a subprocess, exactly as a backend
 author runs it (``pytest --pyargs rnnspec.conformance --rnnspec-backend=NAME``).
 Every run must fail, on the broken op and check, while the ops the mutant does
-not touch pass: a suite that fails everything would prove nothing.
+not touch pass: a suite that fails everything would prove nothing. One mutant
+is right everywhere but under its own compiler, which only the ``compiled``
+check sees; and a right backend that compiles passes every check of every op.
+
+A backend without the capability "compile" has no compiled mode to test: on
+it, every cell of the ``compiled`` check is skipped, each test with the reason
+``backend 'NAME' declares no compiled mode (capability 'compile')``, and that
+skip is what "right" means for those cells (:func:`right_outcome`).
 
 The other tests hold the pytest plugin to its promises: inert without a
 backend, a header and a summary table with one, a JSON report, usage errors
 for unknown backends and bad expected-failure entries, unused entries
 reported, matching entries turning failures into expected failures.
 
-The long runs go side by side; still, the file takes most of a minute on two
+The long runs go side by side; still, the file takes about a minute on two
 cores, so its tests carry the ``mutants`` marker, which the project's default
 test run deselects. Run them with ``nox -s conformance-mutants`` or
 ``pytest -m mutants tests/test_conformance_bites.py`` (the pip install needs
@@ -85,6 +92,9 @@ class Mutant:
     whole_suite
         Run every op (else only the broken ops and ``rnn``, which no mutant but
         the gate-order one touches, to keep the time down).
+    compiles
+        It declares the capability "compile" (else its ``compiled`` cells are
+        skipped, with the capability reason).
     """
 
     distribution: str
@@ -92,11 +102,17 @@ class Mutant:
     breaks: tuple[tuple[str, str], ...]
     partners: tuple[str, ...] = ()
     whole_suite: bool = False
+    compiles: bool = False
 
     @property
     def ops(self) -> set[str]:
         """The ops the mutant breaks."""
         return {op for _, op in self.breaks}
+
+    @property
+    def wrong_values(self) -> set[str]:
+        """The ops whose values it breaks: the only ones (with the partners) whose properties may fail."""
+        return {op for check, op in self.breaks if check == "values"}
 
     @property
     def run_ops(self) -> tuple[str, ...] | None:
@@ -132,7 +148,39 @@ MUTANTS = (
         "mutant_qrnn_window",
         breaks=(("values", "qrnn"), ("gradients", "qrnn")),
     ),
+    # Right eagerly and in reverse mode, wrong once compiled: its compiled lstm scales the outputs
+    # by 1.01. The whole suite runs, so that every other op's compiled check is seen to pass.
+    Mutant("mutant-compiled", "mutant_compiled", breaks=(("compiled", "lstm"),), whole_suite=True, compiles=True),
 )
+
+
+def no_compiled_mode(backend: str) -> str:
+    """The reason of the compiled check's skips on a backend without the capability "compile"."""
+    return f"backend {backend!r} declares no compiled mode (capability 'compile')"
+
+
+def right_outcome(check: str, *, compiles: bool) -> str:
+    """What a cell of ``check`` reads where the backend is right: passed, except that the
+    compiled check of a backend that declares no compiled mode is skipped."""
+    return "skipped" if check == "compiled" and not compiles else "passed"
+
+
+def assert_compiled_skips(run: Run, backend: str, *, compiles: bool) -> None:
+    """The capability skip, exactly where it belongs: without "compile", every test of every
+    compiled cell is skipped with the capability reason; with it, no test gives that reason."""
+    reason = no_compiled_mode(backend)
+    for (check, op), result in run.results.items():
+        tests = [(t["outcome"], t["reason"]) for t in result["tests"]]
+        if check == "compiled" and not compiles:
+            assert tests, f"compiled:{op} ran no test\n{run.table()}"
+            assert tests == [("skipped", reason)] * len(tests), f"compiled:{op}: {tests}\n{run.table()}"
+            assert (result["outcome"], result["reason"]) == ("skipped", reason), f"compiled:{op}: {result}"
+        else:
+            assert ("skipped", reason) not in tests, f"{check}:{op}: {tests}\n{run.table()}"
+    if not compiles:
+        assert f"skipped: {reason}" in run.stdout, run.table()  # listed under the table, once
+    else:
+        assert "declares no compiled mode" not in run.output, run.table()
 
 
 # -- running pytest in a subprocess ----------------------------------------------
@@ -163,9 +211,14 @@ class Run:
         return self._report
 
     @property
+    def results(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """``{(check, op): result}`` from the report (outcome, reason and the tests of the cell)."""
+        return {(r["check"], r["op"]): r for r in self.report["results"]}
+
+    @property
     def cells(self) -> dict[tuple[str, str], str]:
         """``{(check, op): outcome}`` from the report."""
-        return {(r["check"], r["op"]): r["outcome"] for r in self.report["results"]}
+        return {cell: result["outcome"] for cell, result in self.results.items()}
 
     def table(self) -> str:
         """The summary section of the output (the table and what follows), for failure messages."""
@@ -180,6 +233,20 @@ class Run:
             if words and (rows or words[0] == "op"):
                 rows.setdefault(words[0], words)
         return rows
+
+    def table_cells(self) -> dict[str, dict[str, str]]:
+        """The summary table, ``{op: {check: cell text}}``, cut at the columns of its header line."""
+        lines = self.table().splitlines()
+        header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["op"])
+        names = lines[header].split()[1:]
+        starts = [lines[header].index(f" {name}") + 1 for name in names]
+        table: dict[str, dict[str, str]] = {}
+        for line in lines[header + 1 :]:
+            if not line.strip():
+                break
+            bounds = zip(starts, [*starts[1:], None], strict=True)
+            table[line.split()[0]] = {name: line[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)}
+        return table
 
     def __str__(self) -> str:
         return (
@@ -262,6 +329,19 @@ def pytest_collection_modifyitems(config, items):
 PIP_OFFLINE = ("--no-deps", "--no-build-isolation", "--no-index")
 
 
+def install_module_backend(site: Path, distribution: str, backend: str, source: str) -> Path:
+    """Install a backend written as one plugin module into ``site``, with a hand-written dist-info:
+    a distribution without a build, found through its entry point like any other."""
+    site.mkdir(parents=True, exist_ok=True)
+    module = distribution.replace("-", "_")
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{backend} = {module}\n")
+    return site
+
+
 def write_xfails(directory: Path, entries: Mapping[str, str]) -> str:
     """Write an ``--rnnspec-xfails`` file; returns the option."""
     path = directory / "xfails.json"
@@ -303,15 +383,44 @@ def mutant_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
+#: A right backend that compiles: the reference, with a "compiler" that runs the op method.
+COMPILING_BACKEND = '''
+from rnnspec.hookspecs import BackendDeclaration, hookimpl
+from rnnspec.reference import Reference
+
+
+class Compiling(Reference):
+    """The reference, with a compiled mode that is a plain wrapper of each op method."""
+
+    capabilities = frozenset({"vjp", "compile"})
+
+    def compile(self, op):
+        return lambda **kw: getattr(self, op)(**kw)
+
+
+@hookimpl
+def rnnspec_backend():
+    return BackendDeclaration(load=Compiling, description="the reference, with a compiled mode")
+'''
+
 #: The long runs, by key; the tests that read one are parametrised with its key as ``run_key``.
 #: The whole-suite runs come first, so that the short ones fill the gaps beside them.
-LONG_RUNS = ("mutant_gate_order", "numpy", *(m.backend for m in MUTANTS if not m.whole_suite), "xfail")
+LONG_RUNS = (
+    *(m.backend for m in MUTANTS if m.whole_suite),
+    "numpy",
+    "compiling",
+    *(m.backend for m in MUTANTS if not m.whole_suite),
+    "xfail",
+)
 _BY_BACKEND = {m.backend: m for m in MUTANTS}
 
 
 def _long_run(key: str, site: Path, cwd: Path) -> Run:
     if key == "numpy":
         return run_pytest(*suite("numpy"), cwd=cwd, report=True)
+    if key == "compiling":
+        compiling_site = install_module_backend(cwd / "site", "compiling-backend", "compiling", COMPILING_BACKEND)
+        return run_pytest(*suite("compiling"), cwd=cwd, site=compiling_site, report=True)
     if key == "xfail":
         # The gate-order mutant's lstm failures, declared: the run passes. Only lstm and rnn run
         # (skip_lstm's open-gate identity also sees the broken lstm).
@@ -377,16 +486,48 @@ def test_the_suite_fails_a_mutant_where_it_is_wrong(mutant: Mutant, run_key: str
         assert cells.get((check, op)) == "failed", f"{check}:{op} should have failed on {mutant.backend}{where}"
         assert f"[{op}]" in run.stdout  # the short summary names the failing test
     failed = {cell for cell, outcome in cells.items() if outcome not in ("passed", "skipped")}
-    # values and gradients compare each op with the reference on its own: exactly the broken cells fail.
+    # values, gradients and compiled compare each op with the reference on its own: exactly the
+    # broken cells fail.
     assert {cell for cell in failed if cell[0] != "properties"} == set(mutant.breaks), where
-    # A property may relate two ops: it fails on the broken op or on its partner, nowhere else.
-    assert {op for check, op in failed if check == "properties"} <= mutant.ops | set(mutant.partners), where
-    # Specific: every op the mutant leaves alone passed every check it ran.
+    # A property may relate two ops: it fails on an op whose values are broken or on its partner,
+    # nowhere else (the properties check runs the op methods alone: not vjp, not the compiler).
+    assert {op for check, op in failed if check == "properties"} <= mutant.wrong_values | set(mutant.partners), where
+    # The compiled check is skipped, with the capability reason, exactly when the mutant declares
+    # no compiled mode.
+    assert_compiled_skips(run, mutant.backend, compiles=mutant.compiles)
+    # Specific: every op the mutant leaves alone passed every check (but a capability skip).
     untouched = sorted(ran - mutant.ops - set(mutant.partners))
     assert untouched, where
     for op in untouched:
-        outcomes = {check: cells[(check, op)] for check in CHECKS if (check, op) in cells}
-        assert set(outcomes.values()) == {"passed"}, f"{op}: {outcomes}{where}"
+        outcomes = {check: cells.get((check, op)) for check in CHECKS}
+        assert outcomes == {check: right_outcome(check, compiles=mutant.compiles) for check in CHECKS}, (
+            f"{op}: {outcomes}{where}"
+        )
+    # And on a broken op, the checks other than the broken ones and properties are right too.
+    for op in sorted(mutant.ops):
+        others = [check for check in CHECKS if check != "properties" and (check, op) not in mutant.breaks]
+        outcomes = {check: cells.get((check, op)) for check in others}
+        assert outcomes == {check: right_outcome(check, compiles=mutant.compiles) for check in others}, (
+            f"{op}: {outcomes}{where}"
+        )
+
+
+@pytest.mark.parametrize("run_key", ["compiling"])
+def test_a_right_backend_that_compiles_passes_every_check(run_key: str, run_of: Run) -> None:
+    """The reference with a compiled mode (a plain wrapper of each op method) passes the whole
+    suite: the compiled check runs, and passes, on every op, and nothing is skipped as a whole."""
+    run = run_of
+    assert run.returncode == PASSED, str(run)
+    assert "capabilities compile, vjp" in run.stdout
+    cells = run.cells
+    assert cells == {(check, op): "passed" for check in CHECKS for op in OPS}, run.table()
+    assert_compiled_skips(run, "compiling", compiles=True)
+    compiled_tests = {
+        op: [t["outcome"] for t in r["tests"]] for (check, op), r in run.results.items() if check == "compiled"
+    }
+    assert compiled_tests == {op: ["passed"] for op in OPS}, compiled_tests  # not a skip hidden in a pass
+    table = run.table_cells()
+    assert {op: row["compiled"] for op, row in table.items()} == dict.fromkeys(OPS, "passed"), run.table()
 
 
 @pytest.mark.parametrize("run_key", ["xfail"])
@@ -401,7 +542,11 @@ def test_a_matching_entry_turns_a_mutant_failure_into_an_expected_failure(run_ke
         reason,
     )
     assert results[("gradients", "lstm")]["outcome"] == "expected failure"
-    assert {r["outcome"] for (_, op), r in results.items() if op == "rnn"} == {"passed"}
+    # Without "compile", lstm's compiled check is skipped for its capability, not expected to fail.
+    assert results[("compiled", "lstm")]["outcome"] == right_outcome("compiled", compiles=False)
+    rnn = {check: results[(check, "rnn")]["outcome"] for check in CHECKS}
+    assert rnn == {check: right_outcome(check, compiles=False) for check in CHECKS}
+    assert_compiled_skips(run, "mutant_gate_order", compiles=False)
     assert run.report["unused_expected_failures"] == []
     assert "2 xfailed" in run.stdout
     assert f"expected failure: {reason}" in run.stdout  # under the table
@@ -447,6 +592,11 @@ def test_the_numpy_backend_passes_with_a_header_a_table_and_a_report(run_key: st
         assert {r["op"] for r in report["results"] if r["check"] == check} == set(OPS), check
     assert {r["outcome"] for r in report["results"]} <= {"passed", "skipped"}
     assert all(r["outcome"] == "passed" for r in report["results"] if r["check"] in ("values", "gradients"))
+    # NumPy has no compiler: the compiled check is there for every op, and skipped for the capability.
+    assert {r["op"] for r in report["results"] if r["check"] == "compiled"} == set(OPS)
+    assert_compiled_skips(run, "numpy", compiles=False)
+    table = run.table_cells()
+    assert {op: row["compiled"] for op, row in table.items()} == dict.fromkeys(OPS, "skipped"), run.table()
 
 
 def test_without_a_backend_the_suite_collects_nothing(tmp_path: Path) -> None:
@@ -558,13 +708,7 @@ def rnnspec_backend():
 
 def test_a_backend_manifest_entry_without_a_reason_is_a_usage_error(tmp_path: Path) -> None:
     """Implementation.expected_failures is held to the same rule as --rnnspec-xfails."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "manifest_backend.py").write_text(MANIFEST_BACKEND)
-    info = site / "manifest_backend-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: manifest-backend\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nwith_manifest = manifest_backend\n")
+    site = install_module_backend(tmp_path / "site", "manifest-backend", "with_manifest", MANIFEST_BACKEND)
     run = run_pytest(*suite("with_manifest"), cwd=tmp_path, site=site)
     assert run.returncode == USAGE_ERROR, str(run)
     assert "'values:lstm' has no reason" in run.stderr

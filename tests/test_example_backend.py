@@ -96,7 +96,12 @@ def test_the_example_passes_the_conformance_suite(site: Path) -> None:
     assert "values" in checks
     for op in IMPLEMENTED:
         assert {e["check"] for e in by_op[op]} == checks, f"{op} was not run under every check"
-        assert all(e["outcome"] == "passed" for e in by_op[op]), by_op[op]
+        for entry in by_op[op]:
+            if entry["check"] == "compiled":  # NumPy has no compiler: the check is skipped, with the reason
+                assert entry["outcome"] == "skipped", entry
+                assert "declares no compiled mode" in entry["reason"], entry
+            else:
+                assert entry["outcome"] == "passed", entry
     for op in set(OPS) - set(IMPLEMENTED):
         for entry in by_op[op]:
             assert entry["outcome"] == "skipped", entry
