@@ -50,7 +50,8 @@ def _compare(path: str, actual: Any, expected: Any, tol: Tolerance, check_dtype:
         where = tuple(int(i) for i in np.argwhere((inf_a != inf_b) | (inf_a & (a64 != b64)))[0])
         return f"{path}: infinities differ, first at {where}: {a64[where]!r} vs expected {b64[where]!r}"
     finite = np.isfinite(b64)
-    excess = np.where(finite, np.abs(a64 - b64) - (tol.atol + tol.rtol * np.abs(b64)), -np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where both are inf: masked out below
+        excess = np.where(finite, np.abs(a64 - b64) - (tol.atol + tol.rtol * np.abs(b64)), -np.inf)
     bad = excess > 0
     if not bad.any():
         return None

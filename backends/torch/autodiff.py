@@ -1,0 +1,89 @@
+"""Reverse mode of every op through torch.autograd, in the structure the spec defines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from rnnspec.ops import OPS
+from rnnspec.tree import tree_leaves, tree_map
+
+from .state import start_state
+
+__all__ = ["vjp"]
+
+_PRIMITIVE_INPUTS = {"linear_recurrence": ("a", "b", "initial"), "indrnn_recurrence": ("pre", "u", "initial")}
+
+
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().requires_grad_(True)
+
+
+def _grads(outputs: list[torch.Tensor], cotangents: list[Any], inputs: list[torch.Tensor]) -> list[Any]:
+    pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if c is not None and o.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(i) for i in inputs]
+    found = torch.autograd.grad(
+        [o for o, _ in pairs], inputs, grad_outputs=[c.to(o.dtype) for o, c in pairs], allow_unused=True
+    )
+    return [torch.zeros_like(i) if g is None else g for g, i in zip(found, inputs, strict=True)]
+
+
+def _paired(result: Any, cotangents: Mapping[str, Any]) -> tuple[list[torch.Tensor], list[Any]]:
+    """Result tensors and their cotangents (None where the caller gave none)."""
+    outs, cots = [], []
+    fields = result._asdict()
+    for name, value in fields.items():
+        given = cotangents.get(name)
+        if name == "state":
+            for k, layer in enumerate(value):
+                layer_ct = (given[k] if given is not None else None) or {}
+                for entry, tensor in layer.items():
+                    outs.append(tensor)
+                    cots.append(layer_ct.get(entry))
+        else:
+            outs.append(value)
+            cots.append(given)
+    return outs, cots
+
+
+def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
+    """Cotangents of the inputs of ``op`` at ``arguments`` (normalised), by autograd."""
+    from .implementation import run_op
+
+    with torch.enable_grad():
+        if OPS[op].kind == "primitive":
+            names = _PRIMITIVE_INPUTS[op]
+            args = dict(arguments)
+            if args["initial"] is None:
+                first = args[names[0]]
+                args["initial"] = first.new_zeros((first.shape[0], first.shape[2]))
+            leaves = {n: _leaf(args[n]) for n in names}
+            args.update(leaves)
+            h = run_op(op, args)
+            grads = _grads([h], [cotangents.get("h")], list(leaves.values()))
+            return dict(zip(names, grads, strict=True))
+        args = dict(arguments)
+        x = _leaf(args["x"])
+        params = [{k: _leaf(v) for k, v in p.items()} for p in args["params"]]
+        options = {k: v for k, v in args.items() if k not in ("x", "params", "lengths", "initial_state", "reverse")}
+        if args["initial_state"] is None:
+            # The start state is built from the params (skip's h0/c0), so their gradients flow through it.
+            initial = tuple(
+                {k: v if v.requires_grad else v.requires_grad_(True) for k, v in s.items()}
+                for s in start_state(op, x, params, options)
+            )
+        else:
+            initial = tuple({k: _leaf(v) for k, v in s.items()} for s in args["initial_state"])
+        args.update(x=x, params=params, initial_state=initial)
+        result = run_op(op, args)
+        outs, cots = _paired(result, cotangents)
+        initial_leaves = tree_leaves(initial)
+        inputs = [x, *tree_leaves(params), *initial_leaves]
+        found = iter(_grads(outs, cots, inputs))
+        d_x = next(found)
+        d_params = tree_map(lambda _: next(found), params)
+        d_initial = tree_map(lambda _: next(found), initial)
+        return {"x": d_x, "params": d_params, "initial_state": tuple(d_initial)}

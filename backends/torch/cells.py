@@ -1,0 +1,95 @@
+"""One time step of each cell as pure torch functions: the plain path.
+
+A cell splits its step in two. :meth:`Cell.project` is the input projection
+``x @ w_ih.T + b_ih``, which reads no state: the plain path computes it for
+every time step at once, as one matmul, before the time loop. :meth:`Cell.step`
+takes that projection of one step and the layer's state and returns the new
+state, whose ``"h"`` is the step's output. The equations are the spec's (see
+``rnnspec/ops/<op>.md``) and the reference's (``rnnspec.reference.cells``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ACTIVATIONS", "Cell", "Params", "make_cell"]
+
+Params = Mapping[str, torch.Tensor]
+State = dict[str, torch.Tensor]
+
+#: The nonlinearities of the rnn and indrnn cells (relu'(0) = 0, as the reference defines it).
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def _rnn(p: Params, state: State, gi: torch.Tensor, activation: str) -> State:
+    """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``."""
+    return {"h": ACTIVATIONS[activation](gi + F.linear(state["h"], p["w_hh"], p["b_hh"]))}
+
+
+def _lstm(p: Params, state: State, gi: torch.Tensor) -> State:
+    """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
+    a = gi + F.linear(state["h"], p["w_hh"], p["b_hh"])
+    ai, af, ag, ao = a.chunk(4, dim=1)
+    i, f, g, o = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag), torch.sigmoid(ao)
+    c = f * state["c"] + i * g
+    return {"h": o * torch.tanh(c), "c": c}
+
+
+def _gru(p: Params, state: State, gi: torch.Tensor, reset_after: bool) -> State:
+    """Gates r, z, n; ``h' = (1 - z) n + z h``; the reset gate after (cuDNN) or before (Cho) the matmul."""
+    h = state["h"]
+    hidden = h.shape[1]
+    w_hh, b_hh = p["w_hh"], p["b_hh"]
+    gi_r, gi_z, gi_n = gi[:, :hidden], gi[:, hidden : 2 * hidden], gi[:, 2 * hidden :]
+    if reset_after:
+        gh = F.linear(h, w_hh, b_hh)
+        r = torch.sigmoid(gi_r + gh[:, :hidden])
+        z = torch.sigmoid(gi_z + gh[:, hidden : 2 * hidden])
+        n = torch.tanh(gi_n + r * gh[:, 2 * hidden :])
+    else:
+        gh = F.linear(h, w_hh[: 2 * hidden], b_hh[: 2 * hidden])
+        r = torch.sigmoid(gi_r + gh[:, :hidden])
+        z = torch.sigmoid(gi_z + gh[:, hidden:])
+        n = torch.tanh(gi_n + F.linear(r * h, w_hh[2 * hidden :], b_hh[2 * hidden :]))
+    return {"h": (1.0 - z) * n + z * h}
+
+
+def _indrnn(p: Params, state: State, gi: torch.Tensor, activation: str) -> State:
+    """``h' = act(W_ih x + b_ih + u * h)``."""
+    return {"h": ACTIVATIONS[activation](gi + p["u"] * state["h"])}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A cell of the spec with its options: its state entries, input projection and step."""
+
+    name: str
+    state_names: tuple[str, ...]
+    fn: Callable[[Params, State, torch.Tensor], State]
+
+    def project(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once)."""
+        return F.linear(x, p["w_ih"], p["b_ih"])
+
+    def step(self, p: Params, state: State, gi: torch.Tensor) -> State:
+        """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""
+        return self.fn(p, state, gi)
+
+
+def make_cell(name: str, options: Mapping[str, Any]) -> Cell:
+    """The cell ``name`` (rnn, lstm, gru, indrnn) with its options (only its own are read)."""
+    if name == "rnn":
+        return Cell(name, ("h",), functools.partial(_rnn, activation=options["activation"]))
+    if name == "lstm":
+        return Cell(name, ("h", "c"), _lstm)
+    if name == "gru":
+        return Cell(name, ("h",), functools.partial(_gru, reset_after=options["reset_after"]))
+    if name == "indrnn":
+        return Cell(name, ("h",), functools.partial(_indrnn, activation=options["activation"]))
+    raise KeyError(name)

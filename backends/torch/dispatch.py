@@ -1,0 +1,26 @@
+"""Every op of the PyTorch backend, by name, and the fast paths this installation offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import act, classic, independent, qrnn, recurrences, skip
+from .fused import fast_paths_available
+
+__all__ = ["OP_FUNCTIONS", "fast_paths_available"]
+
+#: op name -> function of the normalised arguments (keywords), returning the op's result.
+OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "rnn": classic.rnn,
+    "lstm": classic.lstm,
+    "gru": classic.gru,
+    "skip_rnn": skip.skip_rnn,
+    "skip_lstm": skip.skip_lstm,
+    "skip_gru": skip.skip_gru,
+    "act": act.act,
+    "indrnn": independent.indrnn,
+    "indrnn_recurrence": recurrences.indrnn_recurrence,
+    "qrnn": qrnn.qrnn,
+    "linear_recurrence": recurrences.linear_recurrence,
+}

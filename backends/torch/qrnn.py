@@ -1,0 +1,80 @@
+"""qrnn: causal-convolution gates (``torch.nn.functional.conv1d`` over ``[x_prev, x]``), then the pooling.
+
+Only the pooling, a linear recurrence (:func:`.recurrences.linear_scan`), runs
+over time. The state is ``{"c", "x_prev"}`` as the reference's: ``x_prev`` is
+each row's last ``K-1`` inputs before its length, in processing order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rnnspec.ops import QRNN_GATES
+from rnnspec.results import SequenceResult
+
+from .recurrences import linear_scan
+from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, reverse_valid, run_stack
+
+__all__ = ["qrnn"]
+
+
+def _gates(padded: torch.Tensor, w: torch.Tensor, b: torch.Tensor, time: int) -> torch.Tensor:
+    """``(batch, time, G*H)``: step t reads ``padded[:, t : t + K]`` (a cross-correlation, not flipped)."""
+    if time == 0:  # conv1d rejects an input shorter than its kernel
+        return padded.new_zeros((padded.shape[0], 0, w.shape[0]))
+    return F.conv1d(padded.transpose(1, 2), w, b).transpose(1, 2)
+
+
+def _last_inputs(padded: torch.Tensor, lengths: torch.Tensor, window: int) -> torch.Tensor:
+    """Each row's last K-1 inputs before its length: ``padded[b, L_b : L_b + K - 1]``."""
+    index = lengths[:, None] + torch.arange(window - 1, device=padded.device)[None, :]
+    return torch.gather(padded, 1, index[:, :, None].expand(-1, -1, padded.shape[2]))
+
+
+def _layer(p: Mapping[str, torch.Tensor], mode: str, mask: torch.Tensor | None) -> LayerFn:
+    """A QRNN layer; ``mask`` is the zoneout mask aligned with the (possibly reversed) time axis it sees."""
+
+    def run(inp: torch.Tensor, state: State, lengths: Lengths) -> tuple[torch.Tensor, State]:
+        w, b = p["w"], p["b"]
+        window = w.shape[2]
+        names = QRNN_GATES[mode]
+        hidden = w.shape[0] // len(names)
+        padded = torch.cat([state["x_prev"], inp], dim=1)
+        pre = _gates(padded, w, b, inp.shape[1])
+        gates = dict(zip(names, torch.split(pre, hidden, dim=2), strict=True))
+        z = torch.tanh(gates["z"])
+        f = torch.sigmoid(gates["f"])
+        f_eff = f if mask is None else torch.where(mask == 1, 1.0, f)
+        drive = torch.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
+        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid())
+        h = torch.sigmoid(gates["o"]) * c if "o" in gates else c
+        return h, {"c": final, "x_prev": _last_inputs(padded, lengths.values, window)}
+
+    return run
+
+
+def qrnn(
+    *,
+    x: torch.Tensor,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    mode: str,
+    zoneout_mask: Sequence[torch.Tensor] | None,
+    lengths: Any,
+    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
+    reverse: bool,
+) -> SequenceResult:
+    """QRNN (f-, fo- or ifo-pooling, any window K) over a stack of layers."""
+    batch, time = x.shape[:2]
+    norm = normalise_lengths(lengths, batch, time, x.device)
+    options = {"mode": mode, "zoneout_mask": zoneout_mask}
+    initial = initial_states("qrnn", x, params, options, initial_state)
+    masks: list[torch.Tensor | None] = [None] * len(params)
+    if zoneout_mask is not None:
+        masks = [reverse_valid(m, norm) if reverse else m for m in zoneout_mask]
+    layers = [_layer(p, mode, m) for p, m in zip(params, masks, strict=True)]
+    outputs, state = run_stack(layers, x, norm, initial, reverse)
+    return SequenceResult(outputs, state)

@@ -1,0 +1,182 @@
+"""The machinery every sequence op of the torch backend shares, as the reference's :mod:`.stack` and :mod:`.scan`.
+
+- :func:`normalise_lengths`: ``lengths`` (None, NumPy, a list, a CPU or CUDA
+  int tensor) as int64 on x's device, with what is known on the host;
+- :func:`reverse_valid`: each row's valid prefix reversed (a gather), which is
+  how ``reverse=True`` is realised, as in the reference;
+- :func:`scan`: the masked time loop (past a row's length the state is frozen
+  and the output is zero);
+- :func:`run_stack`: layers bottom to top, each reading the outputs of the one below;
+- :func:`initial_states`: the caller's initial state, or :func:`.state.start_state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .state import start_state
+
+__all__ = [
+    "LayerFn",
+    "Lengths",
+    "State",
+    "fresh",
+    "initial_states",
+    "normalise_lengths",
+    "reverse_valid",
+    "run_stack",
+    "scan",
+]
+
+#: The state of one layer: named entries such as ``{"h": ..., "c": ...}``.
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Each row's length, normalised.
+
+    Attributes
+    ----------
+    values
+        ``(batch,)`` int64 on x's device.
+    time
+        The length of the time axis.
+    full
+        True when every row is known to have full length without a device sync
+        (``lengths=None``, or host values all equal to ``time``); False when some
+        row is shorter or the values live on an accelerator.
+    host
+        The values as int64 NumPy when they were given on the host, else None.
+    """
+
+    values: torch.Tensor
+    time: int
+    full: bool
+    host: np.ndarray | None
+
+    def valid(self) -> torch.Tensor | None:
+        """``(batch, time)`` bool, True where a step lies within its row's length; None when every row is full."""
+        if self.full:
+            return None
+        steps = torch.arange(self.time, device=self.values.device)
+        return steps[None, :] < self.values[:, None]
+
+    def on_host(self) -> np.ndarray:
+        """The values as int64 NumPy (copies them from the device when needed)."""
+        if self.host is not None:
+            return self.host
+        return np.asarray(self.values.cpu().numpy(), dtype=np.int64)
+
+
+def normalise_lengths(lengths: Any, batch: int, time: int, device: torch.device) -> Lengths:
+    """``lengths`` as :class:`Lengths` on ``device``: None is every row at full length."""
+    if lengths is None:
+        host = np.full((batch,), time, dtype=np.int64)
+        return Lengths(torch.full((batch,), time, dtype=torch.int64, device=device), time, True, host)
+    if isinstance(lengths, torch.Tensor):
+        values = lengths.detach().to(device=device, dtype=torch.int64).reshape(batch)
+        if lengths.device.type != "cpu":
+            return Lengths(values, time, False, None)  # no device sync for a hint
+        host = np.asarray(lengths.detach().numpy(), dtype=np.int64).reshape(batch)
+    else:
+        host = np.asarray(lengths).astype(np.int64).reshape(batch)
+        values = torch.from_numpy(host.copy()).to(device)
+    return Lengths(values, time, bool(np.all(host == time)), host)
+
+
+def reverse_valid(a: torch.Tensor, lengths: Lengths) -> torch.Tensor:
+    """Reverse each row's valid prefix along axis 1; the padding stays in place.
+
+    Its own inverse, and (as a gather) its own reverse mode.
+    """
+    if lengths.full:
+        return a.flip(1)
+    steps = torch.arange(a.shape[1], device=a.device)[None, :]
+    n = lengths.values[:, None]
+    index = torch.where(steps < n, n - 1 - steps, steps)
+    index = index.reshape(index.shape + (1,) * (a.ndim - 2)).expand(a.shape)
+    return torch.gather(a, 1, index)
+
+
+def fresh(state: Mapping[str, torch.Tensor]) -> State:
+    """A copy of a layer's state (contiguous), so that a result never aliases an input."""
+    return {k: v.clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+
+
+#: One step: (the layer's state, the step's inputs) -> the new state. The output is its ``"h"``.
+StepFn = Callable[[State, Sequence[torch.Tensor]], State]
+
+
+def scan(
+    step: StepFn,
+    inputs: Sequence[torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    valid: torch.Tensor | None,
+    out_size: int,
+) -> tuple[torch.Tensor, State]:
+    """Run ``step`` over time from ``state``; ``inputs`` are ``(batch, time, ...)`` arrays read at each step.
+
+    ``valid`` ``(batch, time)`` is True where a step lies within its row's length
+    (None: every step): past it the state is frozen and the output is zero.
+    Returns the outputs (``(batch, time, out_size)``, the new ``"h"`` of each
+    step) and the final state.
+    """
+    batch, time = inputs[0].shape[:2]
+    current: State = dict(state)
+    if time == 0:
+        return inputs[0].new_zeros((batch, 0, out_size)), fresh(current)
+    outputs = []
+    for t in range(time):
+        new = step(current, [a[:, t] for a in inputs])
+        if valid is None:
+            current = new
+            outputs.append(new["h"])
+        else:
+            keep = valid[:, t, None]
+            current = {k: torch.where(keep, new[k], v) for k, v in current.items()}
+            outputs.append(torch.where(keep, new["h"], 0.0))
+    return torch.stack(outputs, dim=1), current
+
+
+#: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
+LayerFn = Callable[[torch.Tensor, State, Lengths], tuple[torch.Tensor, State]]
+
+
+def run_stack(
+    layers: Sequence[LayerFn],
+    x: torch.Tensor,
+    lengths: Lengths,
+    initial: Sequence[Mapping[str, torch.Tensor]],
+    reverse: bool,
+) -> tuple[torch.Tensor, tuple[State, ...]]:
+    """Run the layers bottom to top, each reading the outputs of the one below.
+
+    ``reverse=True`` reverses each row's valid prefix before the first layer and
+    the outputs back after the last, as the reference does.
+    """
+    inp = reverse_valid(x, lengths) if reverse else x
+    finals = []
+    for layer, state in zip(layers, initial, strict=True):
+        inp, final = layer(inp, dict(state), lengths)
+        finals.append(final)
+    outputs = reverse_valid(inp, lengths) if reverse else inp
+    return outputs, tuple(finals)
+
+
+def initial_states(
+    op: str,
+    x: torch.Tensor,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    options: Mapping[str, Any],
+    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
+) -> tuple[State, ...]:
+    """The caller's initial state, one dict per layer, or the op's start state when it is None."""
+    if initial_state is None:
+        return start_state(op, x, params, options)
+    return tuple(dict(s) for s in initial_state)
