@@ -58,7 +58,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Lint and check formatting with ruff."""
-    session.install("ruff")
+    session.install("ruff==0.17.6")  # pinned: formatting changes between releases
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
