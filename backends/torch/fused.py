@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -66,7 +67,9 @@ PLAIN_ENV = "RNNSPEC_TORCH_PLAIN"
 #: The fast path's name, as :func:`fast_paths_available` reports it.
 FAST_PATH = "fused-rnn"
 
-Path = Literal["fused", "plain"]
+#: "fused" (torch's RNN kernels), "cpu-kernel" and "triton" (the recurrences' kernels), "plain" (a torch loop),
+#: "skipping" and "training" (the adaptive ops' loops without and with autograd: :mod:`.skipping`).
+Path = Literal["fused", "plain", "cpu-kernel", "triton", "skipping", "training"]
 
 _FORCE_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnspec_torch_plain", default=False)
 _LAST: dict[str, Path] = {}
@@ -112,7 +115,7 @@ def record_path(op: str, path: Path) -> None:
 
 
 def last_path(op: str) -> Path | None:
-    """The path the last call of ``op`` took in this process ("fused" or "plain"), None before any call."""
+    """The path the last call of ``op`` took in this process (a :data:`Path`), None before any call."""
     with _LAST_LOCK:
         return _LAST.get(op)
 
@@ -128,9 +131,25 @@ def fast_paths_available() -> dict[str, str]:
         f"off under rnnspec.backends.torch.fused.plain_path() or {PLAIN_ENV}=1; on CUDA, float32 follows torch's "
         f"cuDNN precision flags (TF32 by default: set torch.backends.cudnn.rnn.fp32_precision='ieee' for the spec's)"
     )
-    if plain_forced():
-        text += f" [off now: {PLAIN_ENV} is set]"
-    return {FAST_PATH: text}
+    off = f" [off now: {PLAIN_ENV} is set]" if plain_forced() else ""
+    recurrences = "linear_recurrence (and qrnn's pooling) and indrnn_recurrence (and indrnn's recurrence)"
+    paths = {
+        FAST_PATH: text + off,
+        "cpu-kernel": (
+            f"{recurrences} on CPU tensors: hand-written forward and backward as loops of in-place fused torch ops "
+            f"(one op a step), an autograd Function with a vmap rule; off under plain_path() or {PLAIN_ENV}=1" + off
+        ),
+    }
+    from .recurrences import TRITON_ENV  # here: recurrences imports this module
+
+    if importlib.util.find_spec("triton") is not None:  # installed; not imported here, for its cost
+        paths["triton"] = (
+            f"{recurrences} on CUDA tensors: Triton kernels, forward and backward, one program per block of "
+            f"(batch, unit) columns looping over time, float32 arithmetic for half inputs; off under plain_path(), "
+            f"{PLAIN_ENV}=1 or {TRITON_ENV}=0; {TRITON_ENV}=interpret with TRITON_INTERPRET=1 runs them on CPU "
+            f"tensors under Triton's interpreter" + off
+        )
+    return paths
 
 
 def _kernel(op: str, options: Mapping[str, Any]) -> Any:

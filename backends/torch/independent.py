@@ -23,7 +23,7 @@ __all__ = ["indrnn"]
 def _layer(p: Mapping[str, torch.Tensor], activation: str) -> LayerFn:
     def run(inp: torch.Tensor, state: State, lengths: Lengths) -> tuple[torch.Tensor, State]:
         pre = F.linear(inp, p["w_ih"], p["b_ih"])
-        h, final = indrnn_scan(pre, p["u"], state["h"], activation, lengths.valid())
+        h, final = indrnn_scan(pre, p["u"], state["h"], activation, lengths.valid(), op="indrnn")
         return h, {"h": final}
 
     return run

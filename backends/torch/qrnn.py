@@ -50,7 +50,7 @@ def _layer(p: Mapping[str, torch.Tensor], mode: str, mask: torch.Tensor | None) 
         f = torch.sigmoid(gates["f"])
         f_eff = f if mask is None else torch.where(mask == 1, 1.0, f)
         drive = torch.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
-        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid())
+        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid(), op="qrnn")
         h = torch.sigmoid(gates["o"]) * c if "o" in gates else c
         return h, {"c": final, "x_prev": _last_inputs(padded, lengths.values, window)}
 

@@ -1,27 +1,101 @@
 """The elementwise recurrences: ``linear_recurrence`` (QRNN's pooling) and ``indrnn_recurrence``.
 
-Plain torch loops over time in the masked scan of :mod:`.sequence`: past a
-row's length ``h`` is frozen, and returned as 0.
+Three paths, chosen by :func:`kernel_path` and reported by
+:func:`.fused.last_path` (under the op name, ``"linear_recurrence"`` or
+``"indrnn_recurrence"`` unless the caller names another):
+
+- ``"triton"``: Triton kernels (:mod:`.triton_recurrences`) for CUDA tensors
+  when ``triton`` imports; with ``RNNSPEC_TORCH_TRITON=interpret`` and
+  ``TRITON_INTERPRET=1`` (set before ``triton`` is imported), also for CPU
+  tensors, under Triton's interpreter (slow: for testing the kernels);
+- ``"cpu-kernel"``: hand-written loops of in-place torch ops
+  (:mod:`.recurrence_loops`) for CPU tensors;
+- ``"plain"``: the masked scan of :mod:`.sequence`, differentiated by autograd
+  through the loop; on other devices, or when forced by
+  :func:`.fused.plain_path` or ``RNNSPEC_TORCH_PLAIN=1``.
+
+The two kernel paths are :mod:`.recurrence_autograd` Functions with their own
+backward. ``RNNSPEC_TORCH_TRITON=0`` keeps CUDA tensors off Triton (they then
+take the plain path). Past a row's length ``h`` is frozen, and returned as 0.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from rnnspec.errors import BackendError
+
+from . import fused
 from .cells import ACTIVATIONS
+from .recurrence_autograd import indrnn_scan_kernel, linear_scan_kernel
 from .sequence import State, normalise_lengths, reverse_valid, scan
 
-__all__ = ["indrnn_recurrence", "indrnn_scan", "linear_recurrence", "linear_scan"]
+__all__ = [
+    "TRITON_ENV",
+    "KernelPath",
+    "indrnn_recurrence",
+    "indrnn_scan",
+    "kernel_path",
+    "linear_recurrence",
+    "linear_scan",
+    "triton_importable",
+]
+
+#: The environment variable that routes the recurrences to Triton: "interpret" (CPU tensors too,
+#: under TRITON_INTERPRET=1), "0" (never); unset or "" for Triton on CUDA tensors only.
+TRITON_ENV = "RNNSPEC_TORCH_TRITON"
+
+KernelPath = Literal["triton", "cpu-kernel", "plain"]
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
-def linear_scan(
+@functools.cache
+def triton_importable() -> bool:
+    """Whether ``triton`` imports in this process (decided once)."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def kernel_path(op: str, x: torch.Tensor) -> KernelPath:
+    """The path ``op`` takes for tensors like ``x`` (see the module docstring).
+
+    Raises
+    ------
+    BackendError
+        When ``RNNSPEC_TORCH_TRITON=interpret`` asks for Triton on a CPU tensor
+        but Triton's interpreter cannot run (``TRITON_INTERPRET`` is not 1, or
+        ``triton`` does not import).
+    """
+    if fused.plain_forced():
+        return "plain"
+    mode = os.environ.get(TRITON_ENV, "")
+    if x.device.type == "cpu" and mode == "interpret":
+        interpret = os.environ.get("TRITON_INTERPRET", "")
+        if interpret != "1" or not triton_importable():
+            raise BackendError(
+                f"{op} [backend 'torch']: environment {TRITON_ENV}=interpret: expected TRITON_INTERPRET=1 set "
+                f"before triton is imported and triton importable, got TRITON_INTERPRET={interpret!r} "
+                f"and triton importable={triton_importable()}"
+            )
+        return "triton"
+    if x.device.type == "cuda" and mode != "0" and triton_importable():
+        return "triton"
+    return "cpu-kernel" if x.device.type == "cpu" else "plain"
+
+
+def _plain_linear_scan(
     a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, valid: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h_t = a_t * h_{t-1} + b_t`` from ``h0`` over ``(batch, time, H)``; all ``h`` and the final one."""
-
     def step(s: State, xs: Sequence[torch.Tensor]) -> State:
         return {"h": xs[0] * s["h"] + xs[1]}
 
@@ -29,10 +103,9 @@ def linear_scan(
     return h, final["h"]
 
 
-def indrnn_scan(
+def _plain_indrnn_scan(
     pre: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, activation: str, valid: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h_t = act(pre_t + u * h_{t-1})`` from ``h0`` over ``(batch, time, H)``; all ``h`` and the final one."""
     fn = ACTIVATIONS[activation]
 
     def step(s: State, xs: Sequence[torch.Tensor]) -> State:
@@ -40,6 +113,62 @@ def indrnn_scan(
 
     h, final = scan(step, [pre], {"h": h0}, valid, h0.shape[1])
     return h, final["h"]
+
+
+def _in_float32(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Half-precision tensors as float32: the CPU kernel accumulates in float32 at least."""
+    return [t.float() if t.dtype in _HALF else t for t in tensors]
+
+
+def linear_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor,
+    valid: torch.Tensor | None,
+    *,
+    op: str = "linear_recurrence",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h_t = a_t * h_{t-1} + b_t`` from ``h0`` over ``(batch, time, H)``; all ``h`` and the final one.
+
+    ``valid`` is the ``(batch, time)`` mask of the steps within each row's length
+    (a prefix of each row), None when every step is: past a row's length the
+    state is frozen and ``h`` is 0. The path taken is recorded under ``op``.
+    """
+    path = kernel_path(op, a)
+    fused.record_path(op, path)
+    if path == "plain":
+        return _plain_linear_scan(a, b, h0, valid)
+    if path == "cpu-kernel" and a.dtype in _HALF:
+        a32, b32, h032 = _in_float32([a, b, h0])
+        h, final = linear_scan_kernel(a32, b32, h032, valid, path)
+        return h.to(a.dtype), final.to(a.dtype)
+    h, final = linear_scan_kernel(a, b, h0, valid, path)
+    return h, final
+
+
+def indrnn_scan(
+    pre: torch.Tensor,
+    u: torch.Tensor,
+    h0: torch.Tensor,
+    activation: str,
+    valid: torch.Tensor | None,
+    *,
+    op: str = "indrnn_recurrence",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h_t = act(pre_t + u * h_{t-1})`` from ``h0`` over ``(batch, time, H)``; all ``h`` and the final one.
+
+    ``valid`` as for :func:`linear_scan`; the path taken is recorded under ``op``.
+    """
+    path = kernel_path(op, pre)
+    fused.record_path(op, path)
+    if path == "plain":
+        return _plain_indrnn_scan(pre, u, h0, activation, valid)
+    if path == "cpu-kernel" and pre.dtype in _HALF:
+        pre32, u32, h032 = _in_float32([pre, u, h0])
+        h, final = indrnn_scan_kernel(pre32, u32, h032, activation, valid, path)
+        return h.to(pre.dtype), final.to(pre.dtype)
+    h, final = indrnn_scan_kernel(pre, u, h0, activation, valid, path)
+    return h, final
 
 
 def linear_recurrence(
