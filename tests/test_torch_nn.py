@@ -56,7 +56,8 @@ def test_forward_equals_backend_op(cls: Any, options: Any, op_options: Any, laye
     x = _x()
     lengths = np.array([T, 2, 0])
     ours = layer(x, lengths=lengths, reverse=True)
-    params = [{k: v.detach().clone() for k, v in p.items()} for p in layer.canonical_params()]
+    # Parameters that require grad, as the layer's do: both calls take the same (training) loop.
+    params = [{k: v.detach().clone().requires_grad_() for k, v in p.items()} for p in layer.canonical_params()]
     theirs = getattr(B, layer.op)(x, params, **op_options, lengths=lengths, reverse=True)
     assert type(ours) is type(theirs)
     for a, b in zip(ours, theirs, strict=True):

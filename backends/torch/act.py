@@ -2,12 +2,17 @@
 
 As the reference (:mod:`rnnspec.reference.act`): at each input step the cell
 runs on ``[x_t, flag]`` (flag 0 on the first inner step, 1 after) until the
-halting units reach ``1 - epsilon`` or ``max_steps``. Rows halt independently:
-the inner loop stays batched, with a per-row mask of the rows still pondering.
-``N(t)`` is decided from detached values and carries no gradient, while
-``R(t) = 1 - sum_{n<N} h^n`` stays in the graph; the weights sum to 1, also at
-the cap. The input projection of ``x_t`` (without the flag column) is one
-matmul over every time step; the flag adds ``w_ih[:, I]`` on later inner steps.
+halting units reach ``1 - epsilon`` or ``max_steps``. ``N(t)`` is decided from
+detached values and carries no gradient, while ``R(t) = 1 - sum_{n<N} h^n``
+stays in the graph; the weights sum to 1, also at the cap. The input projection
+of ``x_t`` (without the flag column) is one matmul over every time step; the
+flag adds ``w_ih[:, I]`` on later inner steps. Two inner loops (:mod:`.skipping`
+picks one):
+
+- training: the inner loop stays batched, with a per-row mask of the rows still
+  pondering (halted rows compute with weight 0);
+- skipping (inference): only the rows still pondering run the cell; rows that
+  halt leave the batch, and the step ends when none is left.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rnnspec.results import ACTResult
 
 from .cells import Cell, Params, make_cell
-from .sequence import State, fresh, initial_states, normalise_lengths, reverse_valid
+from .sequence import Lengths, State, fresh, initial_states, normalise_lengths, reverse_valid
+from .skipping import choose_path, row_index, select_rows
 
 __all__ = ["act"]
 
@@ -75,6 +82,127 @@ def _ponder(
     return mean, steps, remainder
 
 
+def _ponder_rows(
+    cell: Cell,
+    p: Params,
+    state: State,
+    projected: torch.Tensor,
+    flag: torch.Tensor,
+    live: np.ndarray,
+    epsilon: float,
+    max_steps: int,
+) -> tuple[State, torch.Tensor, torch.Tensor]:
+    """:func:`_ponder` running the cell only on the rows still pondering.
+
+    Rows outside their length (``live`` False, on the host) take no step: they
+    keep their state, with N and R 0. A row's values are the training loop's:
+    the same operations, in the same order, on that row.
+    """
+    batch = projected.shape[0]
+    steps, remainder = projected.new_zeros((batch,)), projected.new_zeros((batch,))
+    if not live.any():
+        return dict(state), steps, remainder
+    rows = row_index(live, projected.device)  # the batch rows still pondering; None: all of them, in order
+    s = select_rows(state, rows)
+    gi = projected if rows is None else projected.index_select(0, rows)
+    total = gi.new_zeros((gi.shape[0], 1))
+    mean = {k: torch.zeros_like(v) for k, v in s.items()}
+    threshold = 1.0 - epsilon
+    done: list[tuple[torch.Tensor | None, State, torch.Tensor, torch.Tensor]] = []  # rows, mean, N, R of halted rows
+    for n in range(1, max_steps + 1):
+        s = cell.step(p, s, gi if n == 1 else gi + flag)
+        h = torch.sigmoid(F.linear(s["h"], p["w_halt"], p["b_halt"]))
+        stop = torch.ones_like(h, dtype=torch.bool) if n == max_steps else total + h >= threshold
+        weight = torch.where(stop, 1.0 - total, h)
+        mean = {k: mean[k] + weight * s[k] for k in mean}
+        left = 1.0 - total[:, 0]
+        total = total + h
+        halts = stop[:, 0].cpu().numpy()
+        if halts.all():
+            done.append((rows, mean, left.new_full(left.shape, float(n)), left))
+            break
+        if halts.any():
+            gone = torch.from_numpy(np.flatnonzero(halts)).to(gi.device)
+            here = torch.from_numpy(np.flatnonzero(~halts)).to(gi.device)
+            left = left.index_select(0, gone)
+            done.append(
+                (
+                    gone if rows is None else rows[gone],
+                    select_rows(mean, gone),
+                    left.new_full(left.shape, float(n)),
+                    left,
+                )
+            )
+            rows = here if rows is None else rows[here]
+            s, mean = select_rows(s, here), select_rows(mean, here)
+            gi, total = gi.index_select(0, here), total.index_select(0, here)
+    if len(done) == 1 and done[0][0] is None:  # every row halted at once: nothing to scatter
+        _, mean, steps, remainder = done[0]
+        return mean, steps, remainder
+    index = torch.cat([i for i, _, _, _ in done if i is not None])  # None only when all halted at once (above)
+    new = {k: v.index_copy(0, index, torch.cat([m[k] for _, m, _, _ in done])) for k, v in state.items()}
+    steps = steps.index_copy(0, index, torch.cat([n_stop for _, _, n_stop, _ in done]))
+    remainder = remainder.index_copy(0, index, torch.cat([r for _, _, _, r in done]))
+    return new, steps, remainder
+
+
+Loop = tuple[torch.Tensor, State, torch.Tensor, torch.Tensor]
+
+
+def _training(
+    cell: Cell,
+    p: Params,
+    state: State,
+    projected: torch.Tensor,
+    flag: torch.Tensor,
+    valid: torch.Tensor | None,
+    epsilon: float,
+    max_steps: int,
+) -> Loop:
+    """Every row in every inner step, in the graph: the outputs, final state, N and R."""
+    outputs, n_steps, remainders = [], [], []
+    for t in range(projected.shape[1]):
+        keep = None if valid is None else valid[:, t]
+        new, steps, remainder = _ponder(cell, p, state, projected[:, t], flag, keep, epsilon, max_steps)
+        if keep is None:
+            state = new
+            outputs.append(new["h"])
+            n_steps.append(steps)
+            remainders.append(remainder)
+        else:
+            state = {k: torch.where(keep[:, None], v, state[k]) for k, v in new.items()}
+            outputs.append(torch.where(keep[:, None], new["h"], 0.0))
+            n_steps.append(torch.where(keep, steps, 0.0))
+            remainders.append(torch.where(keep, remainder, 0.0))
+    return torch.stack(outputs, 1), state, torch.stack(n_steps, 1), torch.stack(remainders, 1)
+
+
+def _skipping(
+    cell: Cell,
+    p: Params,
+    state: State,
+    projected: torch.Tensor,
+    flag: torch.Tensor,
+    lengths: Lengths,
+    epsilon: float,
+    max_steps: int,
+) -> Loop:
+    """Only the rows still pondering run the cell: the same values as :func:`_training`, without its graph."""
+    time = projected.shape[1]
+    valid = np.arange(time)[None, :] < lengths.on_host()[:, None]
+    state = fresh(state)  # a row that never steps must not alias the caller's state
+    outputs, n_steps, remainders = [], [], []
+    for t in range(time):
+        state, steps, remainder = _ponder_rows(cell, p, state, projected[:, t], flag, valid[:, t], epsilon, max_steps)
+        outputs.append(state["h"])
+        n_steps.append(steps)
+        remainders.append(remainder)
+    out = torch.stack(outputs, 1)
+    if not lengths.full:
+        out = torch.where(torch.from_numpy(valid).to(out.device)[..., None], out, 0.0)
+    return out, state, torch.stack(n_steps, 1), torch.stack(remainders, 1)
+
+
 def act(
     *,
     x: torch.Tensor,
@@ -93,8 +221,8 @@ def act(
     (p,) = params
     hidden = p["w_halt"].shape[1]
     norm = normalise_lengths(lengths, batch, time, x.device)
-    valid = norm.valid()
     (state,) = initial_states("act", x, params, options, initial_state)
+    path = choose_path("act", [x, *p.values(), *state.values()])
     if time == 0:
         empty = x.new_zeros((batch, 0))
         return ACTResult(x.new_zeros((batch, 0, hidden)), (fresh(state),), empty, empty.clone(), empty.clone())
@@ -102,21 +230,11 @@ def act(
     w_ih = p["w_ih"]
     projected = F.linear(inp, w_ih[:, :features], p["b_ih"])  # x_t's part, every step at once
     flag = w_ih[:, features]  # the flag column, added on inner steps n > 1
-    outputs, n_steps, remainders = [], [], []
-    for t in range(time):
-        keep = None if valid is None else valid[:, t]
-        new, steps, remainder = _ponder(base, p, state, projected[:, t], flag, keep, float(epsilon), int(max_steps))
-        if keep is None:
-            state = new
-            outputs.append(new["h"])
-            n_steps.append(steps)
-            remainders.append(remainder)
-        else:
-            state = {k: torch.where(keep[:, None], v, state[k]) for k, v in new.items()}
-            outputs.append(torch.where(keep[:, None], new["h"], 0.0))
-            n_steps.append(torch.where(keep, steps, 0.0))
-            remainders.append(torch.where(keep, remainder, 0.0))
-    out, ponder_steps, ponder_remainder = torch.stack(outputs, 1), torch.stack(n_steps, 1), torch.stack(remainders, 1)
+    eps, cap = float(epsilon), int(max_steps)
+    if path == "skipping":
+        out, state, ponder_steps, ponder_remainder = _skipping(base, p, state, projected, flag, norm, eps, cap)
+    else:
+        out, state, ponder_steps, ponder_remainder = _training(base, p, state, projected, flag, norm.valid(), eps, cap)
     ponder_cost = ponder_steps + ponder_remainder
     if reverse:
         out, ponder_steps, ponder_remainder, ponder_cost = (

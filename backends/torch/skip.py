@@ -1,13 +1,21 @@
-"""skip_rnn, skip_lstm, skip_gru: Skip RNN's state-update gate over a stack of base cells (training semantics).
+"""skip_rnn, skip_lstm, skip_gru: Skip RNN's state-update gate over a stack of base cells.
 
 As the reference (:mod:`rnnspec.reference.skip`) and the authors' code: time is
 the outer loop and the layers the inner one, since every layer shares the one
-gate driven by the top layer's candidate; every candidate is computed at every
-step (the straight-through gradient needs it). The binarisation's gradient is
-the identity: ``u = bin(u~) + (u~ - u~.detach())``, exactly ``bin(u~)`` forward
-with ``d u / d u~ = 1``, ``bin(u~) = (u~ >= 0.5)``. ``min(update_prob, 1 - cum)``
-passes its gradient to ``update_prob`` on ties, as the spec says (``torch.minimum``
-would split it).
+gate driven by the top layer's candidate. Two loops (:mod:`.skipping` picks one):
+
+- the training loop computes every candidate at every step (the straight-through
+  gradient needs it). The binarisation's gradient is the identity:
+  ``u = bin(u~) + (u~ - u~.detach())``, exactly ``bin(u~)`` forward with
+  ``d u / d u~ = 1``, ``bin(u~) = (u~ >= 0.5)``. ``min(update_prob, 1 - cum)``
+  passes its gradient to ``update_prob`` on ties, as the spec says
+  (``torch.minimum`` would split it);
+- the skipping loop (inference) runs the gate's recursion on the host, in the
+  input's precision and by the same operations, so ``u`` is the training loop's
+  bit for bit; only the rows with ``u = 1`` run the stack and ``du~`` (gathered,
+  then scattered back out of place). A step where no row updates runs no torch
+  operation at all: the outputs are gathered at the end from the top layer's
+  ``h`` after each updating step.
 """
 
 from __future__ import annotations
@@ -15,13 +23,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rnnspec.results import SkipResult
 
-from .cells import make_cell
-from .sequence import State, fresh, initial_states, normalise_lengths, reverse_valid
+from .cells import Cell, make_cell
+from .sequence import Lengths, State, fresh, initial_states, normalise_lengths, reverse_valid
+from .skipping import choose_path, host_dtype, row_index, select_rows
 
 __all__ = ["skip_gru", "skip_lstm", "skip_rnn"]
 
@@ -50,31 +60,23 @@ def _mix(on: torch.Tensor, through: torch.Tensor, new: torch.Tensor, old: torch.
     return torch.where(on, new, old) + through * (new - old)
 
 
-def _skip(
-    op: str,
-    x: torch.Tensor,
+Loop = tuple[torch.Tensor, list[State], torch.Tensor, torch.Tensor]
+
+
+def _training(
+    cell: Cell,
     params: Sequence[Mapping[str, torch.Tensor]],
-    lengths_arg: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SkipResult:
-    cell = make_cell(op.removeprefix("skip_"), options)
+    states: list[State],
+    inp: torch.Tensor,
+    valid: torch.Tensor | None,
+) -> Loop:
+    """Every candidate at every step, in the graph: the outputs, final states, update_gate and update_prob."""
     names = cell.state_names
     gate_input = "c" if "c" in names else "h"
-    batch, time = x.shape[:2]
-    lengths = normalise_lengths(lengths_arg, batch, time, x.device)
-    valid = lengths.valid()
-    states = list(initial_states(op, x, params, options, initial_state))
     top = params[-1]
-    hidden = top["w_hh"].shape[1]
-    if time == 0:
-        empty = x.new_zeros((batch, 0))
-        return SkipResult(x.new_zeros((batch, 0, hidden)), tuple(fresh(s) for s in states), empty, empty.clone())
-    inp = reverse_valid(x, lengths) if reverse else x
     projected = cell.project(params[0], inp)  # layer 0's input projection, every step at once
     outputs, gates, probs = [], [], []
-    for t in range(time):
+    for t in range(inp.shape[1]):
         prob_prev, cum_prev = states[-1]["update_prob"], states[-1]["cum_update_prob"]
         room = 1.0 - cum_prev
         u_tilde = cum_prev + torch.where(prob_prev <= room, prob_prev, room)
@@ -101,7 +103,100 @@ def _skip(
             outputs.append(torch.where(keep, y, 0.0))
             gates.append(torch.where(keep[:, 0], u[:, 0], 0.0))
             probs.append(torch.where(keep[:, 0], u_tilde[:, 0], 0.0))
-    out, gate, prob = torch.stack(outputs, 1), torch.stack(gates, 1), torch.stack(probs, 1)
+    return torch.stack(outputs, 1), states, torch.stack(gates, 1), torch.stack(probs, 1)
+
+
+def _update(
+    cell: Cell,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    layers: list[State],
+    gi: torch.Tensor,
+    rows: torch.Tensor | None,
+) -> torch.Tensor:
+    """Run the stack on ``rows`` (None: all), take their candidates into ``layers``; their ``du~``, ``(rows,)``."""
+    top = params[-1]
+    cands: list[State] = []
+    inp = gi if rows is None else gi.index_select(0, rows)
+    for k, (p, s) in enumerate(zip(params, layers, strict=True)):
+        cands.append(cell.step(p, select_rows(s, rows), inp if k == 0 else cell.project(p, cands[-1]["h"])))
+    du = _sigmoid(F.linear(cands[-1]["c" if "c" in cell.state_names else "h"], top["w_gate"], top["b_gate"]))
+    for s, c in zip(layers, cands, strict=True):
+        for n, v in c.items():
+            s[n] = v if rows is None else s[n].index_copy(0, rows, v)  # out of place: s[n] may be shared
+    return du[:, 0]
+
+
+def _skipping(
+    cell: Cell,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    states: list[State],
+    inp: torch.Tensor,
+    lengths: Lengths,
+) -> Loop:
+    """Only the rows that update run the stack: the same values as :func:`_training`, without its graph."""
+    batch, time = inp.shape[:2]
+    device, f = inp.device, host_dtype(inp.dtype)
+    zero = f.type(0)
+    valid = np.arange(time)[None, :] < lengths.on_host()[:, None]
+    # The gate's recursion on the host, by the training loop's operations in its precision: the same u~.
+    prob = states[-1]["update_prob"].detach().cpu().numpy()[:, 0].astype(f)
+    cum = states[-1]["cum_update_prob"].detach().cpu().numpy()[:, 0].astype(f)
+    layers = [fresh({n: s[n] for n in cell.state_names}) for s in states]
+    # Hoisted over every step, updating or not: measured on CPU, one matmul beats a small one per update
+    # (a gemv re-reads w_ih each time) even at batch 1 and a 25% update rate.
+    projected = cell.project(params[0], inp)
+    gate, tilde = np.zeros((batch, time), f), np.zeros((batch, time), f)
+    history = [layers[-1]["h"]]  # the top layer's h at the start and after each step where some row updated
+    latest = np.zeros(batch, np.int64)  # each row's entry of history
+    which = np.zeros((batch, time), np.int64)
+    for t in range(time):
+        room = 1.0 - cum
+        u_tilde = cum + np.where(prob <= room, prob, room)
+        live = valid[:, t]
+        on = live & (u_tilde >= 0.5)
+        gate[:, t] = on
+        tilde[:, t] = np.where(live, u_tilde, zero)
+        cum = np.where(on, zero, np.where(live, u_tilde, cum))
+        if on.any():
+            du = _update(cell, params, layers, projected[:, t], row_index(on, device))
+            prob = prob.copy()
+            prob[on] = du.cpu().numpy()
+            history.append(layers[-1]["h"])
+            latest[on] = len(history) - 1
+        which[:, t] = latest
+    entry = torch.from_numpy(which).to(device)
+    out = torch.stack(history)[entry, torch.arange(batch, device=device)[:, None]]
+    if not lengths.full:
+        out = torch.where(torch.from_numpy(valid).to(device)[..., None], out, 0.0)
+    layers[-1]["update_prob"] = torch.from_numpy(prob[:, None].copy()).to(device)
+    layers[-1]["cum_update_prob"] = torch.from_numpy(cum[:, None].copy()).to(device)
+    return out, layers, torch.from_numpy(gate).to(device), torch.from_numpy(tilde).to(device)
+
+
+def _skip(
+    op: str,
+    x: torch.Tensor,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    lengths_arg: Any,
+    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
+    reverse: bool,
+    options: Mapping[str, Any],
+) -> SkipResult:
+    cell = make_cell(op.removeprefix("skip_"), options)
+    batch, time = x.shape[:2]
+    lengths = normalise_lengths(lengths_arg, batch, time, x.device)
+    states = list(initial_states(op, x, params, options, initial_state))
+    leaves = [x, *(v for p in params for v in p.values()), *(v for s in states for v in s.values())]
+    path = choose_path(op, leaves)
+    hidden = params[-1]["w_hh"].shape[1]
+    if time == 0:
+        empty = x.new_zeros((batch, 0))
+        return SkipResult(x.new_zeros((batch, 0, hidden)), tuple(fresh(s) for s in states), empty, empty.clone())
+    inp = reverse_valid(x, lengths) if reverse else x
+    if path == "skipping":
+        out, states, gate, prob = _skipping(cell, params, states, inp, lengths)
+    else:
+        out, states, gate, prob = _training(cell, params, states, inp, lengths.valid())
     if reverse:
         out, gate, prob = (reverse_valid(a, lengths) for a in (out, gate, prob))
     return SkipResult(out, tuple(states), gate, prob)
