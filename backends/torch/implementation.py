@@ -7,11 +7,33 @@ input dtype (the accumulation a half-precision user expects).
 Each op lives in a module of its family and is a plain function of torch
 tensors (so autograd gives the reverse mode); :data:`OP_FUNCTIONS` maps names
 to them.
+
+With the rest of PyTorch (:mod:`.functorch` has the details):
+
+- ``torch.compile``: the layers and ops compile (fullgraph=False).
+  :meth:`TorchImplementation.compile` hands an op to ``torch.compile``, but the
+  capability ``"compile"`` is not declared yet: the conformance suite's
+  compiled check draws more shapes per op than dynamo's ``recompile_limit``
+  (8, per code object, and every op shares :func:`run_op`), after which torch
+  runs the op eagerly and the check would pass without compiling; with
+  inductor on a 2-core CPU each op's cases take minutes. The loops over time
+  are unrolled into the graph, so a new sequence length compiles again. torch's fused RNN
+  kernels run outside the graph when autograd is on (they cannot be traced
+  then), as dynamo does for ``torch.nn.LSTM``. Graph breaks remain where an op
+  reads values on the host (lengths, the path bookkeeping, ACT's halting).
+- ``torch.func`` transforms run the ops on the plain path (the fused kernels
+  take no functorch tensors): ``grad``, ``vjp``, ``jacrev`` every op, as
+  autograd; ``vmap`` every op but ``act``. ``act`` and batched ``lengths``
+  under ``vmap`` raise :class:`.functorch.UnsupportedTransformError`, which
+  says what to do instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,9 +43,14 @@ from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
 from rnnspec.tree import tree_leaves, tree_map
 
+from . import fused
 from .dispatch import OP_FUNCTIONS, fast_paths_available
+from .functorch import is_vmapped, outside_graph, transform_plan
 
-__all__ = ["TorchImplementation"]
+__all__ = ["COMPILE_BACKEND_ENV", "TorchImplementation"]
+
+#: The environment variable naming the torch.compile backend of compiled mode (default "inductor").
+COMPILE_BACKEND_ENV = "RNNSPEC_TORCH_COMPILE_BACKEND"
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -40,10 +67,34 @@ def _cast(tree: Any, dtype: torch.dtype) -> Any:
     return tree_map(lambda a: a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a, tree)
 
 
+#: rnn, lstm and gru as torch.compile runs them when autograd is on: outside its graph (made by _outside_graph).
+_OUTSIDE_GRAPH: dict[str, Callable[..., Any]] = {}
+
+
+def _outside_graph(op: str) -> Callable[..., Any]:
+    """``op`` (rnn, lstm or gru) wrapped in ``torch.compiler.disable``, made on first use.
+
+    Not at import: ``torch.compiler.disable`` imports dynamo, and dynamo imports Triton when it is
+    installed, which aborts a process that has loaded TensorFlow before (an LLVM conflict). A dict,
+    not ``functools.cache``, which dynamo refuses to trace through.
+    """
+    if op not in _OUTSIDE_GRAPH:
+        disable: Callable[..., Callable[..., Any]] = torch.compiler.disable  # untyped in torch's annotations
+        reason = "torch's fused RNN kernels cannot be traced with autograd"
+        _OUTSIDE_GRAPH[op] = disable(OP_FUNCTIONS[op], reason=reason)
+    return _OUTSIDE_GRAPH[op]
+
+
 def run_op(op: str, arguments: Mapping[str, Any]) -> Any:
-    """Run ``op`` on normalised arguments, upcasting half precision for the arithmetic."""
+    """Run ``op`` on normalised arguments, upcasting half precision for the arithmetic.
+
+    Under ``torch.func`` transforms the op takes the plain path, or is refused (see the module docstring).
+    """
+    plan = transform_plan(op, arguments)
     dtype, compute = _compute_dtype(arguments)
-    result = OP_FUNCTIONS[op](**_cast(dict(arguments), compute))
+    fn = _outside_graph(op) if outside_graph(op, arguments) else OP_FUNCTIONS[op]
+    with fused.plain_path() if plan == "plain" else contextlib.nullcontext():
+        result = fn(**_cast(dict(arguments), compute))
     return result if compute == dtype else _cast(result, dtype)
 
 
@@ -53,7 +104,7 @@ class TorchImplementation(Implementation):
     ops: ClassVar[tuple[str, ...]] = tuple(OP_FUNCTIONS)
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16", "float32", "float64")
     framework: ClassVar[str] = "torch"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"vjp"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"vjp"})  # "compile": see the module docstring
 
     def framework_version(self) -> str:
         return str(torch.__version__)
@@ -82,7 +133,8 @@ class TorchImplementation(Implementation):
         return str(value.dtype).removeprefix("torch.")
 
     def host_values(self, value: Any) -> np.ndarray | None:
-        return None if value.is_cuda else self.asnumpy(value)
+        # A tensor batched by vmap has no values of its own; run_op refuses it, naming the argument.
+        return None if value.is_cuda or is_vmapped(value) else self.asnumpy(value)
 
     # -- reverse mode -----------------------------------------------------------
 
@@ -90,6 +142,25 @@ class TorchImplementation(Implementation):
         from .autodiff import vjp
 
         return vjp(op, arguments, cotangents)
+
+    # -- compiled mode ----------------------------------------------------------
+
+    def compile(self, op: str) -> Callable[..., Any]:
+        """``op`` under ``torch.compile``, taking the normalised arguments by keyword.
+
+        The compiler backend is inductor, or the one named by ``RNNSPEC_TORCH_COMPILE_BACKEND``
+        (``"aot_eager"`` traces as inductor does but generates no code, which compiles in seconds).
+        """
+
+        def run(**arguments: Any) -> Any:
+            return run_op(op, arguments)
+
+        run.__name__ = run.__qualname__ = op
+        with warnings.catch_warnings():
+            # torch 2.13's inductor imports torch.utils.mkldnn, whose ScriptModules warn at import that
+            # torch.jit is deprecated: torch's own doing, not the caller's, and once per process.
+            warnings.filterwarnings("ignore", r"`torch\.jit\.script_method` is deprecated", DeprecationWarning)
+            return torch.compile(run, backend=os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
 
 
 for _op in TorchImplementation.ops:
