@@ -1,0 +1,92 @@
+"""rnn, lstm and gru: cuDNN's LSTM where it applies (:mod:`.cudnn`), else the plain path.
+
+The plain path runs the cells of :mod:`.cells` in the masked ``lax.scan`` of
+:mod:`.sequence`, with each layer's input projection hoisted out of the loop
+(one matmul over every time step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+
+from rnnspec.results import SequenceResult
+
+from . import cudnn
+from .cells import Cell, make_cell
+from .paths import record_path
+from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, run_stack, scan
+
+__all__ = ["gru", "lstm", "plain_layer", "rnn"]
+
+
+def plain_layer(cell: Cell, p: Mapping[str, jax.Array]) -> LayerFn:
+    """A layer of ``cell`` with params ``p``: the input projection of every step at once, then the scan."""
+
+    def run(inp: jax.Array, state: State, lengths: Lengths) -> tuple[jax.Array, State]:
+        gi = cell.project(p, inp)
+        return scan(lambda s, xs: cell.step(p, s, xs[0]), [gi], state, lengths.valid())
+
+    return run
+
+
+def _run(
+    op: str,
+    x: jax.Array,
+    params: Sequence[Mapping[str, jax.Array]],
+    lengths: Any,
+    initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    reverse: bool,
+    options: Mapping[str, Any],
+) -> SequenceResult:
+    batch, time = x.shape[:2]
+    norm = normalise_lengths(lengths, batch, time)
+    initial = initial_states(op, x, params, options, initial_state)
+    if cudnn.why_plain(op, x) is None:
+        record_path(op, cudnn.FAST_PATH)
+        outputs, state = cudnn.run_cudnn_lstm(x, params, norm, initial, reverse)
+    else:
+        record_path(op, "plain")
+        cell = make_cell(op, options)
+        outputs, state = run_stack([plain_layer(cell, p) for p in params], x, norm, initial, reverse)
+    return SequenceResult(outputs, state)
+
+
+def rnn(
+    *,
+    x: jax.Array,
+    params: Sequence[Mapping[str, jax.Array]],
+    activation: str,
+    lengths: Any,
+    initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    reverse: bool,
+) -> SequenceResult:
+    """Elman rnn (tanh or relu) over a stack of layers."""
+    return _run("rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
+
+
+def lstm(
+    *,
+    x: jax.Array,
+    params: Sequence[Mapping[str, jax.Array]],
+    lengths: Any,
+    initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    reverse: bool,
+) -> SequenceResult:
+    """LSTM over a stack of layers."""
+    return _run("lstm", x, params, lengths, initial_state, reverse, {})
+
+
+def gru(
+    *,
+    x: jax.Array,
+    params: Sequence[Mapping[str, jax.Array]],
+    reset_after: bool,
+    lengths: Any,
+    initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    reverse: bool,
+) -> SequenceResult:
+    """GRU (reset after the matmul, cuDNN's; or before, Cho's) over a stack of layers."""
+    return _run("gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})
