@@ -1,0 +1,106 @@
+"""The TensorFlow backend's implementation: adapters, reverse mode, compiled mode, dispatch to the ops.
+
+Dtype policy: float32 and float64 compute in their own dtype; float16 and
+bfloat16 inputs are computed in float32 and the results rounded back to the
+input dtype (the accumulation a half-precision user expects).
+
+Each op lives in a module of its family and is a plain function of tf tensors
+that runs the same eagerly and inside ``tf.function`` (its time loop is a
+``tf.while_loop``); :data:`~.dispatch.OP_FUNCTIONS` maps names to them.
+Reverse mode is ``tf.GradientTape`` (:mod:`.autodiff`); compiled mode is the op
+under ``tf.function(jit_compile=True)`` (XLA), traced once per shape, dtype and
+option values (the options are Python values, static in the trace).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow as tf
+
+from rnnspec.implementation import Implementation
+from rnnspec.methods import spec_method
+from rnnspec.tree import tree_leaves, tree_map
+
+from .dispatch import OP_FUNCTIONS
+from .sequence import host_array
+
+__all__ = ["TensorflowImplementation", "run_op"]
+
+_HALF = (tf.float16, tf.bfloat16)
+
+
+def _is_tf(value: Any) -> bool:
+    return isinstance(value, (tf.Tensor, tf.Variable))
+
+
+def _compute_dtype(arguments: Mapping[str, Any]) -> tuple[tf.DType, tf.DType]:
+    """(the input dtype, the dtype computed in)."""
+    first = next(leaf for leaf in tree_leaves(dict(arguments)) if _is_tf(leaf) and leaf.dtype.is_floating)
+    return first.dtype, (tf.float32 if first.dtype in _HALF else first.dtype)
+
+
+def _cast(tree: Any, dtype: tf.DType) -> Any:
+    return tree_map(lambda a: tf.cast(a, dtype) if _is_tf(a) and a.dtype.is_floating else a, tree)
+
+
+def run_op(op: str, arguments: Mapping[str, Any]) -> Any:
+    """Run ``op`` on normalised arguments, upcasting half precision for the arithmetic."""
+    dtype, compute = _compute_dtype(arguments)
+    result = OP_FUNCTIONS[op](**_cast(dict(arguments), compute))
+    return result if compute == dtype else _cast(result, dtype)
+
+
+class TensorflowImplementation(Implementation):
+    """Every op of the spec on tf tensors, eagerly and under ``tf.function(jit_compile=True)``."""
+
+    ops: ClassVar[tuple[str, ...]] = tuple(OP_FUNCTIONS)
+    dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16", "float32", "float64")
+    framework: ClassVar[str] = "tensorflow"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"vjp", "compile"})
+    expected_failures: ClassVar[Mapping[str, str]] = {}
+
+    def framework_version(self) -> str:
+        return str(tf.__version__)
+
+    def device(self) -> str:
+        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+    # -- adapters -----------------------------------------------------------------
+
+    def is_array(self, value: Any) -> bool:
+        return _is_tf(value)
+
+    def asarray(self, value: np.ndarray) -> tf.Tensor:
+        return tf.constant(np.array(value))  # a copy: never aliases the caller's array
+
+    def asnumpy(self, value: Any) -> np.ndarray:
+        # value.numpy(), not a tf op: an eager tensor captured inside a tf.function still has its values.
+        a = np.array(value.numpy())
+        return a.astype(np.float32) if value.dtype == tf.bfloat16 else a  # float32 holds bfloat16 exactly
+
+    def dtype_name(self, value: Any) -> str:
+        return str(value.dtype.name)
+
+    def host_values(self, value: Any) -> np.ndarray | None:
+        host = host_array(value)
+        return None if host is None else self.asnumpy(value)
+
+    # -- reverse and compiled modes ------------------------------------------------
+
+    def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
+        from .autodiff import vjp
+
+        return vjp(op, arguments, cotangents)
+
+    def compile(self, op: str) -> Callable[..., Any]:
+        """``op`` under ``tf.function(jit_compile=True)``: the options (strings, booleans, numbers) are
+        Python values, so each value gets its own trace, as static arguments."""
+        compiled: Callable[..., Any] = tf.function(getattr(self, op), jit_compile=True)
+        return compiled
+
+
+for _op in TensorflowImplementation.ops:
+    setattr(TensorflowImplementation, _op, spec_method(_op, run_op))

@@ -1,0 +1,1040 @@
+"""Keras 3 layers over the ops of the TensorFlow backend.
+
+Each layer holds its weights in rnnspec's canonical layout and calls the
+backend op in ``call``, so ``model.fit``, ``tf.GradientTape`` and
+``tf.distribute`` reach every weight::
+
+    import keras
+    from rnnspec.backends.tensorflow.keras import SkipGRU
+
+    model = keras.Sequential([
+        keras.Input((None, 3)),
+        keras.layers.Masking(),
+        SkipGRU(8, num_layers=2, return_sequences=True, budget_loss_weight=1e-4),
+        keras.layers.Dense(1),
+    ])
+    model.compile("adam", "mse")  # the budget loss is added to the model's losses
+
+Layers: :class:`RNN`, :class:`LSTM`, :class:`GRU`, :class:`SkipRNN`,
+:class:`SkipLSTM`, :class:`SkipGRU`, :class:`ACT`, :class:`IndRNN`, :class:`QRNN`,
+registered with Keras as ``rnnspec>LSTM`` and so on, so a model that uses them
+saves with ``model.save("m.keras")`` and loads with ``keras.models.load_model``.
+
+Constructors follow Keras': ``units``, then ``num_layers``, ``use_bias``,
+``return_sequences``, ``return_state``, the op's options (``reset_after``,
+``activation``, ``mode``, ...) and ``seed``. The input size is read from the
+first input, as every Keras layer does.
+
+Weights live in ``stack``, one sublayer per layer of the op's stack, under the
+spec's names: ``layer.weights`` reads ``lstm/layer_0/w_ih``,
+``lstm/layer_1/b_hh``, ``skip_gru/layer_1/w_gate``. :meth:`~_SpecLayer.load_canonical`
+takes ``rnnspec.init_params(...)``, ``rnnspec.convert.from_torch(module)`` or
+``rnnspec.convert.from_keras(keras_layer)``; :meth:`~_SpecLayer.canonical_params`
+gives them back as the op takes them.
+
+Initialisation is the op's paper init from :func:`rnnspec.init_params`, with
+``seed``, or a seed drawn from Python's ``random`` (which
+``keras.utils.set_random_seed`` seeds).
+
+``use_bias=False``: the spec's ops always take biases, so the *cell* biases
+(``b_ih``, ``b_hh``, qrnn's ``b``) are no weights at all and enter the op as
+zeros; the gate and halting biases (``b_gate``, ``b_halt``) belong to the
+mechanism and stay trainable.
+
+What ``call`` returns
+---------------------
+The output, ``(batch, time, units)`` with ``return_sequences=True``, else each
+row's last valid output ``(batch, units)`` (zeros for a row of length 0). With
+``return_state=True`` the final state follows, flattened layer by layer in the
+spec's order (:attr:`~_SpecLayer.state_names`): ``[output, h]`` for a one-layer
+GRU, ``[output, h, c]`` for an LSTM, as Keras' own layers, and for a stack
+``[output, h_0, c_0, h_1, c_1]``. The skip layers' top state also carries
+``update_prob`` and ``cum_update_prob`` ``(batch, 1)``, qrnn's ``x_prev``
+``(batch, window - 1, input)``. ``initial_state`` takes the same flat list (or
+the op's own structure, one mapping per layer), so a returned state continues
+the sequence.
+
+The extra fields of the adaptive ops (``update_gate`` and ``update_prob`` of the
+skip layers; ``ponder_steps``, ``ponder_remainder`` and ``ponder_cost`` of
+:class:`ACT`, each ``(batch, time)``) are appended last with
+``return_extras=True``, so the list reads ``[output, *state, *extras]``. Their
+losses attach themselves with ``add_loss``: ``budget_loss_weight`` (the skip
+layers, :func:`rnnspec.skip_budget_loss`) and ``ponder_loss_weight`` (ACT,
+``tau`` times the ponder cost summed over time, averaged over the batch).
+
+Masking
+-------
+A Keras mask (from ``keras.layers.Masking``, an ``Embedding(mask_zero=True)``,
+or ``mask=`` in the call) becomes the op's ``lengths``: each row's number of
+True entries. The op's semantics are those of right padding (a row's valid
+steps come first), so a mask must be True on a prefix of each row; eagerly a
+mask that is not raises :class:`rnnspec.errors.LengthsError`, inside a traced
+function it is read as its count. Past a row's length the outputs are zero and
+the state is frozen; with ``return_sequences=True`` the mask is passed on.
+
+Importing this module imports tensorflow and keras.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rnnspec.errors import CallError, LengthsError, OptionError, ParameterError, ShapeError
+from rnnspec.init import init_params
+from rnnspec.losses import skip_budget_loss
+from rnnspec.ops import OPS
+from rnnspec.shapes import evaluate
+
+from .implementation import run_op
+
+__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
+
+#: The cell biases that ``use_bias=False`` leaves out (zeros in the op).
+_CELL_BIASES = frozenset({"b_ih", "b_hh", "b"})
+#: Seeds drawn for ``seed=None`` lie in [0, 2**31 - 1).
+_SEED_BOUND = 2**31 - 1
+#: The extra result fields each family returns with ``return_extras=True``, in order.
+_SKIP_EXTRAS = ("update_gate", "update_prob")
+_ACT_EXTRAS = ("ponder_steps", "ponder_remainder", "ponder_cost")
+
+_backend: Any = None
+
+
+def _tf_backend() -> Any:
+    global _backend
+    if _backend is None:
+        import rnnspec
+
+        _backend = rnnspec.get_backend("tensorflow")
+    return _backend
+
+
+def _check_flag(layer: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(layer, name, "True or False", repr(value))
+    return value
+
+
+def _check_weight(layer: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+        raise OptionError(layer, name, "a finite number >= 0 (0 adds no loss)", repr(value))
+    return float(value)
+
+
+class CanonicalWeights(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
+    """The weights of one layer of the stack, one Keras variable per spec name (a container, never called).
+
+    Parameters
+    ----------
+    arrays
+        The layer's canonical arrays by name (from :func:`rnnspec.init_params`), in the spec's order.
+    left_out
+        Names that are no weights (``use_bias=False``): they enter the op as zeros.
+    **kwargs
+        Keras' layer arguments (``name``, ``dtype``).
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], left_out: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shapes = tuple((name, tuple(int(n) for n in array.shape)) for name, array in arrays.items())
+        self.left_out = tuple(name for name in arrays if name in left_out)
+        self._variables_by_name: dict[str, Any] = {}
+        for name, array in arrays.items():
+            if name in left_out:
+                continue
+            variable = self.add_weight(shape=array.shape, initializer="zeros", name=name, trainable=True)
+            variable.assign(np.asarray(array, dtype=variable.dtype))
+            self._variables_by_name[name] = variable
+        self.built = True
+
+    def variable(self, name: str) -> Any:
+        """The Keras variable of the spec name ``name``."""
+        return self._variables_by_name[name]
+
+    def tensors(self, dtype: Any) -> dict[str, tf.Tensor]:
+        """The arrays as the op takes them, in ``dtype``, in the spec's order (zeros for the left-out biases)."""
+        out: dict[str, tf.Tensor] = {}
+        for name, shape in self.shapes:
+            if name in self.left_out:
+                out[name] = tf.zeros(shape, dtype)
+            else:
+                # Reading the variable inside a GradientTape (or model.fit) records the gradient path.
+                out[name] = tf.cast(tf.convert_to_tensor(self._variables_by_name[name]), dtype)
+        return out
+
+
+class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
+    """A stack of an rnnspec op's layers as a Keras layer; subclasses fix the op and its options."""
+
+    #: The op of the spec.
+    op: ClassVar[str]
+    #: The extra result fields ``return_extras=True`` appends (empty: the option is refused).
+    extra_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int,
+        *,
+        use_bias: bool,
+        return_sequences: bool,
+        return_state: bool,
+        return_extras: bool,
+        seed: int | None,
+        options: Mapping[str, Any],
+        init_options: Mapping[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        for flag, value in (
+            ("use_bias", use_bias),
+            ("return_sequences", return_sequences),
+            ("return_state", return_state),
+            ("return_extras", return_extras),
+        ):
+            _check_flag(name, flag, value)
+        if return_extras and not self.extra_fields:
+            raise OptionError(name, "return_extras", "False (this op has no extra result fields)", "True")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise OptionError(name, "seed", "None or an integer >= 0", repr(seed))
+        self.units = units
+        self.num_layers = num_layers
+        self.use_bias = use_bias
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+        self.return_extras = return_extras
+        self.seed = None if seed is None else int(seed)
+        self.options = dict(options)
+        self.init_options = dict(init_options)
+        self.supports_masking = True
+        # Checks units, num_layers and every option now, naming the argument, rather than at the first call.
+        self._draw(input_size=1, seed=0)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for ``model.save`` / ``keras.models.load_model``."""
+        config: dict[str, Any] = {
+            **super().get_config(),
+            "units": self.units,
+            "num_layers": self.num_layers,
+            "use_bias": self.use_bias,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "seed": self.seed,
+            **self.options,
+            **self.init_options,
+            **self._extra_config(),
+        }
+        if self.extra_fields:
+            config["return_extras"] = self.return_extras
+        return config
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {}
+
+    # -- weights --------------------------------------------------------------------------
+
+    def _draw(self, input_size: int, seed: int) -> list[dict[str, np.ndarray]]:
+        try:
+            return init_params(
+                self.op,
+                input_size=input_size,
+                hidden_size=self.units,
+                num_layers=self.num_layers,
+                seed=seed,
+                dtype="float64",
+                **self.options,
+                **self.init_options,
+            )
+        except CallError as err:
+            argument = {"hidden_size": "units"}.get(err.argument, err.argument)
+            raise type(err)(type(self).__name__, argument, err.expected, err.actual) from None
+
+    def build(self, input_shape: Any) -> None:
+        """Create the weights for inputs ``(batch, time, input_size)`` and fill them with the op's init."""
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[-1] is None:
+            expected = "(batch, time, features) with a known number of features"
+            raise ShapeError(type(self).__name__, "inputs", expected, f"shape {shape}")
+        self.input_size = int(shape[-1])
+        seed = self.seed if self.seed is not None else random.randrange(_SEED_BOUND)
+        arrays = self._draw(self.input_size, seed)
+        left_out = frozenset() if self.use_bias else _CELL_BIASES
+        self.stack = [
+            CanonicalWeights(layer, left_out, name=f"layer_{k}", dtype=self.dtype_policy)
+            for k, layer in enumerate(arrays)
+        ]
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: self.input_size})
+        self.built = True
+
+    def load_canonical(self, params: Sequence[Mapping[str, Any]]) -> None:
+        """Copy canonical params (one mapping per layer of NumPy arrays or tf tensors) into the weights.
+
+        An unbuilt layer is built first for the input size that ``params`` imply.
+        Left-out biases (``use_bias=False``) stay zero whatever ``params`` holds.
+
+        Raises
+        ------
+        rnnspec.errors.ParameterError
+            A wrong number of layers, or a missing or misshapen entry, named.
+        """
+        name = type(self).__name__
+        if isinstance(params, Mapping) or len(params) != self.num_layers:
+            given = "one mapping" if isinstance(params, Mapping) else f"{len(params)} layers"
+            raise ParameterError(name, "params", f"a sequence of {self.num_layers} mappings (one per layer)", given)
+        if not self.built:
+            first = params[0]
+            key = "w" if "w" in first else "w_ih"
+            if key not in first:
+                raise ParameterError(name, "params[0]", f"a key {key!r}", repr(sorted(first)))
+            # Every op's first weight reads the input along its axis 1; act's has one more column (the flag).
+            size = int(np.shape(first[key])[1]) - (1 if self.op == "act" else 0)
+            self.build((None, None, size))
+        for k, (layer, values) in enumerate(zip(self.stack, params, strict=True)):
+            for key, shape in layer.shapes:
+                if key not in values:
+                    raise ParameterError(name, f"params[{k}]", f"a key {key!r}", repr(sorted(values)))
+                if key in layer.left_out:
+                    continue
+                value = np.asarray(values[key])
+                if value.shape != shape:
+                    raise ParameterError(name, f"params[{k}][{key!r}]", f"shape {shape}", f"shape {value.shape}")
+                variable = layer.variable(key)
+                variable.assign(value.astype(variable.dtype))  # assign copies: the caller's array is never aliased
+
+    def canonical_params(self) -> list[dict[str, tf.Tensor]]:
+        """The params as the op takes them, in the weights' dtype: one dict per layer (gradients reach them)."""
+        return [layer.tensors(self.variable_dtype) for layer in self.stack]
+
+    def numpy_params(self) -> list[dict[str, np.ndarray]]:
+        """A copy of the params as NumPy arrays."""
+        return [{k: np.array(v.numpy()) for k, v in layer.items()} for layer in self.canonical_params()]
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def state_names(self) -> tuple[tuple[int, str], ...]:
+        """``(layer, entry)`` of each state tensor that ``return_state`` returns, in order."""
+        spec = OPS[self.op]
+        return tuple(
+            (k, s.name)
+            for k in range(self.num_layers)
+            for s in spec.layer_state(top=k == self.num_layers - 1, options=self.options)
+        )
+
+    def _state_shapes(self, batch: Any) -> list[tuple[Any, ...]]:
+        spec = OPS[self.op]
+        shapes = []
+        input_size = getattr(self, "input_size", None)
+        for k in range(self.num_layers):
+            dims = {
+                **spec.fixed_dims(self.options),
+                "H": self.units,
+                "I": input_size if k == 0 else self.units,
+                "K": self.init_options.get("window", 1),
+            }
+            for s in spec.layer_state(top=k == self.num_layers - 1, options=self.options):
+                shapes.append((batch, *(evaluate(e, dims) for e in s.shape)))
+        return shapes
+
+    def _initial_state(self, initial_state: Any) -> tuple[dict[str, Any], ...] | None:
+        """The op's structure (one mapping per layer) from Keras' flat list, a single tensor, or that structure."""
+        if initial_state is None:
+            return None
+        if isinstance(initial_state, Sequence) and all(isinstance(s, Mapping) for s in initial_state):
+            return tuple(
+                {k: tf.cast(tf.convert_to_tensor(v), self.compute_dtype) for k, v in s.items()} for s in initial_state
+            )
+        flat = list(initial_state) if isinstance(initial_state, Sequence) else [initial_state]
+        names = self.state_names
+        if len(flat) != len(names):
+            listed = ", ".join(f"{entry}[{k}]" for k, entry in names)
+            raise ShapeError(
+                type(self).__name__,
+                "initial_state",
+                f"{len(names)} tensors ({listed}), or one mapping per layer",
+                f"{len(flat)} tensors",
+            )
+        state: list[dict[str, Any]] = [{} for _ in range(self.num_layers)]
+        for (k, entry), value in zip(names, flat, strict=True):
+            state[k][entry] = tf.cast(tf.convert_to_tensor(value), self.compute_dtype)
+        return tuple(state)
+
+    # -- call -------------------------------------------------------------------------------
+
+    def _lengths(self, mask: Any, time: Any) -> tf.Tensor | None:
+        if mask is None:
+            return None
+        mask = tf.cast(tf.convert_to_tensor(mask), tf.bool)
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.equal(mask, tf.sequence_mask(lengths, time)))):
+            raise LengthsError(
+                type(self).__name__,
+                "mask",
+                "True on a prefix of each row (right padding: a row's valid steps come first)",
+                "a row with a masked step before a valid one",
+                backend="tensorflow",
+            )
+        return lengths
+
+    def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
+        return {}
+
+    def _run(
+        self,
+        x: tf.Tensor,
+        lengths: tf.Tensor | None,
+        initial_state: tuple[dict[str, Any], ...] | None,
+        arrays: Mapping[str, Any],
+    ) -> Any:
+        params = [layer.tensors(x.dtype) for layer in self.stack]
+        if x.shape.is_fully_defined():
+            # The public entry point: every argument checked, errors naming the op and the backend.
+            method = getattr(_tf_backend(), self.op)
+            return method(x, params, **self.options, **arrays, lengths=lengths, initial_state=initial_state)
+        # Inside a trace with a dimension unknown (Keras' functional build, model.fit's relaxed shapes) the
+        # shape checks cannot run on static sizes; the weights are the layer's own and x's feature size is held
+        # by input_spec, so the arguments are already normalised and the op runs directly (it reads every size
+        # at run time).
+        arguments = {
+            "x": x,
+            "params": params,
+            **self.options,
+            **arrays,
+            "lengths": lengths,
+            "initial_state": initial_state,
+            "reverse": False,
+        }
+        return run_op(self.op, arguments)
+
+    def call(self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None) -> Any:
+        """Run the op over ``inputs`` ``(batch, time, features)``; see the module's docstring for what returns."""
+        try:
+            return self._call(inputs, mask, training, initial_state)
+        except CallError as err:
+            # Keras re-raises a layer's error as ``type(err)(message)``, which rnnspec's errors (op, argument,
+            # expected, actual) cannot take, so it would become a RuntimeError; marked as already annotated,
+            # it passes through every enclosing layer and model unchanged, and ``except LengthsError`` works.
+            err._keras_call_info_injected = True  # type: ignore[attr-defined]
+            raise
+
+    def _call(self, inputs: Any, mask: Any, training: Any, initial_state: Any) -> Any:
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype != self.compute_dtype:
+            x = tf.cast(x, self.compute_dtype)
+        time = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+        lengths = self._lengths(mask, time)
+        result = self._run(x, lengths, self._initial_state(initial_state), self._array_options(x, training))
+        self._add_losses(result)
+        output = result.outputs if self.return_sequences else _last_output(result.outputs, lengths)
+        if not self.return_state and not self.return_extras:
+            return output
+        outputs = [output]
+        if self.return_state:
+            outputs += [result.state[k][entry] for k, entry in self.state_names]
+        if self.return_extras:
+            outputs += [getattr(result, f) for f in self.extra_fields]
+        return outputs
+
+    def _add_losses(self, result: Any) -> None:
+        return None
+
+    def compute_output_spec(
+        self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None
+    ) -> Any:
+        """The outputs' shapes and dtype, without running the op (Keras' functional API)."""
+        batch, time = inputs.shape[0], inputs.shape[1]
+        dtype = self.compute_dtype
+        first = (batch, time, self.units) if self.return_sequences else (batch, self.units)
+        shapes = [first]
+        if self.return_state:
+            shapes += self._state_shapes(batch)
+        if self.return_extras:
+            shapes += [(batch, time)] * len(self.extra_fields)
+        specs = [keras.KerasTensor(shape, dtype=dtype) for shape in shapes]
+        return specs[0] if len(specs) == 1 else specs
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """The input mask for the sequence output (``return_sequences=True``), None for everything else."""
+        first = mask if self.return_sequences else None
+        count = 1 + (len(self.state_names) if self.return_state else 0)
+        count += len(self.extra_fields) if self.return_extras else 0
+        return first if count == 1 else [first] + [None] * (count - 1)
+
+
+def _last_output(outputs: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
+    """Each row's output at its last valid step ``(batch, H)``; zeros for a row of length 0."""
+    time = outputs.shape[1]
+    if time == 0:
+        return tf.reduce_sum(outputs, axis=1)  # zeros (batch, H): no step, no output
+    if lengths is None:
+        return outputs[:, -1]
+    index = tf.maximum(lengths - 1, 0)
+    last = tf.gather(outputs, index, axis=1, batch_dims=1)
+    # Past a row's length the op's outputs are zero, and so is a row of length 0's "last" output.
+    return tf.where(tf.reshape(lengths > 0, [-1, 1]), last, tf.zeros_like(last))
+
+
+# -- the classic cells ------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class RNN(_SpecLayer):
+    """Elman RNN (``activation`` ``"tanh"`` or ``"relu"``), rnnspec op ``rnn``.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack (each layer reads the outputs of the one below).
+    activation
+        ``"tanh"`` or ``"relu"``.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments (``name``, ``dtype``, ``trainable``).
+    """
+
+    op = "rnn"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        activation: str = "tanh",
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=False,
+            seed=seed,
+            options={"activation": activation},
+            init_options={},
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class LSTM(_SpecLayer):
+    """LSTM, rnnspec op ``lstm`` (PyTorch's layout and init; gate blocks i, f, g, o).
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "lstm"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=False,
+            seed=seed,
+            options={},
+            init_options={},
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class GRU(_SpecLayer):
+    """GRU, rnnspec op ``gru`` (gate blocks r, z, n); ``reset_after=False`` is Cho's placement.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack.
+    reset_after
+        True: the reset gate multiplies ``W_hn h + b_hn`` (Keras 3's and PyTorch's default);
+        False: it multiplies ``h`` before the matmul (Cho 2014, Keras' ``reset_after=False``).
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "gru"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        reset_after: bool = True,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=False,
+            seed=seed,
+            options={"reset_after": reset_after},
+            init_options={},
+            **kwargs,
+        )
+
+
+# -- Skip RNN ---------------------------------------------------------------------------
+
+
+class _Skip(_SpecLayer):
+    """The skip layers: ``update_gate``/``update_prob`` extras and the budget loss."""
+
+    extra_fields = _SKIP_EXTRAS
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int,
+        *,
+        options: Mapping[str, Any],
+        trainable_initial_state: bool,
+        budget_loss_weight: float,
+        use_bias: bool,
+        return_sequences: bool,
+        return_state: bool,
+        return_extras: bool,
+        seed: int | None,
+        **kwargs: Any,
+    ) -> None:
+        self.budget_loss_weight = _check_weight(type(self).__name__, "budget_loss_weight", budget_loss_weight)
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=return_extras,
+            seed=seed,
+            options=options,
+            init_options={"trainable_initial_state": trainable_initial_state},
+            **kwargs,
+        )
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"budget_loss_weight": self.budget_loss_weight}
+
+    def _add_losses(self, result: Any) -> None:
+        if self.budget_loss_weight > 0:
+            # float32 at least: a float16 sum over time would round away the small per-step costs.
+            gate = tf.cast(result.update_gate, tf.float32) if result.update_gate.dtype.size < 4 else result.update_gate
+            self.add_loss(skip_budget_loss(gate, self.budget_loss_weight))
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class SkipRNN(_Skip):
+    """Skip RNN over rnn cells (Campos et al. 2018), rnnspec op ``skip_rnn``; ``b_gate`` starts at 1.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack; one gate, read from the top layer, updates or copies every layer.
+    activation
+        ``"tanh"`` or ``"relu"``.
+    trainable_initial_state
+        Learn ``h0`` per layer, used when no ``initial_state`` is passed.
+    budget_loss_weight
+        lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss``
+        at every call; 0 (the default) adds nothing.
+    return_extras
+        Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "skip_rnn"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        activation: str = "tanh",
+        trainable_initial_state: bool = False,
+        budget_loss_weight: float = 0.0,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        return_extras: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            units,
+            num_layers,
+            options={"activation": activation},
+            trainable_initial_state=trainable_initial_state,
+            budget_loss_weight=budget_loss_weight,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=return_extras,
+            seed=seed,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class SkipLSTM(_Skip):
+    """Skip RNN over lstm cells, rnnspec op ``skip_lstm``; ``b_gate`` starts at 1.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack; one gate, read from the top layer, updates or copies every layer.
+    trainable_initial_state
+        Learn ``h0`` and ``c0`` per layer, used when no ``initial_state`` is passed.
+    budget_loss_weight
+        lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss``
+        at every call; 0 (the default) adds nothing.
+    return_extras
+        Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "skip_lstm"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        trainable_initial_state: bool = False,
+        budget_loss_weight: float = 0.0,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        return_extras: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            units,
+            num_layers,
+            options={},
+            trainable_initial_state=trainable_initial_state,
+            budget_loss_weight=budget_loss_weight,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=return_extras,
+            seed=seed,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class SkipGRU(_Skip):
+    """Skip RNN over gru cells, rnnspec op ``skip_gru``; ``b_gate`` starts at 1.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack; one gate, read from the top layer, updates or copies every layer.
+    reset_after
+        As :class:`GRU`'s.
+    trainable_initial_state
+        Learn ``h0`` per layer, used when no ``initial_state`` is passed.
+    budget_loss_weight
+        lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss``
+        at every call; 0 (the default) adds nothing.
+    return_extras
+        Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "skip_gru"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        reset_after: bool = True,
+        trainable_initial_state: bool = False,
+        budget_loss_weight: float = 0.0,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        return_extras: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            units,
+            num_layers,
+            options={"reset_after": reset_after},
+            trainable_initial_state=trainable_initial_state,
+            budget_loss_weight=budget_loss_weight,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=return_extras,
+            seed=seed,
+            **kwargs,
+        )
+
+
+# -- ACT, IndRNN, QRNN -------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class ACT(_SpecLayer):
+    """Adaptive Computation Time over one layer of ``cell`` (Graves 2016), rnnspec op ``act``; ``b_halt`` starts at 1.
+
+    ``w_ih`` has ``input_size + 1`` columns (the last reads the flag). One layer only.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        1 (the op ponders one layer).
+    cell
+        The cell pondered: ``"rnn"``, ``"lstm"``, ``"gru"`` or ``"indrnn"``.
+    epsilon, max_steps
+        The halting threshold and the cap M on the inner steps.
+    ponder_loss_weight
+        tau: ``tau * mean over the batch of the ponder cost summed over time`` is added with
+        ``add_loss`` at every call; 0 (the default) adds nothing.
+    return_extras
+        Append ``ponder_steps``, ``ponder_remainder`` and ``ponder_cost`` ``(batch, time)``.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "act"
+    extra_fields = _ACT_EXTRAS
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        cell: str = "rnn",
+        epsilon: float = 0.01,
+        max_steps: int = 100,
+        ponder_loss_weight: float = 0.0,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        return_extras: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.ponder_loss_weight = _check_weight(type(self).__name__, "ponder_loss_weight", ponder_loss_weight)
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=return_extras,
+            seed=seed,
+            options={"cell": cell, "epsilon": epsilon, "max_steps": max_steps},
+            init_options={},
+            **kwargs,
+        )
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"ponder_loss_weight": self.ponder_loss_weight}
+
+    def _add_losses(self, result: Any) -> None:
+        if self.ponder_loss_weight > 0:
+            cost = tf.cast(result.ponder_cost, tf.float32) if result.ponder_cost.dtype.size < 4 else result.ponder_cost
+            self.add_loss(tf.reduce_mean(tf.reduce_sum(cost, axis=1)) * self.ponder_loss_weight)
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class IndRNN(_SpecLayer):
+    """IndRNN (Li et al. 2018), rnnspec op ``indrnn``, with the authors' init.
+
+    No constraint is applied to ``u`` in ``call``: apply :func:`rnnspec.indrnn_constrain`
+    to ``stack[k].variable("u")`` after optimizer steps.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack.
+    activation
+        ``"relu"`` (the paper's) or ``"tanh"``.
+    seq_len, mag, last_layer_init
+        Choose the range of ``u`` as :func:`rnnspec.init_params` documents.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "indrnn"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        activation: str = "relu",
+        seq_len: int | None = None,
+        mag: float | None = None,
+        last_layer_init: bool = False,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        init: dict[str, Any] = {"seq_len": seq_len, "last_layer_init": last_layer_init}
+        if mag is not None:  # init_params refuses mag without seq_len, but only when given
+            init["mag"] = mag
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=False,
+            seed=seed,
+            options={"activation": activation},
+            init_options=init,
+            **kwargs,
+        )
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"mag": self.init_options.get("mag")}
+
+
+@keras.saving.register_keras_serializable(package="rnnspec")
+class QRNN(_SpecLayer):
+    """QRNN (Bradbury et al. 2016), rnnspec op ``qrnn``: ``mode`` f, fo or ifo, convolution width ``window``.
+
+    Parameters
+    ----------
+    units
+        H, the state size.
+    num_layers
+        The depth of the stack.
+    mode
+        The pooling: ``"f"``, ``"fo"`` or ``"ifo"``.
+    window
+        K, the width of the causal convolution.
+    zoneout
+        The probability of setting ``f`` to 1 (keeping the state) at each step and unit,
+        drawn afresh at every call with ``training=True``; in evaluation no zoneout is applied.
+    use_bias, return_sequences, return_state, seed
+        As the module's docstring says; ``seed`` also seeds the zoneout draws.
+    **kwargs
+        Keras' layer arguments.
+    """
+
+    op = "qrnn"
+
+    def __init__(
+        self,
+        units: int,
+        num_layers: int = 1,
+        *,
+        mode: str = "fo",
+        window: int = 1,
+        zoneout: float = 0.0,
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(zoneout, bool) or not isinstance(zoneout, (int, float)) or not 0.0 <= zoneout < 1.0:
+            raise OptionError(type(self).__name__, "zoneout", "a probability in [0, 1)", repr(zoneout))
+        self.zoneout = float(zoneout)
+        super().__init__(
+            units,
+            num_layers,
+            use_bias=use_bias,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            return_extras=False,
+            seed=seed,
+            options={"mode": mode},
+            init_options={"window": window},
+            **kwargs,
+        )
+        self.zoneout_seed = keras.random.SeedGenerator(seed) if self.zoneout > 0 else None
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"zoneout": self.zoneout}
+
+    def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
+        if not training or self.zoneout_seed is None:
+            return {"zoneout_mask": None}
+        shape = tf.stack([tf.shape(x)[0], tf.shape(x)[1], self.units])
+        masks = []
+        for _ in range(self.num_layers):
+            draw = keras.random.uniform(shape, seed=self.zoneout_seed, dtype="float32")
+            mask = tf.cast(draw < self.zoneout, x.dtype)
+            masks.append(tf.ensure_shape(mask, [x.shape[0], x.shape[1], self.units]))
+        return {"zoneout_mask": tuple(masks)}

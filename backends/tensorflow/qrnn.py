@@ -1,0 +1,83 @@
+"""qrnn: causal-convolution gates over ``[x_prev, x]``, then the pooling.
+
+The convolution of window ``K`` is ``K`` matmuls of shifted slices (step t reads
+``padded[:, t : t + K]``, a cross-correlation, not flipped), which also covers
+``time = 0`` where a convolution op would reject an input shorter than its
+kernel. Only the pooling, a linear recurrence (:func:`.recurrences.linear_scan`),
+runs over time. The state is ``{"c", "x_prev"}`` as the reference's: ``x_prev``
+is each row's last ``K-1`` inputs before its length, in processing order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from rnnspec.ops import QRNN_GATES
+from rnnspec.results import SequenceResult
+
+from .cells import linear
+from .recurrences import linear_scan
+from .sequence import LayerFn, Lengths, State, dim, initial_states, normalise_lengths, reverse_valid, run_stack
+
+__all__ = ["qrnn"]
+
+
+def _gates(padded: tf.Tensor, w: tf.Tensor, b: tf.Tensor, time: Any) -> tf.Tensor:
+    """``(batch, time, G*H)``: ``b + sum_k padded[:, t + k] @ w[:, :, k].T``."""
+    window = int(w.shape[2])
+    pre = b + linear(padded[:, :time], w[:, :, 0])
+    for k in range(1, window):
+        pre = pre + linear(padded[:, k : k + time], w[:, :, k])
+    return pre
+
+
+def _last_inputs(padded: tf.Tensor, lengths: tf.Tensor, window: int) -> tf.Tensor:
+    """Each row's last K-1 inputs before its length: ``padded[b, L_b : L_b + K - 1]``."""
+    index = lengths[:, None] + tf.range(window - 1)[None, :]
+    return tf.gather(padded, index, axis=1, batch_dims=1)
+
+
+def _layer(p: Mapping[str, tf.Tensor], mode: str, mask: tf.Tensor | None) -> LayerFn:
+    """A QRNN layer; ``mask`` is the zoneout mask aligned with the (possibly reversed) time axis it sees."""
+
+    def run(inp: tf.Tensor, state: State, lengths: Lengths) -> tuple[tf.Tensor, State]:
+        w, b = p["w"], p["b"]
+        window = int(w.shape[2])
+        names = QRNN_GATES[mode]
+        padded = tf.concat([state["x_prev"], inp], axis=1)
+        pre = _gates(padded, w, b, dim(inp, 1))
+        gates = dict(zip(names, tf.split(pre, len(names), axis=2), strict=True))
+        z = tf.tanh(gates["z"])
+        f = tf.sigmoid(gates["f"])
+        f_eff = f if mask is None else tf.where(mask == 1, tf.ones_like(f), f)
+        drive = tf.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
+        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid())
+        h = tf.sigmoid(gates["o"]) * c if "o" in gates else c
+        return h, {"c": final, "x_prev": _last_inputs(padded, lengths.values, window)}
+
+    return run
+
+
+def qrnn(
+    *,
+    x: tf.Tensor,
+    params: Sequence[Mapping[str, tf.Tensor]],
+    mode: str,
+    zoneout_mask: Sequence[tf.Tensor] | None,
+    lengths: Any,
+    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
+    reverse: bool,
+) -> SequenceResult:
+    """QRNN (f-, fo- or ifo-pooling, any window K) over a stack of layers."""
+    norm = normalise_lengths(lengths, dim(x, 0), dim(x, 1))
+    options = {"mode": mode, "zoneout_mask": zoneout_mask}
+    initial = initial_states("qrnn", x, params, options, initial_state)
+    masks: list[tf.Tensor | None] = [None] * len(params)
+    if zoneout_mask is not None:
+        masks = [reverse_valid(tf.convert_to_tensor(m), norm) if reverse else m for m in zoneout_mask]
+    layers = [_layer(p, mode, m) for p, m in zip(params, masks, strict=True)]
+    outputs, state = run_stack(layers, x, norm, initial, reverse)
+    return SequenceResult(outputs, state)

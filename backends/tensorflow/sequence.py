@@ -1,0 +1,211 @@
+"""The machinery every sequence op of the TensorFlow backend shares, as the reference's :mod:`.stack` and :mod:`.scan`.
+
+- :func:`normalise_lengths`: ``lengths`` (None, NumPy, a list, an int tensor,
+  symbolic inside a ``tf.function``) as an int32 tensor, with what is known on the host;
+- :func:`reverse_valid`: each row's valid prefix reversed (``tf.reverse_sequence``),
+  which is how ``reverse=True`` is realised, as in the reference;
+- :func:`scan`: the masked time loop, a ``tf.while_loop`` over ``tf.TensorArray``\\ s,
+  so a traced graph does not grow with the number of steps (past a row's length
+  the state is frozen and the per-step outputs are zero);
+- :func:`run_stack`: layers bottom to top, each reading the outputs of the one below;
+- :func:`initial_states`: the caller's initial state, or :func:`.state.start_state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import tensorflow as tf
+
+from .state import start_state
+
+__all__ = [
+    "Dim",
+    "LayerFn",
+    "Lengths",
+    "State",
+    "dim",
+    "fresh",
+    "host_array",
+    "initial_states",
+    "normalise_lengths",
+    "reverse_valid",
+    "run_stack",
+    "scan",
+]
+
+#: The state of one layer: named entries such as ``{"h": ..., "c": ...}``.
+State = dict[str, tf.Tensor]
+#: A size: a Python int when the shape is static, else a scalar int32 tensor.
+Dim: TypeAlias = int | tf.Tensor
+
+
+def dim(a: tf.Tensor, axis: int) -> Dim:
+    """The size of ``a`` along ``axis``: static when known (always inside XLA), else read at run time."""
+    static = a.shape[axis]
+    return int(static) if static is not None else tf.shape(a)[axis]
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Each row's length, normalised.
+
+    Attributes
+    ----------
+    values
+        ``(batch,)`` int32.
+    time
+        The length of the time axis.
+    full
+        True when every row is known on the host to have full length
+        (``lengths=None``, or host values all equal to ``time``); False when
+        some row is shorter or the values are only known at run time (a tensor
+        inside a ``tf.function``).
+    """
+
+    values: tf.Tensor
+    time: Dim
+    full: bool
+
+    def valid(self) -> tf.Tensor | None:
+        """``(batch, time)`` bool, True where a step lies within its row's length; None when every row is full."""
+        if self.full:
+            return None
+        return tf.sequence_mask(self.values, self.time)
+
+
+def host_array(value: Any) -> np.ndarray | None:
+    """``value``'s values when the host has them: NumPy, a list, an eager tensor (also one captured
+    inside a ``tf.function``), a variable read eagerly; None for a symbolic tensor or a variable in a graph."""
+    if isinstance(value, tf.Variable):
+        return np.asarray(value.numpy()) if tf.executing_eagerly() else None
+    if isinstance(value, tf.Tensor):
+        return None if tf.is_symbolic_tensor(value) else np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+def normalise_lengths(lengths: Any, batch: Dim, time: Dim) -> Lengths:
+    """``lengths`` as :class:`Lengths`: None is every row at full length."""
+    if lengths is None:
+        return Lengths(tf.fill(tf.stack([batch]), tf.cast(time, tf.int32)), time, True)
+    found = host_array(lengths)
+    if found is None:
+        return Lengths(tf.reshape(tf.cast(lengths, tf.int32), [-1]), time, False)  # symbolic: known at run time
+    host = found.astype(np.int32).reshape(-1)
+    full = isinstance(time, int) and bool(np.all(host == time))
+    return Lengths(tf.constant(host), time, full)
+
+
+def reverse_valid(a: tf.Tensor, lengths: Lengths) -> tf.Tensor:
+    """Reverse each row's valid prefix along axis 1; the padding stays in place.
+
+    Its own inverse, and (``tf.reverse_sequence``'s gradient) its own reverse mode.
+    """
+    if a.shape[1] == 0:
+        return tf.identity(a)  # nothing to reverse, and XLA's ReverseSequence rejects an empty time axis
+    if lengths.full:
+        return tf.reverse(a, axis=[1])
+    return tf.reverse_sequence(a, lengths.values, seq_axis=1, batch_axis=0)
+
+
+def fresh(tree: Any) -> Any:
+    """New tensors for every leaf of ``tree``, so that a result never is one of the caller's objects."""
+    return tf.nest.map_structure(tf.identity, tree)
+
+
+#: One step: (the carried state, the step's inputs, the step's validity ``(batch,)`` or None)
+#: -> (the new state, the step's outputs, each ``(batch, ...)``).
+StepFn = Callable[[Any, Sequence[tf.Tensor], tf.Tensor | None], tuple[Any, Sequence[tf.Tensor]]]
+
+
+def _rows(keep: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """``keep`` ``(batch,)`` shaped to broadcast against ``like`` ``(batch, ...)``."""
+    return tf.reshape(keep, tf.concat([[-1], tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+
+
+def _time_major(a: tf.Tensor) -> tf.Tensor:
+    rank = a.shape.rank
+    return tf.transpose(a, [1, 0, *range(2, rank)])
+
+
+def scan(
+    step: StepFn,
+    inputs: Sequence[tf.Tensor],
+    state: Any,
+    valid: tf.Tensor | None,
+    out_dims: Sequence[tuple[int, ...]],
+) -> tuple[list[tf.Tensor], Any]:
+    """Run ``step`` over time from ``state``; ``inputs`` are ``(batch, time, ...)`` tensors read at each step.
+
+    ``valid`` ``(batch, time)`` is True where a step lies within its row's length
+    (None: every step): past it every leaf of the state is frozen and every
+    output is zero. ``out_dims`` are the trailing dimensions of the step's
+    outputs (``(H,)`` for ``(batch, H)``, ``()`` for ``(batch,)``).
+
+    Returns the outputs, each ``(batch, time, *dims)``, and the final state.
+    The loop is a ``tf.while_loop`` (a Python loop when executing eagerly), so
+    a traced graph holds one copy of the step whatever the number of steps.
+    """
+    batch, time = dim(inputs[0], 0), dim(inputs[0], 1)
+    dtype = inputs[0].dtype
+    if isinstance(time, int) and time == 0:
+        shapes = [tf.stack([batch, 0, *d]) for d in out_dims]
+        return [tf.zeros(s, dtype) for s in shapes], fresh(state)
+    streams = [tf.TensorArray(a.dtype, size=time, infer_shape=True).unstack(_time_major(a)) for a in inputs]
+    masks = None if valid is None else tf.TensorArray(tf.bool, size=time).unstack(tf.transpose(valid))
+    static_batch = batch if isinstance(batch, int) else None
+    outs = [tf.TensorArray(dtype, size=time, element_shape=tf.TensorShape([static_batch, *d])) for d in out_dims]
+
+    def body(t: tf.Tensor, carried: Any, arrays: list[tf.TensorArray]) -> tuple[tf.Tensor, Any, list[tf.TensorArray]]:
+        keep = None if masks is None else masks.read(t)
+        new, emitted = step(carried, [s.read(t) for s in streams], keep)
+        if keep is not None:
+            new = tf.nest.map_structure(lambda n, o: tf.where(_rows(keep, n), n, o), new, carried)
+            emitted = [tf.where(_rows(keep, e), e, tf.zeros_like(e)) for e in emitted]
+        return t + 1, new, [a.write(t, e) for a, e in zip(arrays, emitted, strict=True)]
+
+    _, final, arrays = tf.while_loop(
+        lambda t, *_: t < time, body, (tf.constant(0), state, outs), maximum_iterations=time
+    )
+    return [_time_major(a.stack()) for a in arrays], fresh(final)
+
+
+#: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
+LayerFn = Callable[[tf.Tensor, State, Lengths], tuple[tf.Tensor, State]]
+
+
+def run_stack(
+    layers: Sequence[LayerFn],
+    x: tf.Tensor,
+    lengths: Lengths,
+    initial: Sequence[Mapping[str, tf.Tensor]],
+    reverse: bool,
+) -> tuple[tf.Tensor, tuple[State, ...]]:
+    """Run the layers bottom to top, each reading the outputs of the one below.
+
+    ``reverse=True`` reverses each row's valid prefix before the first layer and
+    the outputs back after the last, as the reference does.
+    """
+    inp = reverse_valid(x, lengths) if reverse else x
+    finals = []
+    for layer, state in zip(layers, initial, strict=True):
+        inp, final = layer(inp, dict(state), lengths)
+        finals.append(final)
+    outputs = reverse_valid(inp, lengths) if reverse else inp
+    return outputs, tuple(finals)
+
+
+def initial_states(
+    op: str,
+    x: tf.Tensor,
+    params: Sequence[Mapping[str, tf.Tensor]],
+    options: Mapping[str, Any],
+    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
+) -> tuple[State, ...]:
+    """The caller's initial state, one dict per layer, or the op's start state when it is None."""
+    if initial_state is None:
+        return start_state(op, x, params, options)
+    return tuple({k: tf.convert_to_tensor(v) for k, v in s.items()} for s in initial_state)
