@@ -12,6 +12,7 @@ the suite fails on deliberately wrong backends (tests/mutants/).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 
@@ -22,14 +23,26 @@ nox.options.sessions = ["tests", "lint", "typecheck", "conformance-numpy"]
 
 PYTHON = "3.11"
 TORCH_CPU = "torch==2.13.0"
+TENSORFLOW_CPU = ("tensorflow-cpu; platform_machine == 'x86_64'", "tensorflow; platform_machine != 'x86_64'")
+
+#: What the test session installs beside rnnspec: torch's and jax's CPU builds, Flax for the NNX layers,
+#: and Triton, whose interpreter runs the GPU kernels on the CPU. TensorFlow's tests run in a session of
+#: their own: TensorFlow and Triton (which torch imports when it is installed) abort the process with an
+#: LLVM error ("Option 'bitcode-mdindex-threshold' registered more than once") when loaded in that order.
+TEST_FRAMEWORKS = (TORCH_CPU, "triton", "jax", "flax")
+#: The tests that need TensorFlow, run by ``tests-tensorflow``.
+TENSORFLOW_TESTS = "tests/test_tensorflow_*.py"
 
 #: The built-in backends the conformance suite has a session for, with the (CPU) framework each needs.
 CONFORMANCE_BACKENDS: dict[str, tuple[str, ...]] = {
     "numpy": (),
     "torch": (TORCH_CPU,),
     "jax": ("jax",),
-    "tensorflow": ("tensorflow-cpu; platform_machine == 'x86_64'", "tensorflow; platform_machine != 'x86_64'"),
+    "tensorflow": TENSORFLOW_CPU,
 }
+
+#: Environment of a backend's conformance run: jax computes float64 only with x64 enabled.
+CONFORMANCE_ENV: dict[str, dict[str, str]] = {"jax": {"JAX_ENABLE_X64": "1"}}
 
 #: Fails, naming the backend, unless ``rnnspec.get_backend(argv[1])`` loads it.
 _CHECK_BACKEND = """
@@ -49,10 +62,17 @@ print(f"conformance: backend {name!r} {backend.version} on {impl.framework} {imp
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (torch is a test-only dependency). ``nox -s tests -- -k lstm`` forwards args."""
-    session.install("-e", ".[test]", TORCH_CPU)
+    """Run the test suite (the frameworks are test-only dependencies). ``nox -s tests -- -k lstm`` forwards args."""
+    session.install("-e", ".[test]", *TEST_FRAMEWORKS)
     # pytest exits 5 when it collects nothing; nox treats any non-zero exit as failure.
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON, name="tests-tensorflow")
+def tests_tensorflow(session: nox.Session) -> None:
+    """Run the TensorFlow backend's tests, with TensorFlow (CPU) and without torch or Triton (see TEST_FRAMEWORKS)."""
+    session.install("-e", ".[test]", *TENSORFLOW_CPU)
+    session.run("pytest", *(session.posargs or glob.glob(TENSORFLOW_TESTS)))
 
 
 @nox.session(python=PYTHON)
@@ -66,7 +86,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy --strict, as installed (the source folders map onto rnnspec.*)."""
-    session.install("mypy", "numpy", "pluggy", "pytest", "hypothesis")  # pytest, hypothesis: rnnspec.conformance
+    # pytest, hypothesis: rnnspec.conformance; the frameworks, so that the backends are checked against their types.
+    session.install("mypy", "numpy", "pluggy", "pytest", "hypothesis", *TEST_FRAMEWORKS, *TENSORFLOW_CPU)
     shutil.rmtree("build", ignore_errors=True)  # setuptools would reuse stale copies from an earlier build
     site = f"{session.create_tmp()}/site"
     session.run("python", "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", site, ".")
@@ -91,6 +112,7 @@ def _run_conformance(session: nox.Session, backend: str, *args: str) -> None:
         f"--rnnspec-backend={backend}",
         "--hypothesis-profile=ci",
         *args,
+        env=CONFORMANCE_ENV.get(backend, {}),
     )
 
 
@@ -130,7 +152,8 @@ def conformance(session: nox.Session) -> None:
         # A second step: pip cannot resolve a package that requires rnnspec together with -e .[extra].
         session.install(*extra)
     _check_backend(session, backend)
-    session.run("pytest", "--pyargs", "rnnspec.conformance", "--hypothesis-profile=ci", *session.posargs)
+    env = CONFORMANCE_ENV.get(backend, {})
+    session.run("pytest", "--pyargs", "rnnspec.conformance", "--hypothesis-profile=ci", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON, name="conformance-mutants")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import sys
 import textwrap
@@ -12,6 +13,11 @@ from pathlib import Path
 import pytest
 
 import rnnspec.registry
+
+# TensorFlow and Triton abort the process with an LLVM error when Triton is imported after TensorFlow
+# (torch's dynamo imports Triton when it is installed), not in the other order: import it first.
+if importlib.util.find_spec("triton") is not None:
+    importlib.import_module("triton")
 
 #: An Implementation that computes lstm by delegating to the NumPy reference.
 #: Tests format it with ``{ops}`` and ``{lstm_signature}`` to break the contract on purpose.
