@@ -5,19 +5,36 @@
   the time length; this sets ``ASSOCIATIVE_MIN_TIME`` for the device;
 - ``lax.scan``'s ``unroll`` (1, 2, 4, 8) for the linear recurrence and lstm;
   this sets ``rnnspec.backends.jax.sequence.UNROLL``;
+- the lstm step's forms in the time loop: ``w_hh`` as given or transposed
+  once before the loop (:func:`rnnspec.backends.jax.cells.prepare`), and the
+  gates' sigmoid over three slices or over the whole block; the backend runs
+  the last row;
 - lstm forward through the backend (``jax.jit``) against ``torch.nn.LSTM``
-  (when torch is installed), at the sizes of ``shared/notes/anchors.md``.
+  (when torch is installed), at the sizes of ``shared/notes/anchors.md``:
+  wall and process CPU time (``time.process_time``, every thread of the
+  process), the two callables alternated at each repeat so that load from
+  other processes falls on both alike.
 
 Every figure is the median of ``--repeats`` runs after a compiling (or
 warm-up) run, in milliseconds. Run::
 
     python bench/jax_recurrences.py            # every table
     python bench/jax_recurrences.py --quick    # fewer sizes, fewer repeats
+
+The lstm comparison is fair single-threaded, both frameworks: with their
+default thread pools, alternated calls contend (torch's OpenMP workers
+spin-wait after each call while XLA's pool runs), which on a 2-core machine
+made torch.nn.LSTM 5 to 40 times slower than alone. XLA reads its flags once,
+when jax starts, so they go in the environment::
+
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+        python bench/jax_recurrences.py --quick --torch-threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -28,18 +45,42 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnspec
-from rnnspec.backends.jax import classic, recurrences, sequence
+from rnnspec.backends.jax import cells, classic, recurrences, sequence
+
+
+def wait(value: Any) -> Any:
+    """``value`` once every array in it is computed (``jax.block_until_ready``, typed)."""
+    return jax.block_until_ready(value)  # type: ignore[no-untyped-call]
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
     """The median wall time of ``fn()`` in ms, results waited for, after one untimed run."""
-    jax.block_until_ready(fn())
+    wait(fn())
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(fn())
+        wait(fn())
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def alternated_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Each callable's median (wall, process CPU) time in ms, results waited for, after one untimed run each.
+
+    The callables take turns within each repeat, so that a change in the machine's load
+    falls on all of them rather than on whichever ran last.
+    """
+    for fn in fns.values():
+        wait(fn())
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            wait(fn())
+            wall[name].append((time.perf_counter() - start) * 1e3)
+            cpu[name].append((time.process_time() - start_cpu) * 1e3)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
 
 
 def _linear_inputs(batch: int, time_: int, hidden: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -91,7 +132,7 @@ def unroll_table(batch: int, time_: int, hidden: int, repeats: int) -> list[str]
     try:
         for unroll in (1, 2, 4, 8):
             sequence.UNROLL = unroll
-            recurrences.UNROLL = unroll
+            vars(recurrences)["UNROLL"] = unroll  # its own copy, imported from sequence
             row = [str(unroll)]
             linear = jax.jit(lambda a, b: recurrences.sequential_linear_scan(a, b, h0, None)[0])
             lstm = jax.jit(
@@ -99,45 +140,108 @@ def unroll_table(batch: int, time_: int, hidden: int, repeats: int) -> list[str]
             )
             for fn, args in ((linear, (a, b)), (lstm, (x, params))):
                 start = time.perf_counter()
-                jax.block_until_ready(fn(*args))
+                wait(fn(*args))
                 compile_s = time.perf_counter() - start
-                row.append(f"{median_ms(lambda fn=fn, args=args: fn(*args), repeats):.2f} ({compile_s:.2f})")
+                row.append(f"{median_ms(functools.partial(fn, *args), repeats):.2f} ({compile_s:.2f})")
             lines.append("| " + " | ".join(row) + " |")
     finally:
         sequence.UNROLL = saved
-        recurrences.UNROLL = saved
+        vars(recurrences)["UNROLL"] = saved
     return lines
+
+
+def _sliced_lstm(p: cells.Params, state: sequence.State, gi: jax.Array) -> sequence.State:
+    """The lstm step with a sigmoid over each of the three gates' slices, for comparison with the block's."""
+    a = gi + cells._recurrent(p, state["h"])
+    ai, af, ag, ao = jnp.split(a, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(ai), jax.nn.sigmoid(af), jnp.tanh(ag), jax.nn.sigmoid(ao)
+    c = f * state["c"] + i * g
+    return {"h": o * jnp.tanh(c), "c": c}
+
+
+def _step_loop(step: cells.Cell | Callable[..., sequence.State], transposed: bool) -> Callable[..., jax.Array]:
+    """The jitted time loop of ``step`` over a time-major projection, with ``w_hh`` transposed before it or not."""
+    fn = step.fn if isinstance(step, cells.Cell) else step
+
+    def loop(gi: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
+        q = cells.prepare(p) if transposed else p
+        zeros = jnp.zeros(gi.shape[1:2] + p["w_hh"].shape[1:], gi.dtype)
+        state = {"h": zeros, "c": zeros}
+        out: jax.Array = sequence.scan(lambda s, xs: fn(q, s, xs[0]), [gi], state, None, time_major_inputs=True)[0]
+        return out
+
+    return jax.jit(loop)
+
+
+def lstm_step_table(shapes: list[tuple[int, int, int]], repeats: int) -> list[str]:
+    """The time loop alone (the input projection given) for each form of the lstm step."""
+    steps: dict[str, cells.Cell | Callable[..., sequence.State]] = {
+        "3 sigmoids": _sliced_lstm,
+        "block sigmoid": cells.make_cell("lstm", {}),
+    }
+    forms = [(w, g) for g in steps for w in ("w_hh", "w_hh_t")]
+    lines = [
+        f"lstm time loop, float32, projection given ({jax.default_backend()}): ms, wall / process CPU",
+        "| B | T | H | " + " | ".join(f"{w}, {g}" for w, g in forms) + " |",
+        "|---|---|---|" + "---|" * len(forms),
+    ]
+    for batch, time_, hidden in shapes:
+        host = rnnspec.init_params("lstm", input_size=hidden, hidden_size=hidden)[0]
+        raw = {k: jnp.asarray(v) for k, v in host.items()}
+        gi = jnp.asarray(np.random.default_rng(3).standard_normal((time_, batch, 4 * hidden)).astype(np.float32))
+        fns: dict[str, Callable[[], Any]] = {}
+        for w, g in forms:
+            run = _step_loop(steps[g], transposed=w == "w_hh_t")
+            fns[f"{w}, {g}"] = functools.partial(run, gi, raw)
+        timed = alternated_ms(fns, repeats)
+        row = [str(batch), str(time_), str(hidden)] + [f"{timed[k][0]:.2f} / {timed[k][1]:.2f}" for k in fns]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _backend_lstm(backend: Any, x: Any, params: Any) -> Any:
+    return backend.lstm(x, params).outputs
 
 
 def lstm_table(shapes: list[tuple[int, int, int]], repeats: int) -> list[str]:
     """lstm forward: the backend under jax.jit against torch.nn.LSTM (no autograd), one layer, I = H."""
     backend = rnnspec.get_backend("jax")
-    lines = [
-        f"lstm forward, float32, one layer, I = H ({jax.default_backend()}): ms",
-        "| B | T | H | rnnspec jax | torch.nn.LSTM | ratio |",
-        "|---|---|---|---|---|---|",
-    ]
+    torch: Any
     try:
         import torch
     except ImportError:
         torch = None
+    threads = f", torch threads {torch.get_num_threads()}" if torch is not None else ""
+    lines = [
+        f"lstm forward, float32, one layer, I = H ({jax.default_backend()}{threads}): ms, wall / process CPU",
+        "| B | T | H | rnnspec jax | torch.nn.LSTM | ratio wall | ratio CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for batch, time_, hidden in shapes:
         rng = np.random.default_rng(2)
         host_x = rng.standard_normal((batch, time_, hidden)).astype(np.float32)
         host_p = rnnspec.init_params("lstm", input_size=hidden, hidden_size=hidden, seed=0)
         x, params = backend.from_numpy(host_x), backend.from_numpy(host_p)
-        ours = median_ms(lambda x=x, params=params: backend.lstm(x, params).outputs, repeats)
-        row = [str(batch), str(time_), str(hidden), f"{ours:.2f}"]
+        fns: dict[str, Callable[[], Any]] = {"jax": functools.partial(_backend_lstm, backend, x, params)}
         if torch is not None:
             from rnnspec.convert import to_torch
 
             module = to_torch(host_p, "lstm")
             tx = torch.from_numpy(host_x)
-            with torch.no_grad():
-                theirs = median_ms(lambda module=module, tx=tx: module(tx)[0], repeats)
-            row += [f"{theirs:.2f}", f"{ours / theirs:.2f}"]
+
+            def theirs(module: Any = module, tx: Any = tx) -> Any:
+                with torch.no_grad():
+                    return module(tx)[0]
+
+            fns["torch"] = theirs
+        timed = alternated_ms(fns, repeats)
+        ours = timed["jax"]
+        row = [str(batch), str(time_), str(hidden), f"{ours[0]:.2f} / {ours[1]:.2f}"]
+        if torch is not None:
+            other = timed["torch"]
+            row += [f"{other[0]:.2f} / {other[1]:.2f}", f"{ours[0] / other[0]:.2f}", f"{ours[1] / other[1]:.2f}"]
         else:
-            row += ["-", "-"]
+            row += ["-", "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -146,16 +250,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads before timing")
+    parser.add_argument("--lstm-only", action="store_true", help="only the lstm tables")
     args = parser.parse_args()
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     repeats = args.repeats or (5 if args.quick else 20)
     times = [64, 1024] if args.quick else [16, 64, 256, 1024, 4096]
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {repeats} repeats\n")
-    for table in (
-        linear_table(times, batch=16, hidden=256, repeats=repeats),
-        unroll_table(batch=16, time_=256, hidden=256, repeats=repeats),
-        lstm_table([(16, 256, 256), (1, 1000, 64), (64, 100, 128)], repeats=repeats),
-    ):
-        print("\n".join(table) + "\n")
+    shapes = [(16, 256, 256), (1, 1000, 64), (64, 100, 128)]
+    tables: list[Callable[[], list[str]]] = [
+        lambda: lstm_step_table(shapes, repeats=repeats),
+        lambda: lstm_table(shapes, repeats=repeats),
+    ]
+    if not args.lstm_only:
+        tables[:0] = [
+            lambda: linear_table(times, batch=16, hidden=256, repeats=repeats),
+            lambda: unroll_table(batch=16, time_=256, hidden=256, repeats=repeats),
+        ]
+    for table in tables:
+        print("\n".join(table()) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ and the path taken is reported; the cuDNN LSTM path's weight packing, grouping,
 lengths and reverse handling equal the reference when ``jax.experimental.rnn``'s
 own pure-jax ``lstm_ref`` stands in for the cuDNN kernel; half precision comes
 back in its dtype; bad calls and float64 without ``jax_enable_x64`` raise
-errors that say so.
+errors that say so. The classic cells' time loops multiply by ``w_hh`` transposed
+once before the loop, and their steps equal those given ``w_hh`` itself.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402  (after the skip)
 
 import rnnspec  # noqa: E402
-from rnnspec.backends.jax import cudnn, paths, recurrences  # noqa: E402
+from rnnspec.backends.jax import cells, cudnn, paths, recurrences  # noqa: E402
 from rnnspec.backends.jax.sequence import normalise_lengths  # noqa: E402
 from rnnspec.conformance.assertions import assert_tree_close, flatten  # noqa: E402
 from rnnspec.conformance.cases import Case, CaseSpec  # noqa: E402
@@ -197,6 +198,75 @@ def test_act_traced_program_does_not_grow_with_max_steps() -> None:
     options = [(("cell", "rnn"), ("epsilon", 0.1), ("max_steps", m)) for m in (2, 50)]
     sizes = [equations_of_call(CASES["act"].with_(dtype="float32", options=o)) for o in options]
     assert sizes[0] == sizes[1]
+
+
+# -- the classic cells' time loop --------------------------------------------------------
+
+#: The classic cells with each of their options.
+CLASSIC_CELLS = [
+    ("rnn", {"activation": "tanh"}),
+    ("rnn", {"activation": "relu"}),
+    ("lstm", {}),
+    ("gru", {"reset_after": True}),
+    ("gru", {"reset_after": False}),
+]
+
+
+@pytest.mark.parametrize(("op", "options"), CLASSIC_CELLS, ids=[f"{op}-{o}" for op, o in CLASSIC_CELLS])
+def test_the_steps_with_w_hh_transposed_equal_those_with_w_hh(op: str, options: dict[str, Any], x64: None) -> None:
+    """A cell's step from :func:`cells.prepare`'s params (``w_hh`` transposed) equals its step from the params."""
+    batch, size, hidden = 3, 5, 4
+    rng = np.random.default_rng(7)
+    host = rnnspec.init_params(op, input_size=size, hidden_size=hidden, seed=3, dtype="float64")[0]
+    params = {k: jnp.asarray(v) for k, v in host.items()}
+    prepared = cells.prepare(params)
+    assert prepared["w_hh_t"].shape == params["w_hh"].shape[::-1]
+    cell = cells.make_cell(op, options)
+    state = {name: jnp.asarray(rng.standard_normal((batch, hidden))) for name in cell.state_names}
+    gi = cell.project(params, jnp.asarray(rng.standard_normal((batch, size))))
+    want = B.to_numpy(cell.step(params, state, gi))
+    got = B.to_numpy(cell.step(prepared, state, gi))
+    assert_tree_close(got, want, tolerance("float64", steps=1), context=f"{op} {options} step")
+
+
+def scan_bodies(jaxpr: Any) -> Iterator[Any]:
+    """The body jaxpr of every ``lax.scan`` in ``jaxpr``, those inside its calls included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            yield eqn.params["jaxpr"].jaxpr
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and eqn.primitive.name != "scan":
+                    yield from scan_bodies(inner)
+
+
+def dot_operands(jaxpr: Any) -> Iterator[tuple[str | None, str | None]]:
+    """For every ``dot_general`` in ``jaxpr`` and the jaxprs inside it, the primitives that made its two
+    operands there (None: an input of that jaxpr)."""
+    made_by = {id(v): eqn.primitive.name for eqn in jaxpr.eqns for v in eqn.outvars}
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            lhs, rhs = eqn.invars
+            yield made_by.get(id(lhs)), made_by.get(id(rhs))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from dot_operands(inner)
+
+
+@pytest.mark.parametrize("op", ["rnn", "lstm", "gru"])
+def test_the_classic_time_loops_take_w_hh_transposed_before_the_loop(op: str) -> None:
+    """No step transposes w_hh: the scan body's matmuls read it transposed already (:func:`cells.prepare`).
+    Given a transpose inside the body, XLA folds it into the dot, whose CPU kernel is markedly slower so."""
+    args, arrays, rest = array_arguments(CASES[op].with_(dtype="float32").build())
+    jaxpr = jax.make_jaxpr(lambda args, arrays: getattr(B, op)(*args, **arrays, **rest))(args, arrays).jaxpr
+    bodies = list(scan_bodies(jaxpr))
+    assert bodies, f"{op}: no lax.scan in its program"
+    operands = [pair for body in bodies for pair in dot_operands(body)]
+    assert operands, f"{op}: no matmul in its time loop"
+    assert all("transpose" not in pair for pair in operands), f"{op}: a step transposes an operand: {operands}"
 
 
 # -- paths ------------------------------------------------------------------------------

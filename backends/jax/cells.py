@@ -7,6 +7,15 @@ takes that projection of one step and the layer's state and returns the new
 state, whose ``"h"`` is the step's output. The equations are the spec's (see
 ``rnnspec/ops/<op>.md``) and the reference's (``rnnspec.reference.cells``).
 
+:func:`prepare` adds ``w_hh`` transposed (``"w_hh_t"``, ``(H, gates * H)``) to
+a layer's params, and the steps use it when it is there: a loop calls it once,
+outside the ``lax.scan``, so each step's matmul is ``(B, H) x (H, gates * H)``.
+Given ``w_hh`` itself, XLA's CPU backend leaves the transpose inside the dot
+(``rhs_contracting_dims={1}``) and its matmul kernel pays for that at every
+step: ``bench/jax_recurrences.py``'s lstm at B=1 T=1000 H=64 ran 2.4 times
+slower that way. Callers that pass raw params (act, skip) still work, with the
+transposed dot in their loops.
+
 Every matmul runs at ``Precision.HIGHEST``: on GPUs JAX's default lets float32
 matmuls use TF32, whose 10-bit mantissa puts results outside the spec's
 float32 tolerance. On the CPU it changes nothing.
@@ -23,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["ACTIVATIONS", "Cell", "Params", "linear", "make_cell", "sigmoid"]
+__all__ = ["ACTIVATIONS", "Cell", "Params", "linear", "make_cell", "prepare", "sigmoid"]
 
 Params = Mapping[str, jax.Array]
 State = dict[str, jax.Array]
@@ -64,16 +73,40 @@ def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     return y if b is None else y + b
 
 
+def prepare(p: Params) -> Params:
+    """``p`` with ``"w_hh_t"``, ``w_hh`` transposed, for the steps of a loop to share; ``p`` when it has no ``w_hh``.
+
+    Call it outside the loop (see the module's docstring for why).
+    """
+    if "w_hh" not in p or "w_hh_t" in p:
+        return p
+    return {**p, "w_hh_t": jnp.transpose(p["w_hh"])}
+
+
+def _recurrent(p: Params, h: jax.Array, start: int | None = None, stop: int | None = None) -> jax.Array:
+    """``h @ w_hh[start:stop].T + b_hh[start:stop]``, from ``"w_hh_t"`` when :func:`prepare` added it."""
+    if "w_hh_t" in p:
+        y = jnp.matmul(h, p["w_hh_t"][:, start:stop], precision=lax.Precision.HIGHEST)
+    else:
+        y = linear(h, p["w_hh"][start:stop])
+    return y + p["b_hh"][start:stop]
+
+
 def _rnn(p: Params, state: State, gi: jax.Array, activation: str) -> State:
     """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``."""
-    return {"h": ACTIVATIONS[activation](gi + linear(state["h"], p["w_hh"], p["b_hh"]))}
+    return {"h": ACTIVATIONS[activation](gi + _recurrent(p, state["h"]))}
 
 
 def _lstm(p: Params, state: State, gi: jax.Array) -> State:
     """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
-    a = gi + linear(state["h"], p["w_hh"], p["b_hh"])
-    ai, af, ag, ao = jnp.split(a, 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(ai), jax.nn.sigmoid(af), jnp.tanh(ag), jax.nn.sigmoid(ao)
+    a = gi + _recurrent(p, state["h"])
+    hidden = state["c"].shape[-1]
+    # One sigmoid over the whole (B, 4H) block, g's quarter unused, rather than three over slices: XLA's CPU
+    # backend runs it as one contiguous loop, faster per step than three strided ones (see
+    # bench/jax_recurrences.py's lstm step table); every value is the same.
+    s = jax.nn.sigmoid(a)
+    i, f, o = s[..., :hidden], s[..., hidden : 2 * hidden], s[..., 3 * hidden :]
+    g = jnp.tanh(a[..., 2 * hidden : 3 * hidden])
     c = f * state["c"] + i * g
     return {"h": o * jnp.tanh(c), "c": c}
 
@@ -82,18 +115,17 @@ def _gru(p: Params, state: State, gi: jax.Array, reset_after: bool) -> State:
     """Gates r, z, n; ``h' = (1 - z) n + z h``; the reset gate after (cuDNN) or before (Cho) the matmul."""
     h = state["h"]
     hidden = h.shape[-1]
-    w_hh, b_hh = p["w_hh"], p["b_hh"]
     gi_r, gi_z, gi_n = gi[..., :hidden], gi[..., hidden : 2 * hidden], gi[..., 2 * hidden :]
     if reset_after:
-        gh = linear(h, w_hh, b_hh)
+        gh = _recurrent(p, h)
         r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
         z = jax.nn.sigmoid(gi_z + gh[..., hidden : 2 * hidden])
         n = jnp.tanh(gi_n + r * gh[..., 2 * hidden :])
     else:
-        gh = linear(h, w_hh[: 2 * hidden], b_hh[: 2 * hidden])
+        gh = _recurrent(p, h, stop=2 * hidden)
         r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
         z = jax.nn.sigmoid(gi_z + gh[..., hidden:])
-        n = jnp.tanh(gi_n + linear(r * h, w_hh[2 * hidden :], b_hh[2 * hidden :]))
+        n = jnp.tanh(gi_n + _recurrent(p, r * h, start=2 * hidden))
     return {"h": (1.0 - z) * n + z * h}
 
 

@@ -121,15 +121,19 @@ def scan(
     inputs: Sequence[jax.Array],
     state: Mapping[str, jax.Array],
     valid: jax.Array | None,
+    *,
+    time_major_inputs: bool = False,
 ) -> tuple[jax.Array, State]:
     """Run ``step`` over time from ``state`` with one ``lax.scan``; ``inputs`` are ``(batch, time, ...)`` arrays.
 
     ``valid`` ``(batch, time)`` is True where a step lies within its row's length
     (None: every step): past it the state is frozen (``s_t = s_{t-1}``) and the
-    output is zero. Returns the outputs (``(batch, time, H)``, the new ``"h"``
-    of each step) and the final state.
+    output is zero. ``time_major_inputs=True`` says that ``inputs`` are
+    ``(time, batch, ...)`` already (``valid`` stays ``(batch, time)``). Returns
+    the outputs (``(batch, time, H)``, the new ``"h"`` of each step) and the
+    final state.
     """
-    xs = [time_major(a) for a in inputs]
+    xs = list(inputs) if time_major_inputs else [time_major(a) for a in inputs]
 
     def body(carry: State, xs_t: list[jax.Array]) -> tuple[State, jax.Array]:
         if valid is None:
