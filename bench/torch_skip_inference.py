@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 import rnnspec
-from rnnspec.backends.torch import fused, skipping
+from rnnspec.backends.torch import fused
 
 #: The skip_gru update rates and the du~ that gives each (see the module docstring).
 RATES = {1.0: 0.5, 0.5: 0.3, 0.25: 0.13}
@@ -59,13 +59,13 @@ def _median_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str
 def _paths(op: str, call: Callable[[], object]) -> dict[str, Callable[[], object]]:
     def skip() -> object:
         out = call()
-        assert skipping.last_path(op) == "skipping"
+        assert fused.last_path(op) == "skipping"
         return out
 
     def train() -> object:
         with fused.plain_path():
             out = call()
-        assert skipping.last_path(op) == "training"
+        assert fused.last_path(op) == "training"
         return out
 
     return {"skipping": skip, "training": train}

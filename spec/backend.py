@@ -43,6 +43,7 @@ def _op(stub: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
+@functools.cache  # read at every call of an op; signatures are immutable
 def op_signature(op: str) -> inspect.Signature:
     """The spec's signature of ``op``, without ``self``."""
     sig = inspect.signature(getattr(Backend, op))

@@ -10,6 +10,7 @@ validation, ``init_params`` and the spec pages.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -18,8 +19,9 @@ __all__ = ["evaluate", "format_shape", "solve", "symbols"]
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_]\w*)|([+*-]))")
 
 
-def _parse(expr: str) -> list[list[int | str]]:
-    """Parse ``expr`` into a sum of products; each product a list of factors."""
+@functools.cache  # every call of an op evaluates the same few expressions: parse each once
+def _parse(expr: str) -> tuple[tuple[int | str, ...], ...]:
+    """Parse ``expr`` into a sum of products; each product a tuple of factors."""
     terms: list[list[int | str]] = [[]]
     pos = 0
     expect_factor = True
@@ -42,7 +44,7 @@ def _parse(expr: str) -> list[list[int | str]]:
             expect_factor = False
     if expect_factor:
         raise ValueError(f"bad dimension expression {expr!r}: ends with an operator")
-    return terms
+    return tuple(tuple(term) for term in terms)
 
 
 def symbols(expr: str) -> set[str]:
