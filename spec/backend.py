@@ -43,11 +43,17 @@ def _op(stub: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
-@functools.cache  # read at every call of an op; signatures are immutable
+#: Signatures by op, made once: every call reads one. A dict rather than functools.cache, which
+#: torch.compile refuses to trace through (the validation runs inside compiled models).
+_SIGNATURES: dict[str, inspect.Signature] = {}
+
+
 def op_signature(op: str) -> inspect.Signature:
     """The spec's signature of ``op``, without ``self``."""
-    sig = inspect.signature(getattr(Backend, op))
-    return sig.replace(parameters=list(sig.parameters.values())[1:])
+    if op not in _SIGNATURES:
+        sig = inspect.signature(getattr(Backend, op))
+        _SIGNATURES[op] = sig.replace(parameters=list(sig.parameters.values())[1:])
+    return _SIGNATURES[op]
 
 
 class Backend:

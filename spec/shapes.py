@@ -10,7 +10,6 @@ validation, ``init_params`` and the spec pages.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -19,9 +18,20 @@ __all__ = ["evaluate", "format_shape", "solve", "symbols"]
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_]\w*)|([+*-]))")
 
 
-@functools.cache  # every call of an op evaluates the same few expressions: parse each once
+#: Parsed expressions: every call of an op evaluates the same few. A dict rather than functools.cache,
+#: which torch.compile refuses to trace through (the spec's validation runs inside compiled models).
+_PARSED: dict[str, tuple[tuple[int | str, ...], ...]] = {}
+
+
 def _parse(expr: str) -> tuple[tuple[int | str, ...], ...]:
     """Parse ``expr`` into a sum of products; each product a tuple of factors."""
+    parsed = _PARSED.get(expr)
+    if parsed is None:
+        parsed = _PARSED[expr] = _parse_uncached(expr)
+    return parsed
+
+
+def _parse_uncached(expr: str) -> tuple[tuple[int | str, ...], ...]:
     terms: list[list[int | str]] = [[]]
     pos = 0
     expect_factor = True
