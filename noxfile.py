@@ -165,6 +165,49 @@ def conformance_mutants(session: nox.Session) -> None:
     session.run("pytest", "-m", "mutants", "tests/test_conformance_bites.py", *session.posargs)
 
 
+#: What the bench and examples sessions install: every framework (CPU), without Triton (see TEST_FRAMEWORKS).
+ALL_FRAMEWORKS = (TORCH_CPU, "jax", "flax", *TENSORFLOW_CPU)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmark suite (``python -m rnnspec.bench``); ``nox -s bench -- --quick`` runs the small subset."""
+    session.install("-e", ".[bench]", *ALL_FRAMEWORKS)
+    session.run("python", "-m", "rnnspec.bench", *session.posargs)
+
+
+@nox.session(python=PYTHON, name="bench-quick")
+def bench_quick(session: nox.Session) -> None:
+    """Run the benchmark suite's small subset, to keep it working (CI; nothing is asserted about timings)."""
+    session.install("-e", ".[bench]", *ALL_FRAMEWORKS)
+    session.run("python", "-m", "rnnspec.bench", "--quick", *session.posargs)
+
+
+#: The paper tasks in examples/, each run by ``nox -s examples`` in quick mode on every framework backend.
+EXAMPLES = ("adding_task.py", "parity_act.py", "indrnn_adding.py")
+EXAMPLE_BACKENDS = ("torch", "jax", "tensorflow")
+
+
+@nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """Run each example in quick mode on each framework backend (it must run and write its plot)."""
+    session.install("-e", ".[examples]", *ALL_FRAMEWORKS)
+    out = session.create_tmp()
+    for example in EXAMPLES:
+        for backend in EXAMPLE_BACKENDS:
+            where = os.path.join(out, example.removesuffix(".py"), backend)
+            session.run("python", f"examples/{example}", "--backend", backend, "--quick", "--out", where)
+            if not glob.glob(os.path.join(where, "*.png")):
+                session.error(f"examples/{example} --backend {backend} --quick wrote no plot in {where}")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs, warnings as errors (``site/``)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job: list the backends and run the quick start on the NumPy reference."""

@@ -9,6 +9,11 @@
   once before the loop (:func:`rnnspec.backends.jax.cells.prepare`), and the
   gates' sigmoid over three slices or over the whole block; the backend runs
   the last row;
+- lstm forward with ``b_ih`` added over the whole hoisted projection or to
+  each step's slice inside the loop (:func:`rnnspec.backends.jax.classic.plain_layer`
+  runs the second): the first makes a second temporary as large as the
+  projection, and the table shows what that costs in the kernel (system CPU
+  time and minor page faults per call);
 - lstm forward through the backend (``jax.jit``) against ``torch.nn.LSTM``
   (when torch is installed), at the sizes of ``shared/notes/anchors.md``:
   wall and process CPU time (``time.process_time``, every thread of the
@@ -24,21 +29,23 @@ warm-up) run, in milliseconds. Run::
 The lstm comparison is fair single-threaded, both frameworks: with their
 default thread pools, alternated calls contend (torch's OpenMP workers
 spin-wait after each call while XLA's pool runs), which on a 2-core machine
-made torch.nn.LSTM 5 to 40 times slower than alone. XLA reads its flags once,
-when jax starts, so they go in the environment::
+made torch.nn.LSTM 5 to 40 times slower than alone. XLA sizes its CPU thread
+pool, which runs its YNNPACK dots, from the ``NPROC`` environment variable
+when it is set (else from the CPUs the process may run on), once, when jax
+starts; ``--xla_cpu_multi_thread_eigen=false`` leaves that pool alone::
 
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-        python bench/jax_recurrences.py --quick --torch-threads 1
+    NPROC=1 python bench/jax_recurrences.py --quick --lstm-only --torch-threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import resource
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,23 +71,34 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def alternated_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Each callable's median (wall, process CPU) time in ms, results waited for, after one untimed run each.
+class Timing(NamedTuple):
+    """Medians over the repeats of one callable, per call: ms of wall, process CPU and system CPU time; minor faults."""
+
+    wall: float
+    cpu: float
+    system: float
+    faults: float
+
+
+def alternated_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Timing]:
+    """Each callable's median :class:`Timing`, results waited for, after one untimed run each.
 
     The callables take turns within each repeat, so that a change in the machine's load
     falls on all of them rather than on whichever ran last.
     """
     for fn in fns.values():
         wait(fn())
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    samples: dict[str, list[Timing]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             start, start_cpu = time.perf_counter(), time.process_time()
             wait(fn())
-            wall[name].append((time.perf_counter() - start) * 1e3)
-            cpu[name].append((time.process_time() - start_cpu) * 1e3)
-    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            system, faults = after.ru_stime - usage.ru_stime, after.ru_minflt - usage.ru_minflt
+            samples[name].append(Timing(wall * 1e3, cpu * 1e3, system * 1e3, float(faults)))
+    return {name: Timing(*map(statistics.median, zip(*runs, strict=True))) for name, runs in samples.items()}
 
 
 def _linear_inputs(batch: int, time_: int, hidden: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -194,8 +212,46 @@ def lstm_step_table(shapes: list[tuple[int, int, int]], repeats: int) -> list[st
             run = _step_loop(steps[g], transposed=w == "w_hh_t")
             fns[f"{w}, {g}"] = functools.partial(run, gi, raw)
         timed = alternated_ms(fns, repeats)
-        row = [str(batch), str(time_), str(hidden)] + [f"{timed[k][0]:.2f} / {timed[k][1]:.2f}" for k in fns]
+        row = [str(batch), str(time_), str(hidden)] + [f"{timed[k].wall:.2f} / {timed[k].cpu:.2f}" for k in fns]
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _bias_loop(per_step: bool) -> Callable[..., jax.Array]:
+    """The jitted lstm layer, ``b_ih`` added to each step's slice in the loop or over the whole projection."""
+    cell = cells.make_cell("lstm", {})
+
+    def layer(x: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
+        gi = cell.project(p, sequence.time_major(x), bias=not per_step)
+        q, b_ih = cells.prepare(p), p["b_ih"]
+        zeros = jnp.zeros(x.shape[:1] + p["w_hh"].shape[1:], x.dtype)
+
+        def step(s: sequence.State, xs: Sequence[jax.Array]) -> sequence.State:
+            return cell.step(q, s, xs[0] + b_ih if per_step else xs[0])
+
+        out: jax.Array = sequence.scan(step, [gi], {"h": zeros, "c": zeros}, None, time_major_inputs=True)[0]
+        return out
+
+    return jax.jit(layer)
+
+
+def lstm_bias_table(shapes: list[tuple[int, int, int]], repeats: int) -> list[str]:
+    """lstm forward with ``b_ih`` over the whole projection against per step: time, system time, page faults."""
+    forms = {"whole": _bias_loop(per_step=False), "per step": _bias_loop(per_step=True)}
+    lines = [
+        f"lstm forward, b_ih added over the whole projection or per step, float32 ({jax.default_backend()}): "
+        "ms wall / process CPU / system CPU, minor page faults per call",
+        "| B | T | H | projection MiB | whole | per step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for batch, time_, hidden in shapes:
+        host = rnnspec.init_params("lstm", input_size=hidden, hidden_size=hidden, seed=0)[0]
+        p = {k: jnp.asarray(v) for k, v in host.items()}
+        x = jnp.asarray(np.random.default_rng(2).standard_normal((batch, time_, hidden)).astype(np.float32))
+        timed = alternated_ms({k: functools.partial(f, x, p) for k, f in forms.items()}, repeats)
+        cols = [f"{t.wall:.2f} / {t.cpu:.2f} / {t.system:.2f}, {t.faults:.0f}" for t in timed.values()]
+        mib = batch * time_ * 4 * hidden * 4 / 2**20
+        lines.append("| " + " | ".join([str(batch), str(time_), str(hidden), f"{mib:.1f}", *cols]) + " |")
     return lines
 
 
@@ -214,8 +270,8 @@ def lstm_table(shapes: list[tuple[int, int, int]], repeats: int) -> list[str]:
     threads = f", torch threads {torch.get_num_threads()}" if torch is not None else ""
     lines = [
         f"lstm forward, float32, one layer, I = H ({jax.default_backend()}{threads}): ms, wall / process CPU",
-        "| B | T | H | rnnspec jax | torch.nn.LSTM | ratio wall | ratio CPU |",
-        "|---|---|---|---|---|---|---|",
+        "| B | T | H | rnnspec jax | torch.nn.LSTM | ratio wall | ratio CPU | jax system CPU, faults |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for batch, time_, hidden in shapes:
         rng = np.random.default_rng(2)
@@ -236,12 +292,14 @@ def lstm_table(shapes: list[tuple[int, int, int]], repeats: int) -> list[str]:
             fns["torch"] = theirs
         timed = alternated_ms(fns, repeats)
         ours = timed["jax"]
-        row = [str(batch), str(time_), str(hidden), f"{ours[0]:.2f} / {ours[1]:.2f}"]
+        row = [str(batch), str(time_), str(hidden), f"{ours.wall:.2f} / {ours.cpu:.2f}"]
         if torch is not None:
             other = timed["torch"]
-            row += [f"{other[0]:.2f} / {other[1]:.2f}", f"{ours[0] / other[0]:.2f}", f"{ours[1] / other[1]:.2f}"]
+            ratios = [f"{ours.wall / other.wall:.2f}", f"{ours.cpu / other.cpu:.2f}"]
+            row += [f"{other.wall:.2f} / {other.cpu:.2f}", *ratios]
         else:
             row += ["-", "-", "-"]
+        row.append(f"{ours.system:.2f}, {ours.faults:.0f}")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -263,6 +321,7 @@ def main() -> None:
     shapes = [(16, 256, 256), (1, 1000, 64), (64, 100, 128)]
     tables: list[Callable[[], list[str]]] = [
         lambda: lstm_step_table(shapes, repeats=repeats),
+        lambda: lstm_bias_table(shapes, repeats=repeats),
         lambda: lstm_table(shapes, repeats=repeats),
     ]
     if not args.lstm_only:

@@ -2,6 +2,8 @@
 
     python bench/tensorflow_paths.py [--quick] [--out bench/results]
 
+Also ``python -m rnnspec.bench.tensorflow_paths``, a companion of the suite ``python -m rnnspec.bench``.
+
 Every case runs the same weights (a Keras layer's, converted with
 ``rnnspec.convert.from_keras``) on the same inputs through each path, in
 alternating order so that drift hits all alike, and reports the median wall

@@ -2,6 +2,8 @@
 
     python bench/torch_paths.py --device cpu [--quick] [--out bench/results]
 
+Also ``python -m rnnspec.bench.torch_paths``, a companion of the suite ``python -m rnnspec.bench``.
+
 Each case times three callables on the same inputs, in alternating order, and
 reports the minimum and median of the repeats and the ratio of medians to
 torch.nn's. Nothing here is asserted: the figures are for reading.
@@ -16,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,7 +40,9 @@ def _timer(device: str) -> Callable[[Callable[[], object]], float]:
     return run
 
 
-def bench_case(op: str, batch: int, steps: int, hidden: int, device: str, backward: bool, repeats: int) -> dict:
+def bench_case(
+    op: str, batch: int, steps: int, hidden: int, device: str, backward: bool, repeats: int
+) -> dict[str, Any]:
     torch.manual_seed(0)
     module = (torch.nn.LSTM if op == "lstm" else torch.nn.GRU)(hidden, hidden, batch_first=True).to(device)
     params = rnnspec.get_backend("torch").from_numpy(from_torch(module))

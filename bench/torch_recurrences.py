@@ -2,6 +2,8 @@
 
     python bench/torch_recurrences.py [--repeats 15] [--threads N] [--quick] [--sweep | --layout]
 
+Also ``python -m rnnspec.bench.torch_recurrences``, a companion of the suite ``python -m rnnspec.bench``.
+
 For each recurrence (linear, indrnn with tanh) and shape, the script times, side
 by side and in alternating order, on float32 CPU tensors:
 
@@ -84,7 +86,7 @@ def _call(
         else:
             h, _ = indrnn_scan(x["b"], x["u"], x["h0"], "tanh", None)
         if backward:
-            h.backward(x["dh"])
+            torch.autograd.backward(h, x["dh"])
         return h
 
     def call() -> object:

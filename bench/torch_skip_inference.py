@@ -3,6 +3,8 @@
     python bench/torch_skip_inference.py [--time 1000] [--hidden 128] [--inputs 64] [--batches 1 32]
         [--repeats 7] [--threads 1] [--act-time 200] [--clock wall|cpu]
 
+Also ``python -m rnnspec.bench.torch_skip_inference``, a companion of the suite ``python -m rnnspec.bench``.
+
 skip_gru's update rate is fixed with ``w_gate = 0`` and ``b_gate = logit(p)``:
 then ``du~ = p`` at every update and, from ``update_prob = 1``, ``u~`` grows by
 ``p`` until it reaches 0.5, so p = 0.5 updates at every step, p = 0.3 at every

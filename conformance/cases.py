@@ -9,7 +9,7 @@ arrays, which keeps shrinking fast and the reports short.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +20,8 @@ from rnnspec.backend import Backend
 from rnnspec.ops import OPS
 from rnnspec.shapes import evaluate
 from rnnspec.tree import tree_map
+
+from .frameworks import bfloat16_maker, round_to_bfloat16
 
 __all__ = ["Case", "CaseSpec"]
 
@@ -77,11 +79,15 @@ class CaseSpec:
             args, kwargs = self._primitive(rng)
         else:
             args, kwargs = self._sequence(rng)
-        # NumPy has no bfloat16: such cases are drawn in float32, which a backend rounds on conversion.
-        cast = np.dtype("float32" if self.dtype == "bfloat16" else self.dtype)
+        # NumPy has no bfloat16: such cases hold float32 arrays of bfloat16 values (the reference computes
+        # on exactly the backend's inputs), which Case.call_args turns into the backend's bfloat16 arrays.
+        bfloat16 = self.dtype == "bfloat16"
+        cast = np.dtype("float32" if bfloat16 else self.dtype)
 
         def to_dtype(a: Any) -> Any:
-            return a.astype(cast) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+            if not (isinstance(a, np.ndarray) and a.dtype.kind == "f"):
+                return a
+            return round_to_bfloat16(a.astype(cast)) if bfloat16 else a.astype(cast)
 
         return Case(self, tree_map(to_dtype, args), {k: tree_map(to_dtype, v) for k, v in kwargs.items()})
 
@@ -192,14 +198,26 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def call_args(self, backend: Backend) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call's arguments as ``backend``'s arrays (lengths stay NumPy integers)."""
+        """The call's arguments as ``backend``'s arrays (lengths stay NumPy integers); bfloat16 for a
+        bfloat16 case on a backend other than NumPy's (see :func:`.frameworks.bfloat16_maker`)."""
+        convert = self.converter(backend)
+        args = tree_map(convert, self.args)
+        kwargs = {k: v if k == "lengths" else tree_map(convert, v) for k, v in self.kwargs.items()}
+        return args, kwargs
+
+    def converter(self, backend: Backend) -> Callable[[Any], Any]:
+        """The function turning one NumPy leaf of this case into ``backend``'s array."""
+        if self.spec.dtype == "bfloat16" and backend.implementation.framework != "numpy":
+            make = bfloat16_maker(backend)
+            if make is None:
+                framework = backend.implementation.framework
+                raise NotImplementedError(f"the conformance suite cannot make bfloat16 arrays of {framework!r}")
+            return make
 
         def convert(value: Any) -> Any:
             return backend.from_numpy(value) if isinstance(value, np.ndarray) else value
 
-        args = tree_map(convert, self.args)
-        kwargs = {k: v if k == "lengths" else tree_map(convert, v) for k, v in self.kwargs.items()}
-        return args, kwargs
+        return convert
 
     def run(self, backend: Backend) -> Any:
         """Call the op on ``backend``; the result comes back as NumPy."""
@@ -214,14 +232,16 @@ class Case:
     def vjp(self, backend: Backend, cotangents: Mapping[str, Any]) -> Any:
         """The backend's reverse mode at this case, as NumPy."""
         args, kwargs = self.call_args(backend)
-        return backend.to_numpy(backend.vjp(self.spec.op, backend.from_numpy(cotangents), *args, **kwargs))
+        cotangents = tree_map(self.converter(backend), cotangents)
+        return backend.to_numpy(backend.vjp(self.spec.op, cotangents, *args, **kwargs))
 
     def cotangents(self, result: Any, seed: int) -> dict[str, Any]:
         """Random cotangents for every field of ``result`` (NumPy, the case's dtype)."""
         rng = np.random.default_rng(seed)
 
         def draw(a: np.ndarray) -> np.ndarray:
-            return rng.standard_normal(a.shape).astype(a.dtype)
+            drawn = rng.standard_normal(a.shape).astype(a.dtype)
+            return round_to_bfloat16(drawn) if self.spec.dtype == "bfloat16" else drawn
 
         if OPS[self.spec.op].kind == "primitive":
             return {"h": draw(result)}

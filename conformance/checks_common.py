@@ -9,14 +9,21 @@ from rnnspec.reference import decision_margin
 from rnnspec.reference.stack import reverse_valid
 
 from .cases import Case
+from .frameworks import bfloat16_maker
 from .tolerances import DECISION_MARGIN
 
 __all__ = ["context", "dtypes_of", "flip_valid", "full_lengths", "wide_margin"]
 
 
 def dtypes_of(backend: Backend) -> tuple[str, ...]:
-    """The dtypes the suite draws for ``backend``: those it declares among the spec's."""
-    return tuple(d for d in ("float32", "float64", "float16", "bfloat16") if d in backend.implementation.dtypes)
+    """The dtypes the suite draws for ``backend``: those it declares among the spec's (bfloat16 only
+    where the suite can make the backend's bfloat16 arrays, see :func:`.frameworks.bfloat16_maker`)."""
+    declared = backend.implementation.dtypes
+    return tuple(
+        d
+        for d in ("float32", "float64", "float16", "bfloat16")
+        if d in declared and (d != "bfloat16" or bfloat16_maker(backend) is not None)
+    )
 
 
 def wide_margin(case: Case) -> bool:

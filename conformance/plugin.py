@@ -48,6 +48,10 @@ CHECKS: dict[str, str] = {
     "gradients": "the backend's reverse mode equals rnnspec.reference.vjp for x, params and initial state",
     "properties": "metamorphic properties: chunked == whole, reverse, padding, row independence, op identities",
     "compiled": "the values check again, under the backend's compiler (jax.jit, tf.function, torch.compile)",
+    "checkpointing": "checkpoint_every=K changes no value and no gradient of the backend's own unsegmented run",
+    "errors": "every invalid call raises the reference's rnnspec error class, naming op, argument, values, backend",
+    "inputs": "no call, forward or reverse mode, modifies its inputs (x, params, lengths, state, cotangents)",
+    "edge_cases": "10,000 steps, saturated gates, NaN inputs, half precision, bitwise repeatability on CPU",
 }
 
 _BASE = settings(

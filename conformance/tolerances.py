@@ -17,6 +17,27 @@ The tolerances depend on
 The reference computes in float64 and rounds to the input dtype, so a
 float64 backend is held to near machine precision, while a float32 backend is
 allowed its own accumulated rounding.
+
+Half precision. float16 and bfloat16 are optional (a backend lists them in
+``Implementation.dtypes``); a backend that declares one must accumulate in
+float32 or better and return the input dtype (``spec/ops/sequence.md``,
+"Dtypes"). The suite gives the reference exactly the backend's inputs: float16
+arrays, or float32 arrays holding bfloat16 values (NumPy has no bfloat16), and
+the reference's float64 answer rounded to the input dtype is the correctly
+rounded one. A backend's result must then lie within
+
+- float16: ``rtol = 5e-3``, ``atol = 1e-3`` per step (about 5 units in the last
+  place of float16's 11-bit significand, whose unit is ``2**-10 ~ 9.8e-4``);
+- bfloat16: ``rtol = 4e-2``, ``atol = 1e-2`` per step (about 5 units in the last
+  place of its 8-bit significand, ``2**-7 ~ 7.8e-3``);
+
+each grown by ``1 + sqrt(steps)``, and ten times that for gradients: for a
+6-step float16 case, values within ``rtol ~ 1.7e-2`` and gradients within
+``rtol ~ 1.7e-1``. Their discrete decisions (skip's gate, ACT's halting) are
+compared only at least ``DECISION_MARGIN[dtype]`` (5e-2, 1e-1) from their
+thresholds. The "values", "gradients", "properties" and "compiled" checks draw
+the half dtypes a backend declares among the others; the "edge_cases" check
+runs each one on every op, and checks that the result has the input dtype.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class QRNNLayer:
         o = sigmoid(gates["o"]) if "o" in gates else None
         b = i * z if i is not None else (1.0 - f_eff) * z
         c, final, tape = scan(_LINEAR, {}, np.concatenate([f_eff, b], axis=2), {"h": state["c"]}, valid)
-        h = c if o is None else o * c
+        # Padded steps output 0 even where o, which reads the padding, is not finite.
+        h = c if o is None else np.where(valid[..., None], o * c, 0.0)
         saved = {"windows": windows, "z": z, "f": f, "f_eff": f_eff, "i": i, "o": o, "c": c}
         final_state = {"c": final["h"], "x_prev": _last_inputs(padded, lengths, window)}
         return h, final_state, (saved, tape, valid)
@@ -65,7 +66,7 @@ class QRNNLayer:
     ) -> tuple[Array, dict[str, Array], dict[str, Array]]:
         saved, scan_tape, valid = tape
         z, f, f_eff, i, o, c = (saved[k] for k in ("z", "f", "f_eff", "i", "o", "c"))
-        d_c = d_out if o is None else d_out * o
+        d_c = d_out if o is None else np.where(valid[..., None], d_out * o, 0.0)
         d_ab, _, d_state = scan_vjp(
             _LINEAR, {}, scan_tape, valid, (*c.shape[:2], 2 * c.shape[2]), d_c, {"h": d_final["c"]}
         )
@@ -82,7 +83,7 @@ class QRNNLayer:
         d_gates["z"] = d_z * (1.0 - z * z)
         d_gates["f"] = d_f * f * (1.0 - f)
         if o is not None:
-            d_gates["o"] = d_out * c * o * (1.0 - o)
+            d_gates["o"] = np.where(valid[..., None], d_out * c * o * (1.0 - o), 0.0)
         d_pre = np.concatenate([d_gates[g] for g in QRNN_GATES[self.mode]], axis=2)
         w = self.p["w"]
         grads = {"w": np.einsum("btg,btik->gik", d_pre, saved["windows"]), "b": d_pre.sum(axis=(0, 1))}

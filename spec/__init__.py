@@ -19,8 +19,12 @@ from .implementation import Implementation
 from .init import init_params
 from .losses import skip_budget_loss
 from .ops import OPS
+from .param_files import load_params, save_params
 from .registry import BackendRecord, get_backend, list_backends
 from .results import ACTResult, SequenceResult, SkipResult
+
+# Last: the converters import the names above. They import a framework only when called.
+from . import convert  # isort: skip
 
 __all__ = [
     "OPS",
@@ -32,10 +36,13 @@ __all__ = [
     "SequenceResult",
     "SkipResult",
     "__version__",
+    "convert",
     "get_backend",
     "indrnn_bound",
     "indrnn_constrain",
     "init_params",
     "list_backends",
+    "load_params",
+    "save_params",
     "skip_budget_loss",
 ]

@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from .docstrings import render_op_docstring
-from .errors import CallError, UnknownArgumentError, UnsupportedOpError
+from .errors import CallError, OptionError, UnknownArgumentError, UnsupportedOpError
 from .implementation import Implementation
 from .ops import OPS
 from .results import ACTResult, SequenceResult, SkipResult
 from .validate import check_call
 
-__all__ = ["Backend", "op_signature"]
+__all__ = ["LATER_KEYWORDS", "Backend", "op_signature"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,6 +56,30 @@ def op_signature(op: str) -> inspect.Signature:
     return _SIGNATURES[op]
 
 
+#: Keywords the spec gained after backends were written against it. An implementation written
+#: before one of them may lack it: the :class:`Backend` then leaves it out of the call while it
+#: has its default, and refuses any other value with an :class:`~rnnspec.errors.OptionError`
+#: naming the backend (the values would be the same, but not the memory the caller asked for).
+LATER_KEYWORDS: tuple[str, ...] = ("checkpoint_every",)
+
+
+def _lacking(implementation: Implementation) -> dict[str, tuple[str, ...]]:
+    """For each op of ``implementation``, the :data:`LATER_KEYWORDS` its method does not take."""
+    lacking: dict[str, tuple[str, ...]] = {}
+    for op in implementation.ops:
+        method = getattr(implementation, op, None)
+        if not callable(method):
+            continue
+        try:
+            names = inspect.signature(method).parameters
+        except (TypeError, ValueError):
+            continue
+        missing = tuple(k for k in LATER_KEYWORDS if k not in names)
+        if missing:
+            lacking[op] = missing
+    return lacking
+
+
 class Backend:
     """A loaded backend. Create it with :func:`rnnspec.get_backend`.
 
@@ -74,6 +98,8 @@ class Backend:
         self.version = version
         self.implementation = implementation
         self._compiled: dict[str, Callable[..., Any]] = {}
+        # Read once here, not per call: the validation runs inside torch.compile'd models.
+        self._lacking = _lacking(implementation)
 
     def __repr__(self) -> str:
         return f"<rnnspec backend {self.name!r} {self.version} on {self.implementation.framework}>"
@@ -82,6 +108,11 @@ class Backend:
     def ops(self) -> tuple[str, ...]:
         """The spec ops this backend implements."""
         return tuple(self.implementation.ops)
+
+    def lacking(self, op: str) -> tuple[str, ...]:
+        """The keywords of :data:`LATER_KEYWORDS` that this backend's ``op`` method does not take:
+        it predates them, and runs only with their defaults."""
+        return self._lacking.get(op, ())
 
     def from_numpy(self, tree: Any) -> Any:
         """Convert NumPy arrays (in nested dicts/lists/tuples) to this backend's arrays."""
@@ -110,7 +141,18 @@ class Backend:
             )
         try:
             arguments = _bind(op, op_signature(op), args, kwargs)
-            return check_call(OPS[op], arguments, self.implementation)
+            normalised = check_call(OPS[op], arguments, self.implementation)
+            for name in self._lacking.get(op, ()):
+                value = normalised.pop(name)
+                if value != op_signature(op).parameters[name].default:
+                    raise OptionError(
+                        op,
+                        name,
+                        f"its default {op_signature(op).parameters[name].default!r}: this backend's {op}() "
+                        f"predates the option",
+                        repr(value),
+                    )
+            return normalised
         except CallError as err:
             raise err.with_backend(self.name) from None
 
@@ -197,6 +239,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult: ...
 
     @_op
@@ -208,6 +251,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult: ...
 
     @_op
@@ -220,6 +264,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult: ...
 
     # -- Skip RNN: the state-update gate ----------------------------------------
@@ -234,6 +279,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SkipResult: ...
 
     @_op
@@ -245,6 +291,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SkipResult: ...
 
     @_op
@@ -257,6 +304,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SkipResult: ...
 
     # -- Adaptive Computation Time ---------------------------------------------
@@ -273,6 +321,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> ACTResult: ...
 
     # -- independent recurrence and pooling -------------------------------------
@@ -287,6 +336,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult: ...
 
     @_op
@@ -299,6 +349,7 @@ class Backend:
         activation: str = "relu",
         lengths: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> Any: ...
 
     @_op
@@ -312,6 +363,7 @@ class Backend:
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult: ...
 
     @_op
@@ -323,6 +375,7 @@ class Backend:
         *,
         lengths: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> Any: ...
 
 

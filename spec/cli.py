@@ -1,4 +1,11 @@
-"""The ``rnnspec`` command: ``rnnspec backends`` prints the table of backends."""
+"""The ``rnnspec`` command: ``rnnspec backends`` prints the table of backends.
+
+Each row's status is ``ok``, ``not loaded`` (with ``--no-load``), ``ERROR: why``
+(unusable) or ``WARNING: why`` (usable, with a faulty plugin beside it or a slow
+plugin import); the command exits with 1 when any row is an error or a warning.
+With ``RNNSPEC_STRICT_PLUGINS=1`` the first fault ends it: the error is printed
+on stderr, without a traceback, and the command exits with 1.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .errors import BackendError
 from .registry import BackendRecord, list_backends
 
 __all__ = ["main"]
@@ -15,7 +23,7 @@ def _table(records: Sequence[BackendRecord]) -> str:
     header = ("name", "status", "distribution", "framework", "device", "ops", "fast paths")
     rows = []
     for r in records:
-        status = "ok" if r.loaded else f"ERROR: {r.error}"
+        status = r.status if r.reason is None else f"{r.status.upper()}: {r.reason}"
         framework = f"{r.framework} {r.framework_version}".strip()
         rows.append(
             (
@@ -38,13 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rnnspec`` console script."""
     parser = argparse.ArgumentParser(prog="rnnspec", description="rnnspec: recurrent-network ops, spec and backends")
     sub = parser.add_subparsers(dest="command", required=True)
-    backends = sub.add_parser("backends", help="list the registered backends, loading each")
+    backends = sub.add_parser("backends", help="list the registered backends, loading each; exit 1 if one is faulty")
     backends.add_argument("--no-load", action="store_true", help="only read the plugins, import no framework")
     args = parser.parse_args(argv)
     if args.command == "backends":
-        records = list_backends(load=not args.no_load)
+        try:
+            records = list_backends(load=not args.no_load)
+        except BackendError as err:  # RNNSPEC_STRICT_PLUGINS=1: the first faulty plugin ends the listing
+            print(f"rnnspec backends: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
         print(_table(records) if records else "no backends registered")
-        return 0 if all(r.error is None for r in records) else 1
+        return 0 if all(r.reason is None for r in records) else 1
     return 2  # pragma: no cover - argparse rejects other commands
 
 

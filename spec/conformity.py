@@ -3,15 +3,17 @@
 pluggy checks hook argument names only; these checks cover what the registry
 needs before a backend is usable: every op it claims is in the spec, is a
 method, and has the spec's signature (names, kinds and defaults), and the
-required dtypes are supported. Numerical agreement is the conformance suite's
-job.
+required dtypes are supported. A method may lack the keywords the spec gained
+later (:data:`rnnspec.backend.LATER_KEYWORDS`), so a backend written before
+them keeps loading; the :class:`~rnnspec.Backend` then calls it without them.
+Numerical agreement is the conformance suite's job.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from .backend import op_signature
+from .backend import LATER_KEYWORDS, op_signature
 from .errors import SpecMismatchError
 from .implementation import Implementation
 from .ops import OPS, REQUIRED_DTYPES
@@ -34,9 +36,12 @@ def check_implementation(name: str, distribution: str, impl: Implementation) -> 
         method = getattr(impl, op, None)
         if not callable(method):
             raise SpecMismatchError(f"{where}: claims op {op!r} but has no method {op}()")
-        want = _signature_text(op_signature(op))
-        got = _signature_text(inspect.signature(method))
-        if want != got:
+        spec = op_signature(op)
+        signature = inspect.signature(method)
+        older = [p for p in spec.parameters.values() if p.name in signature.parameters or p.name not in LATER_KEYWORDS]
+        want = _signature_text(spec)
+        got = _signature_text(signature)
+        if _signature_text(spec.replace(parameters=older)) != got:
             raise SpecMismatchError(f"{where}: op {op!r} has signature {op}{got}, the spec's is {op}{want}")
     missing = [d for d in REQUIRED_DTYPES if d not in impl.dtypes]
     if missing:

@@ -20,13 +20,18 @@ __all__ = [
     "CallError",
     "DtypeError",
     "LengthsError",
+    "MissingDependencyError",
     "OptionError",
+    "ParamFileError",
+    "ParamFileMismatchError",
     "ParameterError",
     "PluginConflictError",
     "RnnspecError",
     "ShapeError",
+    "SlowPluginError",
     "SpecMismatchError",
     "UnknownArgumentError",
+    "UnsafeParamFileError",
     "UnsupportedOpError",
 ]
 
@@ -131,5 +136,41 @@ class PluginConflictError(BackendError):
     """Two plugins claim one backend name."""
 
 
+class SlowPluginError(BackendError):
+    """A plugin module took longer to import than the budget allows (raised only in strict mode)."""
+
+
 class SpecMismatchError(BackendError, TypeError):
     """A backend's op does not match the spec (unknown op, wrong signature)."""
+
+
+class MissingDependencyError(RnnspecError, ImportError):
+    """An optional package that a feature needs is not installed; the message names the extra to install."""
+
+
+class ParamFileError(RnnspecError, ValueError):
+    """A parameter file that cannot be read as rnnspec params: truncated, corrupt, or not a params file.
+
+    Parameters
+    ----------
+    path
+        The file, as given.
+    problem
+        What is wrong with it, already formatted.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"parameter file {path!r}: {problem}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.problem))
+
+
+class UnsafeParamFileError(ParamFileError):
+    """A parameter file that holds a pickle, which rnnspec refuses to load (unpickling can run code)."""
+
+
+class ParamFileMismatchError(ParamFileError):
+    """A parameter file whose entries do not fit what was asked: another op's keys, layers or structure."""

@@ -16,7 +16,11 @@ implements :func:`rnnspec_backend` with the ``hookimpl`` marker::
         return MyImplementation()
 
 Keep the plugin module light: it is imported to list backends; the framework
-should be imported only inside ``load``.
+should be imported only inside ``load``. A plugin module that takes longer than
+``RNNSPEC_PLUGIN_IMPORT_BUDGET`` seconds (default 2) to import is reported with
+a warning by ``rnnspec backends`` and ``rnnspec.list_backends()``, and refused
+under ``RNNSPEC_STRICT_PLUGINS=1``. The name ``numpy``, and any other name that
+rnnspec itself registers, is taken: a plugin that claims it is ignored.
 """
 
 from __future__ import annotations

@@ -17,11 +17,15 @@ import numpy as np
 from .errors import CallError, DtypeError, LengthsError, OptionError, ParameterError, ShapeError
 from .implementation import Implementation
 from .ops.record import OpSpec, OptionSpec, ParamSpec
-from .shapes import evaluate, format_shape, solve
+from .shapes import evaluate, format_shape, solve, symbols
 
 __all__ = ["check_call", "check_primitive_call", "check_sequence_call"]
 
 _INT_KINDS = ("int", "uint")
+#: Sizes read off the parameters that have a lower bound, and what each is (qrnn's window K >= 1:
+#: a window of width 0 reads no input, and K-1 = -1 would be the size of its state x_prev).
+_LEAST_SIZES: dict[str, int] = {"K": 1}
+_SIZE_MEANING: dict[str, str] = {"K": "the convolution window"}
 
 
 def _type_name(value: Any) -> str:
@@ -43,11 +47,18 @@ def _check_x(spec: OpSpec, x: Any, impl: Implementation) -> tuple[tuple[int, int
     shape, dtype = _check_array(spec.name, "x", x, impl)
     if len(shape) != 3:
         raise ShapeError(spec.name, "x", "rank 3 (batch, time, input_size)", f"shape {shape} of rank {len(shape)}")
-    if dtype not in spec.dtypes:
-        raise DtypeError(spec.name, "x", f"a floating dtype ({', '.join(spec.dtypes)})", f"dtype {dtype}")
-    if dtype not in impl.dtypes:
-        raise DtypeError(spec.name, "x", f"a dtype this backend supports ({', '.join(impl.dtypes)})", f"dtype {dtype}")
+    _check_dtype(spec, "x", dtype, impl)
     return (shape[0], shape[1], shape[2]), dtype
+
+
+def _check_dtype(spec: OpSpec, argument: str, dtype: str, impl: Implementation) -> None:
+    """The dtype of the call's first array: one of the op's (the same words on every backend), then
+    one of the backend's."""
+    if dtype not in spec.dtypes:
+        raise DtypeError(spec.name, argument, f"a floating dtype ({', '.join(spec.dtypes)})", f"dtype {dtype}")
+    if dtype not in impl.dtypes:
+        expected = f"a dtype this backend supports ({', '.join(impl.dtypes)})"
+        raise DtypeError(spec.name, argument, expected, f"dtype {dtype}")
 
 
 def _check_options(spec: OpSpec, options: Mapping[str, Any]) -> None:
@@ -121,6 +132,11 @@ def _solve_shapes(
     """Read the sizes off ``shapes`` and check every shape against ``layout``."""
     pairs = [(e, n) for p in layout if p.name in shapes for e, n in zip(p.shape, shapes[p.name], strict=True)]
     dims = solve(pairs, known)
+    for name, least in _LEAST_SIZES.items():
+        if dims.get(name, least) < least:
+            p = next(p for p in layout if p.name in shapes and any(name in symbols(e) for e in p.shape))
+            expected = f"shape {format_shape(p.shape)} with {name} >= {least} ({_SIZE_MEANING[name]})"
+            raise error(spec.name, argument(p.name), expected, f"shape {shapes[p.name]}")
     for p in layout:
         if p.name not in shapes:
             continue
@@ -266,7 +282,8 @@ def _check_array_option(
     n = len(layer_dims)
     values = [value] * n if impl.is_array(value) else value
     if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) != n:
-        expected = f"None, an array (batch, time, H), or a sequence of {n} such arrays (one per layer)"
+        # A value of the wrong structure (another framework's array among them), as for initial_state.
+        expected = f"None, {_array_kind(impl)} (batch, time, H), or a sequence of {n} such arrays (one per layer)"
         raise ShapeError(spec.name, opt.name, expected, _type_name(value))
     for k, (mask, dims) in enumerate(zip(values, layer_dims, strict=True)):
         arg = opt.name if impl.is_array(value) else f"{opt.name}[{k}]"
@@ -296,9 +313,7 @@ def check_primitive_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Imple
             continue
         shape, adtype = _check_array(spec.name, p.name, value, impl)
         if not dtype:
-            if adtype not in spec.dtypes or adtype not in impl.dtypes:
-                supported = [d for d in spec.dtypes if d in impl.dtypes]
-                raise DtypeError(spec.name, p.name, f"a floating dtype ({', '.join(supported)})", f"dtype {adtype}")
+            _check_dtype(spec, p.name, adtype, impl)
             dtype = adtype
         elif adtype != dtype:
             first = spec.params[0].name

@@ -9,7 +9,8 @@ lengths and reverse handling equal the reference when ``jax.experimental.rnn``'s
 own pure-jax ``lstm_ref`` stands in for the cuDNN kernel; half precision comes
 back in its dtype; bad calls and float64 without ``jax_enable_x64`` raise
 errors that say so. The classic cells' time loops multiply by ``w_hh`` transposed
-once before the loop, and their steps equal those given ``w_hh`` itself.
+once before the loop, and their steps equal those given ``w_hh`` itself; their
+compiled programs hold one projection-sized temporary, not two.
 """
 
 from __future__ import annotations
@@ -267,6 +268,24 @@ def test_the_classic_time_loops_take_w_hh_transposed_before_the_loop(op: str) ->
     operands = [pair for body in bodies for pair in dot_operands(body)]
     assert operands, f"{op}: no matmul in its time loop"
     assert all("transpose" not in pair for pair in operands), f"{op}: a step transposes an operand: {operands}"
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize(("op", "options"), CLASSIC_CELLS[1:4], ids=[op for op, _ in CLASSIC_CELLS[1:4]])
+def test_the_classic_ops_hold_one_projection_sized_temporary(op: str, options: dict[str, Any], masked: bool) -> None:
+    """The compiled op's temporaries are its hoisted input projection, the time-major input and ``w_hh``
+    transposed, with room to spare but not for a second projection: ``b_ih`` is added to each step's slice,
+    not over a biased copy, whose size cost page faults at every call (see :mod:`rnnspec.backends.jax.classic`)."""
+    batch, time, hidden = 8, 64, 32
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[op]
+    x = jnp.zeros((batch, time, hidden), jnp.float32)
+    params = B.from_numpy(rnnspec.init_params(op, input_size=hidden, hidden_size=hidden, seed=0))
+    lengths = jnp.asarray([time, 3] * (batch // 2)) if masked else None
+    run = jax.jit(lambda x, p, lengths: getattr(B, op)(x, p, lengths=lengths, **options).outputs)
+    temp = run.lower(x, params, lengths).compile().memory_analysis().temp_size_in_bytes
+    projection = batch * time * gates * hidden * 4
+    allowed = projection + projection // 4 + x.nbytes + params[0]["w_hh"].nbytes
+    assert temp <= allowed, f"{op}: {temp} bytes of temporaries for a {projection}-byte projection"
 
 
 # -- paths ------------------------------------------------------------------------------

@@ -278,10 +278,69 @@ def test_two_distributions_claiming_one_name_raise_a_conflict_when_strict(
     plugin_dist.install("fakedup", plugin_dist.source(), distribution="first-dist")
     plugin_dist.install("fakedup", plugin_dist.source(), distribution="second-dist")
     monkeypatch.setenv("RNNSPEC_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginConflictError, match=r"'fakedup' is claimed by two distributions") as info:
+    expected = r"'fakedup' is claimed by 2 distributions: first-dist 1.0 and second-dist 1.0"
+    with pytest.raises(PluginConflictError, match=expected) as info:
         rnnspec.list_backends(load=False)
     assert "first-dist" in str(info.value)
     assert "second-dist" in str(info.value)
+
+
+def test_a_plugin_claiming_the_built_in_numpy_name_is_ignored_and_never_imported(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RNNSPEC_BACKENDS", "numpy")  # loads no framework
+    module = plugin_dist.install("numpy", broken_plugin_source(), distribution="fake-shadow-dist", version="3.0")
+    marker = plugin_dist.root / f"{module}.imported"
+    record = records_by_name()["numpy"]
+    assert (record.distribution, record.loaded, record.error) == ("rnnspec", True, None)
+    assert record.status == "warning"
+    [warning] = record.warnings
+    assert "distribution fake-shadow-dist 3.0 also registers a backend named 'numpy'" in warning
+    assert record.reason == warning
+    assert not marker.exists()
+    assert_numpy_backend_works()
+
+
+def test_a_plugin_claiming_a_built_in_name_raises_a_conflict_when_strict(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin_dist.install("numpy", broken_plugin_source(), distribution="fake-shadow-dist")
+    monkeypatch.setenv("RNNSPEC_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginConflictError, match=r"fake-shadow-dist 1.0 also registers a backend named 'numpy'"):
+        rnnspec.get_backend("numpy")
+
+
+def test_a_plugin_slow_to_import_is_reported_slow_again_after_a_rediscovery(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin_dist.install("fakeslowimport", plugin_dist.source(preamble="import time\ntime.sleep(0.3)\n"))
+    monkeypatch.setenv("RNNSPEC_PLUGIN_IMPORT_BUDGET", "0.1")
+    for _ in range(2):  # the second discovery finds the module imported: the first measurement stands
+        record = records_by_name(load=False)["fakeslowimport"]
+        assert record.status == "warning"
+        assert record.import_seconds is not None
+        assert record.import_seconds >= 0.3
+        assert "took" in record.warnings[0]
+        assert "over the budget of 0.1 s (RNNSPEC_PLUGIN_IMPORT_BUDGET)" in record.warnings[0]
+        rnnspec.registry._reset_for_tests()
+
+
+def test_records_say_ok_not_loaded_or_error_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNNSPEC_BACKENDS", "numpy")  # loads no framework
+    unloaded = records_by_name(load=False)["numpy"]
+    assert (unloaded.status, unloaded.reason) == ("not loaded", None)
+    loaded = records_by_name()["numpy"]
+    assert (loaded.status, loaded.reason) == ("ok", None)
+    failed = rnnspec.BackendRecord(name="x", distribution="d", version="1", error="boom", warnings=("slow",))
+    assert (failed.status, failed.reason) == ("error", "boom")
+
+
+def test_loaded_backends_lists_only_what_is_loaded_and_loads_nothing() -> None:
+    assert rnnspec.registry.loaded_backends() == []
+    records_by_name(load=False)
+    assert rnnspec.registry.loaded_backends() == []
+    backend = rnnspec.get_backend("numpy")
+    assert backend in rnnspec.registry.loaded_backends()
 
 
 # -- load-time checks against the spec -----------------------------------------
@@ -471,6 +530,19 @@ def test_the_cli_exits_one_and_shows_the_error_when_a_plugin_is_broken(
     assert rows["numpy"].split()[1] == "ok"
     assert "ERROR" in rows["fakebroken"]
     assert BROKEN_MESSAGE in rows["fakebroken"]
+
+
+def test_the_cli_in_strict_mode_prints_the_first_fault_without_a_traceback_and_exits_one(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin_dist.install("fakebroken", broken_plugin_source(), distribution="fake-broken-dist")
+    monkeypatch.setenv("RNNSPEC_STRICT_PLUGINS", "1")
+    assert rnnspec.cli.main(["backends", "--no-load"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("rnnspec backends: BackendLoadError: plugin 'fakebroken' (fake-broken-dist) failed")
+    assert BROKEN_MESSAGE in captured.err
+    assert "Traceback" not in captured.err
 
 
 def test_the_cli_without_loading_imports_no_framework_and_exits_zero(

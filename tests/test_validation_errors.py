@@ -503,3 +503,40 @@ def test_init_params_rejects_an_op_outside_the_spec() -> None:
         rnnspec.init_params("conv", input_size=3, hidden_size=4)
     assert isinstance(info.value, TypeError)
     assert info.value.actual == "'conv'"
+
+
+# -- sizes and dtypes the layouts alone do not fix -------------------------------------
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_a_qrnn_window_of_width_zero_is_a_parameter_error_naming_w(layer: int) -> None:
+    params = rnnspec.init_params("qrnn", input_size=INPUT, hidden_size=HIDDEN, num_layers=2, window=2)
+    params[layer]["w"] = params[layer]["w"][..., :0]
+    x = np.zeros((BATCH, TIME, INPUT), np.float32)
+    with pytest.raises(ParameterError) as info:
+        rnnspec.get_backend("numpy").qrnn(x, params)
+    assert (info.value.argument, info.value.actual) == (f"params[{layer}]['w']", f"shape {params[layer]['w'].shape}")
+    assert "K >= 1" in info.value.expected
+
+
+@pytest.mark.parametrize(("op", "dtype"), [("linear_recurrence", np.int32), ("indrnn_recurrence", np.complex64)])
+def test_a_primitives_first_array_of_a_non_floating_dtype_reads_like_x_of_a_sequence_op(op: str, dtype: type) -> None:
+    backend = rnnspec.get_backend("numpy")
+    first = np.zeros((BATCH, TIME, HIDDEN), dtype)
+    second = np.zeros((BATCH, TIME, HIDDEN) if op == "linear_recurrence" else (HIDDEN,), np.float32)
+    with pytest.raises(DtypeError) as primitive:
+        getattr(backend, op)(first, second)
+    call = good_call("lstm")
+    with pytest.raises(DtypeError) as sequence:
+        backend.lstm(call.args[0].astype(dtype), call.params)
+    assert primitive.value.expected == sequence.value.expected
+    assert primitive.value.actual == sequence.value.actual == f"dtype {np.dtype(dtype).name}"
+
+
+def test_a_zoneout_mask_that_is_no_array_of_the_backend_names_the_backends_array_type() -> None:
+    params = rnnspec.init_params("qrnn", input_size=INPUT, hidden_size=HIDDEN)
+    x = np.zeros((BATCH, TIME, INPUT), np.float32)
+    with pytest.raises(ShapeError) as info:
+        rnnspec.get_backend("numpy").qrnn(x, params, zoneout_mask=0.5)
+    assert info.value.argument == "zoneout_mask"
+    assert info.value.expected.startswith("None, a numpy array (batch, time, H)")

@@ -2,7 +2,8 @@
 
 A cell splits its step in two. :meth:`Cell.project` is the input projection
 ``x @ w_ih.T + b_ih``, which reads no state: the ops compute it for every time
-step at once, as one matmul, before the ``lax.scan`` over time. :meth:`Cell.step`
+step at once, as one matmul, before the ``lax.scan`` over time (the classic ops
+leave ``b_ih`` to each step: see :mod:`.classic`). :meth:`Cell.step`
 takes that projection of one step and the layer's state and returns the new
 state, whose ``"h"`` is the step's output. The equations are the spec's (see
 ``rnnspec/ops/<op>.md``) and the reference's (``rnnspec.reference.cells``).
@@ -59,8 +60,9 @@ def _sigmoid_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple
 
 
 def _relu(a: jax.Array) -> jax.Array:
-    # relu'(0) = 0, as the reference defines it (jnp.maximum would split the gradient at the tie).
-    return jnp.where(a > 0, a, jnp.zeros((), a.dtype))
+    # relu'(0) = 0, as the reference defines it (jnp.maximum would split the gradient at the tie); a NaN passes
+    # through, as through the reference's np.maximum (NaN <= 0 is False).
+    return jnp.where(a <= 0, jnp.zeros((), a.dtype), a)
 
 
 #: The nonlinearities of the rnn and indrnn cells.
@@ -142,9 +144,12 @@ class Cell:
     state_names: tuple[str, ...]
     fn: Callable[[Params, State, jax.Array], State]
 
-    def project(self, p: Params, x: jax.Array) -> jax.Array:
-        """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once)."""
-        return linear(x, p["w_ih"], p["b_ih"])
+    def project(self, p: Params, x: jax.Array, *, bias: bool = True) -> jax.Array:
+        """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once).
+
+        ``bias=False`` leaves ``b_ih`` out, for a loop that adds it to each step's slice.
+        """
+        return linear(x, p["w_ih"], p["b_ih"] if bias else None)
 
     def step(self, p: Params, state: State, gi: jax.Array) -> State:
         """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""

@@ -53,8 +53,11 @@ def _layer(p: Mapping[str, jax.Array], mode: str, mask: jax.Array | None) -> Lay
         f = jax.nn.sigmoid(gates["f"])
         f_eff = f if mask is None else jnp.where(mask == 1, jnp.ones((), f.dtype), f)
         drive = jax.nn.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
-        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid(), op="qrnn")
+        valid = lengths.valid()
+        c, final = linear_scan(f_eff, drive, state["c"], valid, op="qrnn")
         h = jax.nn.sigmoid(gates["o"]) * c if "o" in gates else c
+        if "o" in gates and valid is not None:  # o is NaN where the padding is: never let o * 0 read it
+            h = jnp.where(valid[:, :, None], h, jnp.zeros((), h.dtype))
         return h, {"c": final, "x_prev": _last_inputs(padded, lengths.or_full(batch), window)}
 
     return run

@@ -66,9 +66,10 @@ def _skip(
     def step(carry: list[State], xs_t: list[jax.Array]) -> tuple[list[State], tuple[jax.Array, ...]]:
         prob_prev, cum_prev = carry[-1]["update_prob"], carry[-1]["cum_update_prob"]
         room = 1.0 - cum_prev
-        u_tilde = cum_prev + jnp.where(prob_prev <= room, prob_prev, room)
+        u_tilde = cum_prev + jnp.where(room < prob_prev, room, prob_prev)  # a NaN update_prob stays NaN
         on = u_tilde >= 0.5
-        through = u_tilde - lax.stop_gradient(u_tilde)  # zero, with d/du~ = 1: the straight-through estimator
+        # Zero, with d/du~ = 1: the straight-through estimator (zero also where u~ is NaN, whose gate is 0).
+        through = jnp.where(jnp.isnan(u_tilde), 0.0, u_tilde - lax.stop_gradient(u_tilde))
         u = on.astype(u_tilde.dtype) + through
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(params, carry, strict=True)):  # over layers, not time

@@ -1,7 +1,11 @@
-"""rnn, lstm and gru: the cells of :mod:`.cells` in the masked time loop of :mod:`.sequence`.
+"""rnn, lstm and gru: cuDNN's RNN where it applies (:mod:`.cudnn`), else the plain path.
 
-Each layer's input projection is one matmul over every time step, hoisted out
-of the loop; only the recurrent part runs inside it.
+The plain path runs the cells of :mod:`.cells` in the masked time loop of
+:mod:`.sequence`. Each layer's input projection is one matmul over every time
+step, hoisted out of the loop; only the recurrent part runs inside it.
+:func:`.cudnn.why_plain` decides (on a GPU, outside XLA, options cuDNN can
+express, not forced off by :func:`.paths.plain_path`); :func:`.paths.last_path`
+tells which path a call took.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import tensorflow as tf
 
 from rnnspec.results import SequenceResult
 
+from . import cudnn
 from .cells import Cell, make_cell
+from .paths import record_path
 from .sequence import LayerFn, Lengths, State, dim, initial_states, normalise_lengths, run_stack, scan
 
 __all__ = ["gru", "lstm", "plain_layer", "rnn"]
@@ -46,8 +52,14 @@ def _run(
 ) -> SequenceResult:
     norm = normalise_lengths(lengths, dim(x, 0), dim(x, 1))
     initial = initial_states(op, x, params, options, initial_state)
-    cell = make_cell(op, options)
-    outputs, state = run_stack([plain_layer(cell, p) for p in params], x, norm, initial, reverse)
+    mode = cudnn.rnn_mode(op, options)
+    if mode is not None and cudnn.why_plain(op, x, options) is None:
+        record_path(op, cudnn.FAST_PATH)
+        outputs, state = cudnn.run_cudnn(x, params, norm, initial, reverse, mode)
+    else:
+        record_path(op, "plain")
+        cell = make_cell(op, options)
+        outputs, state = run_stack([plain_layer(cell, p) for p in params], x, norm, initial, reverse)
     return SequenceResult(outputs, state)
 
 

@@ -68,6 +68,12 @@ class TensorflowImplementation(Implementation):
     def device(self) -> str:
         return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
+    def fast_paths(self) -> dict[str, str]:
+        from . import cudnn, paths
+
+        off = f" [off now: {paths.PLAIN_ENV} is set]" if paths.plain_forced() else ""
+        return {cudnn.FAST_PATH: cudnn.describe() + off}
+
     # -- adapters -----------------------------------------------------------------
 
     def is_array(self, value: Any) -> bool:

@@ -77,6 +77,7 @@ Importing this module imports tensorflow and keras.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -89,6 +90,7 @@ from rnnspec.errors import CallError, LengthsError, OptionError, ParameterError,
 from rnnspec.init import init_params
 from rnnspec.losses import skip_budget_loss
 from rnnspec.ops import OPS
+from rnnspec.param_files import load_numpy_params, save_params
 from rnnspec.shapes import evaluate
 
 from .implementation import run_op
@@ -317,6 +319,33 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
     def numpy_params(self) -> list[dict[str, np.ndarray]]:
         """A copy of the params as NumPy arrays."""
         return [{k: np.array(v.numpy()) for k, v in layer.items()} for layer in self.canonical_params()]
+
+    def save_params(self, path: str | os.PathLike[str]) -> None:
+        """Write the params to a parameter file (``.npz`` or ``.safetensors``, by the suffix), exactly.
+
+        The file records the op; :meth:`load_params` of a layer of the same op
+        and sizes, on any backend, reads it back (see :func:`rnnspec.save_params`). The layer must be built.
+        """
+        if not self.built:
+            expected = "a built layer (call it once, or load params into it)"
+            raise OptionError(type(self).__name__, "save_params", expected, "an unbuilt layer")
+        save_params(path, self.canonical_params(), backend=_tf_backend(), op=self.op, options=self.options)
+
+    def load_params(self, path: str | os.PathLike[str]) -> None:
+        """Copy the params of a file written by :func:`rnnspec.save_params` (or a layer's :meth:`save_params`) in.
+
+        The file is checked against the layer's op and options first; the values
+        are then cast to the layer's dtype, as :meth:`load_canonical` does. An
+        unbuilt layer is built for the input size the file implies.
+
+        Raises
+        ------
+        rnnspec.errors.ParamFileError
+            The file is truncated, corrupt, pickled (refused), or not of this op.
+        rnnspec.errors.ParameterError
+            Its layers or shapes differ from the layer's.
+        """
+        self.load_canonical(load_numpy_params(path, op=self.op, options=self.options, widen_bfloat16=True))
 
     # -- state ----------------------------------------------------------------------------
 

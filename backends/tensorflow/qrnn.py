@@ -54,8 +54,11 @@ def _layer(p: Mapping[str, tf.Tensor], mode: str, mask: tf.Tensor | None) -> Lay
         f = tf.sigmoid(gates["f"])
         f_eff = f if mask is None else tf.where(mask == 1, tf.ones_like(f), f)
         drive = tf.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
-        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid())
+        valid = lengths.valid()
+        c, final = linear_scan(f_eff, drive, state["c"], valid)
         h = tf.sigmoid(gates["o"]) * c if "o" in gates else c
+        if "o" in gates and valid is not None:  # o is NaN where the padding is: never let o * 0 read it
+            h = tf.where(valid[:, :, None], h, tf.zeros_like(h))
         return h, {"c": final, "x_prev": _last_inputs(padded, lengths.values, window)}
 
     return run

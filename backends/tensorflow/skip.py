@@ -92,7 +92,7 @@ def _skip(
     ) -> tuple[tuple[State, ...], list[tf.Tensor]]:
         prob_prev, cum_prev = carried[-1]["update_prob"], carried[-1]["cum_update_prob"]
         room = 1.0 - cum_prev
-        u_tilde = cum_prev + tf.where(prob_prev <= room, prob_prev, room)
+        u_tilde = cum_prev + tf.where(room < prob_prev, room, prob_prev)  # a NaN update_prob stays NaN
         u = binarize(u_tilde)
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(params, carried, strict=True)):

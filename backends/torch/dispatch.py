@@ -1,4 +1,7 @@
-"""Every op of the PyTorch backend, by name, and the fast paths this installation offers."""
+"""Every op of the PyTorch backend, by name, and the fast paths this installation offers.
+
+Each op's function takes the option ``checkpoint_every`` through :mod:`.checkpointing`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from . import act, classic, independent, qrnn, recurrences, skip
+from .checkpointing import with_checkpointing
 from .fused import fast_paths_available
 
 __all__ = ["OP_FUNCTIONS", "fast_paths_available"]
 
 #: op name -> function of the normalised arguments (keywords), returning the op's result.
-OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "rnn": classic.rnn,
     "lstm": classic.lstm,
     "gru": classic.gru,
@@ -24,3 +28,6 @@ OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "qrnn": qrnn.qrnn,
     "linear_recurrence": recurrences.linear_recurrence,
 }
+
+#: op name -> function of the normalised arguments (keywords, ``checkpoint_every`` included).
+OP_FUNCTIONS: dict[str, Callable[..., Any]] = {op: with_checkpointing(op, fn) for op, fn in _FUNCTIONS.items()}

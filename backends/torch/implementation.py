@@ -121,7 +121,10 @@ class TorchImplementation(Implementation):
         return isinstance(value, torch.Tensor)
 
     def asarray(self, value: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(value))  # a copy: never aliases the caller's array
+        a = np.array(value)  # a copy: never aliases the caller's array
+        if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch.from_numpy refuses: same bits
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(a)
 
     def asnumpy(self, value: Any) -> np.ndarray:
         t = value.detach().cpu()

@@ -36,6 +36,7 @@ Importing this module imports torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -45,6 +46,7 @@ from torch import nn
 
 from rnnspec.errors import CallError, OptionError, ParameterError
 from rnnspec.init import init_params
+from rnnspec.param_files import load_numpy_params, save_params
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
@@ -195,6 +197,29 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
         for layer in self.canonical_params():
             out.append({k: _to_numpy(v) for k, v in layer.items()})
         return out
+
+    def save_params(self, path: str | os.PathLike[str]) -> None:
+        """Write the params to a parameter file (``.npz`` or ``.safetensors``, by the suffix), exactly.
+
+        The file records the op; :meth:`load_params` of a layer of the same op
+        and sizes, on any backend, reads it back (see :func:`rnnspec.save_params`).
+        """
+        save_params(path, self.canonical_params(), backend=_torch_backend(), op=self.op, options=self.options)
+
+    def load_params(self, path: str | os.PathLike[str]) -> None:
+        """Copy the params of a file written by :func:`rnnspec.save_params` (or a layer's :meth:`save_params`) in.
+
+        The file is checked against the layer's op and options first; the values
+        are then cast to the layer's dtype, as :meth:`load_canonical` does.
+
+        Raises
+        ------
+        rnnspec.errors.ParamFileError
+            The file is truncated, corrupt, pickled (refused), or not of this op.
+        rnnspec.errors.ParameterError
+            Its layers or shapes differ from the layer's.
+        """
+        self.load_canonical(load_numpy_params(path, op=self.op, options=self.options, widen_bfloat16=True))
 
     # -- forward --------------------------------------------------------------------
 

@@ -50,8 +50,11 @@ def _layer(p: Mapping[str, torch.Tensor], mode: str, mask: torch.Tensor | None) 
         f = torch.sigmoid(gates["f"])
         f_eff = f if mask is None else torch.where(mask == 1, 1.0, f)
         drive = torch.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
-        c, final = linear_scan(f_eff, drive, state["c"], lengths.valid(), op="qrnn")
+        valid = lengths.valid()
+        c, final = linear_scan(f_eff, drive, state["c"], valid, op="qrnn")
         h = torch.sigmoid(gates["o"]) * c if "o" in gates else c
+        if "o" in gates and valid is not None:  # o is NaN where the padding is: never let o * 0 read it
+            h = torch.where(valid[:, :, None], h, 0.0)
         return h, {"c": final, "x_prev": _last_inputs(padded, lengths.values, window)}
 
     return run

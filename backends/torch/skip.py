@@ -9,7 +9,8 @@ gate driven by the top layer's candidate. Two loops (:mod:`.skipping` picks one)
   ``u = bin(u~) + (u~ - u~.detach())``, exactly ``bin(u~)`` forward with
   ``d u / d u~ = 1``, ``bin(u~) = (u~ >= 0.5)``. ``min(update_prob, 1 - cum)``
   passes its gradient to ``update_prob`` on ties, as the spec says
-  (``torch.minimum`` would split it);
+  (``torch.minimum`` would split it), and is NaN where ``update_prob`` is, as
+  the reference's ``np.minimum``;
 - the skipping loop (inference) runs the gate's recursion on the host, in the
   input's precision and by the same operations, so ``u`` is the training loop's
   bit for bit; only the rows with ``u = 1`` run the stack and ``du~`` (gathered,
@@ -79,9 +80,10 @@ def _training(
     for t in range(inp.shape[1]):
         prob_prev, cum_prev = states[-1]["update_prob"], states[-1]["cum_update_prob"]
         room = 1.0 - cum_prev
-        u_tilde = cum_prev + torch.where(prob_prev <= room, prob_prev, room)
+        u_tilde = cum_prev + torch.where(room < prob_prev, room, prob_prev)  # a NaN update_prob stays NaN
         on = u_tilde >= 0.5
-        through = u_tilde - u_tilde.detach()  # zero, with d/du~ = 1: the straight-through estimator
+        # Zero, with d/du~ = 1: the straight-through estimator (zero also where u~ is NaN, whose gate is 0).
+        through = torch.where(torch.isnan(u_tilde), 0.0, u_tilde - u_tilde.detach())
         u = on.to(u_tilde.dtype) + through
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(params, states, strict=True)):
@@ -151,7 +153,7 @@ def _skipping(
     which = np.zeros((batch, time), np.int64)
     for t in range(time):
         room = 1.0 - cum
-        u_tilde = cum + np.where(prob <= room, prob, room)
+        u_tilde = cum + np.where(room < prob, room, prob)
         live = valid[:, t]
         on = live & (u_tilde >= 0.5)
         gate[:, t] = on

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from .common import CHECKPOINT_EVERY
 from .gru import GRU
 from .indrnn import INDRNN
 from .lstm import LSTM
@@ -85,6 +86,7 @@ ACT = OpSpec(
             check=_is_max_steps,
             expected="an integer >= 1",
         ),
+        CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state", "ponder_steps", "ponder_remainder", "ponder_cost"),
     gradient=(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .record import StateSpec
+import numbers
+from typing import Any
+
+from .record import OptionSpec, StateSpec
 
 #: The hidden state entry every recurrent layer carries.
 HIDDEN_STATE = StateSpec("h", ("H",), "hidden state h_t")
@@ -12,4 +15,24 @@ EXACT_GRADIENT = (
     "Exact reverse mode of the forward equations (backpropagation through time), with respect to x, "
     "every parameter and the initial state. Steps past a row's length receive no gradient; the "
     "frozen state passes its cotangent through unchanged."
+)
+
+
+def _is_checkpoint_every(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):  # True is an Integral, but not a number of steps
+        return False
+    return isinstance(value, numbers.Integral) and int(value) >= 1
+
+
+#: Gradient checkpointing, an option of every op: the memory/compute trade of the reverse mode.
+CHECKPOINT_EVERY = OptionSpec(
+    "checkpoint_every",
+    None,
+    (None,),
+    "gradient checkpointing: keep the state every K steps and recompute each segment of K steps during the "
+    "backward pass (same values and gradients, less memory; None keeps every step)",
+    check=_is_checkpoint_every,
+    expected="None or an integer >= 1",
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import EXACT_GRADIENT, HIDDEN_STATE
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
 from .record import OpSpec, OptionSpec, ParamSpec
 
 GRU = OpSpec(
@@ -31,6 +31,7 @@ GRU = OpSpec(
             "apply the reset gate after the recurrent matmul (PyTorch, cuDNN, Keras 3) or before "
             "it (Cho et al. 2014, TF1 GRUCell)",
         ),
+        CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT,

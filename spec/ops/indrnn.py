@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import EXACT_GRADIENT, HIDDEN_STATE
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
 from .record import OpSpec, OptionSpec, ParamSpec
 
 _ACTIVATION = OptionSpec("activation", "relu", ("relu", "tanh"), "the nonlinearity act (the paper's is relu)")
@@ -17,7 +17,7 @@ INDRNN = OpSpec(
         ParamSpec("u", ("H",), "recurrent weight of each unit (elementwise)"),
     ),
     state=(HIDDEN_STATE,),
-    options=(_ACTIVATION,),
+    options=(_ACTIVATION, CHECKPOINT_EVERY),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " For relu, act'(0) = 0. No projection of u happens inside the op; "
     "rnnspec.indrnn_constrain(u, bound) is applied by the caller before the forward.",
@@ -33,7 +33,7 @@ INDRNN_RECURRENCE = OpSpec(
         ParamSpec("initial", ("B", "H"), "h_0 (zeros when None)", required=False),
     ),
     state=(HIDDEN_STATE,),
-    options=(_ACTIVATION,),
+    options=(_ACTIVATION, CHECKPOINT_EVERY),
     result_fields=("h",),
     gradient=EXACT_GRADIENT,
     kind="primitive",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import EXACT_GRADIENT, HIDDEN_STATE
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
 from .record import OpSpec, ParamSpec, StateSpec
 
 LSTM = OpSpec(
@@ -21,7 +21,7 @@ LSTM = OpSpec(
         ParamSpec("b_hh", ("4*H",), "hidden bias, blocks i, f, g, o"),
     ),
     state=(HIDDEN_STATE, StateSpec("c", ("H",), "cell state c_t")),
-    options=(),
+    options=(CHECKPOINT_EVERY,),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .common import EXACT_GRADIENT
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT
 from .record import OpSpec, OptionSpec, ParamSpec, StateSpec
 
 #: Gate blocks of each pooling mode, in row order of ``w`` and ``b``.
@@ -52,6 +52,7 @@ QRNN = OpSpec(
             "training and passes None in evaluation",
             kind="array",
         ),
+        CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " The zoneout mask is a constant: no gradient reaches it, nor f where it is 1.",
@@ -68,7 +69,7 @@ LINEAR_RECURRENCE = OpSpec(
         ParamSpec("initial", ("B", "H"), "h_0 (zeros when None)", required=False),
     ),
     state=(StateSpec("h", ("H",), "h_t"),),
-    options=(),
+    options=(CHECKPOINT_EVERY,),
     result_fields=("h",),
     gradient=EXACT_GRADIENT,
     kind="primitive",

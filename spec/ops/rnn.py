@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import EXACT_GRADIENT, HIDDEN_STATE
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
 from .record import OpSpec, OptionSpec, ParamSpec
 
 RNN = OpSpec(
@@ -16,7 +16,7 @@ RNN = OpSpec(
         ParamSpec("b_hh", ("H",), "hidden bias"),
     ),
     state=(HIDDEN_STATE,),
-    options=(OptionSpec("activation", "tanh", ("tanh", "relu"), "the nonlinearity act"),),
+    options=(OptionSpec("activation", "tanh", ("tanh", "relu"), "the nonlinearity act"), CHECKPOINT_EVERY),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " For relu, act'(0) = 0.",
 )

@@ -74,7 +74,10 @@ class ExampleImplementation(Implementation):
         *,
         lengths: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> Array:
+        # checkpoint_every trades memory for time in a framework's reverse mode; this backend's
+        # hand-written reverse mode recomputes the forward from the inputs, so it has nothing to trade.
         order = _Order(a.shape, lengths, reverse)
         h0 = _initial(initial, a)
         h = _linear_forward(order.apply(a), order.apply(b), h0, order.valid)
@@ -89,6 +92,7 @@ class ExampleImplementation(Implementation):
         activation: str = "relu",
         lengths: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> Array:
         order = _Order(pre.shape, lengths, reverse)
         out, _, _ = _indrnn_forward(order.apply(pre), u, _initial(initial, pre), order.valid, activation)
@@ -181,7 +185,14 @@ def _linear_forward(a: Array, b: Array, h0: Array, valid: Array) -> Array:
 
 
 def _linear_vjp(
-    cotangents: Mapping[str, Any], *, a: Any, b: Any, initial: Any, lengths: Any, reverse: bool
+    cotangents: Mapping[str, Any],
+    *,
+    a: Any,
+    b: Any,
+    initial: Any,
+    lengths: Any,
+    reverse: bool,
+    checkpoint_every: int | None = None,
 ) -> dict[str, Array]:
     order = _Order(a.shape, lengths, reverse)
     valid, n = order.valid, order.lengths
@@ -233,6 +244,7 @@ def _indrnn_vjp(
     activation: str,
     lengths: Any,
     reverse: bool,
+    checkpoint_every: int | None = None,
 ) -> dict[str, Array]:
     order = _Order(pre.shape, lengths, reverse)
     valid = order.valid

@@ -49,6 +49,7 @@ class Mutant(Reference):
         lengths: Any = None,
         initial_state: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> ACTResult:
         result = super().act(
             x,
@@ -59,6 +60,7 @@ class Mutant(Reference):
             lengths=lengths,
             initial_state=initial_state,
             reverse=reverse,
+            checkpoint_every=checkpoint_every,
         )
         return result._replace(outputs=_scaled(result.outputs), state=_scaled_state(result.state))
 

@@ -38,9 +38,23 @@ class Mutant(Reference):
     capabilities: ClassVar[frozenset[str]] = frozenset({"vjp"})
 
     def lstm(
-        self, x: Any, params: Any, *, lengths: Any = None, initial_state: Any = None, reverse: bool = False
+        self,
+        x: Any,
+        params: Any,
+        *,
+        lengths: Any = None,
+        initial_state: Any = None,
+        reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult:
-        return super().lstm(x, swap_i_f(params), lengths=lengths, initial_state=initial_state, reverse=reverse)
+        return super().lstm(
+            x,
+            swap_i_f(params),
+            lengths=lengths,
+            initial_state=initial_state,
+            reverse=reverse,
+            checkpoint_every=checkpoint_every,
+        )
 
     def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
         if op != "lstm":

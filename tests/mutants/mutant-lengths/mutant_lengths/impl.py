@@ -38,6 +38,7 @@ class Mutant(Reference):
         lengths: Any = None,
         initial_state: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult:
         return super().gru(
             x,
@@ -46,6 +47,7 @@ class Mutant(Reference):
             lengths=short_by_one(lengths),
             initial_state=initial_state,
             reverse=reverse,
+            checkpoint_every=checkpoint_every,
         )
 
     def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class Mutant(Reference):
         lengths: Any = None,
         initial_state: Any = None,
         reverse: bool = False,
+        checkpoint_every: int | None = None,
     ) -> SequenceResult:
         if _window(params) > 1:
             x = delayed(x)
@@ -63,6 +64,7 @@ class Mutant(Reference):
             lengths=lengths,
             initial_state=initial_state,
             reverse=reverse,
+            checkpoint_every=checkpoint_every,
         )
 
     def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:

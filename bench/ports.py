@@ -1,0 +1,91 @@
+"""Plain Python-loop ports of the adaptive cells and of indrnn: what users run today.
+
+Each port steps a cell in a Python loop over time, one framework call per op, the way the
+seeds' implementations run (a module stepping ``nn.GRUCell`` and its gate at every step;
+ACT's inner loop over ponder steps until every row halts). They compute the spec's
+forward pass for one layer with the default options (no lengths, no initial state), in
+the framework's eager mode, with the framework's own autodiff for the backward pass: the
+yardstick of the "at least 3x faster than the Python-loop port" target. The gru and lstm
+steps are the adapter's (``torch.gru_cell``/``lstm_cell`` in torch, as ``nn.GRUCell`` and
+``nn.LSTMCell`` run them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .framework import Framework
+
+Params = Sequence[Mapping[str, Any]]
+
+
+def _binarize(fw: Framework, u: Any) -> Any:
+    # 1 where u >= 0.5, with the straight-through gradient of the Skip RNN authors' code.
+    hard = fw.to_float(u >= 0.5)
+    return u + fw.stop_gradient(hard - u)
+
+
+def skip_cell(fw: Framework, x: Any, params: Params, cell: str) -> Any:
+    """``skip_gru`` (``cell="gru"``) or ``skip_lstm`` (``cell="lstm"``): the outputs ``(B, T, H)``."""
+    (p,) = params
+    batch, steps = x.shape[0], x.shape[1]
+    size = p["w_hh"].shape[1]
+    h = c = fw.zeros((batch, size))
+    prob, cum = fw.zeros((batch, 1)) + 1.0, fw.zeros((batch, 1))
+    outputs = []
+    for t in range(steps):
+        u_tilde = cum + fw.minimum(prob, 1.0 - cum)
+        u = _binarize(fw, u_tilde)
+        if cell == "lstm":
+            cand_h, cand_c = fw.lstm_cell(x[:, t], h, c, p)
+            gate_in = cand_c
+            c = u * cand_c + (1.0 - u) * c
+        else:
+            cand_h = gate_in = fw.gru_cell(x[:, t], h, p)
+        du = fw.sigmoid(fw.linear(gate_in, p["w_gate"], p["b_gate"]))
+        h = u * cand_h + (1.0 - u) * h
+        prob = u * du + (1.0 - u) * prob
+        cum = (1.0 - u) * u_tilde
+        outputs.append(h)
+    return fw.stack(outputs, 1)
+
+
+def act(fw: Framework, x: Any, params: Params, epsilon: float, max_steps: int) -> Any:
+    """``act`` over a gru cell: the outputs ``(B, T, H)``; the inner loop stops once every row has halted."""
+    (p,) = params
+    batch, steps = x.shape[0], x.shape[1]
+    size = p["w_hh"].shape[1]
+    h = fw.zeros((batch, size))
+    flags = (fw.zeros((batch, 1)), fw.zeros((batch, 1)) + 1.0)
+    outputs = []
+    for t in range(steps):
+        total, mean = fw.zeros((batch, 1)), fw.zeros((batch, size))
+        halted = fw.zeros((batch, 1)) > 0.0
+        s = h
+        for n in range(1, max_steps + 1):
+            if fw.all(halted):
+                break
+            s = fw.gru_cell(fw.concat([x[:, t], flags[n > 1]], 1), s, p)
+            unit = fw.sigmoid(fw.linear(s, p["w_halt"], p["b_halt"]))
+            active = ~halted
+            stop = active & ((total + unit >= 1.0 - epsilon) | (n == max_steps))
+            weight = fw.where(stop, 1.0 - total, fw.where(active, unit, 0.0 * unit))
+            mean = mean + weight * s
+            total = fw.where(active, total + unit, total)
+            halted = halted | stop
+        h = mean
+        outputs.append(h)
+    return fw.stack(outputs, 1)
+
+
+def indrnn(fw: Framework, x: Any, params: Params) -> Any:
+    """``indrnn`` with relu: the input projection in one call, then a per-step loop ``relu(pre_t + u h)``."""
+    (p,) = params
+    pre = fw.linear(x, p["w_ih"], p["b_ih"])
+    h = fw.zeros((x.shape[0], p["u"].shape[0]))
+    outputs = []
+    for t in range(x.shape[1]):
+        h = fw.relu(pre[:, t] + p["u"] * h)
+        outputs.append(h)
+    return fw.stack(outputs, 1)

@@ -1,0 +1,609 @@
+"""Hypothesis strategies of invalid calls, each with the error class the spec decides for it.
+
+An invalid call starts from a valid case of the op (:func:`draw_base`: every
+optional argument present, so that each can be broken) and changes one thing
+with a :class:`Breaker`: the rank or dtype of ``x``, a missing, unknown or
+misshapen parameter, ``lengths`` out of range, a state of the wrong batch, an
+unknown option value... Every draw is labelled, so a falsifying example reads
+as the call it made::
+
+    @given(data=st.data())
+    def test_my_backend_refuses(data):
+        base = draw_base(data, "lstm", dtypes=("float32",))
+        for breaker in breakers_for("lstm"):
+            bad = breaker.draw(data, base)
+            ...  # bad.args, bad.kwargs; bad.error is the class the spec decides
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from rnnspec.backend import Backend, op_signature
+from rnnspec.errors import (
+    CallError,
+    DtypeError,
+    LengthsError,
+    OptionError,
+    ParameterError,
+    ShapeError,
+    UnknownArgumentError,
+)
+from rnnspec.ops import OPS
+from rnnspec.tree import tree_map
+
+from .cases import Case, CaseSpec
+from .strategies import draw_case
+
+__all__ = ["BREAKERS", "Breaker", "InvalidCall", "NotApplicable", "breakers_for", "draw_base"]
+
+#: Dtypes of x (or a primitive's first array) that no op accepts.
+BAD_DTYPES = ("int32", "int64", "uint8", "bool", "complex64", "complex128")
+#: Values that options and ``reverse`` are drawn from; each option keeps those it does not accept.
+BAD_VALUES: tuple[Any, ...] = (
+    None, "bogus", "", "TANH", 0, 1, -1, 3, 0.0, 1.0, -0.5, 1.5, 2.5, math.nan, math.inf, True, False, "1", (1,),
+)  # fmt: skip
+#: Keyword names no op takes, and option names of other ops.
+OTHER_KEYWORDS = (
+    "dropout", "batch_first", "bidirectional", "time_major", "window",
+    "activation", "mode", "cell", "epsilon", "max_steps", "reset_after", "zoneout_mask", "initial_state",
+)  # fmt: skip
+#: Keys no layer carries.
+UNKNOWN_KEYS = ("bias", "weight", "w_xh", "W_ih", "h_0")
+#: Size changes a breaker applies to one axis.
+DELTAS = (-1, 1, 2)
+
+
+@dataclass
+class InvalidCall:
+    """A call that breaks the spec, in NumPy, and the error class the spec decides for it.
+
+    Attributes
+    ----------
+    op
+        The op's name.
+    what
+        What was broken, in words.
+    args, kwargs
+        The call; NumPy arrays become the backend's (``lengths`` only when ``native_lengths``).
+    error
+        The :mod:`rnnspec.errors` class every backend must raise.
+    worded_by_backend
+        Whether the error's ``expected`` or ``actual`` names the backend's array type
+        (``"a torch array"``), so only the class and the argument compare across backends.
+    native_lengths
+        Whether ``lengths`` is passed as the backend's array rather than NumPy's.
+    foreign
+        ``(path, make)``: the array at ``path`` (see :meth:`at`) is replaced by
+        ``make(backend)``, an array the backend does not take, after conversion.
+    """
+
+    op: str
+    what: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    error: type[CallError]
+    worded_by_backend: bool = False
+    native_lengths: bool = False
+    foreign: tuple[tuple[Any, ...], Callable[[Backend], Any]] | None = None
+
+    def at(self, path: tuple[Any, ...]) -> Any:
+        """The value at ``path``: ``("args", i, ...)`` or ``("kwargs", name, ...)``, then keys and indices."""
+        node: Any = self.args if path[0] == "args" else self.kwargs
+        for key in path[1:]:
+            node = node[key]
+        return node
+
+    def call_args(self, backend: Backend) -> tuple[list[Any], dict[str, Any]]:
+        """The call with ``backend``'s arrays in place of NumPy's."""
+
+        def convert(value: Any) -> Any:
+            return backend.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+        args = [tree_map(convert, a) for a in self.args]
+        kwargs = {
+            k: (v if k == "lengths" and not self.native_lengths else tree_map(convert, v))
+            for k, v in self.kwargs.items()
+        }
+        if self.foreign is not None:
+            path, make = self.foreign
+            node: Any = args if path[0] == "args" else kwargs
+            for key in path[1:-1]:
+                node = node[key]
+            node[path[-1]] = make(backend)
+        return args, kwargs
+
+    def raised_by(self, backend: Backend) -> BaseException | None:
+        """What calling the op on ``backend`` raised (``None`` if the call succeeded)."""
+        args, kwargs = self.call_args(backend)
+        try:
+            getattr(backend, self.op)(*args, **kwargs)
+        except Exception as err:  # the caller reports any exception, rnnspec's or a framework's
+            return err
+        return None
+
+    def describe(self) -> str:
+        """The call, for failure messages: what was broken and the arguments' shapes and dtypes."""
+
+        def show(value: Any) -> Any:
+            if isinstance(value, np.ndarray):
+                return f"array{value.shape}:{value.dtype}" + ("" if value.size > 8 else f"={value.tolist()}")
+            return value
+
+        args = [tree_map(show, a) for a in self.args]
+        kwargs = {k: tree_map(show, v) for k, v in self.kwargs.items()}
+        return f"{self.op} with {self.what}: args={args!r}, kwargs={kwargs!r}, native_lengths={self.native_lengths}"
+
+
+@dataclass
+class _Call:
+    """A mutable copy of a valid case's call, which a breaker edits (never the arrays in place)."""
+
+    spec: CaseSpec
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+    @property
+    def sequence(self) -> bool:
+        return OPS[self.spec.op].kind == "sequence"
+
+    @property
+    def params(self) -> list[dict[str, Any]]:
+        params: list[dict[str, Any]] = self.args[1]
+        return params
+
+
+Edit = Callable[[st.DataObject, _Call], Any]
+
+
+class NotApplicable(Exception):
+    """Raised by a breaker that cannot break the base case it was given (a mask with no entries)."""
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """One way to break a valid call, and the error class the spec decides for it.
+
+    ``edit`` changes the call; what it returns (if not ``None``) is added to
+    :attr:`InvalidCall.what`. ``applies`` says which ops it can break.
+    """
+
+    name: str
+    error: type[CallError]
+    edit: Edit
+    applies: Callable[[str], bool] = lambda op: True
+    worded_by_backend: bool = False
+    native_lengths: bool = False
+
+    def draw(self, data: st.DataObject, base: Case) -> InvalidCall | None:
+        """Break a deep copy of ``base``'s call (the base itself is left untouched).
+
+        ``None`` when this breaker cannot break ``base`` (see :class:`NotApplicable`).
+        """
+        call = _Call(base.spec, list(copy.deepcopy(base.args)), copy.deepcopy(base.kwargs))
+        if call.sequence:
+            call.args[1] = [dict(layer) for layer in call.args[1]]
+            state = call.kwargs.get("initial_state")
+            call.kwargs["initial_state"] = None if state is None else [dict(s) for s in state]
+        try:
+            detail = self.edit(data, call)
+        except NotApplicable:
+            return None
+        native = (
+            self.native_lengths
+            and isinstance(call.kwargs.get("lengths"), np.ndarray)
+            and data.draw(st.booleans(), label="lengths as the backend's array")
+        )
+        what = self.name if detail is None else f"{self.name} ({detail})"
+        return InvalidCall(base.spec.op, what, call.args, call.kwargs, self.error, self.worded_by_backend, native)
+
+
+def draw_base(data: st.DataObject, op: str, *, dtypes: Sequence[str]) -> Case:
+    """A small valid case of ``op`` with every optional argument present, for breakers to break."""
+    time = data.draw(st.integers(0, 4), label="time")
+    batch = data.draw(st.integers(1, 3), label="batch")
+    lengths = tuple(data.draw(st.lists(st.integers(0, time), min_size=batch, max_size=batch), label="lengths"))
+    spec = draw_case(
+        data,
+        op,
+        dtypes=dtypes,
+        batch=batch,
+        time=time,
+        lengths=lengths,
+        has_lengths=True,
+        initial_state=True,
+        zoneout=op == "qrnn",
+        scale=1.0,
+    )
+    return spec.build()
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _resized(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    shape = list(a.shape)
+    shape[axis] = size
+    return np.zeros(shape, dtype=a.dtype)
+
+
+def _draw_resize(data: st.DataObject, a: np.ndarray, label: str, *, axes: Sequence[int] | None = None) -> np.ndarray:
+    """``a`` with one axis made longer or shorter (never negative)."""
+    axis = data.draw(st.sampled_from(list(axes if axes is not None else range(a.ndim))), label=f"{label} axis")
+    size = data.draw(st.sampled_from([a.shape[axis] + d for d in DELTAS if a.shape[axis] + d >= 0]), label="size")
+    return _resized(a, axis, size)
+
+
+def _draw_rank(data: st.DataObject, a: np.ndarray, label: str) -> np.ndarray:
+    """``a`` with an axis added or (if it has one) removed."""
+    if a.ndim == 0 or data.draw(st.booleans(), label=f"{label}: add an axis"):
+        return a[..., None]
+    return np.zeros(a.shape[:-1], dtype=a.dtype)
+
+
+def _other_float(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    return np.dtype("float64" if dtype != np.float64 else "float32")
+
+
+def _draw_layer(data: st.DataObject, call: _Call) -> int:
+    return data.draw(st.integers(0, len(call.params) - 1), label="layer")
+
+
+def _draw_param(data: st.DataObject, call: _Call, *, required: bool = False) -> tuple[int, str]:
+    k = _draw_layer(data, call)
+    spec = OPS[call.spec.op]
+    options = dict(call.spec.options)
+    top = k == len(call.params) - 1
+    names = [p.name for p in spec.layer_params(top=top, options=options) if p.name in call.params[k]]
+    if required:
+        names = [p.name for p in spec.layer_params(top=top, options=options) if p.required]
+    return k, data.draw(st.sampled_from(sorted(names)), label="parameter")
+
+
+def _draw_state_entry(data: st.DataObject, call: _Call) -> tuple[int, str]:
+    state = call.kwargs["initial_state"]
+    k = data.draw(st.integers(0, len(state) - 1), label="state layer")
+    return k, data.draw(st.sampled_from(sorted(state[k])), label="state entry")
+
+
+def _primitive_arrays(call: _Call) -> list[int]:
+    """Positions of a primitive's array arguments that the call passes."""
+    return [i for i, a in enumerate(call.args) if isinstance(a, np.ndarray)]
+
+
+def _positional_names(op: str) -> list[str]:
+    return [p.name for p in op_signature(op).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+
+
+def _is_sequence(op: str) -> bool:
+    return OPS[op].kind == "sequence"
+
+
+def _is_primitive(op: str) -> bool:
+    return OPS[op].kind == "primitive"
+
+
+def _has_value_options(op: str) -> bool:
+    return bool(OPS[op].value_options)
+
+
+# -- x, or a primitive's first array -----------------------------------------------
+
+
+def _x_rank(data: st.DataObject, call: _Call) -> str:
+    x = call.args[0]
+    rank = data.draw(st.sampled_from([r for r in (1, 2, 4) if r != x.ndim]), label="rank")
+    call.args[0] = x.reshape((*x.shape[: rank - 1], -1)) if rank < x.ndim else x.reshape((1,) * (rank - 3) + x.shape)
+    return f"rank {rank}"
+
+
+def _x_dtype(data: st.DataObject, call: _Call) -> str:
+    dtype = data.draw(st.sampled_from(BAD_DTYPES), label="dtype")
+    call.args[0] = call.args[0].astype(dtype)
+    return dtype
+
+
+def _array_as_list(data: st.DataObject, call: _Call) -> str:
+    positions = _primitive_arrays(call) if not call.sequence else [0]
+    i = data.draw(st.sampled_from(positions), label="argument position")
+    call.args[i] = call.args[i].tolist()
+    return f"positional argument {i}"
+
+
+def _x_features(data: st.DataObject, call: _Call) -> None:
+    call.args[0] = _draw_resize(data, call.args[0], "x", axes=[2])
+
+
+# -- params ------------------------------------------------------------------------
+
+
+def _param_missing(data: st.DataObject, call: _Call) -> str:
+    k, name = _draw_param(data, call, required=True)
+    del call.params[k][name]
+    return f"params[{k}] without {name!r}"
+
+
+def _param_unknown(data: st.DataObject, call: _Call) -> str:
+    k = _draw_layer(data, call)
+    key = data.draw(st.sampled_from(UNKNOWN_KEYS), label="key")
+    call.params[k][key] = np.zeros(3, dtype=call.args[0].dtype)
+    return f"params[{k}][{key!r}]"
+
+
+def _param_misshapen(data: st.DataObject, call: _Call) -> str:
+    k, name = _draw_param(data, call)
+    a = call.params[k][name]
+    # qrnn's window K is read off w's last axis: any K >= 1 is valid there.
+    axes = [i for i in range(a.ndim) if not (call.spec.op == "qrnn" and name == "w" and i == 2)]
+    call.params[k][name] = _draw_resize(data, a, f"params[{k}][{name!r}]", axes=axes)
+    return f"params[{k}][{name!r}] of shape {call.params[k][name].shape}"
+
+
+def _param_rank(data: st.DataObject, call: _Call) -> str:
+    k, name = _draw_param(data, call)
+    call.params[k][name] = _draw_rank(data, call.params[k][name], name)
+    return f"params[{k}][{name!r}] of shape {call.params[k][name].shape}"
+
+
+def _param_dtype(data: st.DataObject, call: _Call) -> str:
+    k, name = _draw_param(data, call)
+    a = call.params[k][name]
+    dtype = data.draw(st.sampled_from([_other_float(a.dtype), np.dtype("int32")]), label="dtype")
+    call.params[k][name] = a.astype(dtype)
+    return f"params[{k}][{name!r}] of dtype {dtype}"
+
+
+def _param_as_list(data: st.DataObject, call: _Call) -> str:
+    k, name = _draw_param(data, call)
+    call.params[k][name] = call.params[k][name].tolist()
+    return f"params[{k}][{name!r}]"
+
+
+def _params_container(data: st.DataObject, call: _Call) -> str:
+    choices: list[tuple[str, Any]] = [
+        ("an empty list", []),
+        ("a number", 42),
+        ("a string", "w_ih"),
+        ("None", None),
+        ("a layer that is an array", [*call.params[:-1], call.args[0]]),
+    ]
+    label, value = data.draw(st.sampled_from(choices), label="params")
+    call.args[1] = value
+    return str(label)
+
+
+def _act_two_layers(data: st.DataObject, call: _Call) -> None:
+    call.args[1] = [call.params[0], dict(call.params[0])]
+
+
+def _qrnn_window_zero(data: st.DataObject, call: _Call) -> str:
+    k = _draw_layer(data, call)
+    call.params[k]["w"] = call.params[k]["w"][..., :0]
+    return f"params[{k}]['w'] of shape {call.params[k]['w'].shape}"
+
+
+# -- lengths -----------------------------------------------------------------------
+
+
+def _lengths(call: _Call) -> np.ndarray:
+    batch, time = call.args[0].shape[:2]
+    return np.full(batch, time, dtype=np.int64)
+
+
+def _lengths_negative(data: st.DataObject, call: _Call) -> None:
+    lengths = _lengths(call)
+    lengths[data.draw(st.integers(0, len(lengths) - 1), label="row")] = -data.draw(st.integers(1, 3), label="minus")
+    call.kwargs["lengths"] = lengths
+
+
+def _lengths_beyond_time(data: st.DataObject, call: _Call) -> None:
+    lengths = _lengths(call)
+    lengths[data.draw(st.integers(0, len(lengths) - 1), label="row")] += data.draw(st.integers(1, 3), label="plus")
+    call.kwargs["lengths"] = lengths
+
+
+def _lengths_dtype(data: st.DataObject, call: _Call) -> str:
+    dtype = data.draw(st.sampled_from(["float32", "float64", "bool"]), label="dtype")
+    call.kwargs["lengths"] = _lengths(call).astype(dtype)
+    return dtype
+
+
+def _lengths_batch(data: st.DataObject, call: _Call) -> None:
+    call.kwargs["lengths"] = _draw_resize(data, _lengths(call), "lengths", axes=[0])
+
+
+def _lengths_form(data: st.DataObject, call: _Call) -> str:
+    lengths = _lengths(call)
+    choices: list[tuple[str, Any]] = [("rank 2", lengths[:, None]), ("a number", int(lengths[0])), ("a string", "1")]
+    label, value = data.draw(st.sampled_from(choices), label="lengths")
+    call.kwargs["lengths"] = value
+    return str(label)
+
+
+# -- initial_state -----------------------------------------------------------------
+
+
+def _state_layers(data: st.DataObject, call: _Call) -> str:
+    state = call.kwargs["initial_state"]
+    fewer = data.draw(st.booleans(), label="fewer layers")
+    call.kwargs["initial_state"] = state[:-1] if fewer else [*state, state[-1]]
+    return f"{len(call.kwargs['initial_state'])} layer(s)"
+
+
+def _state_keys(data: st.DataObject, call: _Call) -> str:
+    state = call.kwargs["initial_state"]
+    k, name = _draw_state_entry(data, call)
+    if data.draw(st.booleans(), label="drop the entry"):
+        del state[k][name]
+        return f"initial_state[{k}] without {name!r}"
+    state[k]["extra"] = state[k][name]
+    return f"initial_state[{k}] with an extra key"
+
+
+def _state_shape(data: st.DataObject, call: _Call) -> str:
+    state = call.kwargs["initial_state"]
+    k, name = _draw_state_entry(data, call)
+    state[k][name] = _draw_resize(data, state[k][name], f"initial_state[{k}][{name!r}]")
+    return f"initial_state[{k}][{name!r}] of shape {state[k][name].shape}"
+
+
+def _state_dtype(data: st.DataObject, call: _Call) -> None:
+    state = call.kwargs["initial_state"]
+    k, name = _draw_state_entry(data, call)
+    state[k][name] = state[k][name].astype(_other_float(state[k][name].dtype))
+
+
+def _state_as_list(data: st.DataObject, call: _Call) -> None:
+    state = call.kwargs["initial_state"]
+    k, name = _draw_state_entry(data, call)
+    state[k][name] = state[k][name].tolist()
+
+
+def _state_container(data: st.DataObject, call: _Call) -> None:
+    call.kwargs["initial_state"] = data.draw(st.sampled_from([3, "h", 1.5]), label="initial_state")
+
+
+# -- options and the form of the call ------------------------------------------------
+
+
+def _unknown_keyword(data: st.DataObject, call: _Call) -> str:
+    taken = set(op_signature(call.spec.op).parameters)
+    name = data.draw(st.sampled_from([k for k in OTHER_KEYWORDS if k not in taken]), label="keyword")
+    call.kwargs[name] = data.draw(st.sampled_from([None, 1, "tanh", True]), label="value")
+    return name
+
+
+def _option_value(data: st.DataObject, call: _Call) -> str:
+    opt = data.draw(st.sampled_from(OPS[call.spec.op].value_options), label="option")
+    value = data.draw(st.sampled_from([v for v in BAD_VALUES if not opt.accepts(v)]), label="value")
+    call.kwargs[opt.name] = value
+    return f"{opt.name}={value!r}"
+
+
+def _reverse_value(data: st.DataObject, call: _Call) -> str:
+    value = data.draw(st.sampled_from([v for v in BAD_VALUES if not isinstance(v, bool)]), label="reverse")
+    call.kwargs["reverse"] = value
+    return repr(value)
+
+
+def _too_many_positional(data: st.DataObject, call: _Call) -> None:
+    positional = _positional_names(call.spec.op)
+    call.args.extend([None] * (len(positional) + 1 - len(call.args)))
+
+
+def _missing_required(data: st.DataObject, call: _Call) -> None:
+    del call.args[1:]  # params (sequence ops), b or u (primitives)
+
+
+def _positional_and_keyword(data: st.DataObject, call: _Call) -> None:
+    call.kwargs[_positional_names(call.spec.op)[0]] = call.args[0]
+
+
+# -- qrnn's zoneout mask -------------------------------------------------------------
+
+
+def _mask_shape(data: st.DataObject, call: _Call) -> None:
+    call.kwargs["zoneout_mask"] = _draw_resize(data, call.kwargs["zoneout_mask"], "zoneout_mask")
+
+
+def _mask_dtype(data: st.DataObject, call: _Call) -> None:
+    mask = call.kwargs["zoneout_mask"]
+    dtype = data.draw(st.sampled_from([_other_float(mask.dtype), np.dtype("int32")]), label="dtype")
+    call.kwargs["zoneout_mask"] = mask.astype(dtype)
+
+
+def _mask_values(data: st.DataObject, call: _Call) -> str:
+    mask = call.kwargs["zoneout_mask"].copy()
+    if mask.size == 0:
+        raise NotApplicable("an empty mask (batch or time 0) has no value to break")
+    value = data.draw(st.sampled_from([0.5, 2.0, -1.0, math.nan]), label="value")
+    mask.flat[data.draw(st.integers(0, mask.size - 1), label="index")] = value
+    call.kwargs["zoneout_mask"] = mask
+    return repr(value)
+
+
+def _mask_count(data: st.DataObject, call: _Call) -> None:
+    mask = call.kwargs["zoneout_mask"]
+    call.kwargs["zoneout_mask"] = [mask] * (len(call.params) + 1)
+
+
+# -- primitives ----------------------------------------------------------------------
+
+
+def _primitive_shape(data: st.DataObject, call: _Call) -> str:
+    layout = OPS[call.spec.op].params
+    passed = _primitive_arrays(call)
+    # An axis whose size no other array repeats (indrnn_recurrence's T) is free: changing it breaks nothing.
+    axes = [
+        (i, axis)
+        for i in passed
+        for axis, name in enumerate(layout[i].shape)
+        if any(name in layout[j].shape for j in passed if j != i)
+    ]
+    i, axis = data.draw(st.sampled_from(axes), label="argument and axis")
+    call.args[i] = _draw_resize(data, call.args[i], f"argument {i}", axes=[axis])
+    return f"positional argument {i} of shape {call.args[i].shape}"
+
+
+def _primitive_mixed_dtype(data: st.DataObject, call: _Call) -> str:
+    i = data.draw(st.sampled_from(_primitive_arrays(call)[1:]), label="argument position")
+    a = call.args[i]
+    call.args[i] = a.astype(data.draw(st.sampled_from([_other_float(a.dtype), np.dtype("int32")]), label="dtype"))
+    return f"positional argument {i} of dtype {call.args[i].dtype}"
+
+
+def _qrnn(op: str) -> bool:
+    return op == "qrnn"
+
+
+#: Every breaker, with the error class the spec decides for it.
+BREAKERS: tuple[Breaker, ...] = (
+    Breaker("x of the wrong rank", ShapeError, _x_rank),
+    Breaker("x of a dtype no op takes", DtypeError, _x_dtype),
+    Breaker("an array argument that is a list", DtypeError, _array_as_list, worded_by_backend=True),
+    Breaker("x of an input size the params do not take", ParameterError, _x_features, _is_sequence),
+    Breaker("a required parameter left out", ParameterError, _param_missing, _is_sequence),
+    Breaker("a parameter of an unknown name", ParameterError, _param_unknown, _is_sequence),
+    Breaker("a misshapen parameter", ParameterError, _param_misshapen, _is_sequence),
+    Breaker("a parameter of the wrong rank", ParameterError, _param_rank, _is_sequence),
+    Breaker("a parameter of another dtype than x", DtypeError, _param_dtype, _is_sequence),
+    Breaker("a parameter that is a list", DtypeError, _param_as_list, _is_sequence, worded_by_backend=True),
+    Breaker("params that are not mappings", ParameterError, _params_container, _is_sequence, worded_by_backend=True),
+    Breaker("two layers of act", ParameterError, _act_two_layers, lambda op: op == "act"),
+    Breaker("a qrnn window of width 0", ParameterError, _qrnn_window_zero, _qrnn),
+    Breaker("a negative length", LengthsError, _lengths_negative, native_lengths=True),
+    Breaker("a length beyond time", LengthsError, _lengths_beyond_time, native_lengths=True),
+    Breaker("lengths of a non-integer dtype", LengthsError, _lengths_dtype, native_lengths=True),
+    Breaker("lengths of another batch than x", LengthsError, _lengths_batch, native_lengths=True),
+    Breaker("lengths of the wrong form", LengthsError, _lengths_form, native_lengths=True),
+    Breaker("an initial state for another number of layers", ShapeError, _state_layers, _is_sequence),
+    Breaker("an initial state with a missing or extra entry", ShapeError, _state_keys, _is_sequence),
+    Breaker("a misshapen initial state entry", ShapeError, _state_shape, _is_sequence),
+    Breaker("an initial state entry of another dtype than x", DtypeError, _state_dtype, _is_sequence),
+    Breaker("an initial state entry that is a list", DtypeError, _state_as_list, _is_sequence, worded_by_backend=True),
+    Breaker("an initial state that is not a sequence of mappings", ShapeError, _state_container, _is_sequence),
+    Breaker("an unknown keyword", UnknownArgumentError, _unknown_keyword),
+    Breaker("an option value outside its allowed set", OptionError, _option_value, _has_value_options),
+    Breaker("reverse that is not a bool", OptionError, _reverse_value),
+    Breaker("too many positional arguments", UnknownArgumentError, _too_many_positional),
+    Breaker("a required argument left out", UnknownArgumentError, _missing_required),
+    Breaker("an argument given by position and by keyword", UnknownArgumentError, _positional_and_keyword),
+    Breaker("a zoneout mask of the wrong shape", ShapeError, _mask_shape, _qrnn),
+    Breaker("a zoneout mask of another dtype than x", DtypeError, _mask_dtype, _qrnn),
+    Breaker("a zoneout mask with values outside {0, 1}", OptionError, _mask_values, _qrnn),
+    Breaker("zoneout masks for another number of layers", ShapeError, _mask_count, _qrnn, worded_by_backend=True),
+    Breaker("a misshapen array argument", ShapeError, _primitive_shape, _is_primitive),
+    Breaker("an array argument of another dtype than the first", DtypeError, _primitive_mixed_dtype, _is_primitive),
+)
+
+
+def breakers_for(op: str) -> tuple[Breaker, ...]:
+    """The breakers that apply to ``op``."""
+    return tuple(b for b in BREAKERS if b.applies(op))

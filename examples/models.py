@@ -1,0 +1,131 @@
+"""What the examples train, described without a framework, and how a framework's trainer is found.
+
+A :class:`ModelSpec` names an rnnspec op and its sizes; every trainer
+(``trainers/torch.py``, ``trainers/jax.py``, ``trainers/tensorflow.py``) builds
+the same model from it with its framework's layers: the op's layer, then a
+linear readout of the last step's output. Only the chosen framework is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["LAYER_CLASSES", "ModelSpec", "Trainer", "limit_threads", "make_trainer"]
+
+#: The layer class of each op, by the same name in every framework's layers.
+LAYER_CLASSES = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "skip_rnn": "SkipRNN",
+    "skip_lstm": "SkipLSTM",
+    "skip_gru": "SkipGRU",
+    "act": "ACT",
+    "indrnn": "IndRNN",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A recurrent layer (an rnnspec op) and a linear readout of its last output.
+
+    Parameters
+    ----------
+    name
+        The name the reports and plots use.
+    op
+        The rnnspec op of the layer, a key of :data:`LAYER_CLASSES`.
+    input_size, hidden_size, output_size, num_layers
+        The sizes.
+    options
+        The layer's options, by the names all three frameworks' layers take
+        (``cell``, ``max_steps``, ``seq_len``, ``mag``, ``last_layer_init``,
+        ``trainable_initial_state``...).
+    loss
+        ``"mse"`` (regression) or ``"bce"`` (one logit per output, binary cross-entropy).
+    budget_weight
+        lambda of the skip ops' budget loss (:func:`rnnspec.skip_budget_loss`).
+    ponder_weight
+        tau of ACT's ponder cost: ``tau * mean over the batch of the ponder cost summed over time``.
+    learning_rate
+        Adam's step size.
+    clip_norm
+        The global gradient norm is clipped to this, unless None.
+    indrnn_bound
+        IndRNN's recurrent weights ``u`` are projected into ``[-bound, bound]``
+        after every update (:func:`rnnspec.indrnn_constrain`), unless None.
+    """
+
+    name: str
+    op: str
+    input_size: int
+    hidden_size: int
+    output_size: int = 1
+    num_layers: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    loss: str = "mse"
+    budget_weight: float = 0.0
+    ponder_weight: float = 0.0
+    learning_rate: float = 1e-3
+    clip_norm: float | None = 1.0
+    indrnn_bound: float | None = None
+
+    def parameter_count(self) -> int:
+        """The number of trainable numbers, layer and readout (from :func:`rnnspec.init_params`)."""
+        import rnnspec
+
+        arrays = rnnspec.init_params(
+            self.op,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            **self.options,
+        )
+        layer = sum(int(np.prod(a.shape)) for params in arrays for a in params.values())
+        return layer + (self.hidden_size + 1) * self.output_size
+
+
+class Trainer(Protocol):
+    """A model of one framework, built from a :class:`ModelSpec`, with its optimiser."""
+
+    spec: ModelSpec
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimiser update on a batch; returns the training loss (task loss plus auxiliary losses)."""
+        ...
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on ``x`` (no update).
+
+        Returns ``"output"`` (batch, output_size) (logits for ``bce``) and, for the
+        adaptive ops, ``"update_gate"`` (skip ops) or ``"ponder_cost"`` and
+        ``"ponder_steps"`` (ACT), each (batch, time).
+        """
+        ...
+
+
+def limit_threads(threads: int) -> None:
+    """Ask every framework for ``threads`` CPU threads; call it before the first framework import.
+
+    On a machine shared with other jobs, one thread per process is often much
+    faster than the frameworks' default of one per core, whose threads wait on
+    each other while the cores are busy elsewhere.
+    """
+    n = str(threads)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, n)
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+
+
+def make_trainer(backend: str, spec: ModelSpec, seed: int) -> Trainer:
+    """Build ``spec`` with the framework of ``backend`` (``torch``, ``jax`` or ``tensorflow``), imported now."""
+    module = importlib.import_module(f"trainers.{backend}")
+    trainer: Trainer = module.make_trainer(spec, seed)
+    return trainer
