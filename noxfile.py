@@ -63,7 +63,7 @@ print(f"conformance: backend {name!r} {backend.version} on {impl.framework} {imp
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (the frameworks are test-only dependencies). ``nox -s tests -- -k lstm`` forwards args."""
-    session.install("-e", ".[test]", *TEST_FRAMEWORKS)
+    session.install("-e", ".[test,safetensors,bench]", *TEST_FRAMEWORKS)
     # pytest exits 5 when it collects nothing; nox treats any non-zero exit as failure.
     session.run("pytest", *session.posargs)
 
@@ -71,7 +71,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON, name="tests-tensorflow")
 def tests_tensorflow(session: nox.Session) -> None:
     """Run the TensorFlow backend's tests, with TensorFlow (CPU) and without torch or Triton (see TEST_FRAMEWORKS)."""
-    session.install("-e", ".[test]", *TENSORFLOW_CPU)
+    session.install("-e", ".[test,safetensors]", *TENSORFLOW_CPU)
     session.run("pytest", *(session.posargs or glob.glob(TENSORFLOW_TESTS)))
 
 

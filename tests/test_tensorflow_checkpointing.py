@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import rnnspec
-from rnnspec.conformance.tolerances import tolerance
+tf = pytest.importorskip("tensorflow")
+
+import rnnspec  # noqa: E402  (after the skip: the backend imports tensorflow)
+from rnnspec.conformance.tolerances import tolerance  # noqa: E402
 
 TF = rnnspec.get_backend("tensorflow")
 BATCH, TIME, INPUT, HIDDEN = 3, 17, 4, 6
