@@ -103,18 +103,23 @@ def _check_backend(session: nox.Session, backend: str) -> None:
     session.run("python", script, backend)
 
 
+#: Tests that run in a second process, by backend: XLA's CPU compiler aborts the process while compiling
+#: a half-precision vjp when the rest of the suite has run before it in the same process (reproduced in two
+#: full runs; the same tests pass in a process of their own). Until that is understood, jax runs them apart.
+CONFORMANCE_APART: dict[str, str] = {"jax": "half_precision"}
+
+
 def _run_conformance(session: nox.Session, backend: str, *args: str) -> None:
     """Check that ``backend`` loads, then run the conformance suite on it (ci profile)."""
     _check_backend(session, backend)
-    session.run(
-        "pytest",
-        "--pyargs",
-        "rnnspec.conformance",
-        f"--rnnspec-backend={backend}",
-        "--hypothesis-profile=ci",
-        *args,
-        env=CONFORMANCE_ENV.get(backend, {}),
-    )
+    command = ("pytest", "--pyargs", "rnnspec.conformance", f"--rnnspec-backend={backend}", "--hypothesis-profile=ci")
+    env = CONFORMANCE_ENV.get(backend, {})
+    apart = CONFORMANCE_APART.get(backend)
+    if apart is None:
+        session.run(*command, *args, env=env)
+        return
+    session.run(*command, "-k", f"not {apart}", *args, env=env)
+    session.run(*command, "-k", apart, *args, env=env)
 
 
 def _conformance_session(backend: str, frameworks: tuple[str, ...]) -> None:
