@@ -33,6 +33,12 @@ TEST_FRAMEWORKS = (TORCH_CPU, "triton", "jax", "flax")
 #: The tests that need TensorFlow, run by ``tests-tensorflow``.
 TENSORFLOW_TESTS = "tests/test_tensorflow_*.py"
 
+#: pytest-xdist, and its options: the test and conformance sessions run their tests in two worker
+#: processes, one per core of the CI machine (the conformance plugin's summary is gathered from the
+#: workers' reports).
+XDIST = "pytest-xdist>=3"
+WORKERS = ("-n", "2")
+
 #: The built-in backends the conformance suite has a session for, with the (CPU) framework each needs.
 CONFORMANCE_BACKENDS: dict[str, tuple[str, ...]] = {
     "numpy": (),
@@ -63,16 +69,16 @@ print(f"conformance: backend {name!r} {backend.version} on {impl.framework} {imp
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (the frameworks are test-only dependencies). ``nox -s tests -- -k lstm`` forwards args."""
-    session.install("-e", ".[test,safetensors,bench]", *TEST_FRAMEWORKS)
+    session.install("-e", ".[test,safetensors,bench]", XDIST, *TEST_FRAMEWORKS)
     # pytest exits 5 when it collects nothing; nox treats any non-zero exit as failure.
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *WORKERS, *session.posargs)
 
 
 @nox.session(python=PYTHON, name="tests-tensorflow")
 def tests_tensorflow(session: nox.Session) -> None:
     """Run the TensorFlow backend's tests, with TensorFlow (CPU) and without torch or Triton (see TEST_FRAMEWORKS)."""
-    session.install("-e", ".[test,safetensors]", *TENSORFLOW_CPU)
-    session.run("pytest", *(session.posargs or glob.glob(TENSORFLOW_TESTS)))
+    session.install("-e", ".[test,safetensors]", XDIST, *TENSORFLOW_CPU)
+    session.run("pytest", *WORKERS, *(session.posargs or glob.glob(TENSORFLOW_TESTS)))
 
 
 @nox.session(python=PYTHON)
@@ -123,7 +129,7 @@ def _run_conformance(session: nox.Session, backend: str, *args: str) -> None:
     """Check that ``backend`` loads, then run the conformance suite on it (ci profile)."""
     _check_backend(session, backend)
     env = CONFORMANCE_ENV.get(backend, {})
-    options = (f"--rnnspec-backend={backend}", "--hypothesis-profile=ci", *args)
+    options = (f"--rnnspec-backend={backend}", "--hypothesis-profile=ci", *WORKERS, *args)
     if backend not in CONFORMANCE_PER_MODULE:
         session.run("pytest", "--pyargs", "rnnspec.conformance", *options, env=env)
         return
@@ -133,7 +139,7 @@ def _run_conformance(session: nox.Session, backend: str, *args: str) -> None:
 
 def _conformance_session(backend: str, frameworks: tuple[str, ...]) -> None:
     def session_function(session: nox.Session) -> None:
-        session.install("-e", ".[conformance]", *frameworks)
+        session.install("-e", ".[conformance]", XDIST, *frameworks)
         _run_conformance(session, backend, *session.posargs)
 
     what = f", {frameworks[0].split(';')[0]} (CPU)" if frameworks else ""

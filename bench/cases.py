@@ -323,10 +323,44 @@ def recurrences(fw: Framework, sizes: Sizes) -> list[Row]:
     return rows
 
 
+#: Gate blocks G of the cell each adaptive op's port runs (act's is a gru).
+_PORT_GATES = {"skip_gru": 3, "skip_lstm": 4, "act": 3}
+
+
+def _inner_steps(fw: Framework, op: str, x: Any, params: Any) -> int:
+    """The recurrent steps a batched implementation takes: T for Skip RNN; for ACT, the sum over
+    time of the most inner steps any row takes (the port's inner loop runs until every row halts)."""
+    steps = int(x.shape[1])
+    if op != "act":
+        return steps
+    result = fw.backend.act(x, params, cell="gru", epsilon=EPSILON, max_steps=MAX_STEPS)
+    return int(np.asarray(fw.backend.to_numpy(result.ponder_steps)).max(axis=0).sum())
+
+
+def _floor_rows(fw: Framework, op: str, shape: Shape, mode: str, timings: dict[str, Any], inner: int) -> list[Row]:
+    """rnnspec and the port against the matmul floor: port / floor is the best ratio any implementation reaches."""
+    rows = []
+    for name in (f"rnnspec {op}", "Python loop"):
+        row = compare("python loop", fw.name, op, shape_text(*shape), mode, (name, "matmul floor"), timings)
+        row["note"] = f"floor: {inner} recurrent steps' matmuls only (ports.matmul_floor)"
+        if name == "Python loop":
+            # The best any implementation can do is the floor: port / floor bounds its speed-up over the port.
+            verdict = "reachable" if row["ratio"] >= 1.0 / PORT_TARGET else "UNREACHABLE on this machine"
+            row["note"] += f"; best reachable speed-up {row['ratio']:.2f}x: 3x {verdict}"
+        rows.append(row)
+    return rows
+
+
 def python_loops(fw: Framework, sizes: Sizes) -> list[Row]:
-    """indrnn and the adaptive ops (default initialisation) against their plain Python-loop ports."""
+    """indrnn and the adaptive ops (default initialisation) against their plain Python-loop ports.
+
+    Each adaptive op is timed beside the matmul floor of its shape (:func:`.ports.matmul_floor`):
+    rows ``Python loop / matmul floor`` give the best speed-up over the port that any
+    implementation could reach on the machine (under 3: the 3x target is out of reach), rows
+    ``rnnspec / matmul floor`` how far rnnspec is from it.
+    """
     shape = sizes.port
-    hidden = shape[2]
+    batch, steps, hidden = shape
     compiled = _compiles(fw)
     _, x = _inputs(fw, shape)
     contenders: list[tuple[str, dict[str, Any], Callable[[Any, Any], Any], Callable[[Any, Any], Any]]] = [
@@ -345,9 +379,16 @@ def python_loops(fw: Framework, sizes: Sizes) -> list[Row]:
         if op.startswith("skip_") and op not in sizes.skip_ops:
             continue
         params = fw.params(rnnspec.init_params(op, input_size=hidden, hidden_size=hidden, seed=0, **init))
+        inner = _inner_steps(fw, op, x, params)
+        floor = None
+        if op in _PORT_GATES:
+            features = hidden + (1 if op == "act" else 0)  # act's cell reads [x_t, flag]
+            floor = ports.floor_arrays(fw, batch, steps, features, hidden, _PORT_GATES[op], inner)
         for mode in _modes(sizes):
             calls = {f"rnnspec {op}": _timed(fw, ours, x, params, mode, compiled)}
             calls["Python loop"] = _timed(fw, port, x, params, mode, False)
+            if floor is not None:
+                calls["matmul floor"] = fw.forward(ports.matmul_floor, fw, floor, mode == TRAIN)
             timings = alternate(calls, sizes.repeats)
             bound = None if op == "indrnn" else PORT_TARGET
             row = compare(
@@ -363,6 +404,8 @@ def python_loops(fw: Framework, sizes: Sizes) -> list[Row]:
             if bound is not None:
                 row["target"] = ">= 3x faster (ratio <= 0.33x)"
             rows.append(row)
+            if floor is not None:
+                rows.extend(_floor_rows(fw, op, shape, mode, timings, inner))
     return rows
 
 

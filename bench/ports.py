@@ -8,12 +8,18 @@ the framework's eager mode, with the framework's own autodiff for the backward p
 yardstick of the "at least 3x faster than the Python-loop port" target. The gru and lstm
 steps are the adapter's (``torch.gru_cell``/``lstm_cell`` in torch, as ``nn.GRUCell`` and
 ``nn.LSTMCell`` run them).
+
+:func:`matmul_floor` is the other end: the matmuls of a one-layer op alone, which no
+implementation avoids; port time over floor time is the best speed-up any implementation
+of the op could reach over the port on that machine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from .framework import Framework
 
@@ -89,3 +95,58 @@ def indrnn(fw: Framework, x: Any, params: Params) -> Any:
         h = fw.relu(pre[:, t] + p["u"] * h)
         outputs.append(h)
     return fw.stack(outputs, 1)
+
+
+def floor_arrays(
+    fw: Framework, batch: int, steps: int, features: int, hidden: int, gates: int, inner: int
+) -> dict[str, Any]:
+    """Inputs of :func:`matmul_floor` for one layer: their shapes are the op's, their values random.
+
+    ``gates`` is G (3 for gru, 4 for lstm), ``inner`` the recurrent steps taken (``steps`` for
+    Skip RNN, the sum over time of the most inner steps any row takes for ACT).
+    """
+    rng = np.random.default_rng(0)
+
+    def draw(*shape: int) -> Any:
+        return fw.tensor((0.1 * rng.standard_normal(shape)).astype(np.float32))
+
+    wide = gates * hidden
+    return {
+        "x": draw(batch * steps, features),
+        "x_t": draw(features, batch * steps),
+        "w_ih": draw(wide, features),
+        "w_ih_t": draw(features, wide),
+        "w_hh": draw(wide, hidden),
+        "w_hh_t": draw(hidden, wide),
+        "h": draw(batch, hidden),
+        "d": draw(batch, wide),
+        "d_all": draw(batch * steps, wide),
+        "d_all_t": draw(wide, batch * steps),
+        "d_inner_t": draw(wide, batch * inner),
+        "h_inner_t": draw(hidden, batch * inner),
+        "inner": inner,
+    }
+
+
+def matmul_floor(fw: Framework, arrays: Mapping[str, Any], training: bool) -> Any:
+    """The matmuls any implementation of a one-layer recurrent op must run, and nothing else.
+
+    Forward: the input projection of every step at once (``(B T, I) @ (I, G H)``) and the
+    ``inner`` sequential recurrent products ``(B, H) @ (H, G H)``, one per recurrent step.
+    With ``training``, the backward's too: ``inner`` sequential ``(B, G H) @ (G H, H)``
+    (the cotangent of the previous state) and, once over all steps, ``dW_hh``
+    ``(G H, B inner) @ (B inner, H)``, ``dW_ih`` ``(G H, B T) @ (B T, I)`` and ``dx``
+    ``(B T, G H) @ (G H, I)``. The elementwise gate arithmetic, the skip gate's and ACT's
+    halting unit's ``(B, H) @ (H, 1)`` products are left out: a lower bound on any
+    implementation's time, in the framework's eager mode.
+    """
+    out = fw.matmul_t(arrays["x"], arrays["w_ih"])
+    for _ in range(arrays["inner"]):
+        out = fw.matmul_t(arrays["h"], arrays["w_hh"])
+    if training:
+        for _ in range(arrays["inner"]):
+            out = fw.matmul_t(arrays["d"], arrays["w_hh_t"])
+        out = fw.matmul_t(arrays["d_inner_t"], arrays["h_inner_t"])
+        out = fw.matmul_t(arrays["d_all_t"], arrays["x_t"])
+        out = fw.matmul_t(arrays["d_all"], arrays["w_ih_t"])
+    return out

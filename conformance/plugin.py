@@ -122,6 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_MANIFEST] = _manifest(config, backend)
     config.stash[_USED] = set()
     config.stash[_RESULTS] = {}
+    config.pluginmanager.register(_Tally(config), "rnnspec-conformance-tally")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -180,7 +181,7 @@ def _op_of(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _MANIFEST not in config.stash:
         return
-    manifest, used = config.stash[_MANIFEST], config.stash[_USED]
+    manifest = config.stash[_MANIFEST]
     for item in items:
         check, op = _check_of(item), _op_of(item)
         if check is None or op is None:
@@ -188,7 +189,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for pattern, reason in manifest.items():
             if fnmatch.fnmatchcase(f"{check}:{op}", pattern):
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
-                used.add(pattern)
 
 
 #: How bad each outcome of a cell is: a cell shows the worst outcome of its tests. A skip is the
@@ -209,6 +209,10 @@ def _outcome(report: pytest.TestReport) -> tuple[str, str]:
     return report.outcome, ""
 
 
+#: The name of the user property under which a test's report carries its (op, check) outcome.
+_PROPERTY = "rnnspec_conformance"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -217,12 +221,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome, reason = _outcome(report)
-        cell = item.config.stash[_RESULTS].setdefault((op, check), {"outcome": "skipped", "reason": "", "tests": []})
-        cell["tests"].append({"test": item.originalname, "outcome": outcome, "reason": reason})  # type: ignore[attr-defined]
-        # Several tests may make up one check: the cell shows the worst outcome, a skip counting least.
-        if not cell["tests"][1:] or _SEVERITY.get(outcome, 4) > _SEVERITY.get(cell["outcome"], 4):
-            cell["outcome"], cell["reason"] = outcome, reason
+        entry = {"op": op, "check": check, "test": item.originalname, "outcome": outcome, "reason": reason}  # type: ignore[attr-defined]
+        # On the report, not in this process's stash: under pytest-xdist the report travels from the
+        # worker that ran the test to the controller, which prints the summary.
+        report.user_properties.append((_PROPERTY, entry))
     return report
+
+
+def _tally(config: pytest.Config, entry: Mapping[str, str]) -> None:
+    """Add one test's outcome to its (op, check) cell, and note the manifest entries it matched."""
+    key = (entry["op"], entry["check"])
+    cell = config.stash[_RESULTS].setdefault(key, {"outcome": "skipped", "reason": "", "tests": []})
+    outcome, reason = entry["outcome"], entry["reason"]
+    cell["tests"].append({"test": entry["test"], "outcome": outcome, "reason": reason})
+    # Several tests may make up one check: the cell shows the worst outcome, a skip counting least.
+    if not cell["tests"][1:] or _SEVERITY.get(outcome, 4) > _SEVERITY.get(cell["outcome"], 4):
+        cell["outcome"], cell["reason"] = outcome, reason
+    name = f"{entry['check']}:{entry['op']}"
+    config.stash[_USED].update(p for p in config.stash[_MANIFEST] if fnmatch.fnmatchcase(name, p))
+
+
+class _Tally:
+    """Collects the outcomes from the reports, in the process that prints the summary."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, entry in report.user_properties:
+            if name == _PROPERTY and isinstance(entry, Mapping):
+                _tally(self.config, entry)
 
 
 def _cell(result: Mapping[str, Any]) -> str:

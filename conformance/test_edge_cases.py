@@ -1,9 +1,8 @@
 """Check "edge_cases": numerical edge cases, on the backend alone or against the reference.
 
 - Long sequences: 10,000 steps of every op in float32 (batch 2, sizes 2; act
-  with ``max_steps=2``) stay finite forward, and 1,000 steps backward where the
-  backend declares ``vjp`` (an eager reverse mode over 10,000 steps costs
-  minutes on a CI core: torch's autograd took 18 s for rnn and 85 s for act).
+  with ``max_steps=2``) stay finite forward, and backward where the backend
+  declares ``vjp``.
 - Saturated gates: weights scaled by 1e3 to 1e4 drive every sigmoid and tanh
   to 0, 1 or -1; values and gradients stay finite (the ops with a relu take
   their tanh instead, which saturates; ``linear_recurrence`` has no gate).
@@ -62,7 +61,6 @@ SIZES: dict[str, Any] = {"batch": 3, "time": 6, "input_size": 2, "hidden_size": 
 HALF_SIZES: dict[str, Any] = {**SIZES, "batch": 1, "time": 3, "initial_state": False}
 #: The long sequences, forward and backward.
 LONG_TIME = 10_000
-LONG_BACKWARD_TIME = 1_000
 #: Weight scales that saturate every gate.
 SATURATING = (1e3, 1e4)
 #: Options that turn a relu into a tanh, which saturates.
@@ -103,11 +101,11 @@ def test_ten_thousand_steps_stay_finite(rnnspec_backend: Backend, op: str) -> No
     assert not bad, f"non-finite values in {bad}\n{context(rnnspec_backend, case)}"
 
 
-def test_a_thousand_steps_backward_stay_finite(rnnspec_backend: Backend, op: str) -> None:
-    """float32 over T = 1,000: every gradient is finite."""
+def test_ten_thousand_steps_backward_stay_finite(rnnspec_backend: Backend, op: str) -> None:
+    """float32 over T = 10,000: every gradient is finite."""
     if "vjp" not in rnnspec_backend.implementation.capabilities:
         pytest.skip(f"backend {rnnspec_backend.name!r} declares no reverse mode (capability 'vjp')")
-    case = _long_case(op, LONG_BACKWARD_TIME)
+    case = _long_case(op, LONG_TIME)
     grads = case.vjp(rnnspec_backend, case.cotangents(case.run(rnnspec_backend), seed=1))
     bad = _non_finite(grads)
     assert not bad, f"non-finite gradients in {bad}\n{context(rnnspec_backend, case)}"

@@ -19,32 +19,27 @@ from __future__ import annotations
 
 import numpy as np
 import plots
-from models import ModelSpec, limit_threads, make_trainer
+from cli import ExampleParser
+from models import ModelSpec, Trainer
 from tasks import AddingTask, mse, solved_threshold
-from training import History, base_parser, format_table, output_dir, train
+from training import History, format_table
 
 
 def main() -> None:
-    parser = base_parser(__doc__ or "")
+    parser = ExampleParser(__doc__ or "")
     parser.add_argument("--cell", choices=("gru", "lstm"), default="gru", help="the base cell (gru)")
     parser.add_argument("--budget", type=float, default=1e-5, help="lambda, the cost of one update (1e-5)")
-    parser.add_argument("--steps", type=int, help="training updates per model (1000; 30 with --quick)")
+    parser.add_sized("--steps", 1000, 30, "training updates per model")
     parser.add_argument("--length", type=int, default=50, help="T, the sequence length (50)")
-    parser.add_argument("--hidden", type=int, help="units (110; 16 with --quick)")
-    parser.add_argument("--batch", type=int, help="batch size (128, the paper 256; 32 with --quick)")
+    parser.add_sized("--hidden", 110, 16, "units")
+    parser.add_sized("--batch", 128, 32, "batch size", note=", the paper 256")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's step size (1e-3)")
-    args = parser.parse_args()
-    limit_threads(args.threads)
-    quick = args.quick
-    steps = args.steps or (30 if quick else 1000)
-    hidden = args.hidden or (16 if quick else 110)
-    batch = args.batch or (32 if quick else 128)
-    held_out = 256 if quick else 1000
-    out = output_dir(args.out)
+    ex = parser.setup()
+    args = ex.args
+    steps, hidden, batch = args.steps, args.hidden, args.batch
 
     task = AddingTask(args.length)
-    rng = np.random.default_rng(args.seed)
-    x_test, y_test = task.batch(np.random.default_rng(args.seed + 10_000), held_out)
+    x_test, y_test = task.batch(ex.test_rng, 256 if ex.quick else 1000)
     threshold = solved_threshold(task.target_variance())
     cell = args.cell
     skip_name = f"Skip {cell.upper()}"
@@ -68,17 +63,11 @@ def main() -> None:
     histories: list[History] = []
     rows = []
     gates = {}
-    for spec in specs:
-        trainer = make_trainer(args.backend, spec, args.seed)
-        history = train(
-            trainer,
-            lambda r: task.batch(r, batch),
-            steps,
-            rng,
-            lambda t: mse(t.predict(x_test)["output"], y_test),
-            eval_every=max(1, steps // (4 if quick else 20)),
-            metric="mse",
-        )
+
+    def evaluate(trainer: Trainer) -> float:
+        return mse(trainer.predict(x_test)["output"], y_test)
+
+    for spec, trainer, history in ex.train_each(specs, lambda r: task.batch(r, batch), evaluate, steps, 20, "mse"):
         histories.append(history)
         result = trainer.predict(x_test)
         gate = result.get("update_gate", np.ones(x_test.shape[:2], np.float32))
@@ -108,7 +97,7 @@ def main() -> None:
     for k, ax in enumerate(axes[1:]):
         plots.update_patterns(ax, {n: g[k] for n, g in gates.items()}, x_test[k, :, 1], f"sequence {k}")
     axes[-1].set_xlabel("step (red: the two marked steps; dark: the state was updated)")
-    path = plots.save(fig, out / f"adding_task_{cell}.png")
+    path = plots.save(fig, ex.out / f"adding_task_{cell}.png")
     print(f"plot: {path}")
 
 

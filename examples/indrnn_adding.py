@@ -21,11 +21,11 @@ step is 1e-3 (the authors: 2e-4) and training is far shorter.
 
 from __future__ import annotations
 
-import numpy as np
 import plots
-from models import ModelSpec, limit_threads, make_trainer
+from cli import ExampleParser
+from models import ModelSpec, Trainer
 from tasks import AddingTask, mse, solved_threshold
-from training import History, base_parser, format_table, output_dir, train
+from training import History, format_table
 
 import rnnspec
 
@@ -41,26 +41,21 @@ def similar_lstm(name: str, input_size: int, parameters: int, learning_rate: flo
 
 
 def main() -> None:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--length", type=int, help="T, the sequence length (1000; 100 with --quick)")
-    parser.add_argument("--steps", type=int, help="training updates per model (300; 15 with --quick)")
-    parser.add_argument("--hidden", type=int, help="IndRNN units per layer (128; 16 with --quick)")
+    parser = ExampleParser(__doc__ or "")
+    parser.add_sized("--length", 1000, 100, "T, the sequence length")
+    parser.add_sized("--steps", 300, 15, "training updates per model")
+    parser.add_sized("--hidden", 128, 16, "IndRNN units per layer")
     parser.add_argument("--layers", type=int, default=2, help="IndRNN layers (2)")
     parser.add_argument("--batch", type=int, default=50, help="batch size (50, as the authors)")
     parser.add_argument("--mag", type=float, default=2.0, help="growth allowed over T steps: U = mag^(1/T) (2)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's step size (1e-3)")
-    args = parser.parse_args()
-    limit_threads(args.threads)
-    quick = args.quick
-    length = args.length or (100 if quick else 1000)
-    steps = args.steps or (15 if quick else 300)
-    hidden = args.hidden or (16 if quick else 128)
-    batch = 16 if quick else args.batch
-    out = output_dir(args.out)
+    ex = parser.setup()
+    args = ex.args
+    length, steps, hidden = args.length, args.steps, args.hidden
+    batch = 16 if ex.quick else args.batch
 
     task = AddingTask(length, low=0.0, high=1.0, first_marker=(0.0, 0.5), second_marker=(0.5, 1.0))
-    rng = np.random.default_rng(args.seed)
-    x_test, y_test = task.batch(np.random.default_rng(args.seed + 10_000), 128 if quick else 500)
+    x_test, y_test = task.batch(ex.test_rng, 128 if ex.quick else 500)
     bound = rnnspec.indrnn_bound(length, args.mag)
     indrnn = ModelSpec(
         "IndRNN",
@@ -82,17 +77,11 @@ def main() -> None:
     threshold = solved_threshold(task.target_variance())
     histories: list[History] = []
     rows = []
-    for spec in specs:
-        trainer = make_trainer(args.backend, spec, args.seed)
-        history = train(
-            trainer,
-            lambda r: task.batch(r, batch),
-            steps,
-            rng,
-            lambda t: mse(t.predict(x_test)["output"], y_test),
-            eval_every=max(1, steps // (4 if quick else 15)),
-            metric="mse",
-        )
+
+    def evaluate(trainer: Trainer) -> float:
+        return mse(trainer.predict(x_test)["output"], y_test)
+
+    for spec, _, history in ex.train_each(specs, lambda r: task.batch(r, batch), evaluate, steps, 15, "mse"):
         histories.append(history)
         error = history.eval_values[-1]
         rows.append(
@@ -114,7 +103,7 @@ def main() -> None:
     ax.axhline(task.target_variance(), color="grey", linestyle=":", linewidth=1, label="predicting the mean")
     ax.legend()
     ax.set_title(f"adding problem, T={length} ({args.backend})")
-    path = plots.save(fig, out / "indrnn_adding.png")
+    path = plots.save(fig, ex.out / "indrnn_adding.png")
     print(f"plot: {path}")
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 import plots
-from models import ModelSpec, Trainer, limit_threads, make_trainer
+from cli import ExampleParser
+from models import ModelSpec, Trainer
 from tasks import ParityTask
-from training import History, base_parser, format_table, output_dir, train
+from training import History, format_table
 
 
 def errors(trainer: Trainer, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -31,26 +32,21 @@ def errors(trainer: Trainer, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--bits", type=int, help="size of the input vector (8, the paper 64; 6 with --quick)")
+    parser = ExampleParser(__doc__ or "")
+    parser.add_sized("--bits", 8, 6, "size of the input vector", note=", the paper 64")
     parser.add_argument("--tau", type=float, default=1e-3, help="time penalty of the ponder cost (1e-3)")
-    parser.add_argument("--steps", type=int, help="training updates per model (5000; 20 with --quick)")
-    parser.add_argument("--hidden", type=int, help="units (128, as the paper; 16 with --quick)")
+    parser.add_sized("--steps", 5000, 20, "training updates per model")
+    parser.add_sized("--hidden", 128, 16, "units", note=", as the paper")
     parser.add_argument("--batch", type=int, default=128, help="batch size (128)")
     parser.add_argument("--max-steps", type=int, default=100, help="ACT's cap M on the steps per input (100)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's step size (1e-3)")
-    args = parser.parse_args()
-    limit_threads(args.threads)
-    quick = args.quick
-    bits = args.bits or (6 if quick else 8)
-    steps = args.steps or (20 if quick else 5000)
-    hidden = args.hidden or (16 if quick else 128)
-    batch = 32 if quick else args.batch
-    out = output_dir(args.out)
+    ex = parser.setup()
+    args = ex.args
+    bits, steps, hidden = args.bits, args.steps, args.hidden
+    batch = 32 if ex.quick else args.batch
 
     task = ParityTask(bits)
-    rng = np.random.default_rng(args.seed)
-    x_test, y_test, difficulty = task.batch(np.random.default_rng(args.seed + 10_000), 256 if quick else 2000)
+    x_test, y_test, difficulty = task.batch(ex.test_rng, 256 if ex.quick else 2000)
     act_options = {"cell": "rnn", "max_steps": args.max_steps}
     specs = [
         ModelSpec("RNN", "rnn", bits, hidden, loss="bce", learning_rate=args.lr),
@@ -71,17 +67,13 @@ def main() -> None:
     wrong: dict[str, np.ndarray] = {}
     ponder: dict[str, np.ndarray] = {}
     rows = []
-    for spec in specs:
-        trainer = make_trainer(args.backend, spec, args.seed)
-        history = train(
-            trainer,
-            lambda r: task.batch(r, batch)[:2],
-            steps,
-            rng,
-            lambda t: float(errors(t, x_test, y_test).mean()),
-            eval_every=max(1, steps // (4 if quick else 20)),
-            metric="error",
-        )
+
+    def evaluate(trainer: Trainer) -> float:
+        return float(errors(trainer, x_test, y_test).mean())
+
+    for spec, trainer, history in ex.train_each(
+        specs, lambda r: task.batch(r, batch)[:2], evaluate, steps, 20, "error"
+    ):
         histories.append(history)
         result = trainer.predict(x_test)
         wrong[spec.name] = errors(trainer, x_test, y_test)
@@ -106,7 +98,7 @@ def main() -> None:
     axes[0].set_yscale("linear")
     axes[0].set_title(f"parity, {bits} bits ({args.backend})")
     plots.parity_difficulty(axes[1:], difficulty, wrong, ponder)
-    path = plots.save(fig, out / "parity_act.png")
+    path = plots.save(fig, ex.out / "parity_act.png")
     print(f"plot: {path}")
 
 

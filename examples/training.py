@@ -1,41 +1,17 @@
-"""The examples' command line and training loop, shared by every example and framework."""
+"""The examples' training loop and report table, shared by every example and framework (command line: cli.py)."""
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from models import Trainer
 from tqdm import tqdm
 
-__all__ = ["History", "base_parser", "format_table", "output_dir", "train"]
-
-BACKENDS = ("torch", "jax", "tensorflow")
-#: Where the plots go without ``--out``.
-DEFAULT_OUT = Path(tempfile.gettempdir()) / "rnnspec-examples"
-
-
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """The options every example takes: ``--backend``, ``--quick``, ``--out``, ``--seed``."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the framework that trains (torch)")
-    parser.add_argument("--quick", action="store_true", help="a tiny run that only shows the example works")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where the plots go ({DEFAULT_OUT})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the initial weights (0)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per framework (1: best on a busy machine)")
-    return parser
-
-
-def output_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) and return it."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+__all__ = ["History", "format_table", "train"]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Each row's status is ``ok``, ``not loaded`` (with ``--no-load``), ``ERROR: why``
 (unusable) or ``WARNING: why`` (usable, with a faulty plugin beside it or a slow
-plugin import); the command exits with 1 when any row is an error or a warning.
+plugin import). The command exits with 1 when any row is an error, and with
+``--strict`` when any is a warning too.
 With ``RNNSPEC_STRICT_PLUGINS=1`` the first fault ends it: the error is printed
 on stderr, without a traceback, and the command exits with 1.
 """
@@ -46,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rnnspec`` console script."""
     parser = argparse.ArgumentParser(prog="rnnspec", description="rnnspec: recurrent-network ops, spec and backends")
     sub = parser.add_subparsers(dest="command", required=True)
-    backends = sub.add_parser("backends", help="list the registered backends, loading each; exit 1 if one is faulty")
+    backends = sub.add_parser("backends", help="list the registered backends, loading each; exit 1 if one is broken")
     backends.add_argument("--no-load", action="store_true", help="only read the plugins, import no framework")
+    backends.add_argument("--strict", action="store_true", help="exit 1 on a warning (a slow import, a shadowed name)")
     args = parser.parse_args(argv)
     if args.command == "backends":
         try:
@@ -56,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rnnspec backends: {type(err).__name__}: {err}", file=sys.stderr)
             return 1
         print(_table(records) if records else "no backends registered")
-        return 0 if all(r.reason is None for r in records) else 1
+        failing = ("error", "warning") if args.strict else ("error",)
+        return 1 if any(r.status in failing for r in records) else 0
     return 2  # pragma: no cover - argparse rejects other commands
 
 

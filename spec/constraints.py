@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -110,8 +111,9 @@ def indrnn_constrain(u: Any, bound: float) -> Any:
     ----------
     u
         The recurrent weights, an array of any shape and library. An array with a
-        ``clip`` method (NumPy, PyTorch, JAX, CuPy) is clipped with it; otherwise an
-        array of the array API standard through its ``__array_namespace__()``;
+        ``clip`` method (NumPy, PyTorch, JAX, CuPy) is clipped with it; a TensorFlow
+        tensor or variable with ``tf.clip_by_value`` (also inside a ``tf.function``);
+        otherwise an array of the array API standard through its ``__array_namespace__()``;
         otherwise (a list, or an array of a library with neither) with
         :func:`numpy.clip`, which returns a NumPy array. NaN entries stay NaN.
     bound
@@ -142,6 +144,11 @@ def indrnn_constrain(u: Any, bound: float) -> Any:
     # A Python float, so that it never promotes the dtype of u (NEP 50 weak scalars).
     if callable(getattr(u, "clip", None)):
         return u.clip(-limit, limit)
+    # TensorFlow's tensors have no clip method and no array namespace. If u is one, TensorFlow is
+    # imported already: look it up rather than import it (nothing in spec imports a framework).
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(u, (tf.Tensor, tf.Variable)):
+        return tf.clip_by_value(u, -limit, limit)
     namespace = getattr(u, "__array_namespace__", None)
     if callable(namespace):
         xp = namespace()

@@ -234,3 +234,58 @@ def test_bad_layer_arguments_name_the_layer_and_the_argument() -> None:
     params = rnnspec.init_params("gru", input_size=I, hidden_size=H + 1)
     with pytest.raises(ParameterError, match=r"^GRU: argument params\[0\]\['w_ih'\]: expected shape \(12, 3\)"):
         layer.load_canonical(params)
+
+
+def loss_of(result: Any, cotangent: Any) -> Any:
+    """<outputs, cotangent> plus the adaptive ops' differentiable extras, so every parameter gets a gradient."""
+    loss = jnp.sum(result.outputs * cotangent)
+    for extra in ("update_prob", "ponder_cost"):
+        if extra in result._fields:
+            loss = loss + jnp.sum(getattr(result, extra))
+    return loss
+
+
+#: One layer of each family: the option reaches the op the same way in every layer; the conformance suite's
+#: checkpointing check covers each op.
+CHECKPOINT_CASES = [CASES[1], CASES[5], CASES[8]]
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "op_options", "num_layers"), CHECKPOINT_CASES, ids=[c[0].__name__ for c in CHECKPOINT_CASES]
+)
+def test_checkpoint_every_runs_segments_and_changes_no_value_and_no_gradient(
+    cls: Any, options: dict[str, Any], op_options: dict[str, Any], num_layers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapped: list[Any] = []
+    checkpoint = jax.checkpoint
+
+    def counting(fun: Any, *args: Any, **kwargs: Any) -> Any:
+        wrapped.append(fun)
+        return checkpoint(fun, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "checkpoint", counting)
+    x = jnp.asarray(inputs(5))
+    lengths = np.array([T, 2, 0])
+    cotangent = jnp.asarray(np.random.default_rng(6).standard_normal((BATCH, T, H)).astype(np.float32))
+    runs = []
+    for every in (None, 4):
+        layer = make(cls, options, num_layers, seed=7, checkpoint_every=every)
+
+        def loss(m: Any, x: Any) -> Any:
+            result = m(x, lengths=lengths, reverse=True)
+            return loss_of(result, cotangent), result
+
+        step = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+        (_, result), (state, x_grad) = step(layer, x)
+        runs.append({"result": host(result), "x": np.asarray(x_grad), "params": host(nnx.to_pure_dict(state))})
+    assert wrapped, "checkpoint_every=4 over 6 steps: the segments run under jax.checkpoint"
+    where = f"{cls.__name__} {options}: checkpoint_every=4 against None"
+    assert_tree_close(runs[1], runs[0], tolerance("float32", steps=STEPS, kind="gradient"), context=where)
+
+
+@pytest.mark.parametrize("value", [0, -2, True, 2.5, "3"], ids=repr)
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.SkipGRU, layers.QRNN])
+def test_a_bad_checkpoint_every_is_the_specs_option_error_naming_the_layer(cls: Any, value: Any) -> None:
+    with pytest.raises(OptionError, match=r"argument checkpoint_every: expected None or an integer >= 1") as info:
+        cls(I, H, checkpoint_every=value, rngs=nnx.Rngs(0))
+    assert (info.value.op, info.value.argument) == (cls.__name__, "checkpoint_every")

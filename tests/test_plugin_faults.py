@@ -231,6 +231,7 @@ def test_a_budget_that_is_not_a_positive_number_is_refused_naming_the_variable(s
 # -- the command line ----------------------------------------------------------------
 
 CLI = "from rnnspec.cli import main; raise SystemExit(main(['backends']))"
+CLI_STRICT = "from rnnspec.cli import main; raise SystemExit(main(['backends', '--strict']))"
 CLI_NO_LOAD = "from rnnspec.cli import main; raise SystemExit(main(['backends', '--no-load']))"
 
 
@@ -265,6 +266,18 @@ def test_the_cli_without_loading_marks_unloaded_backends_and_still_shows_faults(
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[2:]}
     assert rows["sound"][1:3] == ["not", "loaded"]
     assert rows["fault_import"][1] == "ERROR:"
+
+
+def test_the_cli_shows_a_warning_and_exits_zero_or_one_with_strict(site: Path) -> None:
+    done = run_python(site, CLI, RNNSPEC_BACKENDS="sound,fault_slow", RNNSPEC_PLUGIN_IMPORT_BUDGET=IMPORT_BUDGET)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
+    assert "WARNING: plugin 'fault_slow' (fault-slow): module 'fault_slow' took" in rows["fault_slow"]
+    strict = run_python(
+        site, CLI_STRICT, RNNSPEC_BACKENDS="sound,fault_slow", RNNSPEC_PLUGIN_IMPORT_BUDGET=IMPORT_BUDGET
+    )
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    assert "WARNING: plugin 'fault_slow'" in strict.stdout
 
 
 def test_the_cli_exits_zero_when_no_backend_listed_is_faulty(site: Path) -> None:

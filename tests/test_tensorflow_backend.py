@@ -287,3 +287,19 @@ def test_half_precision_is_float32_arithmetic_rounded_to_the_input_dtype(op: str
     want = tree_map(lambda t: tf.cast(t, half), getattr(B, op)(*args_w, **kwargs_w))
     for g, w in zip(tree_leaves(B.to_numpy(got)), tree_leaves(B.to_numpy(want)), strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def test_indrnn_constrain_clips_tensorflow_tensors_and_variables_eagerly_and_in_a_tf_function() -> None:
+    u = np.array([-3.0, -0.5, 0.25, 2.0], np.float32)
+    want = np.clip(u, -1.0, 1.0)
+    variable = tf.Variable(u)
+    clipped = rnnspec.indrnn_constrain(variable, 1.0)
+    assert isinstance(clipped, tf.Tensor)
+    np.testing.assert_array_equal(clipped.numpy(), want)
+    np.testing.assert_array_equal(variable.numpy(), u)  # the input is never modified
+
+    @tf.function
+    def constrain(t: tf.Tensor) -> tf.Tensor:
+        return rnnspec.indrnn_constrain(t, 1.0)
+
+    np.testing.assert_array_equal(constrain(tf.constant(u)).numpy(), want)

@@ -434,3 +434,56 @@ def test_converters_refuse_what_the_canonical_layout_cannot_express() -> None:
     params[0]["b_hh"] = params[0]["b_hh"][:-1]
     with pytest.raises(ParameterError, match=r"to_keras: argument params\[0\]\['b_hh'\]: expected shape \(20,\)"):
         to_keras(params, "lstm")
+
+
+# -- checkpoint_every -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_checkpoint_every_runs_segments_and_changes_no_output_and_no_gradient(
+    case: tuple[str, dict[str, Any], dict[str, Any], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, options, _, inner = case
+    segments: list[Any] = []
+    recompute_grad = tf.recompute_grad
+
+    def counting(fn: Any) -> Any:
+        segments.append(fn)
+        return recompute_grad(fn)
+
+    monkeypatch.setattr(tf, "recompute_grad", counting)
+    options = {k: v for k, v in options.items() if k != "return_extras"}
+    x = tf.constant(inputs())
+    runs = []
+    for every in (None, 4):
+        layer = make(name, return_sequences=True, checkpoint_every=every, **options)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, mask=right_padded_mask())
+            loss = tf.reduce_sum(outputs * np.linspace(-1.0, 1.0, UNITS))
+        runs.append([outputs, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    assert len(segments) == 2, "checkpoint_every=4 over 6 steps: two segments under tf.recompute_grad"
+    for got, want in zip(runs[1], runs[0], strict=True):
+        close(got, want, steps=TIME * 2 * inner, kind="gradient")
+
+
+@pytest.mark.parametrize("value", [0, -2, True, 2.5, "3"], ids=repr)
+def test_a_bad_checkpoint_every_is_the_specs_option_error_naming_the_layer(value: Any) -> None:
+    with pytest.raises(OptionError, match=r"^SkipLSTM: argument checkpoint_every: expected None or an integer >= 1"):
+        layers.SkipLSTM(UNITS, checkpoint_every=value)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_checkpoint_every_is_in_the_config_and_survives_saving(tmp_path: Path) -> None:
+    layer = layers.IndRNN(UNITS, num_layers=2, checkpoint_every=np.int64(3), return_sequences=True)
+    assert layer.get_config()["checkpoint_every"] == 3
+    assert layers.IndRNN.from_config(layer.get_config()).checkpoint_every == 3
+    assert layers.GRU(UNITS).get_config()["checkpoint_every"] is None
+    inp = keras.Input((None, FEATURES))
+    model = keras.Model(inp, layer(inp))
+    x = inputs("float32")
+    want = model(x)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.layers[-1].checkpoint_every == 3
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(want))

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 import rnnspec  # noqa: E402
 from rnnspec.backends.torch import nn as rnn_nn  # noqa: E402
+from rnnspec.conformance.tolerances import tolerance  # noqa: E402
 from rnnspec.errors import OptionError, ParameterError, ShapeError  # noqa: E402
 
 B = rnnspec.get_backend("torch")
@@ -306,3 +307,47 @@ def test_load_canonical_checks_shapes() -> None:
     params = rnnspec.init_params("lstm", input_size=I, hidden_size=H + 1)
     with pytest.raises(ParameterError, match="w_ih"):
         layer.load_canonical(params)
+
+
+# -- checkpoint_every ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cls", "options", "op_options", "layers"), CASES, ids=IDS)
+def test_checkpoint_every_runs_segments_and_changes_no_value_and_no_gradient(
+    cls: Any, options: Any, op_options: Any, layers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segments: list[int] = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        segments.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    lengths = np.array([T, 2, 0])
+    runs = []
+    for every in (None, 4):
+        layer = _make(cls, options, layers, checkpoint_every=every)
+        x = _x().requires_grad_()
+        result = layer(x, lengths=lengths, reverse=True)
+        runs.append([*result, *torch.autograd.grad(_loss(result), [x, *layer.parameters()])])
+    assert len(segments) == 2, "checkpoint_every=4 over 6 steps: two checkpointed segments"
+    tol = tolerance("float64", steps=T * 2 * 4, kind="gradient")
+    for got, want in zip(rnnspec.tree.tree_leaves(runs[1]), rnnspec.tree.tree_leaves(runs[0]), strict=True):
+        torch.testing.assert_close(got, want, rtol=tol.rtol, atol=tol.atol)
+
+
+@pytest.mark.parametrize("value", [0, -2, True, 2.5, "3"], ids=repr)
+@pytest.mark.parametrize("cls", [rnn_nn.LSTM, rnn_nn.SkipGRU, rnn_nn.QRNN])
+def test_a_bad_checkpoint_every_is_the_specs_option_error_naming_the_layer(cls: Any, value: Any) -> None:
+    with pytest.raises(OptionError, match=r"argument checkpoint_every: expected None or an integer >= 1") as info:
+        cls(I, H, checkpoint_every=value)
+    assert (info.value.op, info.value.argument) == (cls.__name__, "checkpoint_every")
+
+
+def test_checkpoint_every_is_kept_and_shown() -> None:
+    layer = rnn_nn.GRU(I, H, checkpoint_every=np.int64(3))
+    assert layer.checkpoint_every == 3
+    assert type(layer.checkpoint_every) is int
+    assert "checkpoint_every=3" in repr(layer)
+    assert "checkpoint_every" not in repr(rnn_nn.GRU(I, H))

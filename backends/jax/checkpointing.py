@@ -1,24 +1,19 @@
 """Gradient checkpointing of any op (the option ``checkpoint_every=K``) with ``jax.checkpoint``.
 
-The time axis is cut into segments of K steps. The ``T // K`` full segments
-are one ``lax.scan`` whose body, the op's own function on one segment, is
-wrapped in ``jax.checkpoint``: reverse mode keeps the state carried between
-segments only, and recomputes a segment's activations while its backward
-runs, so the memory of forward plus backward falls from T steps of
-activations to about T/K states and K steps, and the program does not grow
+The time axis is cut into segments of K steps as :mod:`rnnspec.backends.segments`
+says (lengths, reverse, the state carried from segment to segment). The
+``T // K`` full segments are one ``lax.scan`` whose body, the op's own function
+on one segment, is wrapped in ``jax.checkpoint``: reverse mode keeps the state
+carried between segments only, and recomputes a segment's activations while
+its backward runs, so the memory of forward plus backward falls from T steps
+of activations to about T/K states and K steps, and the program does not grow
 with T/K. When K does not divide T, the last ``T % K`` steps are one more
 checkpointed segment, run after the scan (before it when ``reverse=True``,
 where the scan runs last to first).
 
-Each segment gets its part of every per-step array (``x`` and ``zoneout_mask``;
-``a`` and ``b``, ``pre`` for the primitives) and of each row's length,
-``clip(lengths - t0, 0, K)``: a row that ends before a segment passes its
-state through it unchanged. Without an ``initial_state`` the carry starts
-from :func:`.state.start_state` (built from the params, as the op itself
-starts), so gradients reach skip's ``h0``/``c0`` the same way. The primitives
-return h alone, so the state they pass on is read off h: the step processed
-last in the segment (``lengths - 1``, or step 0 when reversed), or the carry
-for a row with no step in it.
+Without an ``initial_state`` the carry starts from :func:`.state.start_state`
+(built from the params, as the op itself starts), so gradients reach skip's
+``h0``/``c0`` the same way; a primitive's starts from zeros.
 """
 
 from __future__ import annotations
@@ -29,22 +24,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnspec.results import ACTResult, SequenceResult, SkipResult
+from rnnspec.backends import segments
+from rnnspec.backends.segments import PER_STEP
 
 from .state import start_state
 
 __all__ = ["PER_STEP", "checkpointed", "with_checkpointing"]
 
-#: The arguments of each op that hold one entry per step on axis 1 (sequence ops: x and zoneout_mask).
-PER_STEP: dict[str, tuple[str, ...]] = {"linear_recurrence": ("a", "b"), "indrnn_recurrence": ("pre",)}
-_SEQUENCE_PER_STEP = ("x", "zoneout_mask")
 _NOT_OPTIONS = ("x", "params", "lengths", "initial_state", "reverse")
-
-
-def _result_type(op: str) -> Any:
-    if op == "act":
-        return ACTResult
-    return SkipResult if op.startswith("skip_") else SequenceResult
 
 
 def _final(h: jax.Array, lengths: jax.Array | None, carry: jax.Array, reverse: bool) -> jax.Array:
@@ -57,10 +44,10 @@ def _final(h: jax.Array, lengths: jax.Array | None, carry: jax.Array, reverse: b
     return jnp.where((lengths > 0)[:, None], picked, carry)
 
 
-def _split(value: Any, segments: int, every: int) -> Any:
-    """``(batch, segments * every, ...)`` arrays as ``(segments, batch, every, ...)``, for the scan."""
+def _split(value: Any, count: int, every: int) -> Any:
+    """``(batch, count * every, ...)`` arrays as ``(count, batch, every, ...)``, for the scan."""
     return jax.tree_util.tree_map(
-        lambda a: jnp.moveaxis(a.reshape(a.shape[0], segments, every, *a.shape[2:]), 1, 0), value
+        lambda a: jnp.moveaxis(a.reshape(a.shape[0], count, every, *a.shape[2:]), 1, 0), value
     )
 
 
@@ -71,31 +58,31 @@ def _merge(value: Any) -> Any:
     )
 
 
+def _start(plan: segments.Plan, arguments: dict[str, Any]) -> Any:
+    """The state the first segment starts from, as the scan carries it (plain dicts, one per layer)."""
+    carry = arguments[plan.carry_name]
+    first = arguments[plan.names[0]]
+    if carry is None and plan.primitive:
+        return jnp.zeros((first.shape[0], first.shape[2]), first.dtype)
+    if carry is None:
+        options = {k: v for k, v in arguments.items() if k not in _NOT_OPTIONS}
+        return start_state(plan.op, arguments["x"], arguments["params"], options)
+    return carry if plan.primitive else tuple(dict(layer) for layer in carry)
+
+
 def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[str, Any]) -> Any:
     """``fn(**arguments)`` (the function of ``op``) run in checkpointed segments of ``every`` steps."""
-    primitive = op in PER_STEP
-    names = [n for n in PER_STEP.get(op, _SEQUENCE_PER_STEP) if arguments.get(n) is not None]
-    first = arguments[names[0]]
-    batch, time = int(first.shape[0]), int(first.shape[1])
-    if time <= every:
+    plan = segments.plan(op, every, arguments)
+    if plan is None:
         return fn(**arguments)
-    carry_name = "initial" if primitive else "initial_state"
-    reverse = bool(arguments["reverse"])
+    names, time, reverse = plan.names, plan.time, plan.reverse
     lengths = None if arguments["lengths"] is None else jnp.asarray(arguments["lengths"]).astype(jnp.int32)
-    carry = arguments[carry_name]
-    if carry is None and primitive:
-        carry = jnp.zeros((batch, first.shape[2]), first.dtype)
-    elif carry is None:
-        options = {k: v for k, v in arguments.items() if k not in _NOT_OPTIONS}
-        carry = start_state(op, arguments["x"], arguments["params"], options)
-    else:
-        carry = carry if primitive else tuple(dict(layer) for layer in carry)
 
     def segment(carry: Any, steps: dict[str, Any], start: Any) -> tuple[Any, Any]:
         width = steps[names[0]].shape[1]
         seg_lengths = None if lengths is None else jnp.clip(lengths - start, 0, width)
-        result = fn(**{**arguments, **steps, "lengths": seg_lengths, carry_name: carry})
-        if primitive:
+        result = fn(**{**arguments, **steps, "lengths": seg_lengths, plan.carry_name: carry})
+        if plan.primitive:
             return _final(result, seg_lengths, carry, reverse), result
         fields = result._asdict()
         state = tuple(dict(layer) for layer in fields.pop("state"))
@@ -113,6 +100,7 @@ def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[st
     main = {n: _split(jax.tree_util.tree_map(lambda a: a[:, :cut], arguments[n]), full, every) for n in names}
     starts = jnp.arange(full, dtype=jnp.int32) * every
     rest = {n: jax.tree_util.tree_map(lambda a: a[:, cut:], arguments[n]) for n in names} if cut < time else None
+    carry = _start(plan, arguments)
     tail: Any = None
     if reverse and rest is not None:
         carry, tail = remat(carry, rest, jnp.int32(cut))
@@ -122,19 +110,11 @@ def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[st
     outputs = _merge(stacked)
     if tail is not None:
         outputs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), outputs, tail)
-    if primitive:
+    if plan.primitive:
         return outputs
-    return _result_type(op)(state=carry, **outputs)
+    return segments.result_type(op)(state=carry, **outputs)
 
 
 def with_checkpointing(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` taking the option ``checkpoint_every`` too: None runs it as it is, K in segments."""
-
-    def run(*, checkpoint_every: int | None = None, **arguments: Any) -> Any:
-        if checkpoint_every is None:
-            return fn(**arguments)
-        return checkpointed(op, fn, int(checkpoint_every), arguments)
-
-    run.__name__ = run.__qualname__ = getattr(fn, "__name__", op)
-    run.__doc__ = fn.__doc__
-    return run
+    return segments.with_checkpointing(op, fn, checkpointed)

@@ -36,12 +36,17 @@ mechanism and stay trainable, with their paper init.
 ``(time, batch, ...)`` on the way in and every per-step result back on the way
 out; the state is the op's, one mapping per layer of ``(batch, ...)`` entries.
 
+``checkpoint_every=K`` (every layer; None by default) is passed to the op:
+reverse mode recomputes the activations of each segment of K steps instead
+of keeping them all (same values and gradients, less memory; see
+:mod:`rnnspec.backends.jax.checkpointing`). It is checked as the op checks it:
+an integer >= 1, or None.
+
 Importing this module imports jax and flax.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -50,29 +55,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx  # type: ignore[import-not-found,unused-ignore]
 
+from rnnspec.backends.layers import CELL_BIASES, TIME_FIELDS, ParamFiles, check_checkpoint_every, layer_backend
 from rnnspec.errors import CallError, OptionError, ParameterError
 from rnnspec.init import init_params
-from rnnspec.param_files import load_numpy_params, save_params
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "LayerParams", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
-#: The cell biases that ``bias=False`` leaves out (zeros in the op).
-_CELL_BIASES = frozenset({"b_ih", "b_hh", "b"})
-#: Results' fields with a time axis (transposed when ``batch_first=False``).
-_TIME_FIELDS = ("outputs", "update_gate", "update_prob", "ponder_steps", "ponder_remainder", "ponder_cost")
 #: Seeds drawn from ``rngs.params()`` lie in [0, 2**31 - 1): what jax.random.randint draws as int32.
 _SEED_BOUND = 2**31 - 1
-
-_backend: Any = None
-
-
-def _jax_backend() -> Any:
-    global _backend
-    if _backend is None:
-        import rnnspec
-
-        _backend = rnnspec.get_backend("jax")
-    return _backend
 
 
 class LayerParams(nnx.Module):  # type: ignore[misc,unused-ignore]
@@ -107,11 +97,13 @@ class LayerParams(nnx.Module):  # type: ignore[misc,unused-ignore]
         return out
 
 
-class _SpecLayer(nnx.Module):  # type: ignore[misc,unused-ignore]
+class _SpecLayer(ParamFiles, nnx.Module):  # type: ignore[misc,unused-ignore]
     """A stack of an rnnspec op's layers as an NNX module; subclasses fix the op."""
 
     #: The op of the spec.
     op: ClassVar[str]
+    #: The backend whose op the layer calls.
+    backend_name: ClassVar[str] = "jax"
 
     def __init__(
         self,
@@ -124,11 +116,13 @@ class _SpecLayer(nnx.Module):  # type: ignore[misc,unused-ignore]
         init_options: Mapping[str, Any],
         param_dtype: Any,
         rngs: nnx.Rngs,
+        checkpoint_every: int | None,
     ) -> None:
         name = type(self).__name__
         for flag, value in (("bias", bias), ("batch_first", batch_first)):
             if not isinstance(value, bool):
                 raise OptionError(name, flag, "True or False", repr(value))
+        self.checkpoint_every = check_checkpoint_every(name, self.op, checkpoint_every)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -139,7 +133,7 @@ class _SpecLayer(nnx.Module):  # type: ignore[misc,unused-ignore]
         self.init_options = tuple(init_options.items())
         # init_params checks the sizes and every option, naming the argument; re-raised under the layer's name.
         arrays = self._draw(_seed(rngs))
-        left_out = frozenset() if bias else _CELL_BIASES
+        left_out = frozenset() if bias else CELL_BIASES
         self.layers = nnx.List([LayerParams(layer, left_out, param_dtype) for layer in arrays])
 
     # -- parameters -----------------------------------------------------------------
@@ -198,30 +192,6 @@ class _SpecLayer(nnx.Module):  # type: ignore[misc,unused-ignore]
             out.append({k: _to_numpy(v) for k, v in layer.items()})
         return out
 
-    def save_params(self, path: str | os.PathLike[str]) -> None:
-        """Write the params to a parameter file (``.npz`` or ``.safetensors``, by the suffix), exactly.
-
-        The file records the op; :meth:`load_params` of a layer of the same op
-        and sizes, on any backend, reads it back (see :func:`rnnspec.save_params`).
-        """
-        save_params(path, self.canonical_params(), backend=_jax_backend(), op=self.op, options=dict(self.options))
-
-    def load_params(self, path: str | os.PathLike[str]) -> None:
-        """Copy the params of a file written by :func:`rnnspec.save_params` (or a layer's :meth:`save_params`) in.
-
-        The file is checked against the layer's op and options first; the values
-        are then cast to the layer's dtype, as :meth:`load_canonical` does.
-
-        Raises
-        ------
-        rnnspec.errors.ParamFileError
-            The file is truncated, corrupt, pickled (refused), or not of this op.
-        rnnspec.errors.ParameterError
-            Its layers or shapes differ from the layer's.
-        """
-        params = load_numpy_params(path, op=self.op, options=dict(self.options), widen_bfloat16=True)
-        self.load_canonical(params)
-
     def _stack(self) -> list[LayerParams]:
         return list(self.layers)
 
@@ -256,7 +226,7 @@ class _SpecLayer(nnx.Module):  # type: ignore[misc,unused-ignore]
         if not self.batch_first:
             x = jnp.swapaxes(x, 0, 1)
             arrays = {k: _transpose_arrays(v) for k, v in arrays.items()}
-        method = getattr(_jax_backend(), self.op)
+        method = getattr(layer_backend(self.backend_name), self.op)
         result = method(
             x,
             self.canonical_params(),
@@ -265,10 +235,11 @@ class _SpecLayer(nnx.Module):  # type: ignore[misc,unused-ignore]
             lengths=lengths,
             initial_state=initial_state,
             reverse=reverse,
+            checkpoint_every=self.checkpoint_every,
         )
         if self.batch_first:
             return result
-        fields = {f: jnp.swapaxes(getattr(result, f), 0, 1) for f in _TIME_FIELDS if f in result._fields}
+        fields = {f: jnp.swapaxes(getattr(result, f), 0, 1) for f in TIME_FIELDS if f in result._fields}
         return result._replace(**fields)
 
 
@@ -312,11 +283,14 @@ class RNN(_SpecLayer):
         batch_first: bool = True,
         *,
         activation: str = "tanh",
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         options = {"activation": activation}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, {}, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, {}, param_dtype, rngs, checkpoint_every
+        )
 
 
 class LSTM(_SpecLayer):
@@ -337,10 +311,13 @@ class LSTM(_SpecLayer):
         bias: bool = True,
         batch_first: bool = True,
         *,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, {}, {}, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, {}, {}, param_dtype, rngs, checkpoint_every
+        )
 
 
 class GRU(_SpecLayer):
@@ -360,11 +337,14 @@ class GRU(_SpecLayer):
         batch_first: bool = True,
         *,
         reset_after: bool = True,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         options = {"reset_after": reset_after}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, {}, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, {}, param_dtype, rngs, checkpoint_every
+        )
 
 
 # -- Skip RNN ---------------------------------------------------------------------
@@ -391,12 +371,15 @@ class SkipRNN(_SpecLayer):
         *,
         activation: str = "tanh",
         trainable_initial_state: bool = False,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         options = {"activation": activation}
         init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs, checkpoint_every
+        )
 
 
 class SkipLSTM(_SpecLayer):
@@ -413,11 +396,14 @@ class SkipLSTM(_SpecLayer):
         batch_first: bool = True,
         *,
         trainable_initial_state: bool = False,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, {}, init, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, {}, init, param_dtype, rngs, checkpoint_every
+        )
 
 
 class SkipGRU(_SpecLayer):
@@ -435,12 +421,15 @@ class SkipGRU(_SpecLayer):
         *,
         reset_after: bool = True,
         trainable_initial_state: bool = False,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         options = {"reset_after": reset_after}
         init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs, checkpoint_every
+        )
 
 
 # -- ACT, IndRNN, QRNN ------------------------------------------------------------
@@ -467,11 +456,14 @@ class ACT(_SpecLayer):
         cell: str = "rnn",
         epsilon: float = 0.01,
         max_steps: int = 100,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, {}, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, {}, param_dtype, rngs, checkpoint_every
+        )
 
 
 class IndRNN(_SpecLayer):
@@ -498,6 +490,7 @@ class IndRNN(_SpecLayer):
         seq_len: int | None = None,
         mag: float | None = None,
         last_layer_init: bool = False,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
@@ -505,7 +498,9 @@ class IndRNN(_SpecLayer):
         init: dict[str, Any] = {"seq_len": seq_len, "last_layer_init": last_layer_init}
         if mag is not None:  # init_params refuses mag without seq_len, but only when given
             init["mag"] = mag
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs, checkpoint_every
+        )
 
 
 class QRNN(_SpecLayer):
@@ -529,12 +524,15 @@ class QRNN(_SpecLayer):
         *,
         mode: str = "fo",
         window: int = 1,
+        checkpoint_every: int | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
         options = {"mode": mode}
         init = {"window": window}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, param_dtype, rngs, checkpoint_every
+        )
 
     def __call__(
         self,

@@ -18,17 +18,14 @@ chosen when the function is traced: :meth:`.implementation.JaxImplementation.com
 makes the forcing part of the compilation key, so a compiled op follows it;
 a caller's own ``jax.jit`` keeps the path of its first trace.
 :func:`last_path` tells which path the last call (or trace) of an op took.
+They are the methods of this backend's :class:`rnnspec.backends.path_switch.PathSwitch`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import os
-import threading
-from collections.abc import Iterator
-
 import jax
+
+from rnnspec.backends.path_switch import PathSwitch
 
 __all__ = [
     "PLAIN_ENV",
@@ -42,28 +39,17 @@ __all__ = [
 #: The environment variable that, set to anything but "" or "0", forces the plain path.
 PLAIN_ENV = "RNNSPEC_JAX_PLAIN"
 
-_FORCE_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnspec_jax_plain", default=False)
-_LAST: dict[str, str] = {}
-_LAST_LOCK = threading.Lock()
 _GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
-
-@contextlib.contextmanager
-def plain_path() -> Iterator[None]:
-    """Force the plain path (``lax.scan`` over time) for every op within the block.
-
-    A context variable: it holds for the current thread (and asyncio task) only.
-    """
-    token = _FORCE_PLAIN.set(True)
-    try:
-        yield
-    finally:
-        _FORCE_PLAIN.reset(token)
-
-
-def plain_forced() -> bool:
-    """Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_JAX_PLAIN``."""
-    return _FORCE_PLAIN.get() or os.environ.get(PLAIN_ENV, "") not in ("", "0")
+#: Paths: ``"plain"``, ``"cudnn-lstm"``, ``"pallas-recurrences"``, ``"associative-scan"``.
+_SWITCH: PathSwitch[str] = PathSwitch(PLAIN_ENV, "rnnspec_jax_plain")
+#: A context manager forcing the plain path (``lax.scan`` over time) for every op within the block.
+plain_path = _SWITCH.plain_path
+#: Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_JAX_PLAIN``.
+plain_forced = _SWITCH.plain_forced
+record_path = _SWITCH.record_path
+#: The path the last call or trace of an op took: ``"plain"`` or a fast path's name, None before any.
+last_path = _SWITCH.last_path
 
 
 def on_gpu(value: jax.Array) -> bool:
@@ -76,19 +62,3 @@ def on_gpu(value: jax.Array) -> bool:
     if isinstance(value, jax.core.Tracer):
         return jax.default_backend() in _GPU_PLATFORMS
     return all(d.platform in _GPU_PLATFORMS for d in value.devices())
-
-
-def record_path(op: str, path: str) -> None:
-    """Note that the last call (or trace) of ``op`` took ``path``."""
-    with _LAST_LOCK:
-        _LAST[op] = path
-
-
-def last_path(op: str) -> str | None:
-    """The path the last call or trace of ``op`` took in this process, None before any.
-
-    ``"plain"``, or a fast path's name (``"cudnn-lstm"``, ``"pallas-recurrences"``,
-    ``"associative-scan"``).
-    """
-    with _LAST_LOCK:
-        return _LAST.get(op)

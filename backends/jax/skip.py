@@ -1,9 +1,8 @@
-"""skip_rnn, skip_lstm, skip_gru: Skip RNN's state-update gate over a stack of base cells (training semantics).
+"""skip_rnn, skip_lstm, skip_gru: Skip RNN's state-update gate over a stack of base cells.
 
 As the reference (:mod:`rnnspec.reference.skip`) and the authors' code: one
 ``lax.scan`` over time whose step runs the layers bottom to top, since every
-layer shares the one gate driven by the top layer's candidate; every candidate
-is computed at every step (the straight-through gradient needs it)::
+layer shares the one gate driven by the top layer's candidate::
 
     u~_t = cum + min(update_prob, 1 - cum)          (ties send the gradient to update_prob)
     u_t  = bin(u~_t) = [u~_t >= 0.5],  d u_t / d u~_t = 1  (straight-through)
@@ -13,6 +12,31 @@ is computed at every step (the straight-through gradient needs it)::
 The straight-through estimator is a ``stop_gradient`` construction:
 ``u = bin(u~) + (u~ - stop_gradient(u~))`` is exactly ``bin(u~)`` forward, with
 derivative 1.
+
+Two loops, one function. The training loop computes every candidate at every
+step, since ``d u~_t = <d s_t, S(s_{t-1}, x_t) - s_{t-1}>`` reads the candidate
+at skipped steps too. The skipping loop computes a candidate only where a gate
+opens (:mod:`.skipping`: a step where no row updates does no cell work), which
+is enough for the values. The op is a ``jax.custom_jvp`` whose value is the
+skipping loop and whose derivative is the training loop's (``jax.jvp`` of it;
+reverse mode transposes that): ``jax.jit`` of a call that nobody
+differentiates runs the skipping loop, while ``jax.vjp``, ``jax.grad``,
+``jax.jvp`` and ``jax.linearize`` run the training loop, so values under a
+derivative and every derivative are the training loop's, bitwise. A
+``custom_vjp`` would also do for reverse mode but not for forward mode, which
+the act op and the backend's users rely on (``jax.jvp``); the ``custom_jvp``
+serves both. The arrays (``lengths`` too: its tangent is float0) are the
+function's arguments, so ``jax.vmap`` and ``jax.checkpoint`` (the option
+``checkpoint_every``) see through it; the static options are closed over.
+
+Without a derivative, the two loops' values agree within float rounding, not
+bitwise: XLA fuses the cell's elementwise ops differently inside the
+``lax.switch`` branch than inline (measured: up to a few float32 ulps after
+some steps; float64 alike), and a gathered bucket of rows runs its matmul on
+fewer rows (see :mod:`.skipping`). Gates are decided from the same values, so
+only a ``u~`` within rounding of 0.5 could decide differently.
+:func:`.paths.plain_path` (or ``RNNSPEC_JAX_PLAIN=1``) forces the training
+loop everywhere.
 """
 
 from __future__ import annotations
@@ -27,7 +51,9 @@ from jax import lax
 from rnnspec.results import SkipResult
 
 from .cells import linear, make_cell, sigmoid
-from .sequence import UNROLL, State, initial_states, normalise_lengths, reverse_valid, time_major
+from .paths import plain_forced
+from .sequence import UNROLL, Lengths, State, initial_states, normalise_lengths, reverse_valid, time_major
+from .skipping import candidates as skipping_candidates
 
 __all__ = ["skip_gru", "skip_lstm", "skip_rnn"]
 
@@ -43,39 +69,53 @@ def _mix(on: jax.Array, through: jax.Array, new: jax.Array, old: jax.Array) -> j
     return jnp.where(on, new, old) + through * (new - old)
 
 
-def _skip(
+def _gate(prob_prev: jax.Array, cum_prev: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(u~, on, through, u)`` at a step, from the top layer's ``update_prob`` and ``cum_update_prob``."""
+    room = 1.0 - cum_prev
+    u_tilde = cum_prev + jnp.where(room < prob_prev, room, prob_prev)  # a NaN update_prob stays NaN
+    on = u_tilde >= 0.5
+    # Zero, with d/du~ = 1: the straight-through estimator (zero also where u~ is NaN, whose gate is 0).
+    through = jnp.where(jnp.isnan(u_tilde), 0.0, u_tilde - lax.stop_gradient(u_tilde))
+    return u_tilde, on, through, on.astype(u_tilde.dtype) + through
+
+
+def _loop(
     op: str,
     x: jax.Array,
     params: Sequence[Mapping[str, jax.Array]],
-    lengths_arg: Any,
+    lengths_values: jax.Array | None,
     initial_state: Sequence[Mapping[str, jax.Array]] | None,
     reverse: bool,
     options: Mapping[str, Any],
+    skipping: bool,
 ) -> SkipResult:
+    """The loop over time; ``skipping=True`` computes candidates only where a gate opens (values only)."""
     cell = make_cell(op.removeprefix("skip_"), options)
     names = cell.state_names
     gate_input = "c" if "c" in names else "h"
-    batch, time = x.shape[:2]
-    lengths = normalise_lengths(lengths_arg, batch, time)
+    lengths = Lengths(lengths_values, x.shape[1])
     valid = lengths.valid()
     states = list(initial_states(op, x, params, options, initial_state))
     top = params[-1]
     inp = reverse_valid(x, lengths) if reverse else x
     projected = cell.project(params[0], inp)  # layer 0's input projection, every step at once
 
-    def step(carry: list[State], xs_t: list[jax.Array]) -> tuple[list[State], tuple[jax.Array, ...]]:
-        prob_prev, cum_prev = carry[-1]["update_prob"], carry[-1]["cum_update_prob"]
-        room = 1.0 - cum_prev
-        u_tilde = cum_prev + jnp.where(room < prob_prev, room, prob_prev)  # a NaN update_prob stays NaN
-        on = u_tilde >= 0.5
-        # Zero, with d/du~ = 1: the straight-through estimator (zero also where u~ is NaN, whose gate is 0).
-        through = jnp.where(jnp.isnan(u_tilde), 0.0, u_tilde - lax.stop_gradient(u_tilde))
-        u = on.astype(u_tilde.dtype) + through
+    def compute(carry: Sequence[State], gi0: jax.Array) -> tuple[list[State], jax.Array]:
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(params, carry, strict=True)):  # over layers, not time
-            gi = xs_t[0] if k == 0 else cell.project(p, cands[-1]["h"])
+            gi = gi0 if k == 0 else cell.project(p, cands[-1]["h"])
             cands.append(cell.step(p, {n: s[n] for n in names}, gi))
-        du = sigmoid(linear(cands[-1][gate_input], top["w_gate"], top["b_gate"]))
+        return cands, sigmoid(linear(cands[-1][gate_input], top["w_gate"], top["b_gate"]))
+
+    def step(carry: list[State], xs_t: list[jax.Array]) -> tuple[list[State], tuple[jax.Array, ...]]:
+        prob_prev, cum_prev = carry[-1]["update_prob"], carry[-1]["cum_update_prob"]
+        u_tilde, on, through, u = _gate(prob_prev, cum_prev)
+        if skipping:
+            need = on[:, 0] if valid is None else on[:, 0] & xs_t[1]
+            olds = [{n: s[n] for n in names} for s in carry]
+            cands, du = skipping_candidates(compute, olds, xs_t[0], prob_prev, need)
+        else:
+            cands, du = compute(carry, xs_t[0])
         new = [{n: _mix(on, through, c[n], s[n]) for n in names} for c, s in zip(cands, carry, strict=True)]
         new[-1]["update_prob"] = _mix(on, through, du, prob_prev)
         new[-1]["cum_update_prob"] = (1.0 - u) * u_tilde
@@ -94,6 +134,47 @@ def _skip(
     if reverse:
         out, gate, prob = (reverse_valid(a, lengths) for a in (out, gate, prob))
     return SkipResult(out, tuple(final), gate, prob)
+
+
+def _skip(
+    op: str,
+    x: jax.Array,
+    params: Sequence[Mapping[str, jax.Array]],
+    lengths_arg: Any,
+    initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    reverse: bool,
+    options: Mapping[str, Any],
+) -> SkipResult:
+    batch, time = x.shape[:2]
+    lengths = normalise_lengths(lengths_arg, batch, time).values
+    if plain_forced():
+        return _loop(op, x, params, lengths, initial_state, reverse, options, skipping=False)
+
+    # The static arguments are closed over; the arrays (the integer lengths too) are the function's
+    # arguments, so that jit, vmap and the derivatives see them.
+    @jax.custom_jvp
+    def run(
+        x: jax.Array,
+        params: Sequence[Mapping[str, jax.Array]],
+        lengths: jax.Array | None,
+        initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    ) -> SkipResult:
+        return _loop(op, x, params, lengths, initial_state, reverse, options, skipping=True)
+
+    def training(
+        x: jax.Array,
+        params: Sequence[Mapping[str, jax.Array]],
+        lengths: jax.Array | None,
+        initial_state: Sequence[Mapping[str, jax.Array]] | None,
+    ) -> SkipResult:
+        return _loop(op, x, params, lengths, initial_state, reverse, options, skipping=False)
+
+    @run.defjvp
+    def _run_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+        return jax.jvp(training, primals, tangents)
+
+    result: SkipResult = run(x, list(params), lengths, initial_state)
+    return result
 
 
 def skip_rnn(

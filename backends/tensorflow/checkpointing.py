@@ -1,24 +1,18 @@
 """Gradient checkpointing of any op (the option ``checkpoint_every=K``) with ``tf.recompute_grad``.
 
-The time axis is cut into segments of K steps (the last one shorter when K
-does not divide T). Each segment runs the op's own function under
-``tf.recompute_grad``, from the final state of the segment before it in
-processing order: first to last, or last to first when ``reverse=True``. The
-tape then records each segment as one operation on its inputs, and recomputes
-the segment's activations under a tape of its own while its gradient is
-taken, so the memory of forward plus backward falls from T steps of
-activations to about T/K states and K steps.
+The time axis is cut into segments of K steps as :mod:`rnnspec.backends.segments`
+says (lengths, reverse, the state carried from segment to segment). Each
+segment runs the op's own function under ``tf.recompute_grad``. The tape then
+records each segment as one operation on its inputs, and recomputes the
+segment's activations under a tape of its own while its gradient is taken, so
+the memory of forward plus backward falls from T steps of activations to about
+T/K states and K steps.
 
 ``tf.recompute_grad`` differentiates with respect to its positional tensors
 only, so every floating tensor of a segment's call (its steps of ``x``, the
 params, the carried state) is passed positionally and the call rebuilt
 inside; ``lengths``, the options and the zoneout mask are constants of the
-segment. Each segment gets its part of every per-step array (``x`` and
-``zoneout_mask``; ``a`` and ``b``, ``pre`` for the primitives) and of each
-row's length, ``clip(lengths - t0, 0, K)``: a row that ends before a segment
-passes its state through it unchanged. The per-step fields of the results are
-concatenated along time; the final state is the last segment's. The
-primitives return h alone, so the state they pass on is read off h.
+segment.
 
 A time axis unknown when the op is traced (``tf.function`` over a ``None``
 time dimension) cannot be cut in Python: the op then runs whole, with the
@@ -30,33 +24,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
+
+from rnnspec.backends import segments
+from rnnspec.backends.segments import PER_STEP
 
 __all__ = ["PER_STEP", "checkpointed", "with_checkpointing"]
 
-#: The arguments of each op that hold one entry per step on axis 1 (sequence ops: x and zoneout_mask).
-PER_STEP: dict[str, tuple[str, ...]] = {"linear_recurrence": ("a", "b"), "indrnn_recurrence": ("pre",)}
-_SEQUENCE_PER_STEP = ("x", "zoneout_mask")
 #: Arguments that are never differentiated: constants of a segment.
 _CONSTANT = ("lengths", "zoneout_mask")
 
 
-def _slice(value: Any, start: int, stop: int) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        return value[:, start:stop]
-    return tuple(v[:, start:stop] for v in value)
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, (tf.Tensor, tf.Variable))
 
 
-def _segment_lengths(lengths: Any, start: int, stop: int) -> Any:
-    """Each row's steps inside ``start:stop``: a tensor stays a tensor, the rest NumPy."""
-    if lengths is None:
-        return None
-    if isinstance(lengths, (tf.Tensor, tf.Variable)):
-        return tf.clip_by_value(tf.cast(lengths, tf.int32) - start, 0, stop - start)
-    return np.clip(np.asarray(lengths).astype(np.int64) - start, 0, stop - start)
+def _clip_lengths(lengths: tf.Tensor, start: int, width: int) -> tf.Tensor:
+    return tf.clip_by_value(tf.cast(lengths, tf.int32) - start, 0, width)
+
+
+def _concat(pieces: list[tf.Tensor]) -> tf.Tensor:
+    return tf.concat(pieces, axis=1)
 
 
 def _final(h: tf.Tensor, lengths: Any, initial: tf.Tensor | None, reverse: bool) -> tf.Tensor:
@@ -71,15 +59,14 @@ def _final(h: tf.Tensor, lengths: Any, initial: tf.Tensor | None, reverse: bool)
     return tf.where((steps > 0)[:, None], picked, before)
 
 
-def _is_float_tensor(value: Any) -> bool:
-    return isinstance(value, (tf.Tensor, tf.Variable)) and value.dtype.is_floating
+_OPS = segments.ArrayOps(is_array=_is_tensor, clip_lengths=_clip_lengths, concat=_concat, final_state=_final)
 
 
 def _run_segment(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
     """``fn(**arguments)`` under ``tf.recompute_grad``, differentiable in every floating tensor."""
     differentiable = {k: v for k, v in arguments.items() if k not in _CONSTANT}
     leaves = tf.nest.flatten(differentiable)
-    where = [i for i, leaf in enumerate(leaves) if _is_float_tensor(leaf)]
+    where = [i for i, leaf in enumerate(leaves) if _is_tensor(leaf) and leaf.dtype.is_floating]
     shape: dict[str, Any] = {}
 
     def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
@@ -100,45 +87,12 @@ def _run_segment(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
 
 def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[str, Any]) -> Any:
     """``fn(**arguments)`` (the function of ``op``) run in checkpointed segments of ``every`` steps."""
-    primitive = op in PER_STEP
-    names = PER_STEP.get(op, _SEQUENCE_PER_STEP)
-    time = arguments[names[0]].shape[1]
-    if time is None or time <= every:
+    plan = segments.plan(op, every, arguments)
+    if plan is None:
         return fn(**arguments)
-    carry_name = "initial" if primitive else "initial_state"
-    reverse = bool(arguments["reverse"])
-    bounds = [(start, min(start + every, time)) for start in range(0, time, every)]
-    carry = arguments[carry_name]
-    pieces: list[Any] = []
-    for start, stop in reversed(bounds) if reverse else bounds:
-        segment = dict(arguments)
-        for name in names:
-            if name in segment:
-                segment[name] = _slice(arguments[name], start, stop)
-        segment["lengths"] = _segment_lengths(arguments["lengths"], start, stop)
-        segment[carry_name] = carry
-        result = _run_segment(fn, segment)
-        carry = _final(result, segment["lengths"], carry, reverse) if primitive else result.state
-        pieces.append(result)
-    if reverse:
-        pieces.reverse()
-    if primitive:
-        return tf.concat(pieces, axis=1)
-    fields = {
-        name: carry if name == "state" else tf.concat([getattr(p, name) for p in pieces], axis=1)
-        for name in pieces[0]._fields
-    }
-    return type(pieces[0])(**fields)
+    return segments.run_in_segments(plan, fn, arguments, _OPS, _run_segment)
 
 
 def with_checkpointing(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` taking the option ``checkpoint_every`` too: None runs it as it is, K in segments."""
-
-    def run(*, checkpoint_every: int | None = None, **arguments: Any) -> Any:
-        if checkpoint_every is None:
-            return fn(**arguments)
-        return checkpointed(op, fn, int(checkpoint_every), arguments)
-
-    run.__name__ = run.__qualname__ = getattr(fn, "__name__", op)
-    run.__doc__ = fn.__doc__
-    return run
+    return segments.with_checkpointing(op, fn, checkpointed)

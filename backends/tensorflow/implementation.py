@@ -7,6 +7,8 @@ input dtype (the accumulation a half-precision user expects).
 Each op lives in a module of its family and is a plain function of tf tensors
 that runs the same eagerly and inside ``tf.function`` (its time loop is a
 ``tf.while_loop``); :data:`~.dispatch.OP_FUNCTIONS` maps names to them.
+An eager call over a long sequence runs the op as a cached ``tf.function``
+(:mod:`.graphs`), since the eager loop dispatches every step's ops from Python.
 Reverse mode is ``tf.GradientTape`` (:mod:`.autodiff`); compiled mode is the op
 under ``tf.function(jit_compile=True)`` (XLA), traced once per shape, dtype and
 option values (the options are Python values, static in the trace).
@@ -25,6 +27,7 @@ from rnnspec.methods import spec_method
 from rnnspec.tree import tree_leaves, tree_map
 
 from .dispatch import OP_FUNCTIONS
+from .graphs import as_graph, wants_graph
 from .sequence import host_array
 
 __all__ = ["TensorflowImplementation", "run_op"]
@@ -49,7 +52,9 @@ def _cast(tree: Any, dtype: tf.DType) -> Any:
 def run_op(op: str, arguments: Mapping[str, Any]) -> Any:
     """Run ``op`` on normalised arguments, upcasting half precision for the arithmetic."""
     dtype, compute = _compute_dtype(arguments)
-    result = OP_FUNCTIONS[op](**_cast(dict(arguments), compute))
+    args = _cast(dict(arguments), compute)
+    fn = OP_FUNCTIONS[op]
+    result = as_graph(op, fn, args) if wants_graph(op, args) else fn(**args)
     return result if compute == dtype else _cast(result, dtype)
 
 

@@ -72,6 +72,14 @@ mask that is not raises :class:`rnnspec.errors.LengthsError`, inside a traced
 function it is read as its count. Past a row's length the outputs are zero and
 the state is frozen; with ``return_sequences=True`` the mask is passed on.
 
+Checkpointing
+-------------
+``checkpoint_every=K`` (every layer; None by default) is passed to the op:
+the gradient recomputes the activations of each segment of K steps instead
+of keeping them all (same values and gradients, less memory; see
+:mod:`rnnspec.backends.tensorflow.checkpointing`). It is checked as the op
+checks it (an integer >= 1, or None) and saved in the layer's config.
+
 Importing this module imports tensorflow and keras.
 """
 
@@ -86,35 +94,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rnnspec.backends.layers import CELL_BIASES, ParamFiles, check_checkpoint_every, layer_backend
 from rnnspec.errors import CallError, LengthsError, OptionError, ParameterError, ShapeError
 from rnnspec.init import init_params
 from rnnspec.losses import skip_budget_loss
 from rnnspec.ops import OPS
-from rnnspec.param_files import load_numpy_params, save_params
 from rnnspec.shapes import evaluate
 
 from .implementation import run_op
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
-#: The cell biases that ``use_bias=False`` leaves out (zeros in the op).
-_CELL_BIASES = frozenset({"b_ih", "b_hh", "b"})
 #: Seeds drawn for ``seed=None`` lie in [0, 2**31 - 1).
 _SEED_BOUND = 2**31 - 1
 #: The extra result fields each family returns with ``return_extras=True``, in order.
 _SKIP_EXTRAS = ("update_gate", "update_prob")
 _ACT_EXTRAS = ("ponder_steps", "ponder_remainder", "ponder_cost")
-
-_backend: Any = None
-
-
-def _tf_backend() -> Any:
-    global _backend
-    if _backend is None:
-        import rnnspec
-
-        _backend = rnnspec.get_backend("tensorflow")
-    return _backend
 
 
 def _check_flag(layer: str, name: str, value: Any) -> bool:
@@ -171,11 +166,13 @@ class CanonicalWeights(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
         return out
 
 
-class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
+class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ignore]
     """A stack of an rnnspec op's layers as a Keras layer; subclasses fix the op and its options."""
 
     #: The op of the spec.
     op: ClassVar[str]
+    #: The backend whose op the layer calls.
+    backend_name: ClassVar[str] = "tensorflow"
     #: The extra result fields ``return_extras=True`` appends (empty: the option is refused).
     extra_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -191,6 +188,7 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
         seed: int | None,
         options: Mapping[str, Any],
         init_options: Mapping[str, Any],
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -206,6 +204,7 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
             raise OptionError(name, "return_extras", "False (this op has no extra result fields)", "True")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise OptionError(name, "seed", "None or an integer >= 0", repr(seed))
+        self.checkpoint_every = check_checkpoint_every(name, self.op, checkpoint_every)
         self.units = units
         self.num_layers = num_layers
         self.use_bias = use_bias
@@ -231,6 +230,7 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "seed": self.seed,
+            "checkpoint_every": self.checkpoint_every,
             **self.options,
             **self.init_options,
             **self._extra_config(),
@@ -269,7 +269,7 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
         self.input_size = int(shape[-1])
         seed = self.seed if self.seed is not None else random.randrange(_SEED_BOUND)
         arrays = self._draw(self.input_size, seed)
-        left_out = frozenset() if self.use_bias else _CELL_BIASES
+        left_out = frozenset() if self.use_bias else CELL_BIASES
         self.stack = [
             CanonicalWeights(layer, left_out, name=f"layer_{k}", dtype=self.dtype_policy)
             for k, layer in enumerate(arrays)
@@ -321,31 +321,14 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
         return [{k: np.array(v.numpy()) for k, v in layer.items()} for layer in self.canonical_params()]
 
     def save_params(self, path: str | os.PathLike[str]) -> None:
-        """Write the params to a parameter file (``.npz`` or ``.safetensors``, by the suffix), exactly.
+        """Write the params to a parameter file, as :meth:`ParamFiles.save_params`; the layer must be built.
 
-        The file records the op; :meth:`load_params` of a layer of the same op
-        and sizes, on any backend, reads it back (see :func:`rnnspec.save_params`). The layer must be built.
+        :meth:`load_params` builds an unbuilt layer for the input size the file implies.
         """
         if not self.built:
             expected = "a built layer (call it once, or load params into it)"
             raise OptionError(type(self).__name__, "save_params", expected, "an unbuilt layer")
-        save_params(path, self.canonical_params(), backend=_tf_backend(), op=self.op, options=self.options)
-
-    def load_params(self, path: str | os.PathLike[str]) -> None:
-        """Copy the params of a file written by :func:`rnnspec.save_params` (or a layer's :meth:`save_params`) in.
-
-        The file is checked against the layer's op and options first; the values
-        are then cast to the layer's dtype, as :meth:`load_canonical` does. An
-        unbuilt layer is built for the input size the file implies.
-
-        Raises
-        ------
-        rnnspec.errors.ParamFileError
-            The file is truncated, corrupt, pickled (refused), or not of this op.
-        rnnspec.errors.ParameterError
-            Its layers or shapes differ from the layer's.
-        """
-        self.load_canonical(load_numpy_params(path, op=self.op, options=self.options, widen_bfloat16=True))
+        super().save_params(path)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -427,8 +410,16 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
         params = [layer.tensors(x.dtype) for layer in self.stack]
         if x.shape.is_fully_defined():
             # The public entry point: every argument checked, errors naming the op and the backend.
-            method = getattr(_tf_backend(), self.op)
-            return method(x, params, **self.options, **arrays, lengths=lengths, initial_state=initial_state)
+            method = getattr(layer_backend(self.backend_name), self.op)
+            return method(
+                x,
+                params,
+                **self.options,
+                **arrays,
+                lengths=lengths,
+                initial_state=initial_state,
+                checkpoint_every=self.checkpoint_every,
+            )
         # Inside a trace with a dimension unknown (Keras' functional build, model.fit's relaxed shapes) the
         # shape checks cannot run on static sizes; the weights are the layer's own and x's feature size is held
         # by input_spec, so the arguments are already normalised and the op runs directly (it reads every size
@@ -441,6 +432,7 @@ class _SpecLayer(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
             "lengths": lengths,
             "initial_state": initial_state,
             "reverse": False,
+            "checkpoint_every": self.checkpoint_every,
         }
         return run_op(self.op, arguments)
 
@@ -527,7 +519,7 @@ class RNN(_SpecLayer):
         The depth of the stack (each layer reads the outputs of the one below).
     activation
         ``"tanh"`` or ``"relu"``.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments (``name``, ``dtype``, ``trainable``).
@@ -545,6 +537,7 @@ class RNN(_SpecLayer):
         return_sequences: bool = False,
         return_state: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -555,6 +548,7 @@ class RNN(_SpecLayer):
             return_state=return_state,
             return_extras=False,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options={"activation": activation},
             init_options={},
             **kwargs,
@@ -571,7 +565,7 @@ class LSTM(_SpecLayer):
         H, the state size.
     num_layers
         The depth of the stack.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -588,6 +582,7 @@ class LSTM(_SpecLayer):
         return_sequences: bool = False,
         return_state: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -598,6 +593,7 @@ class LSTM(_SpecLayer):
             return_state=return_state,
             return_extras=False,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options={},
             init_options={},
             **kwargs,
@@ -617,7 +613,7 @@ class GRU(_SpecLayer):
     reset_after
         True: the reset gate multiplies ``W_hn h + b_hn`` (Keras 3's and PyTorch's default);
         False: it multiplies ``h`` before the matmul (Cho 2014, Keras' ``reset_after=False``).
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -635,6 +631,7 @@ class GRU(_SpecLayer):
         return_sequences: bool = False,
         return_state: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -645,6 +642,7 @@ class GRU(_SpecLayer):
             return_state=return_state,
             return_extras=False,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options={"reset_after": reset_after},
             init_options={},
             **kwargs,
@@ -672,6 +670,7 @@ class _Skip(_SpecLayer):
         return_state: bool,
         return_extras: bool,
         seed: int | None,
+        checkpoint_every: int | None,
         **kwargs: Any,
     ) -> None:
         self.budget_loss_weight = _check_weight(type(self).__name__, "budget_loss_weight", budget_loss_weight)
@@ -683,6 +682,7 @@ class _Skip(_SpecLayer):
             return_state=return_state,
             return_extras=return_extras,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options=options,
             init_options={"trainable_initial_state": trainable_initial_state},
             **kwargs,
@@ -717,7 +717,7 @@ class SkipRNN(_Skip):
         at every call; 0 (the default) adds nothing.
     return_extras
         Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -738,6 +738,7 @@ class SkipRNN(_Skip):
         return_state: bool = False,
         return_extras: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -751,6 +752,7 @@ class SkipRNN(_Skip):
             return_state=return_state,
             return_extras=return_extras,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             **kwargs,
         )
 
@@ -772,7 +774,7 @@ class SkipLSTM(_Skip):
         at every call; 0 (the default) adds nothing.
     return_extras
         Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -792,6 +794,7 @@ class SkipLSTM(_Skip):
         return_state: bool = False,
         return_extras: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -805,6 +808,7 @@ class SkipLSTM(_Skip):
             return_state=return_state,
             return_extras=return_extras,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             **kwargs,
         )
 
@@ -828,7 +832,7 @@ class SkipGRU(_Skip):
         at every call; 0 (the default) adds nothing.
     return_extras
         Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -849,6 +853,7 @@ class SkipGRU(_Skip):
         return_state: bool = False,
         return_extras: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -862,6 +867,7 @@ class SkipGRU(_Skip):
             return_state=return_state,
             return_extras=return_extras,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             **kwargs,
         )
 
@@ -890,7 +896,7 @@ class ACT(_SpecLayer):
         ``add_loss`` at every call; 0 (the default) adds nothing.
     return_extras
         Append ``ponder_steps``, ``ponder_remainder`` and ``ponder_cost`` ``(batch, time)``.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -913,6 +919,7 @@ class ACT(_SpecLayer):
         return_state: bool = False,
         return_extras: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.ponder_loss_weight = _check_weight(type(self).__name__, "ponder_loss_weight", ponder_loss_weight)
@@ -924,6 +931,7 @@ class ACT(_SpecLayer):
             return_state=return_state,
             return_extras=return_extras,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options={"cell": cell, "epsilon": epsilon, "max_steps": max_steps},
             init_options={},
             **kwargs,
@@ -955,7 +963,7 @@ class IndRNN(_SpecLayer):
         ``"relu"`` (the paper's) or ``"tanh"``.
     seq_len, mag, last_layer_init
         Choose the range of ``u`` as :func:`rnnspec.init_params` documents.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         Keras' layer arguments.
@@ -976,6 +984,7 @@ class IndRNN(_SpecLayer):
         return_sequences: bool = False,
         return_state: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         init: dict[str, Any] = {"seq_len": seq_len, "last_layer_init": last_layer_init}
@@ -989,6 +998,7 @@ class IndRNN(_SpecLayer):
             return_state=return_state,
             return_extras=False,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options={"activation": activation},
             init_options=init,
             **kwargs,
@@ -1015,7 +1025,7 @@ class QRNN(_SpecLayer):
     zoneout
         The probability of setting ``f`` to 1 (keeping the state) at each step and unit,
         drawn afresh at every call with ``training=True``; in evaluation no zoneout is applied.
-    use_bias, return_sequences, return_state, seed
+    use_bias, return_sequences, return_state, seed, checkpoint_every
         As the module's docstring says; ``seed`` also seeds the zoneout draws.
     **kwargs
         Keras' layer arguments.
@@ -1035,6 +1045,7 @@ class QRNN(_SpecLayer):
         return_sequences: bool = False,
         return_state: bool = False,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(zoneout, bool) or not isinstance(zoneout, (int, float)) or not 0.0 <= zoneout < 1.0:
@@ -1048,6 +1059,7 @@ class QRNN(_SpecLayer):
             return_state=return_state,
             return_extras=False,
             seed=seed,
+            checkpoint_every=checkpoint_every,
             options={"mode": mode},
             init_options={"window": window},
             **kwargs,

@@ -10,18 +10,15 @@ plain path (the masked ``tf.while_loop`` over time) for every op, as
 ``rnnspec.backends.jax.paths.plain_path`` does for JAX. Inside a
 ``tf.function`` the path is chosen when the function is traced, and a trace
 keeps it: force the plain path while tracing. :func:`last_path` tells which
-path the last call (or trace) of an op took.
+path the last call (or trace) of an op took. They are the methods of this
+backend's :class:`rnnspec.backends.path_switch.PathSwitch`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import os
-import threading
-from collections.abc import Iterator
-
 import tensorflow as tf
+
+from rnnspec.backends.path_switch import PathSwitch
 
 __all__ = [
     "PLAIN_ENV",
@@ -36,27 +33,15 @@ __all__ = [
 #: The environment variable that, set to anything but "" or "0", forces the plain path.
 PLAIN_ENV = "RNNSPEC_TF_PLAIN"
 
-_FORCE_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnspec_tf_plain", default=False)
-_LAST: dict[str, str] = {}
-_LAST_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def plain_path() -> Iterator[None]:
-    """Force the plain path (the masked time loop) for every op within the block.
-
-    A context variable: it holds for the current thread (and asyncio task) only.
-    """
-    token = _FORCE_PLAIN.set(True)
-    try:
-        yield
-    finally:
-        _FORCE_PLAIN.reset(token)
-
-
-def plain_forced() -> bool:
-    """Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_TF_PLAIN``."""
-    return _FORCE_PLAIN.get() or os.environ.get(PLAIN_ENV, "") not in ("", "0")
+#: Paths: ``"plain"`` and ``"cudnn-rnn"``.
+_SWITCH: PathSwitch[str] = PathSwitch(PLAIN_ENV, "rnnspec_tf_plain")
+#: A context manager forcing the plain path (the masked time loop) for every op within the block.
+plain_path = _SWITCH.plain_path
+#: Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_TF_PLAIN``.
+plain_forced = _SWITCH.plain_forced
+record_path = _SWITCH.record_path
+#: The path the last call or trace of an op took: ``"plain"`` or ``"cudnn-rnn"``, None before any.
+last_path = _SWITCH.last_path
 
 
 def in_xla() -> bool:
@@ -89,18 +74,3 @@ def on_gpu(value: tf.Tensor) -> bool:
     if not device:
         return not tf.executing_eagerly() and bool(tf.config.list_logical_devices("GPU"))
     return bool(tf.DeviceSpec.from_string(device).device_type == "GPU")
-
-
-def record_path(op: str, path: str) -> None:
-    """Note that the last call (or trace) of ``op`` took ``path``."""
-    with _LAST_LOCK:
-        _LAST[op] = path
-
-
-def last_path(op: str) -> str | None:
-    """The path the last call or trace of ``op`` took in this process, None before any.
-
-    ``"plain"``, or the fast path's name (``"cudnn-rnn"``).
-    """
-    with _LAST_LOCK:
-        return _LAST.get(op)

@@ -13,6 +13,12 @@ picks one):
   pondering (halted rows compute with weight 0);
 - skipping (inference): only the rows still pondering run the cell; rows that
   halt leave the batch, and the step ends when none is left.
+
+The training loop takes one of two forms, with the same values and gradients: in
+plain eager autograd, one ``torch.autograd.Function`` with a hand-written backward
+(:mod:`.act_autograd`); under ``torch.func`` transforms, ``torch.compile`` or a
+forced plain path (:func:`.skip_autograd.usable`), :func:`_training`'s per-step
+autograd graph.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 
 from rnnspec.results import ACTResult
 
+from . import act_autograd, skip_autograd
 from .cells import Cell, Params, make_cell
 from .sequence import Lengths, State, fresh, initial_states, normalise_lengths, reverse_valid
 from .skipping import choose_path, row_index, select_rows
@@ -231,8 +238,20 @@ def act(
     projected = F.linear(inp, w_ih[:, :features], p["b_ih"])  # x_t's part, every step at once
     flag = w_ih[:, features]  # the flag column, added on inner steps n > 1
     eps, cap = float(epsilon), int(max_steps)
+    leaves = [x, *p.values(), *state.values()]
     if path == "skipping":
         out, state, ponder_steps, ponder_remainder = _skipping(base, p, state, projected, flag, norm, eps, cap)
+    elif skip_autograd.usable(leaves):
+        defaults = _CELL_DEFAULTS[cell]
+        layout = act_autograd.ACTLayout(
+            cell,
+            str(defaults.get("activation", "tanh")),
+            bool(defaults.get("reset_after", True)),
+            base.state_names,
+            eps,
+            cap,
+        )
+        out, state, ponder_steps, ponder_remainder = act_autograd.run(layout, p, state, projected, flag, norm.valid())
     else:
         out, state, ponder_steps, ponder_remainder = _training(base, p, state, projected, flag, norm.valid(), eps, cap)
     ponder_cost = ponder_steps + ponder_remainder

@@ -30,23 +30,22 @@ its own tolerance either way.
 
 :func:`plain_path` (a context manager) or the environment variable
 ``RNNSPEC_TORCH_PLAIN=1`` force the plain path; :func:`last_path` tells which
-path the last call of an op took. The choice is made by :func:`why_plain` on
-explicit conditions, never by catching a kernel's error.
+path the last call of an op took (the methods of this backend's
+:class:`rnnspec.backends.path_switch.PathSwitch`). The choice is made by
+:func:`why_plain` on explicit conditions, never by catching a kernel's error.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import importlib.util
-import os
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnspec.backends.path_switch import PathSwitch
 
 from .sequence import Lengths, State, fresh, reverse_valid
 
@@ -71,30 +70,18 @@ FAST_PATH = "fused-rnn"
 #: "skipping" and "training" (the adaptive ops' loops without and with autograd: :mod:`.skipping`).
 Path = Literal["fused", "plain", "cpu-kernel", "triton", "skipping", "training"]
 
-_FORCE_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnspec_torch_plain", default=False)
-_LAST: dict[str, Path] = {}
-_LAST_LOCK = threading.Lock()
+_SWITCH: PathSwitch[Path] = PathSwitch(PLAIN_ENV, "rnnspec_torch_plain")
+#: A context manager forcing the plain path for every op within the block (the per-step torch loop of
+#: :mod:`.cells` for rnn, lstm and gru; see :func:`fast_paths_available` for the others).
+plain_path = _SWITCH.plain_path
+#: Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_TORCH_PLAIN``.
+plain_forced = _SWITCH.plain_forced
+record_path = _SWITCH.record_path
+#: The path the last call of an op took in this process (a :data:`Path`), None before any call.
+last_path = _SWITCH.last_path
 
 #: op (and rnn's activation) -> the fused kernel.
 _KERNELS = {"tanh": "rnn_tanh", "relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
-
-
-@contextlib.contextmanager
-def plain_path() -> Iterator[None]:
-    """Force the plain path (the per-step torch loop of :mod:`.cells`) for rnn, lstm and gru within the block.
-
-    A context variable: it holds for the current thread (and asyncio task) only.
-    """
-    token = _FORCE_PLAIN.set(True)
-    try:
-        yield
-    finally:
-        _FORCE_PLAIN.reset(token)
-
-
-def plain_forced() -> bool:
-    """Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_TORCH_PLAIN``."""
-    return _FORCE_PLAIN.get() or os.environ.get(PLAIN_ENV, "") not in ("", "0")
 
 
 def why_plain(op: str, x: torch.Tensor, options: Mapping[str, Any]) -> str | None:
@@ -106,18 +93,6 @@ def why_plain(op: str, x: torch.Tensor, options: Mapping[str, Any]) -> str | Non
     if x.device.type not in ("cpu", "cuda"):
         return f"no fused kernel is used on device type {x.device.type!r}"
     return None
-
-
-def record_path(op: str, path: Path) -> None:
-    """Note that the last call of ``op`` took ``path``."""
-    with _LAST_LOCK:
-        _LAST[op] = path
-
-
-def last_path(op: str) -> Path | None:
-    """The path the last call of ``op`` took in this process (a :data:`Path`), None before any call."""
-    with _LAST_LOCK:
-        return _LAST.get(op)
 
 
 def fast_paths_available() -> dict[str, str]:

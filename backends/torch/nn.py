@@ -31,12 +31,17 @@ of the cell, and stay trainable parameters with their paper init.
 is never transposed: it is the op's, one mapping per layer of ``(batch, ...)``
 entries, what ``initial_state`` accepts.
 
+``checkpoint_every=K`` (every layer; None by default) is passed to the op:
+the backward pass recomputes the activations of each segment of K steps
+instead of keeping them all (same values and gradients, less memory; see
+:mod:`rnnspec.backends.torch.checkpointing`). It is checked as the op checks
+it: an integer >= 1, or None.
+
 Importing this module imports torch.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -44,27 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnspec.backends.layers import CELL_BIASES, TIME_FIELDS, ParamFiles, check_checkpoint_every, layer_backend
 from rnnspec.errors import CallError, OptionError, ParameterError
 from rnnspec.init import init_params
-from rnnspec.param_files import load_numpy_params, save_params
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
-
-#: The cell biases that ``bias=False`` keeps at zero (frozen buffers).
-_CELL_BIASES = frozenset({"b_ih", "b_hh", "b"})
-#: Results' fields with a time axis (transposed when ``batch_first=False``).
-_TIME_FIELDS = ("outputs", "update_gate", "update_prob", "ponder_steps", "ponder_remainder", "ponder_cost")
-
-_backend: Any = None
-
-
-def _torch_backend() -> Any:
-    global _backend
-    if _backend is None:
-        import rnnspec
-
-        _backend = rnnspec.get_backend("torch")
-    return _backend
 
 
 class _Layer(nn.Module):  # type: ignore[misc,unused-ignore]
@@ -79,11 +68,13 @@ class _Layer(nn.Module):  # type: ignore[misc,unused-ignore]
         return {name: getattr(self, name) for name in self.names}
 
 
-class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
+class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
     """A stack of an rnnspec op's layers as a torch module; subclasses fix the op."""
 
     #: The op of the spec.
     op: ClassVar[str]
+    #: The backend whose op the layer calls.
+    backend_name: ClassVar[str] = "torch"
     #: The options of ``init_params`` only (they shape or initialise params, the op never sees them).
     init_option_names: ClassVar[tuple[str, ...]] = ()
 
@@ -98,12 +89,14 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
         init_options: Mapping[str, Any],
         device: Any,
         dtype: Any,
+        checkpoint_every: int | None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         for flag, value in (("bias", bias), ("batch_first", batch_first)):
             if not isinstance(value, bool):
                 raise OptionError(name, flag, "True or False", repr(value))
+        self.checkpoint_every = check_checkpoint_every(name, self.op, checkpoint_every)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -129,7 +122,7 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
     # -- parameters -----------------------------------------------------------------
 
     def _frozen(self, key: str) -> bool:
-        return not self.bias and key in _CELL_BIASES
+        return not self.bias and key in CELL_BIASES
 
     def _draw(self, seed: int) -> list[dict[str, np.ndarray]]:
         try:
@@ -198,29 +191,6 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
             out.append({k: _to_numpy(v) for k, v in layer.items()})
         return out
 
-    def save_params(self, path: str | os.PathLike[str]) -> None:
-        """Write the params to a parameter file (``.npz`` or ``.safetensors``, by the suffix), exactly.
-
-        The file records the op; :meth:`load_params` of a layer of the same op
-        and sizes, on any backend, reads it back (see :func:`rnnspec.save_params`).
-        """
-        save_params(path, self.canonical_params(), backend=_torch_backend(), op=self.op, options=self.options)
-
-    def load_params(self, path: str | os.PathLike[str]) -> None:
-        """Copy the params of a file written by :func:`rnnspec.save_params` (or a layer's :meth:`save_params`) in.
-
-        The file is checked against the layer's op and options first; the values
-        are then cast to the layer's dtype, as :meth:`load_canonical` does.
-
-        Raises
-        ------
-        rnnspec.errors.ParamFileError
-            The file is truncated, corrupt, pickled (refused), or not of this op.
-        rnnspec.errors.ParameterError
-            Its layers or shapes differ from the layer's.
-        """
-        self.load_canonical(load_numpy_params(path, op=self.op, options=self.options, widen_bfloat16=True))
-
     # -- forward --------------------------------------------------------------------
 
     def forward(
@@ -247,7 +217,7 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
         if not self.batch_first:
             x = x.transpose(0, 1)
             arrays = {k: _transpose_arrays(v) for k, v in arrays.items()}
-        method = getattr(_torch_backend(), self.op)
+        method = getattr(layer_backend(self.backend_name), self.op)
         result = method(
             x,
             self.canonical_params(),
@@ -256,10 +226,11 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
             lengths=lengths,
             initial_state=initial_state,
             reverse=reverse,
+            checkpoint_every=self.checkpoint_every,
         )
         if self.batch_first:
             return result
-        return result._replace(**{f: getattr(result, f).transpose(0, 1) for f in _TIME_FIELDS if f in result._fields})
+        return result._replace(**{f: getattr(result, f).transpose(0, 1) for f in TIME_FIELDS if f in result._fields})
 
     def extra_repr(self) -> str:
         parts = [f"{self.input_size}", f"{self.hidden_size}"]
@@ -270,6 +241,8 @@ class _SpecModule(nn.Module):  # type: ignore[misc,unused-ignore]
         if not self.batch_first:
             parts.append("batch_first=False")
         parts += [f"{k}={v!r}" for k, v in {**self.options, **self.init_options}.items()]
+        if self.checkpoint_every is not None:
+            parts.append(f"checkpoint_every={self.checkpoint_every}")
         return ", ".join(parts)
 
 
@@ -384,11 +357,14 @@ class RNN(_Classic):
         batch_first: bool = True,
         *,
         activation: str = "tanh",
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         options = {"activation": activation}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype, checkpoint_every
+        )
 
     @classmethod
     def _torch_kwargs(cls, module: Any) -> dict[str, Any]:
@@ -409,10 +385,13 @@ class LSTM(_Classic):
         bias: bool = True,
         batch_first: bool = True,
         *,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, {}, {}, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, {}, {}, device, dtype, checkpoint_every
+        )
 
 
 class GRU(_Classic):
@@ -430,11 +409,14 @@ class GRU(_Classic):
         batch_first: bool = True,
         *,
         reset_after: bool = True,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         options = {"reset_after": reset_after}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype, checkpoint_every
+        )
 
     @classmethod
     def _torch_kwargs(cls, module: Any) -> dict[str, Any]:
@@ -467,12 +449,15 @@ class SkipRNN(_Skip):
         *,
         activation: str = "tanh",
         trainable_initial_state: bool = False,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         options = {"activation": activation}
         init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
+        )
 
 
 class SkipLSTM(_Skip):
@@ -489,11 +474,14 @@ class SkipLSTM(_Skip):
         batch_first: bool = True,
         *,
         trainable_initial_state: bool = False,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, {}, init, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, {}, init, device, dtype, checkpoint_every
+        )
 
 
 class SkipGRU(_Skip):
@@ -511,12 +499,15 @@ class SkipGRU(_Skip):
         *,
         reset_after: bool = True,
         trainable_initial_state: bool = False,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         options = {"reset_after": reset_after}
         init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
+        )
 
 
 # -- ACT, IndRNN, QRNN ------------------------------------------------------------
@@ -541,11 +532,14 @@ class ACT(_SpecModule):
         cell: str = "rnn",
         epsilon: float = 0.01,
         max_steps: int = 100,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype, checkpoint_every
+        )
 
 
 class IndRNN(_SpecModule):
@@ -571,6 +565,7 @@ class IndRNN(_SpecModule):
         seq_len: int | None = None,
         mag: float | None = None,
         last_layer_init: bool = False,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -578,7 +573,9 @@ class IndRNN(_SpecModule):
         init: dict[str, Any] = {"seq_len": seq_len, "last_layer_init": last_layer_init}
         if mag is not None:  # init_params refuses mag without seq_len, but only when given
             init["mag"] = mag
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
+        )
 
 
 class QRNN(_SpecModule):
@@ -601,12 +598,15 @@ class QRNN(_SpecModule):
         *,
         mode: str = "fo",
         window: int = 1,
+        checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         options = {"mode": mode}
         init = {"window": window}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
+        )
 
     def forward(
         self,

@@ -17,6 +17,13 @@ gate driven by the top layer's candidate. Two loops (:mod:`.skipping` picks one)
   then scattered back out of place). A step where no row updates runs no torch
   operation at all: the outputs are gathered at the end from the top layer's
   ``h`` after each updating step.
+
+The training loop takes one of two forms, with the same values and gradients: in
+plain eager autograd, one ``torch.autograd.Function`` with a hand-written backward
+(:mod:`.skip_autograd`: the per-step graph's backward was most of a training step's
+time); under ``torch.func`` transforms, ``torch.compile`` or a forced plain path
+(:func:`.skip_autograd.usable`), :func:`_training`'s per-step autograd graph, which
+those handle.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 
 from rnnspec.results import SkipResult
 
+from . import skip_autograd
 from .cells import Cell, make_cell
 from .sequence import Lengths, State, fresh, initial_states, normalise_lengths, reverse_valid
 from .skipping import choose_path, host_dtype, row_index, select_rows
@@ -197,6 +205,16 @@ def _skip(
     inp = reverse_valid(x, lengths) if reverse else x
     if path == "skipping":
         out, states, gate, prob = _skipping(cell, params, states, inp, lengths)
+    elif skip_autograd.usable(leaves):
+        layout = skip_autograd.SkipLayout(
+            cell.name,
+            str(options.get("activation", "tanh")),
+            bool(options.get("reset_after", True)),
+            len(params),
+            cell.state_names,
+        )
+        projected = cell.project(params[0], inp)
+        out, states, gate, prob = skip_autograd.run(layout, params, states, projected, lengths.valid())
     else:
         out, states, gate, prob = _training(cell, params, states, inp, lengths.valid())
     if reverse:

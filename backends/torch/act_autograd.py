@@ -1,0 +1,267 @@
+"""ACT's training loop as one ``torch.autograd.Function`` with a hand-written backward.
+
+The forward is :func:`.act._training`'s loop without a graph (the same operations, so
+the same values), keeping each inner step's input state, new state, gate activations,
+halting unit ``h^n``, weight ``p^n`` and the active and stop masks. The backward is
+the reference's (:mod:`rnnspec.reference.act`), in the form autograd of that loop
+takes: with ``s_t = sum_n p^n s^n``, ``p^n = h^n`` before the stop and
+``R = 1 - sum_{n<N} h^n`` at it,
+
+.. math::
+
+    \\bar p^n = \\langle \\bar s_t, s^n \\rangle, \\qquad
+    \\bar h^n = [n < N] (\\bar p^n - \\bar R), \\qquad
+    \\bar R = \\bar p^N + \\bar R_t,
+
+walked backwards through the inner steps with a running cotangent of the halting sum;
+``\\bar s^n = p^n \\bar s_t + \\bar s^n_{\\text{next}} + \\bar a^n w_{halt}`` feeds the
+cell's reverse step (:mod:`.cell_backward`). ``N`` carries no gradient. The cells'
+factors are formed for every inner step at once; the weight gradients are one matmul
+each over all inner steps after the loop; the flag column's gradient is the sum of the
+pre-activation cotangents of the inner steps after the first.
+
+:func:`.skip_autograd.usable` decides when this path runs (plain eager autograd);
+``torch.func`` refuses ``act`` under vmap and runs the autograd loop otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from .cell_backward import aux_names, cell_step, const, factors, layer_backward, weight_grads
+from .sequence import State
+
+__all__ = ["ACTLayout", "run"]
+
+
+@dataclass(frozen=True)
+class ACTLayout:
+    """The pondered cell with its options, the state entries and the halting options."""
+
+    cell: str  # "rnn", "lstm", "gru" or "indrnn"
+    activation: str
+    reset_after: bool
+    names: tuple[str, ...]
+    epsilon: float
+    max_steps: int
+
+    @property
+    def recurrent(self) -> tuple[str, ...]:
+        """The recurrent params: ``u`` for indrnn, else ``w_hh``, ``b_hh``."""
+        return ("u",) if self.cell == "indrnn" else ("w_hh", "b_hh")
+
+
+_RECORDS = ("h", "weight", "active", "stop")
+
+
+class _ACTFunction(torch.autograd.Function):
+    """``(layout, valid, projected, flag, *recurrent, w_halt, b_halt, *state)`` to ``(outputs, N, R, *state)``."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        layout: ACTLayout,
+        valid: torch.Tensor | None,
+        projected: torch.Tensor,
+        flag: torch.Tensor,
+        *flat: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        nrec = len(layout.recurrent)
+        rec = flat[:nrec]
+        hh = (rec[0], rec[0]) if nrec == 1 else (rec[0], rec[1])
+        w_halt, b_halt = flat[nrec], flat[nrec + 1]
+        state: State = dict(zip(layout.names, flat[nrec + 2 :], strict=True))
+        batch, time = projected.shape[:2]
+        zero, one = const(0.0, projected), const(1.0, projected)
+        threshold = const(1.0 - layout.epsilon, projected)
+        cap = layout.max_steps
+        prevs: list[State] = []
+        cands: list[State] = []
+        auxes: list[dict[str, torch.Tensor]] = []
+        records: dict[str, list[torch.Tensor]] = {k: [] for k in _RECORDS}
+        counts: list[int] = []
+        later: list[int] = []  # the inner steps n > 1 (their input carries the flag)
+        outputs, n_steps, remainders = [], [], []
+        for t in range(time):
+            keep = None if valid is None else valid[:, t]
+            gi = projected[:, t]
+            total = gi.new_zeros((batch, 1))
+            halted = torch.zeros((batch, 1), dtype=torch.bool, device=gi.device) if keep is None else ~keep[:, None]
+            steps = gi.new_zeros((batch,))
+            remainder = gi.new_zeros((batch,))
+            mean = {k: torch.zeros_like(v) for k, v in state.items()}
+            s = state
+            count = 0
+            for n in range(1, cap + 1):
+                if bool(halted.all()):
+                    break
+                active = ~halted
+                prevs.append(s)
+                if n > 1:
+                    later.append(len(cands))
+                s, aux = cell_step(layout, *hh, s, gi if n == 1 else gi + flag)
+                h = torch.sigmoid(F.linear(s["h"], w_halt, b_halt))
+                stop = active if n == cap else active & (total + h >= threshold)
+                weight = torch.where(stop, one - total, torch.where(active, h, zero))
+                mean = {k: mean[k] + weight * s[k] for k in mean}
+                steps = torch.where(stop[:, 0], const(n, projected), steps)
+                remainder = torch.where(stop[:, 0], one - total[:, 0], remainder)
+                total = torch.where(active, total + h, total)
+                halted = halted | stop
+                cands.append(s)
+                auxes.append(aux)
+                for key, value in zip(_RECORDS, (h, weight, active, stop), strict=True):
+                    records[key].append(value)
+                count += 1
+            counts.append(count)
+            if keep is None:
+                state = mean
+                outputs.append(mean["h"])
+                n_steps.append(steps)
+                remainders.append(remainder)
+            else:
+                state = {k: torch.where(keep[:, None], v, state[k]) for k, v in mean.items()}
+                outputs.append(torch.where(keep[:, None], mean["h"], zero))
+                n_steps.append(torch.where(keep, steps, zero))
+                remainders.append(torch.where(keep, remainder, zero))
+        saved: list[torch.Tensor] = [*rec, w_halt]
+        if cands:
+            saved += [torch.stack([p[n] for p in prevs]) for n in layout.names]
+            saved += [torch.stack([c[n] for c in cands]) for n in layout.names]
+            saved += [torch.stack([a[n] for a in auxes]) for n in aux_names(layout)]
+            saved += [torch.stack(records[k]) for k in _RECORDS]
+        if valid is not None:
+            saved.append(valid)
+        ctx.save_for_backward(*saved)
+        ctx.layout = layout  # type: ignore[attr-defined]
+        ctx.counts = counts  # type: ignore[attr-defined]
+        ctx.later = later  # type: ignore[attr-defined]
+        ctx.masked = valid is not None  # type: ignore[attr-defined]
+        ctx.shapes = (projected.shape, flag.shape)  # type: ignore[attr-defined]
+        steps_out = torch.stack(n_steps, 1)
+        ctx.mark_non_differentiable(steps_out)
+        return (torch.stack(outputs, 1), steps_out, torch.stack(remainders, 1), *state.values())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        layout: ACTLayout = ctx.layout
+        counts: list[int] = ctx.counts
+        names = layout.names
+        saved = list(ctx.saved_tensors)
+        nrec = len(layout.recurrent)
+        rec, w_halt = saved[:nrec], saved[nrec]
+        at = nrec + 1
+        proj_shape, flag_shape = ctx.shapes
+        batch, time, wide = proj_shape
+        d_out, _, d_rem = grads[0], grads[1], grads[2]
+        d_state: State = dict(zip(names, grads[3:], strict=True))
+        zero, one = const(0.0, d_out), const(1.0, d_out)
+        total_inner = sum(counts)
+        valid = saved[-1] if ctx.masked else None
+        if valid is not None:
+            d_out = torch.where(valid[..., None], d_out, zero)
+            d_rem = torch.where(valid, d_rem, zero)
+        d_rem = d_rem[..., None]
+        if total_inner == 0:  # no row took a step: the state passes through
+            zeros = d_out.new_zeros(proj_shape)
+            none_rec = [torch.zeros_like(r) for r in rec]
+            return (None, None, zeros, d_out.new_zeros(flag_shape), *none_rec, torch.zeros_like(w_halt),
+                    w_halt.new_zeros((1,)), *d_state.values())  # fmt: skip
+        k = len(names)
+        prev = dict(zip(names, saved[at : at + k], strict=True))
+        cand = dict(zip(names, saved[at + k : at + 2 * k], strict=True))
+        at += 2 * k
+        kept = aux_names(layout)
+        aux = dict(zip(kept, saved[at : at + len(kept)], strict=True))
+        at += len(kept)
+        h_all, weight, active, stop = saved[at : at + 4]
+        fac = factors(layout, prev, cand, aux)
+        slope = h_all * (one - h_all)  # sigmoid's derivative, as autograd's
+        before = active & ~stop
+        w_hh = rec[0]
+        d_gi_steps: list[torch.Tensor] = []
+        d_gh_steps: list[torch.Tensor] = []
+        d_a_steps: list[torch.Tensor] = []
+        d_proj: list[torch.Tensor] = []
+        end = total_inner
+        for t in reversed(range(time)):
+            start = end - counts[t]
+            if valid is None:
+                d_mean = dict(d_state)
+                frozen = None
+            else:
+                keep = valid[:, t, None]
+                d_mean = {n: torch.where(keep, v, zero) for n, v in d_state.items()}
+                frozen = {n: torch.where(keep, zero, v) for n, v in d_state.items()}
+            d_mean["h"] = d_mean["h"] + d_out[:, t]
+            d_next: State | None = None
+            d_total = None
+            d_pt: torch.Tensor | None = None
+            for m in reversed(range(start, end)):
+                dw = sum((d_mean[n] * cand[n][m]).sum(1, keepdim=True) for n in names)
+                assert isinstance(dw, torch.Tensor)
+                d_h = torch.where(before[m], dw, zero)
+                ends = torch.where(stop[m], dw + d_rem[:, t], zero)
+                if d_total is not None:
+                    d_h = d_h + torch.where(active[m], d_total, zero)
+                    d_total = d_total - ends
+                else:
+                    d_total = -ends
+                d_a = d_h * slope[m]
+                d_a_steps.append(d_a)
+                d_s = {
+                    n: weight[m] * d_mean[n] if d_next is None else torch.addcmul(d_next[n], weight[m], d_mean[n])
+                    for n in names
+                }
+                d_s["h"] = torch.addcmul(d_s["h"], d_a, w_halt)
+                d_next, d_gi, d_gh = layer_backward(layout, fac, m, w_hh, d_s)
+                d_gi_steps.append(d_gi)
+                if d_gh is not None:
+                    d_gh_steps.append(d_gh)
+                d_pt = d_gi if d_pt is None else d_pt + d_gi
+            d_proj.append(d_out.new_zeros((batch, wide)) if d_pt is None else d_pt)
+            if d_next is None:
+                d_next = {n: torch.zeros_like(v) for n, v in d_state.items()}
+            d_state = d_next if frozen is None else {n: v + frozen[n] for n, v in d_next.items()}
+            end = start
+        d_gi_all = torch.stack(d_gi_steps[::-1])  # (M, B, G H), inner steps in order
+        d_gh_all = torch.stack(d_gh_steps[::-1]) if d_gh_steps else None
+        d_rec = weight_grads(layout, fac, prev["h"], d_gi_all, d_gh_all)
+        later = torch.tensor(ctx.later, dtype=torch.int64, device=d_gi_all.device)
+        d_flag = d_gi_all.index_select(0, later).sum((0, 1))
+        d_a_all = torch.stack(d_a_steps[::-1]).reshape(-1, 1)
+        h_states = cand["h"].reshape(-1, cand["h"].shape[-1])
+        d_w_halt, d_b_halt = d_a_all.t() @ h_states, d_a_all.sum(0)
+        d_projected = torch.stack(d_proj[::-1], dim=1)
+        return (None, None, d_projected, d_flag, *d_rec[:nrec], d_w_halt, d_b_halt, *d_state.values())
+
+
+def _apply(*args: Any) -> Any:
+    """``_ACTFunction.apply``, typed (torch leaves it untyped)."""
+    apply: Callable[..., Any] = _ACTFunction.apply
+    return apply(*args)
+
+
+def run(
+    layout: ACTLayout,
+    p: Mapping[str, torch.Tensor],
+    state: State,
+    projected: torch.Tensor,
+    flag: torch.Tensor,
+    valid: torch.Tensor | None,
+) -> tuple[torch.Tensor, State, torch.Tensor, torch.Tensor]:
+    """:func:`.act._training`'s (outputs, final state, N, R) through :class:`_ACTFunction`.
+
+    ``projected`` is ``x_t``'s part of the input projection, ``(B, T, G H)``; ``flag`` the
+    column of ``w_ih`` that the inner steps after the first add.
+    """
+    flat = [p[k] for k in layout.recurrent] + [p["w_halt"], p["b_halt"]] + [state[n] for n in layout.names]
+    out, steps, remainder, *final = _apply(layout, valid, projected, flag, *flat)
+    return out, dict(zip(layout.names, final, strict=True)), steps, remainder

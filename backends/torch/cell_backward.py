@@ -1,0 +1,208 @@
+"""One step of a base cell without a graph, and its hand-written reverse mode, for the adaptive ops' Functions.
+
+:mod:`.skip_autograd` and :mod:`.act_autograd` run their loops without autograd and
+differentiate them by hand. They share the cells (rnn, lstm, gru in both variants,
+indrnn) from here:
+
+- :func:`cell_step`: the candidate state from the state and the step's input
+  projection ``gi``, by :mod:`.cells`' operations (the same values), with the gate
+  activations the backward needs (``aux``);
+- :func:`factors`: from those saved values of every step at once (leading axis the
+  steps), the per-step factors that turn the cotangent of a candidate into that of
+  its pre-activations by one product: for gru (reset after the matmul)
+  ``d a_n = dS (1-z)(1-n^2)``, ``d a_z = dS (h-n) z(1-z)``,
+  ``d a_r = d a_n gh_n r(1-r)``, ``d gh_n = d a_n r``, ``d h_{t-1} = dS z + d gh @ W_hh``;
+  for lstm ``dc = dc' + dh' o (1 - tanh^2 c')``, ``d a = [dc g i(1-i), dc c f(1-f),
+  dc i (1-g^2), dh' tanh(c') o(1-o)]``, ``dc_{t-1} = dc f``; for rnn and indrnn
+  ``d a = dS act'(S)``;
+- :func:`layer_backward`: one step's sequential part (one matmul with ``W_hh``);
+- :func:`weight_grads`: ``dW_hh = sum_t d_gh_t^T h_{t-1}`` and ``db_hh`` as one matmul.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["CellLike", "Factors", "aux_names", "cell_step", "const", "factors", "layer_backward", "weight_grads"]
+
+State = dict[str, torch.Tensor]
+
+_ACTIVATION_FN = {"tanh": torch.tanh, "relu": torch.relu}
+_CONSTANTS: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def const(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a 0-d tensor of ``like``'s dtype and device, made once (never written to).
+
+    Measured on CPU at tiny sizes: an op with a Python number (``1.0 - z``, ``torch.where(c, a, 0.0)``)
+    costs about twice the same op with a 0-d tensor, which wraps the number anew at every call.
+    """
+    key = (float(value), like.dtype, like.device)
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = _CONSTANTS[key] = torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    return found
+
+
+class CellLike(Protocol):
+    """The cell and its options."""
+
+    @property
+    def cell(self) -> str: ...  # "rnn", "lstm", "gru" or "indrnn"
+
+    @property
+    def activation(self) -> str: ...  # rnn and indrnn
+
+    @property
+    def reset_after(self) -> bool: ...  # gru
+
+
+def cell_step(
+    layout: CellLike, w_hh: torch.Tensor, b_hh: torch.Tensor, s: State, gi: torch.Tensor
+) -> tuple[State, dict[str, torch.Tensor]]:
+    """The candidate state from state ``s`` and the input projection ``gi``, as :mod:`.cells` computes it.
+
+    Also the step's gate activations the backward needs (kept, so that it need not recompute them).
+    """
+    h = s["h"]
+    if layout.cell == "indrnn":  # w_hh is u, b_hh unused
+        return {"h": _ACTIVATION_FN[layout.activation](gi + w_hh * h)}, {}
+    if layout.cell == "rnn":
+        return {"h": _ACTIVATION_FN[layout.activation](gi + F.linear(h, w_hh, b_hh))}, {}
+    if layout.cell == "lstm":
+        a = gi + F.linear(h, w_hh, b_hh)
+        ai, af, ag, ao = a.chunk(4, dim=1)
+        i, f, g, o = torch.sigmoid(ai), torch.sigmoid(af), torch.tanh(ag), torch.sigmoid(ao)
+        c = f * s["c"] + i * g
+        tc = torch.tanh(c)
+        return {"h": o * tc, "c": c}, {"i": i, "f": f, "g": g, "o": o, "tc": tc}
+    size = h.shape[1]
+    gi_r, gi_z, gi_n = gi[:, :size], gi[:, size : 2 * size], gi[:, 2 * size :]
+    if layout.reset_after:
+        gh = F.linear(h, w_hh, b_hh)
+        r = torch.sigmoid(gi_r + gh[:, :size])
+        z = torch.sigmoid(gi_z + gh[:, size : 2 * size])
+        gh_n = gh[:, 2 * size :]
+        n = torch.tanh(gi_n + r * gh_n)
+        return {"h": (const(1.0, z) - z) * n + z * h}, {"r": r, "z": z, "n": n, "gh_n": gh_n}
+    gh = F.linear(h, w_hh[: 2 * size], b_hh[: 2 * size])
+    r = torch.sigmoid(gi_r + gh[:, :size])
+    z = torch.sigmoid(gi_z + gh[:, size:])
+    rh = r * h
+    n = torch.tanh(gi_n + F.linear(rh, w_hh[2 * size :], b_hh[2 * size :]))
+    return {"h": (const(1.0, z) - z) * n + z * h}, {"r": r, "z": z, "n": n, "rh": rh}
+
+
+#: The gate activations :func:`cell_step` keeps, by cell.
+_AUX = {
+    "rnn": (),
+    "indrnn": (),
+    "lstm": ("i", "f", "g", "o", "tc"),
+    "gru": ("r", "z", "n", "gh_n"),
+    "gru_before": ("r", "z", "n", "rh"),
+}
+
+
+def aux_names(layout: CellLike) -> tuple[str, ...]:
+    return _AUX["gru_before" if layout.cell == "gru" and not layout.reset_after else layout.cell]
+
+
+# -- the per-step factors of each cell's backward, for every step at once --------------------------
+
+
+@dataclass
+class Factors:
+    """A layer's derivative factors over all steps (leading axis T), and how its step's backward uses them."""
+
+    cell: str
+    z: torch.Tensor | None = None  # gru: d h_{t-1} gets d h * z directly
+    gh: torch.Tensor | None = None  # (T, B, G, H): d_gh = d S[:, None] * gh (gru reset_after, rnn, lstm's c part)
+    gi: torch.Tensor | None = None  # (T, B, G, H): d_gi = d S[:, None] * gi (gru)
+    extra: dict[str, torch.Tensor] | None = None
+
+
+def factors(layout: CellLike, prev: State, cand: State, aux: dict[str, torch.Tensor]) -> Factors:
+    """The factors of every step of one layer from its saved values, each ``(T, B, H)``."""
+    h = prev["h"]
+    if layout.cell in ("rnn", "indrnn"):
+        out = cand["h"]
+        slope = 1.0 - out * out if layout.activation == "tanh" else (out > 0).to(out.dtype)
+        return Factors(layout.cell, gh=slope[:, :, None])
+    if layout.cell == "lstm":
+        i, f, g, o, tc = (aux[k] for k in _AUX["lstm"])
+        # dc = dc' + dh' o (1 - tc^2); da = [dc g i(1-i), dc c f(1-f), dc i (1-g^2), dh' tc o(1-o)].
+        to_c = o * (1.0 - tc * tc)
+        by_c = torch.stack([g * i * (1.0 - i), prev["c"] * f * (1.0 - f), i * (1.0 - g * g)], dim=2)
+        by_h = tc * o * (1.0 - o)
+        return Factors("lstm", gh=by_c, extra={"to_c": to_c, "by_h": by_h, "f": f})
+    r, z, n = aux["r"], aux["z"], aux["n"]
+    a_n = (1.0 - z) * (1.0 - n * n)
+    a_z = (h - n) * z * (1.0 - z)
+    if layout.reset_after:
+        # d a_n = dS (1-z)(1-n^2); d a_z = dS (h-n) z(1-z); d a_r = d a_n gh_n r(1-r); d gh_n = d a_n r.
+        a_r = a_n * aux["gh_n"] * r * (1.0 - r)
+        return Factors("gru", z=z, gh=torch.stack([a_r, a_z, a_n * r], dim=2), gi=torch.stack([a_r, a_z, a_n], dim=2))
+    # d(r h) = d a_n @ W_hn; d a_r = d(r h) h r(1-r); d h gets d(r h) r.
+    return Factors("gru_before", z=z, extra={"a_n": a_n, "a_z": a_z, "h_r": h * r * (1.0 - r), "r": r, "rh": aux["rh"]})
+
+
+def layer_backward(
+    layout: CellLike, fac: Factors, t: int, w_hh: torch.Tensor, d: State
+) -> tuple[State, torch.Tensor, torch.Tensor | None]:
+    """One step of one layer: (d of the previous state, d of the pre-activations ``gi`` (B, G H), d of ``gh``).
+
+    ``d`` holds the cotangents of the step's candidate. The third value is the cotangent of
+    ``h @ W_hh^T + b_hh`` when it differs from that of ``gi`` (gru), for the weight gradient.
+    """
+    dh = d["h"]
+    batch = dh.shape[0]
+    if fac.cell == "rnn":
+        assert fac.gh is not None
+        da = dh * fac.gh[t, :, 0]
+        return {"h": da @ w_hh}, da, None
+    if fac.cell == "indrnn":  # w_hh is u
+        assert fac.gh is not None
+        da = dh * fac.gh[t, :, 0]
+        return {"h": da * w_hh}, da, None
+    if fac.cell == "lstm":
+        assert fac.gh is not None
+        assert fac.extra is not None
+        dc = torch.addcmul(d["c"], dh, fac.extra["to_c"][t])
+        da = torch.cat([dc[:, None] * fac.gh[t], (dh * fac.extra["by_h"][t])[:, None]], dim=1).view(batch, -1)
+        return {"h": da @ w_hh, "c": dc * fac.extra["f"][t]}, da, None
+    assert fac.z is not None
+    if fac.cell == "gru":
+        assert fac.gh is not None
+        assert fac.gi is not None
+        d_gh = (dh[:, None] * fac.gh[t]).view(batch, -1)
+        d_gi = (dh[:, None] * fac.gi[t]).view(batch, -1)
+        return {"h": torch.addmm(dh * fac.z[t], d_gh, w_hh)}, d_gi, d_gh
+    assert fac.extra is not None
+    size = dh.shape[1]
+    da_n = dh * fac.extra["a_n"][t]
+    d_rh = da_n @ w_hh[2 * size :]
+    da_rz = torch.cat([d_rh * fac.extra["h_r"][t], dh * fac.extra["a_z"][t]], dim=1)
+    d_prev = torch.addmm(torch.addcmul(dh * fac.z[t], d_rh, fac.extra["r"][t]), da_rz, w_hh[: 2 * size])
+    return {"h": d_prev}, torch.cat([da_rz, da_n], dim=1), None
+
+
+def weight_grads(
+    layout: CellLike, fac: Factors, prev_h: torch.Tensor, d_gi: torch.Tensor, d_gh: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dW_hh``, ``db_hh`` of a layer over all steps: ``d_gi``/``d_gh`` ``(T, B, G H)``, ``prev_h`` ``(T, B, H)``."""
+    flat_h = prev_h.reshape(-1, prev_h.shape[-1])
+    if fac.cell == "indrnn":  # (du, nothing): h' = act(gi + u h)
+        return (d_gi * prev_h).sum((0, 1)), d_gi.new_zeros(())
+    if fac.cell == "gru_before":
+        assert fac.extra is not None
+        size = prev_h.shape[-1]
+        flat = d_gi.reshape(-1, d_gi.shape[-1])
+        rz, n = flat[:, : 2 * size], flat[:, 2 * size :]
+        rh = fac.extra["rh"].reshape(-1, size)
+        return torch.cat([rz.t() @ flat_h, n.t() @ rh]), flat.sum(0)
+    flat = (d_gi if d_gh is None else d_gh).reshape(-1, d_gi.shape[-1])
+    return flat.t() @ flat_h, flat.sum(0)

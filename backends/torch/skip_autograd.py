@@ -1,0 +1,330 @@
+"""Skip RNN's training loop as one ``torch.autograd.Function`` with a hand-written backward.
+
+Autograd of the per-step loop (:func:`.skip._training`) records some 40 small ops a
+step and replays them one node at a time; at B=16, H=256 its backward took most of
+the time of a training step. Here the forward runs the same loop without a graph and
+keeps only what the backward needs: each step's previous states, candidates, the
+cell's gate activations (gru's r, z, n, ``gh_n``; lstm's i, f, g, o, ``tanh c``) and
+the gate's scalars (u~, bin(u~), du~, its logit ``a``). The backward then
+
+1. folds the saved activations of every step at once (elementwise ops on
+   ``(T, B, G H)``; no matmul is recomputed) into per-step factors, so that the
+   cotangent of a step's cell pre-activations is one product with the candidate's
+   cotangent (:mod:`.cell_backward`);
+2. walks time backwards with the sequential part only: the cotangents of the gate's
+   recursion and ``d h_{t-1} = d h_t * z_t + d_gh_t @ W_hh`` (one matmul per layer and
+   step; a second one per upper layer for its input);
+3. forms the weight gradients after the loop, one matmul each over all steps:
+   ``dW_hh = sum_t d_gh_t^T h_{t-1}``, ``dW_ih = sum_t d_gi_t^T x_t``,
+   ``dw_gate = sum_t d_a_t^T g_t``.
+
+The equations are the reference's (:mod:`rnnspec.reference.skip`): with
+``u~ = cum + min(p, 1 - cum)``, ``u = bin(u~)`` and the straight-through
+``d u / d u~ = 1``, each step maps ``s' = u S + (1 - u) s`` (``S`` the candidate),
+``p' = u du~ + (1 - u) p``, ``cum' = (1 - u) u~``, so
+
+.. math::
+
+    \\bar u = \\bar g_t + \\bar p' (du~ - p) - \\bar{cum}' u~
+              + \\sum_{k, n} \\langle \\bar s'_{k,n}, S_{k,n} - s_{k,n} \\rangle,
+    \\qquad
+    \\bar u~ = \\bar u + \\bar{cum}' (1 - u) + \\bar{u~}_t,
+
+the difference ``S - s`` taken first; ``min(p, 1 - cum)`` sends ``\\bar u~`` to ``p``
+on ties. The forward's values are :func:`.skip._training`'s bit for bit (the same
+operations, NaN policies included); the backward follows autograd of that loop:
+``\\bar u`` reaches ``u~`` only where ``u~`` is not NaN, and the masks are
+``torch.where`` (a NaN cotangent stays where autograd would put it).
+
+:func:`usable` says when this path may run: plain eager autograd only. Under
+``torch.func`` transforms (which force the plain path), ``torch.compile`` tracing,
+or a forced plain path, :mod:`.skip` keeps the autograd loop, whose graph those
+handle. The backward is once differentiable (no double backward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from .cell_backward import aux_names, cell_step, const, factors, layer_backward, weight_grads
+from .functorch import transformed_arguments
+from .fused import plain_forced
+from .sequence import State
+
+__all__ = ["SkipLayout", "run", "usable"]
+
+
+def usable(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether the hand-written backward may replace autograd: eager mode, no transform, no forced plain path."""
+    if plain_forced() or torch.compiler.is_compiling():
+        return False
+    return not transformed_arguments({"tensors": list(tensors)})
+
+
+@dataclass(frozen=True)
+class SkipLayout:
+    """What the Function needs besides tensors: the base cell, its options and the stack's shape."""
+
+    cell: str  # "rnn", "lstm" or "gru"
+    activation: str  # rnn only
+    reset_after: bool  # gru only
+    layers: int
+    names: tuple[str, ...]  # the state entries of a layer: ("h",) or ("h", "c")
+
+    @property
+    def gate_input(self) -> str:
+        """The candidate entry the gate reads: lstm's c, else h."""
+        return "c" if "c" in self.names else "h"
+
+
+# -- the Function ---------------------------------------------------------------------------------
+
+
+def _unflatten(layout: SkipLayout, flat: Sequence[torch.Tensor]) -> tuple[list[list[torch.Tensor]], list[State]]:
+    """(per layer [w_ih, b_ih, w_hh, b_hh], layer 0 without w_ih/b_ih plus w_gate, b_gate at the end; states)."""
+    params: list[list[torch.Tensor]] = []
+    i = 0
+    for k in range(layout.layers):
+        n = 2 if k == 0 else 4
+        params.append(list(flat[i : i + n]))
+        i += n
+    params.append(list(flat[i : i + 2]))  # w_gate, b_gate
+    i += 2
+    states: list[State] = []
+    for k in range(layout.layers):
+        names = layout.names + (("update_prob", "cum_update_prob") if k == layout.layers - 1 else ())
+        states.append({n: flat[i + j] for j, n in enumerate(names)})
+        i += len(names)
+    return params, states
+
+
+def _hh(params: list[list[torch.Tensor]], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return params[k][-2], params[k][-1]
+
+
+class _SkipFunction(torch.autograd.Function):
+    """``(layout, valid, projected, *params, *states) -> (outputs, gate, prob, *final states)``."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, layout: SkipLayout, valid: torch.Tensor | None, projected: torch.Tensor, *flat: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        params, states = _unflatten(layout, flat)
+        w_gate, b_gate = params[-1]
+        zero, one, half = const(0.0, projected), const(1.0, projected), const(0.5, projected)
+        names = layout.names
+        time = projected.shape[1]
+        top = layout.layers - 1
+        record: dict[str, list[torch.Tensor]] = {k: [] for k in ("u_tilde", "on", "du", "a", "prob", "cum")}
+        prevs: list[list[State]] = [[] for _ in range(layout.layers)]
+        cands_all: list[list[State]] = [[] for _ in range(layout.layers)]
+        auxes: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(layout.layers)]
+        outputs, gates, probs = [], [], []
+        for t in range(time):
+            prob_prev, cum_prev = states[top]["update_prob"], states[top]["cum_update_prob"]
+            room = one - cum_prev
+            u_tilde = cum_prev + torch.where(room < prob_prev, room, prob_prev)
+            on = u_tilde >= half
+            through = torch.where(torch.isnan(u_tilde), 0.0, u_tilde - u_tilde)  # the autograd loop's zero
+            u = on.to(u_tilde.dtype) + through
+            cands: list[State] = []
+            for k in range(layout.layers):
+                gi = projected[:, t] if k == 0 else F.linear(cands[-1]["h"], params[k][0], params[k][1])
+                cand, aux = cell_step(layout, *_hh(params, k), {n: states[k][n] for n in names}, gi)
+                cands.append(cand)
+                auxes[k].append(aux)
+            a = F.linear(cands[-1][layout.gate_input], w_gate, b_gate)
+            du = torch.exp(F.logsigmoid(a))
+            new = [
+                {n: torch.where(on, c[n], s[n]) + through * (c[n] - s[n]) for n in names}
+                for c, s in zip(cands, states, strict=True)
+            ]
+            new[top]["update_prob"] = torch.where(on, du, prob_prev) + through * (du - prob_prev)
+            new[top]["cum_update_prob"] = (one - u) * u_tilde
+            for k in range(layout.layers):
+                prevs[k].append({n: states[k][n] for n in names})
+                cands_all[k].append(cands[k])
+            for key, value in zip(record, (u_tilde, on, du, a, prob_prev, cum_prev), strict=True):
+                record[key].append(value)
+            y = new[top]["h"]
+            if valid is None:
+                states = new
+                outputs.append(y)
+                gates.append(u[:, 0])
+                probs.append(u_tilde[:, 0])
+            else:
+                keep = valid[:, t, None]
+                states = [
+                    {n: torch.where(keep, v, s[n]) for n, v in ns.items()} for ns, s in zip(new, states, strict=True)
+                ]
+                outputs.append(torch.where(keep, y, zero))
+                gates.append(torch.where(keep[:, 0], u[:, 0], zero))
+                probs.append(torch.where(keep[:, 0], u_tilde[:, 0], zero))
+        stacked = [torch.stack(record[k]) for k in record]
+        per_layer = [torch.stack([p[n] for p in prevs[k]]) for k in range(layout.layers) for n in names]
+        per_layer += [torch.stack([c[n] for c in cands_all[k]]) for k in range(layout.layers) for n in names]
+        per_layer += [torch.stack([x[n] for x in auxes[k]]) for k in range(layout.layers) for n in aux_names(layout)]
+        extra = [] if valid is None else [valid]
+        ctx.save_for_backward(projected, *flat, *stacked, *per_layer, *extra)
+        ctx.layout = layout  # type: ignore[attr-defined]
+        ctx.flat_count = len(flat)  # type: ignore[attr-defined]
+        ctx.masked = valid is not None  # type: ignore[attr-defined]
+        finals = [v for s in states for v in s.values()]
+        return (torch.stack(outputs, 1), torch.stack(gates, 1), torch.stack(probs, 1), *finals)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        layout: SkipLayout = ctx.layout
+        saved = ctx.saved_tensors
+        projected = saved[0]
+        zero, one = const(0.0, projected), const(1.0, projected)
+        flat = saved[1 : 1 + ctx.flat_count]
+        rest = saved[1 + ctx.flat_count :]
+        u_tilde, on, du, a, prob_prev, cum_prev = rest[:6]
+        names = layout.names
+        layers, top = layout.layers, layout.layers - 1
+        per = len(names) * layers
+        prev = [{n: rest[6 + k * len(names) + j] for j, n in enumerate(names)} for k in range(layers)]
+        cand = [{n: rest[6 + per + k * len(names) + j] for j, n in enumerate(names)} for k in range(layers)]
+        at = 6 + 2 * per
+        kept = aux_names(layout)
+        aux = [{n: rest[at + k * len(kept) + j] for j, n in enumerate(kept)} for k in range(layers)]
+        at += layers * len(kept)
+        valid = rest[at] if ctx.masked else None
+        params, _ = _unflatten(layout, flat)
+        w_gate = params[-1][0]
+        time = projected.shape[1]
+
+        d_out, d_gate, d_prob_field = grads[0], grads[1], grads[2]
+        d_final = list(grads[3:])
+        # Per-step cotangents of the fields, time first; the masked fields pass nothing past a row's length.
+        keep = None if valid is None else valid.t()[..., None]  # (T, B, 1)
+        d_out_t = d_out.transpose(0, 1)
+        d_gate_t = d_gate.t()[..., None]
+        d_pf_t = d_prob_field.t()[..., None]
+        if keep is not None:
+            d_out_t = torch.where(keep, d_out_t, zero)
+            d_gate_t = torch.where(keep, d_gate_t, zero)
+            d_pf_t = torch.where(keep, d_pf_t, zero)
+        # The gate's factors, every step at once.
+        through = torch.where(torch.isnan(u_tilde), 0.0, u_tilde - u_tilde)
+        u = on.to(u_tilde.dtype) + through
+        not_u = one - u
+        is_nan = torch.isnan(u_tilde)
+        to_prob = ~((one - cum_prev) < prob_prev)  # min(p, 1 - cum) picks p on ties (and where p is NaN)
+        gap = du - prob_prev
+        slope = du * torch.sigmoid(-a)  # d du~ / d a, accurate where du~ saturates (see skip._sigmoid)
+        diff = [{n: cand[k][n] - prev[k][n] for n in names} for k in range(layers)]
+        facs = [factors(layout, prev[k], cand[k], aux[k]) for k in range(layers)]
+
+        i = 0
+        d_state: list[State] = []
+        for k in range(layers):
+            entries = names + (("update_prob", "cum_update_prob") if k == top else ())
+            d_state.append({n: d_final[i + j] for j, n in enumerate(entries)})
+            i += len(entries)
+        d_gi_steps: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+        d_gh_steps: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+        d_a_steps: list[torch.Tensor] = []
+        for t in reversed(range(time)):
+            if keep is None:
+                d_new = d_state
+                frozen = None
+            else:
+                k_t = keep[t]
+                d_new = [{n: torch.where(k_t, v, zero) for n, v in s.items()} for s in d_state]
+                frozen = [{n: torch.where(k_t, zero, v) for n, v in s.items()} for s in d_state]
+            d_new[top]["h"] = d_new[top]["h"] + d_out_t[t]
+            d_p, d_c = d_new[top]["update_prob"], d_new[top]["cum_update_prob"]
+            on_t = on[t]
+            d_u = torch.addcmul(d_gate_t[t], d_p, gap[t])
+            d_u = d_u - d_c * u_tilde[t]
+            for k in range(layers):
+                for n in names:
+                    d_u = d_u + (d_new[k][n] * diff[k][n][t]).sum(1, keepdim=True)
+            d_ut = torch.where(is_nan[t], zero, d_u) + torch.addcmul(d_pf_t[t], d_c, not_u[t])
+            d_a = torch.where(on_t, d_p, zero) * slope[t]
+            d_a_steps.append(d_a)
+            d_cand = [{n: torch.where(on_t, d_new[k][n], zero) for n in names} for k in range(layers)]
+            g = layout.gate_input
+            d_cand[top][g] = torch.addcmul(d_cand[top][g], d_a, w_gate)
+            d_prev: list[State] = [{} for _ in range(layers)]
+            for k in reversed(range(layers)):
+                d_cell, d_gi, d_gh = layer_backward(layout, facs[k], t, params[k][-2], d_cand[k])
+                d_gi_steps[k].append(d_gi)
+                if d_gh is not None:
+                    d_gh_steps[k].append(d_gh)
+                if k > 0:
+                    d_cand[k - 1]["h"] = torch.addmm(d_cand[k - 1]["h"], d_gi, params[k][0])
+                d_prev[k] = {n: torch.where(on_t, zero, d_new[k][n]) + d_cell[n] for n in names}
+            to_p = torch.where(to_prob[t], d_ut, zero)
+            d_prev[top]["update_prob"] = torch.where(on_t, zero, d_p) + to_p
+            d_prev[top]["cum_update_prob"] = to_p
+            if frozen is not None:
+                d_prev = [{n: v + frozen[k][n] for n, v in s.items()} for k, s in enumerate(d_prev)]
+            d_state = d_prev
+
+        # Weight gradients over all steps at once.
+        grads_params: list[torch.Tensor | None] = []
+        d_projected: torch.Tensor | None = None
+        for k in range(layers):
+            d_gi_all = torch.stack(d_gi_steps[k][::-1])  # (T, B, G H)
+            d_gh_all = torch.stack(d_gh_steps[k][::-1]) if d_gh_steps[k] else None
+            dw_hh, db_hh = weight_grads(layout, facs[k], prev[k]["h"], d_gi_all, d_gh_all)
+            if k == 0:
+                d_projected = d_gi_all.transpose(0, 1)
+                grads_params += [dw_hh, db_hh]
+            else:
+                x_k = cand[k - 1]["h"]
+                flat_gi = d_gi_all.reshape(-1, d_gi_all.shape[-1])
+                dw_ih = flat_gi.t() @ x_k.reshape(-1, x_k.shape[-1])
+                grads_params += [dw_ih, flat_gi.sum(0), dw_hh, db_hh]
+        d_a_all = torch.stack(d_a_steps[::-1]).reshape(-1, 1)
+        g_all = cand[top][layout.gate_input]
+        grads_params += [d_a_all.t() @ g_all.reshape(-1, g_all.shape[-1]), d_a_all.sum(0)]
+        grads_states = [v for s in d_state for v in s.values()]
+        return (None, None, d_projected, *grads_params, *grads_states)
+
+
+def _apply(*args: Any) -> Any:
+    """``_SkipFunction.apply``, typed (torch leaves it untyped)."""
+    apply: Callable[..., Any] = _SkipFunction.apply
+    return apply(*args)
+
+
+def run(
+    layout: SkipLayout,
+    params: Sequence[Mapping[str, torch.Tensor]],
+    states: Sequence[State],
+    projected: torch.Tensor,
+    valid: torch.Tensor | None,
+) -> tuple[torch.Tensor, list[State], torch.Tensor, torch.Tensor]:
+    """The training loop's (outputs, final states, update_gate, update_prob) through :class:`_SkipFunction`.
+
+    ``projected`` is layer 0's input projection of every step, ``(B, T, G H)``; ``states``
+    the initial states (the top layer's with ``update_prob``, ``cum_update_prob``).
+    """
+    flat: list[torch.Tensor] = []
+    for k, p in enumerate(params):
+        if k > 0:
+            flat += [p["w_ih"], p["b_ih"]]
+        flat += [p["w_hh"], p["b_hh"]]
+    flat += [params[-1]["w_gate"], params[-1]["b_gate"]]
+    entries: list[tuple[int, str]] = []
+    for k, s in enumerate(states):
+        names = layout.names + (("update_prob", "cum_update_prob") if k == layout.layers - 1 else ())
+        for n in names:
+            flat.append(s[n])
+            entries.append((k, n))
+    out, gate, prob, *finals = _apply(layout, valid, projected, *flat)
+    final: list[State] = [{} for _ in states]
+    for (k, n), v in zip(entries, finals, strict=True):
+        final[k][n] = v
+    return out, final, gate, prob
