@@ -180,8 +180,8 @@ def conformance(session: nox.Session) -> None:
 @nox.session(python=PYTHON, name="conformance-mutants")
 def conformance_mutants(session: nox.Session) -> None:
     """Check that the conformance suite fails on wrong backends (tests/mutants/), and only where they are wrong."""
-    # setuptools: the tests pip-install the mutants offline, without build isolation.
-    session.install("-e", ".[conformance]", "setuptools>=68")
+    # setuptools: the tests pip-install the mutants offline, without build isolation; xdist: one test runs under it.
+    session.install("-e", ".[conformance]", "setuptools>=68", XDIST)
     session.run("pytest", "-m", "mutants", "tests/test_conformance_bites.py", *session.posargs)
 
 

@@ -181,7 +181,7 @@ def _op_of(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _MANIFEST not in config.stash:
         return
-    manifest = config.stash[_MANIFEST]
+    manifest, used = config.stash[_MANIFEST], config.stash[_USED]
     for item in items:
         check, op = _check_of(item), _op_of(item)
         if check is None or op is None:
@@ -189,6 +189,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for pattern, reason in manifest.items():
             if fnmatch.fnmatchcase(f"{check}:{op}", pattern):
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+                used.add(pattern)
 
 
 #: How bad each outcome of a cell is: a cell shows the worst outcome of its tests. A skip is the
@@ -237,12 +238,15 @@ def _tally(config: pytest.Config, entry: Mapping[str, str]) -> None:
     # Several tests may make up one check: the cell shows the worst outcome, a skip counting least.
     if not cell["tests"][1:] or _SEVERITY.get(outcome, 4) > _SEVERITY.get(cell["outcome"], 4):
         cell["outcome"], cell["reason"] = outcome, reason
-    name = f"{entry['check']}:{entry['op']}"
-    config.stash[_USED].update(p for p in config.stash[_MANIFEST] if fnmatch.fnmatchcase(name, p))
 
 
 class _Tally:
-    """Collects the outcomes from the reports, in the process that prints the summary."""
+    """Collects the outcomes from the reports, in the process that prints the summary.
+
+    Under pytest-xdist that is the controller, which collects no tests: the
+    workers send it the manifest entries their collection matched
+    (``workeroutput``, read when each worker goes down).
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -251,6 +255,15 @@ class _Tally:
         for name, entry in report.user_properties:
             if name == _PROPERTY and isinstance(entry, Mapping):
                 _tally(self.config, entry)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        output = getattr(self.config, "workeroutput", None)  # set on an xdist worker only
+        if output is not None:
+            output[_PROPERTY] = sorted(self.config.stash[_USED])
+
+    @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self.config.stash[_USED].update(getattr(node, "workeroutput", {}).get(_PROPERTY, ()))
 
 
 def _cell(result: Mapping[str, Any]) -> str:

@@ -728,3 +728,31 @@ def test_an_unused_expected_failure_entry_is_reported(tmp_path: Path) -> None:
     assert run.returncode == PASSED, str(run)
     assert "expected-failure entry 'values:no_such_op' matched no check: remove it" in run.stdout
     assert run.report["unused_expected_failures"] == ["values:no_such_op"]
+
+
+def test_under_pytest_xdist_the_table_and_report_are_those_of_a_run_in_one_process(tmp_path: Path) -> None:
+    """The workers' outcomes and matched manifest entries reach the controller, which prints the summary."""
+    pytest.importorskip("xdist")
+    xfails = {"values:no_such_op": "stale entry", "values:lstm": "matches a deselected test"}
+    runs = {}
+    for name, extra in (("one", ()), ("xdist", ("-n", "2"))):
+        (tmp_path / name).mkdir()
+        options = (write_xfails(tmp_path / name, xfails), *extra)
+        runs[name] = run_pytest(*suite("numpy", *options), cwd=tmp_path / name, ops=OPS_OF_KIND, report=True)
+    one, xdist = runs["one"], runs["xdist"]
+    assert (one.returncode, xdist.returncode) == (PASSED, PASSED), str(xdist)
+    assert "2 workers" in xdist.stdout, xdist.stdout[-2000:]
+    assert xdist.table_cells() == one.table_cells(), xdist.table()
+    assert set(xdist.table_cells()) == set(OPS_OF_KIND)
+    assert xdist.report["unused_expected_failures"] == ["values:no_such_op"]
+
+    def outcomes(run: Run) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        return {
+            (r["op"], r["check"]): sorted((t["test"], t["outcome"]) for t in r["tests"]) for r in run.report["results"]
+        }
+
+    assert outcomes(xdist) == outcomes(one)
+
+
+#: One op of each kind: a primitive and a sequence op (the xdist run's ops).
+OPS_OF_KIND = ("linear_recurrence", "indrnn")
