@@ -1,4 +1,8 @@
-"""The run's markdown table and JSON, and the verdict of each target."""
+"""The run's markdown table and JSON, and the verdict of each target.
+
+``python -m rnnspec.bench.report RESULTS.json`` prints a recorded run's targets
+summary and the table of its rows that carry a target (what the README shows).
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,17 @@ def summary(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def targets_table(rows: Sequence[Row]) -> list[str]:
+    """The rows that carry a target, one line each: what, against what, the ratio and the verdict."""
+    header = ("section", "backend", "case", "shape", "mode", "against", "ratio", "target")
+    lines = [
+        (r["section"], r["backend"], r["case"], r["shape"], r["mode"], r["baseline"], f"{r['ratio']:.2f}x", _verdict(r))
+        for r in rows
+        if r["met"] is not None
+    ]
+    return _table(header, lines)
+
+
 def markdown(meta: Mapping[str, Any], backends: Mapping[str, Any], rows: Sequence[Row], memory: Any) -> str:
     """The run as markdown: header, target summary, one table per section, memory, errors."""
     out = [
@@ -111,3 +126,21 @@ def write(
     record = {"meta": meta, "backends": backends, "rows": list(rows), "memory": memory}
     paths["json"].write_text(json.dumps(record, indent=1, default=str) + "\n")
     return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the targets summary and table of a recorded run (its JSON)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m rnnspec.bench.report", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="a run's JSON, e.g. bench/results/bench_cpu.json")
+    args = parser.parse_args(argv)
+    record = json.loads(args.results.read_text())
+    meta = record["meta"]
+    print(f"`{meta.get('command', '')}`, {meta.get('date', '')}\n")
+    print("\n".join([*summary(record["rows"]), "", *targets_table(record["rows"])]))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

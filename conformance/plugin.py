@@ -259,7 +259,8 @@ class _Tally:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         output = getattr(self.config, "workeroutput", None)  # set on an xdist worker only
         if output is not None:
-            output[_PROPERTY] = sorted(self.config.stash[_USED])
+            used: set[str] = self.config.stash[_USED]
+            output[_PROPERTY] = sorted(used)
 
     @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -76,6 +76,19 @@ def test_report_writes_markdown_and_json(tmp_path: Path) -> None:
     assert record["memory"] == memory
 
 
+def test_report_prints_a_recorded_runs_targets_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m rnnspec.bench.report FILE``: the summary and one table line per row with a target."""
+    meta = {"command": "python -m rnnspec.bench", "date": "2026-01-01 00:00 UTC"}
+    path = tmp_path / "bench_cpu.json"
+    path.write_text(json.dumps({"meta": meta, "backends": {}, "rows": _rows(), "memory": None}))
+    assert report.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("`python -m rnnspec.bench`, 2026-01-01 00:00 UTC")
+    assert "- lstm/gru, <= 1.10x: met in 1 of 1" in out
+    lines = [line for line in out.splitlines() if line.startswith("| lstm/gru") or line.startswith("| skip")]
+    assert lines == ["| lstm/gru | torch | lstm | B=1 T=2 H=3 | forward | theirs | 0.50x | <= 1.10x: met |"]
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     """The plot is a PNG file."""
     pytest.importorskip("matplotlib")
