@@ -148,3 +148,15 @@ def test_ports_and_log_space_compute_the_spec() -> None:
     a, b = rng.uniform(0.5, 1.0, (2, 9, 3)).astype(np.float32), rng.uniform(0.1, 1.0, (2, 9, 3)).astype(np.float32)
     got = logspace.linear_recurrence(fw, fw.tensor(a), fw.tensor(b))
     np.testing.assert_allclose(np.asarray(got), reference.linear_recurrence(a, b), rtol=1e-4)
+
+
+def test_long_sequences_prints_a_row_per_op_with_forward_below_forward_and_backward(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rnnspec.bench import long_sequences
+
+    assert long_sequences.main(["numpy", "--time", "40", "--ops", "gru,linear_recurrence"]) == 0
+    rows = [line.split("|")[1:4] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["gru", "linear_recurrence"]
+    for _, forward, both in rows:
+        assert 0.0 <= float(forward) <= float(both)
