@@ -6,6 +6,9 @@ from typing import TypedDict
 
 from .timing import Timing
 
+#: In a target's words: the target is asked of the best backend, not of each (the summary judges it so).
+BEST_BACKEND = "in the best backend"
+
 
 class Row(TypedDict):
     """One comparison, as it goes into the JSON and the table.

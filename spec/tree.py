@@ -19,19 +19,45 @@ def tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
     ``None`` stays ``None`` (an absent optional entry), so ``initial_state=None``
     or a missing state entry round-trips.
     """
+    kind = type(tree)
+    # Exact types first: every op call walks its arguments, and the ABC checks below cost more than the op
+    # itself on short sequences.
+    if kind is dict:
+        return {key: tree_map(fn, value) for key, value in tree.items()}
+    if kind is list:
+        return [tree_map(fn, value) for value in tree]
+    if kind is tuple:
+        return tuple(tree_map(fn, value) for value in tree)
     if tree is None:
         return None
     if isinstance(tree, Mapping):
         return {key: tree_map(fn, value) for key, value in tree.items()}
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # NamedTuple
-        return type(tree)(*(tree_map(fn, value) for value in tree))
+        return kind(*(tree_map(fn, value) for value in tree))
     if isinstance(tree, (list, tuple)):
-        return type(tree)(tree_map(fn, value) for value in tree)
+        return kind(tree_map(fn, value) for value in tree)
     return fn(tree)
+
+
+def _gather(tree: Any, leaves: list[Any]) -> None:
+    kind = type(tree)
+    if kind is dict:
+        for value in tree.values():
+            _gather(value, leaves)
+    elif kind is list or kind is tuple or (isinstance(tree, (list, tuple))):
+        for value in tree:
+            _gather(value, leaves)
+    elif tree is None:
+        return
+    elif isinstance(tree, Mapping):
+        for value in tree.values():
+            _gather(value, leaves)
+    else:
+        leaves.append(tree)
 
 
 def tree_leaves(tree: Any) -> list[Any]:
     """Return the leaves of ``tree`` in a fixed order (mapping keys in insertion order)."""
     leaves: list[Any] = []
-    tree_map(leaves.append, tree)
+    _gather(tree, leaves)
     return leaves

@@ -9,7 +9,7 @@ passed is modified: normalising builds new containers around the same arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,13 @@ def _layers(spec: OpSpec, params: Any) -> list[Mapping[str, Any]]:
     raise ParameterError(spec.name, "params", expected, _type_name(params))
 
 
+#: The sizes solved from a layer's shapes, by op, layer, shapes and options: a model calls an op with the
+#: same shapes again and again, and solving costs more than a short sequence's kernel. Only calls that
+#: passed are kept; a dict, not functools.cache, which torch.compile refuses to trace through.
+_SOLVED: dict[Hashable, dict[str, int]] = {}
+_SOLVED_LIMIT = 4096
+
+
 def _check_layer(
     spec: OpSpec,
     k: int,
@@ -117,8 +124,17 @@ def _check_layer(
                 spec.name, arg, f"shape {format_shape(p.shape)} of rank {len(p.shape)}", f"shape {shape}"
             )
         shapes[p.name] = shape
-    known = {**spec.fixed_dims(options), "I": input_size}
-    return _solve_shapes(spec, allowed, shapes, known, lambda name: f"{where}[{name!r}]", ParameterError)
+    memo: Hashable | None = (spec.name, k, top, input_size, tuple(shapes.items()), tuple(options.items()))
+    try:
+        solved = _SOLVED.get(memo)
+    except TypeError:  # an option value that is not hashable: solve every time
+        memo, solved = None, None
+    if solved is None:
+        known = {**spec.fixed_dims(options), "I": input_size}
+        solved = _solve_shapes(spec, allowed, shapes, known, lambda name: f"{where}[{name!r}]", ParameterError)
+        if memo is not None and len(_SOLVED) < _SOLVED_LIMIT:
+            _SOLVED[memo] = solved
+    return dict(solved)
 
 
 def _solve_shapes(

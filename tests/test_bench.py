@@ -12,7 +12,7 @@ import pytest
 
 import rnnspec
 from rnnspec.bench import plot, report
-from rnnspec.bench.rows import Row, compare
+from rnnspec.bench.rows import BEST_BACKEND, Row, compare
 from rnnspec.bench.timing import Timing, alternate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +86,26 @@ def test_report_prints_a_recorded_runs_targets_table(tmp_path: Path, capsys: pyt
     assert out.startswith("`python -m rnnspec.bench`, 2026-01-01 00:00 UTC")
     assert "- lstm/gru, <= 1.10x: met in 1 of 1" in out
     lines = [line for line in out.splitlines() if line.startswith("| lstm/gru") or line.startswith("| skip")]
-    assert lines == ["| lstm/gru | torch | lstm | B=1 T=2 H=3 | forward | theirs | 0.50x | <= 1.10x: met |"]
+    assert lines == ["| lstm/gru | torch | lstm | B=1 T=2 H=3 | forward | ours | theirs | 0.50x | <= 1.10x: met |"]
+
+
+def test_a_target_asked_of_the_best_backend_is_judged_by_the_best_row() -> None:
+    """A target in the best backend: the summary gives the count and the verdict of the lowest ratio's row."""
+    target = f">= 50% of copy bandwidth {BEST_BACKEND}"
+    fast = {"ours": Timing((0.001,)), "copy": Timing((0.001,))}
+    slow = {"ours": Timing((0.009,)), "copy": Timing((0.001,))}
+    rows = [
+        compare("recurrences", name, "linear_recurrence", "B=1 T=2 H=3", "forward", ("ours", "copy"), t, at_most=3.0)
+        for name, t in (("jax", slow), ("torch", fast))
+    ]
+    for row in rows:
+        row["target"] = target
+    assert report.summary(rows) == [
+        f"- recurrences, {target}: met in 1 of 2 (by the best, torch: met); "
+        "missed: jax linear_recurrence B=1 T=2 H=3 forward (9.00x)"
+    ]
+    rows[1]["met"] = False
+    assert "(by the best, torch: MISSED)" in report.summary(rows)[0]
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:

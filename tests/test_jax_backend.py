@@ -257,10 +257,11 @@ def dot_operands(jaxpr: Any) -> Iterator[tuple[str | None, str | None]]:
                     yield from dot_operands(inner)
 
 
-@pytest.mark.parametrize("op", ["rnn", "lstm", "gru"])
-def test_the_classic_time_loops_take_w_hh_transposed_before_the_loop(op: str) -> None:
-    """No step transposes w_hh: the scan body's matmuls read it transposed already (:func:`cells.prepare`).
-    Given a transpose inside the body, XLA folds it into the dot, whose CPU kernel is markedly slower so."""
+@pytest.mark.parametrize("op", ["rnn", "lstm", "gru", "skip_rnn", "skip_lstm", "skip_gru"])
+def test_the_time_loops_take_their_weights_transposed_before_the_loop(op: str) -> None:
+    """No step transposes a weight: the scan body's matmuls read it transposed already (:func:`cells.prepare`),
+    in skip's loop too (its gathered branches, its upper layers' projections and its gate included). Given a
+    transpose inside the body, XLA folds it into the dot, whose CPU kernel is markedly slower so."""
     args, arrays, rest = array_arguments(CASES[op].with_(dtype="float32").build())
     jaxpr = jax.make_jaxpr(lambda args, arrays: getattr(B, op)(*args, **arrays, **rest))(args, arrays).jaxpr
     bodies = list(scan_bodies(jaxpr))

@@ -117,13 +117,18 @@ def cell_rows(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
 # -- values -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("projection", ["hoisted", "per-update"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", list(SKIP_SHAPES))
 @pytest.mark.parametrize("variant", SKIP_VARIANTS, ids=variant_id)
 def test_skip_inference_equals_the_training_loop_and_the_reference(
-    variant: tuple[str, dict[str, Any]], shape: str, dtype: str
+    variant: tuple[str, dict[str, Any]], shape: str, dtype: str, projection: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The skipping loop's result is the training loop's and the reference's; the gates are the same exactly."""
+    """The skipping loop's result is the training loop's and the reference's; the gates are the same exactly.
+
+    Both placements of layer 0's input projection: hoisted over every step, or on the updating rows only.
+    """
+    monkeypatch.setattr(skip_module, "PROJECT_PER_UPDATE_FROM", 1 if projection == "per-update" else 10**9)
     case = _skip_case(variant, shape)
     args, kwargs = _torch((case.x, case.params), dtype), _torch(case.kwargs(), dtype)
     fast = _call(case.op, args, kwargs)
@@ -189,6 +194,34 @@ def test_skip_inference_runs_the_cells_only_on_the_rows_that_update(
     rows.clear()
     _call(case.op, args, kwargs, plain=True)
     assert sum(rows) == layers * case.x.shape[0] * case.x.shape[1]
+
+
+@pytest.mark.parametrize("projection", ["hoisted", "per-update"])
+def test_large_batches_project_only_the_updating_rows_inputs(projection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From PROJECT_PER_UPDATE_FROM rows on, layer 0 projects x only at the updates; below, every (row, step) once."""
+    case = _skip_case(SKIP_VARIANTS[3], "stacked-lengths-state-reverse")
+    batch, time = case.x.shape[:2]
+    monkeypatch.setattr(skip_module, "PROJECT_PER_UPDATE_FROM", batch if projection == "per-update" else batch + 1)
+    projected: list[int] = []  # rows of every projection, times the steps it covers
+    real = skip_module.make_cell
+
+    def make(name: str, options: Any) -> Cell:
+        cell = real(name, options)
+
+        class Counting(Cell):
+            def project(self, p: Any, x: Any) -> Any:
+                projected.append(int(np.prod(x.shape[:-1])))
+                return super().project(p, x)
+
+        return Counting(cell.name, cell.state_names, cell.fn)
+
+    monkeypatch.setattr(skip_module, "make_cell", make)
+    args, kwargs = _torch((case.x, case.params), "float64"), _torch(case.kwargs(), "float64")
+    updates = int(_call(case.op, args, kwargs).update_gate.sum())
+    layers = len(case.params)
+    assert 0 < updates < batch * time
+    expected = layers * updates if projection == "per-update" else batch * time + (layers - 1) * updates
+    assert sum(projected) == expected
 
 
 def test_a_step_where_no_row_updates_runs_no_cell(cell_rows: Callable[[Any], list[int]]) -> None:

@@ -14,8 +14,9 @@ outside the ``lax.scan``, so each step's matmul is ``(B, H) x (H, gates * H)``.
 Given ``w_hh`` itself, XLA's CPU backend leaves the transpose inside the dot
 (``rhs_contracting_dims={1}``) and its matmul kernel pays for that at every
 step: ``bench/jax_recurrences.py``'s lstm at B=1 T=1000 H=64 ran 2.4 times
-slower that way. Callers that pass raw params (act, skip) still work, with the
-transposed dot in their loops.
+slower that way. skip's loop prepares its params too (with ``inputs=True``, for
+its upper layers' projections, which run inside the loop). Callers that pass raw
+params (act) still work, with the transposed dot in their loops.
 
 Every matmul runs at ``Precision.HIGHEST``: on GPUs JAX's default lets float32
 matmuls use TF32, whose 10-bit mantissa puts results outside the spec's
@@ -27,13 +28,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["ACTIVATIONS", "Cell", "Params", "linear", "make_cell", "prepare", "sigmoid"]
+__all__ = ["ACTIVATIONS", "Cell", "LstmGates", "Params", "linear", "lstm_gates", "make_cell", "prepare", "sigmoid"]
 
 Params = Mapping[str, jax.Array]
 State = dict[str, jax.Array]
@@ -75,14 +76,19 @@ def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     return y if b is None else y + b
 
 
-def prepare(p: Params) -> Params:
+def prepare(p: Params, *, inputs: bool = False) -> Params:
     """``p`` with ``"w_hh_t"``, ``w_hh`` transposed, for the steps of a loop to share; ``p`` when it has no ``w_hh``.
 
-    Call it outside the loop (see the module's docstring for why).
+    ``inputs=True`` adds ``"w_ih_t"`` too, for a loop that projects its input
+    at every step (the upper layers of skip's loop), which :meth:`Cell.project`
+    then uses. Call it outside the loop (see the module's docstring for why).
     """
-    if "w_hh" not in p or "w_hh_t" in p:
-        return p
-    return {**p, "w_hh_t": jnp.transpose(p["w_hh"])}
+    added = {}
+    if "w_hh" in p and "w_hh_t" not in p:
+        added["w_hh_t"] = jnp.transpose(p["w_hh"])
+    if inputs and "w_ih_t" not in p:
+        added["w_ih_t"] = jnp.transpose(p["w_ih"])
+    return {**p, **added} if added else p
 
 
 def _recurrent(p: Params, h: jax.Array, start: int | None = None, stop: int | None = None) -> jax.Array:
@@ -94,13 +100,25 @@ def _recurrent(p: Params, h: jax.Array, start: int | None = None, stop: int | No
     return y + p["b_hh"][start:stop]
 
 
+class LstmGates(NamedTuple):
+    """An lstm step's gate activations ``i, f, g, o``, its new ``c``, ``tanh(c)`` and its new ``h``."""
+
+    i: jax.Array
+    f: jax.Array
+    g: jax.Array
+    o: jax.Array
+    c: jax.Array
+    tanh_c: jax.Array
+    h: jax.Array
+
+
 def _rnn(p: Params, state: State, gi: jax.Array, activation: str) -> State:
     """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``."""
     return {"h": ACTIVATIONS[activation](gi + _recurrent(p, state["h"]))}
 
 
-def _lstm(p: Params, state: State, gi: jax.Array) -> State:
-    """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
+def lstm_gates(p: Params, state: State, gi: jax.Array) -> LstmGates:
+    """One lstm step with its gate activations: what :func:`_lstm` returns, and what its derivative reads."""
     a = gi + _recurrent(p, state["h"])
     hidden = state["c"].shape[-1]
     # One sigmoid over the whole (B, 4H) block, g's quarter unused, rather than three over slices: XLA's CPU
@@ -110,7 +128,14 @@ def _lstm(p: Params, state: State, gi: jax.Array) -> State:
     i, f, o = s[..., :hidden], s[..., hidden : 2 * hidden], s[..., 3 * hidden :]
     g = jnp.tanh(a[..., 2 * hidden : 3 * hidden])
     c = f * state["c"] + i * g
-    return {"h": o * jnp.tanh(c), "c": c}
+    tanh_c = jnp.tanh(c)
+    return LstmGates(i, f, g, o, c, tanh_c, o * tanh_c)
+
+
+def _lstm(p: Params, state: State, gi: jax.Array) -> State:
+    """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
+    gates = lstm_gates(p, state, gi)
+    return {"h": gates.h, "c": gates.c}
 
 
 def _gru(p: Params, state: State, gi: jax.Array, reset_after: bool) -> State:
@@ -147,9 +172,14 @@ class Cell:
     def project(self, p: Params, x: jax.Array, *, bias: bool = True) -> jax.Array:
         """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once).
 
-        ``bias=False`` leaves ``b_ih`` out, for a loop that adds it to each step's slice.
+        ``bias=False`` leaves ``b_ih`` out, for a loop that adds it to each step's slice. Reads
+        ``"w_ih_t"`` when :func:`prepare` added it.
         """
-        return linear(x, p["w_ih"], p["b_ih"] if bias else None)
+        b = p["b_ih"] if bias else None
+        if "w_ih_t" in p:
+            y = jnp.matmul(x, p["w_ih_t"], precision=lax.Precision.HIGHEST)
+            return y if b is None else y + b
+        return linear(x, p["w_ih"], b)
 
     def step(self, p: Params, state: State, gi: jax.Array) -> State:
         """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""

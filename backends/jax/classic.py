@@ -4,7 +4,9 @@ The plain path runs the cells of :mod:`.cells` in the masked ``lax.scan`` of
 :mod:`.sequence`, with each layer's input projection hoisted out of the loop
 (one matmul over every time step, of the time-major input, so that the
 ``(time, batch, gates * H)`` projection needs no transpose of its own) and
-``w_hh`` transposed once before it (:func:`.cells.prepare`).
+``w_hh`` transposed once before it (:func:`.cells.prepare`). lstm's loop is
+:func:`.lstm_layer.lstm_layer`, the same scan with a derivative of its own,
+whose reverse loop leaves the weight gradients to one matmul after it.
 
 The hoisted projection is the matmul alone: ``b_ih`` is added inside the loop,
 to each step's slice. Added to the whole projection, it was one more pass over
@@ -29,6 +31,7 @@ from rnnspec.results import SequenceResult
 
 from . import cudnn
 from .cells import Cell, make_cell, prepare
+from .lstm_layer import lstm_layer
 from .paths import record_path
 from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, run_stack, scan, time_major
 
@@ -41,6 +44,8 @@ def plain_layer(cell: Cell, p: Mapping[str, jax.Array]) -> LayerFn:
     def run(inp: jax.Array, state: State, lengths: Lengths) -> tuple[jax.Array, State]:
         # Transposing the input (I wide) rather than the projection (gates * H wide) moves less memory.
         gi = cell.project(p, time_major(inp), bias=False)
+        if cell.name == "lstm":  # the same loop, with a derivative of its own (see .lstm_layer)
+            return lstm_layer(gi, p["b_ih"], p["w_hh"], p["b_hh"], state["h"], state["c"], lengths.valid())
         prepared, b_ih = prepare(p), p["b_ih"]
         # b_ih is added to each step's slice, where it fuses into the step's elementwise kernel, rather than to
         # the whole projection (see the module's docstring): the values are the same, the same additions.

@@ -14,6 +14,17 @@ params, the carried state) is passed positionally and the call rebuilt
 inside; ``lengths``, the options and the zoneout mask are constants of the
 segment.
 
+An eager call long enough to run as a graph (:func:`.graphs.wants_graph`)
+runs its segments eagerly, each through the op's segment graph
+(:func:`.graphs.as_graph`): the eager tape then takes the segments' gradients
+one at a time, from the last, so one segment's activations are alive at once.
+Inside a graph (a user's ``tf.function``) the order is the executor's:
+``tf.recompute_grad`` makes a segment's recomputation wait for the cotangent of
+its first output only, so the carried state is put first. Its cotangent comes
+from the next segment's backward, which chains the recomputations as the tape
+does (the outputs' cotangent, first otherwise, comes from the loss at once and
+lets every segment be recomputed together at the start of the backward).
+
 A time axis unknown when the op is traced (``tf.function`` over a ``None``
 time dimension) cannot be cut in Python: the op then runs whole, with the
 same values and gradients.
@@ -28,6 +39,8 @@ import tensorflow as tf
 
 from rnnspec.backends import segments
 from rnnspec.backends.segments import PER_STEP
+
+from . import graphs
 
 __all__ = ["PER_STEP", "checkpointed", "with_checkpointing"]
 
@@ -62,27 +75,48 @@ def _final(h: tf.Tensor, lengths: Any, initial: tf.Tensor | None, reverse: bool)
 _OPS = segments.ArrayOps(is_array=_is_tensor, clip_lengths=_clip_lengths, concat=_concat, final_state=_final)
 
 
-def _run_segment(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
-    """``fn(**arguments)`` under ``tf.recompute_grad``, differentiable in every floating tensor."""
-    differentiable = {k: v for k, v in arguments.items() if k not in _CONSTANT}
-    leaves = tf.nest.flatten(differentiable)
-    where = [i for i, leaf in enumerate(leaves) if _is_tensor(leaf) and leaf.dtype.is_floating]
-    shape: dict[str, Any] = {}
+def _chain_first(result: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
+    """The leaves of a segment's result, its carried state first, and how to rebuild the result from them.
 
-    def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
-        filled = list(leaves)
-        for i, tensor in zip(where, tensors, strict=True):
-            filled[i] = tensor
-        rebuilt = tf.nest.pack_sequence_as(differentiable, filled)
-        result = fn(**{**arguments, **rebuilt})
-        shape["result"] = result
-        flat: list[tf.Tensor] = tf.nest.flatten(result)
-        return flat
+    A primitive's h (its only leaf) carries its state already.
+    """
+    state = getattr(result, "state", None)
+    if state is None:
+        return tf.nest.flatten(result), lambda flat: tf.nest.pack_sequence_as(result, flat)
+    head = tf.nest.flatten(state)
+    rest = {name: value for name, value in result._asdict().items() if name != "state"}
 
-    # Variables are read here, on the caller's tape, so their gradients flow through the reads.
-    inputs = [tf.convert_to_tensor(leaves[i]) for i in where]
-    flat = tf.recompute_grad(run)(*inputs)
-    return tf.nest.pack_sequence_as(shape["result"], tf.nest.flatten(flat))
+    def rebuild(flat: list[Any]) -> Any:
+        fields = tf.nest.pack_sequence_as(rest, flat[len(head) :])
+        return type(result)(state=tf.nest.pack_sequence_as(state, flat[: len(head)]), **fields)
+
+    return head + tf.nest.flatten(rest), rebuild
+
+
+def _segment_runner(op: str, graph: bool) -> segments.RunSegment:
+    """How each segment runs: ``fn(**arguments)`` under ``tf.recompute_grad``, as a graph or not."""
+
+    def run_segment(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        differentiable = {k: v for k, v in arguments.items() if k not in _CONSTANT}
+        leaves = tf.nest.flatten(differentiable)
+        where = [i for i, leaf in enumerate(leaves) if _is_tensor(leaf) and leaf.dtype.is_floating]
+        found: dict[str, Any] = {}
+
+        def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
+            filled = list(leaves)
+            for i, tensor in zip(where, tensors, strict=True):
+                filled[i] = tensor
+            call = {**arguments, **tf.nest.pack_sequence_as(differentiable, filled)}
+            result = graphs.as_graph(op, fn, call, segment=True) if graph else fn(**call)
+            flat, found["rebuild"] = _chain_first(result)
+            return flat
+
+        # Variables are read here, on the caller's tape, so their gradients flow through the reads.
+        inputs = [tf.convert_to_tensor(leaves[i]) for i in where]
+        flat = tf.recompute_grad(run)(*inputs)
+        return found["rebuild"](tf.nest.flatten(flat))
+
+    return run_segment
 
 
 def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[str, Any]) -> Any:
@@ -90,7 +124,8 @@ def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[st
     plan = segments.plan(op, every, arguments)
     if plan is None:
         return fn(**arguments)
-    return segments.run_in_segments(plan, fn, arguments, _OPS, _run_segment)
+    runner = _segment_runner(op, graphs.wants_graph(op, arguments))
+    return segments.run_in_segments(plan, fn, arguments, _OPS, runner)
 
 
 def with_checkpointing(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:

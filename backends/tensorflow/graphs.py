@@ -18,6 +18,15 @@ batch or length reuse one trace. Options are Python values, part of the trace's
 signature. A call that cuDNN computes (:mod:`.cudnn`: rnn, lstm and gru on a
 GPU) is a single op already and stays eager.
 
+A call with ``checkpoint_every=K`` that cuts time into segments is not run as
+one graph: inside a graph, the backward of every ``tf.recompute_grad`` segment
+waits only for the cotangent of its outputs, which the loss gives at once, so
+TensorFlow's executor recomputed all segments at the start of the backward and
+held their activations together (peak memory hardly fell). The segments run
+eagerly instead (:mod:`.checkpointing`), each through a graph of its own
+(:func:`as_graph` with ``segment=True``, one cache per op, traced per segment
+size): the tape then takes their gradients one after the other, from the last.
+
 ``RNNSPEC_TF_EAGER=1`` keeps every call eager (to debug a step).
 """
 
@@ -46,6 +55,8 @@ EAGER_ENV = "RNNSPEC_TF_EAGER"
 _PATH_OPS = ("rnn", "lstm", "gru")
 
 _GRAPHS: dict[tuple[str, bool], Callable[..., Any]] = {}
+#: The graphs of checkpointed segments: the op's own function, without the option ``checkpoint_every``.
+_SEGMENT_GRAPHS: dict[tuple[str, bool], Callable[..., Any]] = {}
 _GRAPHS_LOCK = threading.Lock()
 
 
@@ -65,16 +76,23 @@ def wants_graph(op: str, arguments: Mapping[str, Any]) -> bool:
     steps = _time_steps(op, arguments)
     if steps is None or steps < GRAPH_MIN_STEPS:
         return False
+    every = arguments.get("checkpoint_every")
+    if every is not None and steps > int(every):
+        return False  # cut into segments, each run as a graph
     # A call cuDNN computes is one op already.
     return cudnn.rnn_mode(op, arguments) is None or cudnn.why_plain(op, arguments["x"], arguments) is not None
 
 
-def _graph(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _graph(op: str, fn: Callable[..., Any], segment: bool) -> Callable[..., Any]:
     key = (op, plain_forced())
+    cache = _SEGMENT_GRAPHS if segment else _GRAPHS
     with _GRAPHS_LOCK:
-        found = _GRAPHS.get(key)
+        found = cache.get(key)
         if found is None:
-            found = _GRAPHS[key] = tf.function(fn, reduce_retracing=True)
+            # Segments keep their sizes (K steps, and the last segment's): the gradient of a trace
+            # generalised to an unknown time axis fails for linear_recurrence and qrnn (an
+            # AssertionError in cond_v2's gradient, TensorFlow 2.21).
+            found = cache[key] = tf.function(fn, reduce_retracing=not segment)
         return found
 
 
@@ -92,14 +110,19 @@ def _lengths_argument(lengths: Any, time: int) -> Any:
     return tf.cast(tf.convert_to_tensor(lengths), tf.int32) if host is not None else lengths
 
 
-def as_graph(op: str, fn: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
-    """``fn(**arguments)`` through ``op``'s cached ``tf.function``."""
+def as_graph(op: str, fn: Callable[..., Any], arguments: Mapping[str, Any], *, segment: bool = False) -> Any:
+    """``fn(**arguments)`` through ``op``'s cached ``tf.function``.
+
+    ``segment=True`` for one segment of a checkpointed call (``fn`` the op's
+    function without ``checkpoint_every``), whatever its length: the call it
+    belongs to is long enough (:func:`wants_graph` of the whole call).
+    """
     args = dict(arguments)
     if "lengths" in args:
         steps = _time_steps(op, args)
-        assert steps is not None  # wants_graph checked it
+        assert steps is not None  # wants_graph checked it; segments are cut on a known time axis
         args["lengths"] = _lengths_argument(args["lengths"], steps)
-    result = _graph(op, fn)(**args)
+    result = _graph(op, fn, segment)(**args)
     if op in _PATH_OPS:
         record_path(op, "plain")  # a trace records its path once; every call of the graph takes it
     return result

@@ -33,14 +33,15 @@ __all__ = [
 #: The environment variable that, set to anything but "" or "0", forces the plain path.
 PLAIN_ENV = "RNNSPEC_TF_PLAIN"
 
-#: Paths: ``"plain"`` and ``"cudnn-rnn"``.
+#: Paths: ``"plain"`` and ``"cudnn-rnn"``; the skip ops record ``"training"``, ``"skipping"`` or
+#: ``"skipping-recompute"`` (:func:`.skipping.choose_path`).
 _SWITCH: PathSwitch[str] = PathSwitch(PLAIN_ENV, "rnnspec_tf_plain")
 #: A context manager forcing the plain path (the masked time loop) for every op within the block.
 plain_path = _SWITCH.plain_path
 #: Whether the plain path is forced, by :func:`plain_path` or ``RNNSPEC_TF_PLAIN``.
 plain_forced = _SWITCH.plain_forced
 record_path = _SWITCH.record_path
-#: The path the last call or trace of an op took: ``"plain"`` or ``"cudnn-rnn"``, None before any.
+#: The path the last call or trace of an op took (one of those above), None before any.
 last_path = _SWITCH.last_path
 
 

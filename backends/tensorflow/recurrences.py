@@ -1,7 +1,9 @@
 """The elementwise recurrences: ``linear_recurrence`` (QRNN's pooling) and ``indrnn_recurrence``.
 
-Both run in the masked time loop of :mod:`.sequence`: past a row's length
-``h`` is frozen, and returned as 0.
+Past a row's length ``h`` is frozen, and returned as 0. ``indrnn_recurrence``
+runs in the masked time loop of :mod:`.sequence`; ``linear_recurrence`` in
+:mod:`.linear_gradient`'s, whose gradient is a reverse linear recurrence
+rather than TensorFlow's gradient of the loop (quadratic in the number of steps).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from . import linear_gradient
 from .cells import ACTIVATIONS
 from .sequence import dim, normalise_lengths, reverse_valid, scan
 
@@ -19,13 +22,7 @@ __all__ = ["indrnn_recurrence", "indrnn_scan", "linear_recurrence", "linear_scan
 
 def linear_scan(a: tf.Tensor, b: tf.Tensor, h0: tf.Tensor, valid: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
     """``h_t = a_t * h_{t-1} + b_t`` from ``h0`` over ``(batch, time, H)``; all ``h`` and the final one."""
-
-    def step(h: tf.Tensor, xs: Sequence[tf.Tensor], keep: tf.Tensor | None) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        new = xs[0] * h + xs[1]
-        return new, [new]
-
-    (h,), final = scan(step, [a, b], h0, valid, [(int(h0.shape[1]),)])
-    return h, final
+    return linear_gradient.linear_recurrence(a, b, h0, valid)
 
 
 def indrnn_scan(

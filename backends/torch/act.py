@@ -57,36 +57,22 @@ def _ponder(
     keep: torch.Tensor | None,
     epsilon: float,
     max_steps: int,
-) -> tuple[State, torch.Tensor, torch.Tensor]:
-    """One input step: the mean-field state, N(t) and R(t) of every row.
+) -> act_autograd.Pondering:
+    """One input step: the mean-field state, N(t) and R(t) of every row, in the inner loop's final values.
 
     Rows outside their length (``keep`` False) count as halted from the start:
     they take no inner step that matters, and the caller discards their values.
     """
-    batch = projected.shape[0]
-    total = projected.new_zeros((batch, 1))  # the halting units of the steps taken so far
-    halted = torch.zeros((batch, 1), dtype=torch.bool, device=projected.device)
-    if keep is not None:
-        halted = ~keep[:, None]
-    steps = projected.new_zeros((batch,))
-    remainder = projected.new_zeros((batch,))
-    mean = {k: torch.zeros_like(v) for k, v in state.items()}
+    run = act_autograd.begin(state, keep)
     s = state
     threshold = 1.0 - epsilon
     for n in range(1, max_steps + 1):
-        if bool(halted.all()):
+        if bool(run.halted.all()):
             break
-        active = ~halted
         s = cell.step(p, s, projected if n == 1 else projected + flag)
         h = torch.sigmoid(F.linear(s["h"], p["w_halt"], p["b_halt"]))
-        stop = active if n == max_steps else active & (total.detach() + h.detach() >= threshold)
-        weight = torch.where(stop, 1.0 - total, torch.where(active, h, 0.0))
-        mean = {k: mean[k] + weight * s[k] for k in mean}
-        steps = torch.where(stop[:, 0], float(n), steps)
-        remainder = torch.where(stop[:, 0], 1.0 - total[:, 0], remainder)
-        total = torch.where(active, total + h, total)
-        halted = halted | stop
-    return mean, steps, remainder
+        run, _, _, _ = act_autograd.halt(run, n, max_steps, s, h, threshold, 1.0, 0.0, float(n))
+    return run
 
 
 def _ponder_rows(
@@ -170,17 +156,11 @@ def _training(
     outputs, n_steps, remainders = [], [], []
     for t in range(projected.shape[1]):
         keep = None if valid is None else valid[:, t]
-        new, steps, remainder = _ponder(cell, p, state, projected[:, t], flag, keep, epsilon, max_steps)
-        if keep is None:
-            state = new
-            outputs.append(new["h"])
-            n_steps.append(steps)
-            remainders.append(remainder)
-        else:
-            state = {k: torch.where(keep[:, None], v, state[k]) for k, v in new.items()}
-            outputs.append(torch.where(keep[:, None], new["h"], 0.0))
-            n_steps.append(torch.where(keep, steps, 0.0))
-            remainders.append(torch.where(keep, remainder, 0.0))
+        run = _ponder(cell, p, state, projected[:, t], flag, keep, epsilon, max_steps)
+        state, y, steps, remainder = act_autograd.settle(run, state, keep, 0.0)
+        outputs.append(y)
+        n_steps.append(steps)
+        remainders.append(remainder)
     return torch.stack(outputs, 1), state, torch.stack(n_steps, 1), torch.stack(remainders, 1)
 
 

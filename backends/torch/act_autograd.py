@@ -20,6 +20,11 @@ factors are formed for every inner step at once; the weight gradients are one ma
 each over all inner steps after the loop; the flag column's gradient is the sum of the
 pre-activation cotangents of the inner steps after the first.
 
+An input step's halting bookkeeping (:func:`begin`, :func:`halt`, :func:`settle`) is written
+once, here, for both loops: :func:`.act._ponder` calls it with Python numbers, the Function
+with cached 0-d tensors. The backward sums the pre-activation cotangents of each input step's
+inner steps into its projection's in one ``index_add_`` after the loop.
+
 :func:`.skip_autograd.usable` decides when this path runs (plain eager autograd);
 ``torch.func`` refuses ``act`` under vmap and runs the autograd loop otherwise.
 """
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +42,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from .cell_backward import aux_names, cell_step, const, factors, layer_backward, weight_grads
 from .sequence import State
 
-__all__ = ["ACTLayout", "run"]
+__all__ = ["ACTLayout", "Pondering", "Scalar", "begin", "halt", "run", "settle"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,80 @@ class ACTLayout:
     def recurrent(self) -> tuple[str, ...]:
         """The recurrent params: ``u`` for indrnn, else ``w_hh``, ``b_hh``."""
         return ("u",) if self.cell == "indrnn" else ("w_hh", "b_hh")
+
+
+# -- one input step's halting bookkeeping, shared with the autograd loop (act._ponder) -------------
+
+#: A Python number or a 0-d tensor: the autograd loop passes numbers (a cached tensor made while
+#: ``torch.compile`` traces would leak a fake one), the Function :func:`.cell_backward.const` tensors.
+Scalar = float | torch.Tensor
+
+
+class Pondering(NamedTuple):
+    """The running values of one input step's inner loop, per row."""
+
+    total: torch.Tensor  # (B, 1): the halting units of the inner steps taken so far
+    halted: torch.Tensor  # (B, 1) bool
+    steps: torch.Tensor  # (B,): N where a row has stopped, else 0
+    remainder: torch.Tensor  # (B,): R where a row has stopped, else 0
+    mean: State  # the mean-field state so far
+
+
+def begin(state: State, keep: torch.Tensor | None) -> Pondering:
+    """Before the first inner step; rows outside their length (``keep`` False) count as halted."""
+    like = state["h"]
+    batch = like.shape[0]
+    halted = torch.zeros((batch, 1), dtype=torch.bool, device=like.device) if keep is None else ~keep[:, None]
+    zeros = like.new_zeros((batch,))
+    return Pondering(
+        like.new_zeros((batch, 1)), halted, zeros, zeros, {k: torch.zeros_like(v) for k, v in state.items()}
+    )
+
+
+def halt(
+    run: Pondering,
+    n: int,
+    cap: int,
+    s: State,
+    h: torch.Tensor,
+    threshold: Scalar,
+    one: Scalar,
+    zero: Scalar,
+    count: Scalar,
+) -> tuple[Pondering, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """After inner step ``n`` (state ``s``, halting unit ``h``; ``count`` is ``n``): (run, active, stop, weight).
+
+    ``N`` is decided by a comparison, which passes no gradient (as on detached values); the
+    weight of the stopping step is ``R = 1 - total``. ``total + h`` and ``1 - total`` are formed
+    once each: fewer operations a step, and fewer nodes in the autograd loop's graph.
+    """
+    total = run.total
+    active = ~run.halted
+    summed = total + h
+    stop = active if n == cap else active & (summed >= threshold)
+    rest = one - total
+    weight = torch.where(stop, rest, torch.where(active, h, zero))
+    ends = stop[:, 0]
+    after = Pondering(
+        torch.where(active, summed, total),
+        run.halted | stop,
+        torch.where(ends, count, run.steps),
+        torch.where(ends, rest[:, 0], run.remainder),
+        {k: torch.addcmul(v, weight, s[k]) for k, v in run.mean.items()},
+    )
+    return after, active, stop, weight
+
+
+def settle(
+    run: Pondering, state: State, keep: torch.Tensor | None, zero: Scalar
+) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The state after an input step, and its output, N and R: rows outside their length keep their state."""
+    if keep is None:
+        return run.mean, run.mean["h"], run.steps, run.remainder
+    row = keep[:, None]
+    new = {k: torch.where(row, v, state[k]) for k, v in run.mean.items()}
+    steps, remainder = torch.where(keep, run.steps, zero), torch.where(keep, run.remainder, zero)
+    return new, torch.where(row, run.mean["h"], zero), steps, remainder
 
 
 _RECORDS = ("h", "weight", "active", "stop")
@@ -77,7 +156,7 @@ class _ACTFunction(torch.autograd.Function):
         hh = (rec[0], rec[0]) if nrec == 1 else (rec[0], rec[1])
         w_halt, b_halt = flat[nrec], flat[nrec + 1]
         state: State = dict(zip(layout.names, flat[nrec + 2 :], strict=True))
-        batch, time = projected.shape[:2]
+        time = projected.shape[1]
         zero, one = const(0.0, projected), const(1.0, projected)
         threshold = const(1.0 - layout.epsilon, projected)
         cap = layout.max_steps
@@ -91,45 +170,28 @@ class _ACTFunction(torch.autograd.Function):
         for t in range(time):
             keep = None if valid is None else valid[:, t]
             gi = projected[:, t]
-            total = gi.new_zeros((batch, 1))
-            halted = torch.zeros((batch, 1), dtype=torch.bool, device=gi.device) if keep is None else ~keep[:, None]
-            steps = gi.new_zeros((batch,))
-            remainder = gi.new_zeros((batch,))
-            mean = {k: torch.zeros_like(v) for k, v in state.items()}
+            run = begin(state, keep)
             s = state
             count = 0
             for n in range(1, cap + 1):
-                if bool(halted.all()):
+                if bool(run.halted.all()):
                     break
-                active = ~halted
                 prevs.append(s)
                 if n > 1:
                     later.append(len(cands))
                 s, aux = cell_step(layout, *hh, s, gi if n == 1 else gi + flag)
                 h = torch.sigmoid(F.linear(s["h"], w_halt, b_halt))
-                stop = active if n == cap else active & (total + h >= threshold)
-                weight = torch.where(stop, one - total, torch.where(active, h, zero))
-                mean = {k: mean[k] + weight * s[k] for k in mean}
-                steps = torch.where(stop[:, 0], const(n, projected), steps)
-                remainder = torch.where(stop[:, 0], one - total[:, 0], remainder)
-                total = torch.where(active, total + h, total)
-                halted = halted | stop
+                run, active, stop, weight = halt(run, n, cap, s, h, threshold, one, zero, const(n, projected))
                 cands.append(s)
                 auxes.append(aux)
                 for key, value in zip(_RECORDS, (h, weight, active, stop), strict=True):
                     records[key].append(value)
                 count += 1
             counts.append(count)
-            if keep is None:
-                state = mean
-                outputs.append(mean["h"])
-                n_steps.append(steps)
-                remainders.append(remainder)
-            else:
-                state = {k: torch.where(keep[:, None], v, state[k]) for k, v in mean.items()}
-                outputs.append(torch.where(keep[:, None], mean["h"], zero))
-                n_steps.append(torch.where(keep, steps, zero))
-                remainders.append(torch.where(keep, remainder, zero))
+            state, y, steps, remainder = settle(run, state, keep, zero)
+            outputs.append(y)
+            n_steps.append(steps)
+            remainders.append(remainder)
         saved: list[torch.Tensor] = [*rec, w_halt]
         if cands:
             saved += [torch.stack([p[n] for p in prevs]) for n in layout.names]
@@ -186,10 +248,14 @@ class _ACTFunction(torch.autograd.Function):
         slope = h_all * (one - h_all)  # sigmoid's derivative, as autograd's
         before = active & ~stop
         w_hh = rec[0]
+        # Every per-step operand split into its steps once: a list lookup a step instead of a tensor index.
+        cand_s = {n: v.unbind(0) for n, v in cand.items()}
+        before_s, stop_s, active_s = before.unbind(0), stop.unbind(0), active.unbind(0)
+        slope_s, weight_s = slope.unbind(0), weight.unbind(0)
+        d_out_s, d_rem_s = d_out.unbind(1), d_rem.unbind(1)
         d_gi_steps: list[torch.Tensor] = []
         d_gh_steps: list[torch.Tensor] = []
         d_a_steps: list[torch.Tensor] = []
-        d_proj: list[torch.Tensor] = []
         end = total_inner
         for t in reversed(range(time)):
             start = end - counts[t]
@@ -200,33 +266,31 @@ class _ACTFunction(torch.autograd.Function):
                 keep = valid[:, t, None]
                 d_mean = {n: torch.where(keep, v, zero) for n, v in d_state.items()}
                 frozen = {n: torch.where(keep, zero, v) for n, v in d_state.items()}
-            d_mean["h"] = d_mean["h"] + d_out[:, t]
+            d_mean["h"] = d_mean["h"] + d_out_s[t]
             d_next: State | None = None
             d_total = None
-            d_pt: torch.Tensor | None = None
             for m in reversed(range(start, end)):
-                dw = sum((d_mean[n] * cand[n][m]).sum(1, keepdim=True) for n in names)
-                assert isinstance(dw, torch.Tensor)
-                d_h = torch.where(before[m], dw, zero)
-                ends = torch.where(stop[m], dw + d_rem[:, t], zero)
+                dw = (d_mean["h"] * cand_s["h"][m]).sum(1, keepdim=True)
+                for n in names[1:]:
+                    dw = dw + (d_mean[n] * cand_s[n][m]).sum(1, keepdim=True)
+                d_h = torch.where(before_s[m], dw, zero)
+                ends = torch.where(stop_s[m], dw + d_rem_s[t], zero)
                 if d_total is not None:
-                    d_h = d_h + torch.where(active[m], d_total, zero)
+                    d_h = d_h + torch.where(active_s[m], d_total, zero)
                     d_total = d_total - ends
                 else:
                     d_total = -ends
-                d_a = d_h * slope[m]
+                d_a = d_h * slope_s[m]
                 d_a_steps.append(d_a)
+                w_m = weight_s[m]
                 d_s = {
-                    n: weight[m] * d_mean[n] if d_next is None else torch.addcmul(d_next[n], weight[m], d_mean[n])
-                    for n in names
+                    n: w_m * d_mean[n] if d_next is None else torch.addcmul(d_next[n], w_m, d_mean[n]) for n in names
                 }
                 d_s["h"] = torch.addcmul(d_s["h"], d_a, w_halt)
                 d_next, d_gi, d_gh = layer_backward(layout, fac, m, w_hh, d_s)
                 d_gi_steps.append(d_gi)
                 if d_gh is not None:
                     d_gh_steps.append(d_gh)
-                d_pt = d_gi if d_pt is None else d_pt + d_gi
-            d_proj.append(d_out.new_zeros((batch, wide)) if d_pt is None else d_pt)
             if d_next is None:
                 d_next = {n: torch.zeros_like(v) for n, v in d_state.items()}
             d_state = d_next if frozen is None else {n: v + frozen[n] for n, v in d_next.items()}
@@ -239,7 +303,9 @@ class _ACTFunction(torch.autograd.Function):
         d_a_all = torch.stack(d_a_steps[::-1]).reshape(-1, 1)
         h_states = cand["h"].reshape(-1, cand["h"].shape[-1])
         d_w_halt, d_b_halt = d_a_all.t() @ h_states, d_a_all.sum(0)
-        d_projected = torch.stack(d_proj[::-1], dim=1)
+        # Each input step's projection gets the sum over its inner steps, all at once.
+        owner = torch.repeat_interleave(torch.arange(time), torch.tensor(counts)).to(d_gi_all.device)
+        d_projected = d_gi_all.new_zeros((batch, time, wide)).index_add_(1, owner, d_gi_all.transpose(0, 1))
         return (None, None, d_projected, d_flag, *d_rec[:nrec], d_w_halt, d_b_halt, *d_state.values())
 
 

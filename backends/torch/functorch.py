@@ -100,6 +100,10 @@ def transform_plan(op: str, arguments: Mapping[str, Any]) -> Literal["any", "pla
     UnsupportedTransformError
         The call is under ``vmap`` and the op cannot be batched (see the module docstring).
     """
+    # No transform on the stack: no tensor of this call can be a functorch wrapper (the quick answer of
+    # every plain call; the leaf-by-leaf check costs more than a short sequence's kernel).
+    if torch.compiler.is_compiling() or _functorch.peek_interpreter_stack() is None:
+        return "any"
     if not transformed_arguments(arguments):
         return "any"
     batched = batched_arguments(arguments)

@@ -36,6 +36,10 @@ operations, NaN policies included); the backward follows autograd of that loop:
 ``\\bar u`` reaches ``u~`` only where ``u~`` is not NaN, and the masks are
 ``torch.where`` (a NaN cotangent stays where autograd would put it).
 
+One step's gate recursion and state bookkeeping (:func:`gate`, :func:`mix`, :func:`advance`)
+are written once, here, for both loops: the autograd loop calls them with Python numbers,
+the Function with cached 0-d tensors (:func:`.cell_backward.const`).
+
 :func:`usable` says when this path may run: plain eager autograd only. Under
 ``torch.func`` transforms (which force the plain path), ``torch.compile`` tracing,
 or a forced plain path, :mod:`.skip` keeps the autograd loop, whose graph those
@@ -57,7 +61,7 @@ from .functorch import transformed_arguments
 from .fused import plain_forced
 from .sequence import State
 
-__all__ = ["SkipLayout", "run", "usable"]
+__all__ = ["Scalar", "SkipLayout", "advance", "gate", "mix", "run", "usable"]
 
 
 def usable(tensors: Sequence[torch.Tensor]) -> bool:
@@ -81,6 +85,73 @@ class SkipLayout:
     def gate_input(self) -> str:
         """The candidate entry the gate reads: lstm's c, else h."""
         return "c" if "c" in self.names else "h"
+
+
+# -- one step's gate and state bookkeeping, shared with the autograd loop (skip._training) ---------
+
+#: ``Number`` or a 0-d tensor: the autograd loop passes Python numbers (a cached tensor made while
+#: ``torch.compile`` traces would leak a fake one), the Function :func:`.cell_backward.const` tensors.
+Scalar = float | torch.Tensor
+
+
+def gate(
+    prob_prev: torch.Tensor, cum_prev: torch.Tensor, one: Scalar, half: Scalar, *, traced: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(u~, bin(u~), through, u)`` of a step: ``u = bin(u~) + through``, ``through`` zero with ``d/du~ = 1``.
+
+    ``through`` is also zero where ``u~`` is NaN (whose gate is 0); ``min(p, 1 - cum)`` keeps
+    ``update_prob`` on ties and where it is NaN, as the reference's ``np.minimum``. ``traced``
+    False (the Function's forward, which no derivative sees) leaves out the ``detach``, one
+    dispatch a step that changes no value there.
+    """
+    room = one - cum_prev
+    u_tilde = cum_prev + torch.where(room < prob_prev, room, prob_prev)
+    on = u_tilde >= half
+    through = torch.where(torch.isnan(u_tilde), 0.0, u_tilde - (u_tilde.detach() if traced else u_tilde))
+    return u_tilde, on, through, on.to(u_tilde.dtype) + through
+
+
+def mix(on: torch.Tensor, through: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``u * new + (1 - u) * old`` for ``u = on + through`` (``on`` in {0, 1}, ``through`` zero with gradient).
+
+    The value is exactly ``new`` or ``old``, and ``d u`` is ``<d, new - old>``
+    with the difference taken first, as the reference does: autograd of the
+    product form would sum ``d * new - d * old``, which cancels in float32 when
+    ``new`` is close to ``old``, and the straight-through chain amplifies that.
+    """
+    return torch.where(on, new, old) + through * (new - old)
+
+
+def advance(
+    names: tuple[str, ...],
+    states: list[State],
+    cands: list[State],
+    du: torch.Tensor,
+    steps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    keep: torch.Tensor | None,
+    one: Scalar,
+    zero: Scalar,
+) -> tuple[list[State], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The states after a step, and its output, update_gate and update_prob, each ``(B,)`` or ``(B, H)``.
+
+    ``steps`` is :func:`gate`'s; ``keep`` the step's valid rows ``(B, 1)`` (None: all), whose
+    states alone move on; the others keep theirs and output zeros.
+    """
+    u_tilde, on, through, u = steps
+    top = states[-1]
+    new = [{n: mix(on, through, c[n], s[n]) for n in names} for c, s in zip(cands, states, strict=True)]
+    new[-1]["update_prob"] = mix(on, through, du, top["update_prob"])
+    new[-1]["cum_update_prob"] = (one - u) * u_tilde
+    y = new[-1]["h"]
+    if keep is None:
+        return new, y, u[:, 0], u_tilde[:, 0]
+    kept = [{n: torch.where(keep, v, s[n]) for n, v in ns.items()} for ns, s in zip(new, states, strict=True)]
+    return (
+        kept,
+        torch.where(keep, y, zero),
+        torch.where(keep[:, 0], u[:, 0], zero),
+        torch.where(keep[:, 0], u_tilde[:, 0], zero),
+    )
 
 
 # -- the Function ---------------------------------------------------------------------------------
@@ -128,11 +199,7 @@ class _SkipFunction(torch.autograd.Function):
         outputs, gates, probs = [], [], []
         for t in range(time):
             prob_prev, cum_prev = states[top]["update_prob"], states[top]["cum_update_prob"]
-            room = one - cum_prev
-            u_tilde = cum_prev + torch.where(room < prob_prev, room, prob_prev)
-            on = u_tilde >= half
-            through = torch.where(torch.isnan(u_tilde), 0.0, u_tilde - u_tilde)  # the autograd loop's zero
-            u = on.to(u_tilde.dtype) + through
+            steps = gate(prob_prev, cum_prev, one, half, traced=False)
             cands: list[State] = []
             for k in range(layout.layers):
                 gi = projected[:, t] if k == 0 else F.linear(cands[-1]["h"], params[k][0], params[k][1])
@@ -141,31 +208,16 @@ class _SkipFunction(torch.autograd.Function):
                 auxes[k].append(aux)
             a = F.linear(cands[-1][layout.gate_input], w_gate, b_gate)
             du = torch.exp(F.logsigmoid(a))
-            new = [
-                {n: torch.where(on, c[n], s[n]) + through * (c[n] - s[n]) for n in names}
-                for c, s in zip(cands, states, strict=True)
-            ]
-            new[top]["update_prob"] = torch.where(on, du, prob_prev) + through * (du - prob_prev)
-            new[top]["cum_update_prob"] = (one - u) * u_tilde
             for k in range(layout.layers):
                 prevs[k].append({n: states[k][n] for n in names})
                 cands_all[k].append(cands[k])
-            for key, value in zip(record, (u_tilde, on, du, a, prob_prev, cum_prev), strict=True):
+            for key, value in zip(record, (steps[0], steps[1], du, a, prob_prev, cum_prev), strict=True):
                 record[key].append(value)
-            y = new[top]["h"]
-            if valid is None:
-                states = new
-                outputs.append(y)
-                gates.append(u[:, 0])
-                probs.append(u_tilde[:, 0])
-            else:
-                keep = valid[:, t, None]
-                states = [
-                    {n: torch.where(keep, v, s[n]) for n, v in ns.items()} for ns, s in zip(new, states, strict=True)
-                ]
-                outputs.append(torch.where(keep, y, zero))
-                gates.append(torch.where(keep[:, 0], u[:, 0], zero))
-                probs.append(torch.where(keep[:, 0], u_tilde[:, 0], zero))
+            keep = None if valid is None else valid[:, t, None]
+            states, y, u, u_tilde = advance(names, states, cands, du, steps, keep, one, zero)
+            outputs.append(y)
+            gates.append(u)
+            probs.append(u_tilde)
         stacked = [torch.stack(record[k]) for k in record]
         per_layer = [torch.stack([p[n] for p in prevs[k]]) for k in range(layout.layers) for n in names]
         per_layer += [torch.stack([c[n] for c in cands_all[k]]) for k in range(layout.layers) for n in names]
@@ -221,8 +273,13 @@ class _SkipFunction(torch.autograd.Function):
         to_prob = ~((one - cum_prev) < prob_prev)  # min(p, 1 - cum) picks p on ties (and where p is NaN)
         gap = du - prob_prev
         slope = du * torch.sigmoid(-a)  # d du~ / d a, accurate where du~ saturates (see skip._sigmoid)
-        diff = [{n: cand[k][n] - prev[k][n] for n in names} for k in range(layers)]
+        diff = [{n: (cand[k][n] - prev[k][n]).unbind(0) for n in names} for k in range(layers)]
         facs = [factors(layout, prev[k], cand[k], aux[k]) for k in range(layers)]
+        # Every per-step operand split into its steps once: a list lookup a step instead of a tensor index.
+        keep_t = None if keep is None else keep.unbind(0)
+        d_out_s, d_gate_s, d_pf_s = d_out_t.unbind(0), d_gate_t.unbind(0), d_pf_t.unbind(0)
+        on_s, nan_s, not_u_s, to_prob_s = on.unbind(0), is_nan.unbind(0), not_u.unbind(0), to_prob.unbind(0)
+        gap_s, u_tilde_s, slope_s = gap.unbind(0), u_tilde.unbind(0), slope.unbind(0)
 
         i = 0
         d_state: list[State] = []
@@ -234,23 +291,22 @@ class _SkipFunction(torch.autograd.Function):
         d_gh_steps: list[list[torch.Tensor]] = [[] for _ in range(layers)]
         d_a_steps: list[torch.Tensor] = []
         for t in reversed(range(time)):
-            if keep is None:
+            if keep_t is None:
                 d_new = d_state
                 frozen = None
             else:
-                k_t = keep[t]
+                k_t = keep_t[t]
                 d_new = [{n: torch.where(k_t, v, zero) for n, v in s.items()} for s in d_state]
                 frozen = [{n: torch.where(k_t, zero, v) for n, v in s.items()} for s in d_state]
-            d_new[top]["h"] = d_new[top]["h"] + d_out_t[t]
+            d_new[top]["h"] = d_new[top]["h"] + d_out_s[t]
             d_p, d_c = d_new[top]["update_prob"], d_new[top]["cum_update_prob"]
-            on_t = on[t]
-            d_u = torch.addcmul(d_gate_t[t], d_p, gap[t])
-            d_u = d_u - d_c * u_tilde[t]
+            on_t = on_s[t]
+            d_u = torch.addcmul(torch.addcmul(d_gate_s[t], d_p, gap_s[t]), d_c, u_tilde_s[t], value=-1.0)
             for k in range(layers):
                 for n in names:
                     d_u = d_u + (d_new[k][n] * diff[k][n][t]).sum(1, keepdim=True)
-            d_ut = torch.where(is_nan[t], zero, d_u) + torch.addcmul(d_pf_t[t], d_c, not_u[t])
-            d_a = torch.where(on_t, d_p, zero) * slope[t]
+            d_ut = torch.where(nan_s[t], zero, d_u) + torch.addcmul(d_pf_s[t], d_c, not_u_s[t])
+            d_a = torch.where(on_t, d_p, zero) * slope_s[t]
             d_a_steps.append(d_a)
             d_cand = [{n: torch.where(on_t, d_new[k][n], zero) for n in names} for k in range(layers)]
             g = layout.gate_input
@@ -264,7 +320,7 @@ class _SkipFunction(torch.autograd.Function):
                 if k > 0:
                     d_cand[k - 1]["h"] = torch.addmm(d_cand[k - 1]["h"], d_gi, params[k][0])
                 d_prev[k] = {n: torch.where(on_t, zero, d_new[k][n]) + d_cell[n] for n in names}
-            to_p = torch.where(to_prob[t], d_ut, zero)
+            to_p = torch.where(to_prob_s[t], d_ut, zero)
             d_prev[top]["update_prob"] = torch.where(on_t, zero, d_p) + to_p
             d_prev[top]["cum_update_prob"] = to_p
             if frozen is not None:
