@@ -212,6 +212,26 @@ def test_calls_never_modify_their_inputs(op: str) -> None:
             assert not got.requires_grad
 
 
+@pytest.mark.parametrize("variant", FUSED_VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_inference_without_autograd_agrees_and_leaves_no_graph_nor_trace_on_the_weights(
+    variant: tuple[str, dict[str, Any]], mode: str
+) -> None:
+    """Without autograd the CPU kernels get their weights as views marked as requiring grad (see
+    ``fused._weights``): the values are those of a call with autograd on, nothing requires grad, and the
+    caller's tensors are untouched."""
+    op, options = variant
+    x, params, kwargs = make_call(op, options, (4, 4), [5, 0, 3], True, True)
+    with_autograd = getattr(B, op)(x, params, **kwargs)
+    context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with context:
+        result = getattr(B, op)(x, params, **kwargs)
+    assert fused.last_path(op) == "fused"
+    assert_close(result, with_autograd)
+    assert not any(t.requires_grad for t in tree_leaves(result))
+    assert not any(t.requires_grad for t in tree_leaves((x, params, kwargs)) if isinstance(t, torch.Tensor))
+
+
 @pytest.mark.parametrize("plain", [False, True], ids=["fused", "plain"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("op", list(OPS))
