@@ -89,9 +89,8 @@ def _graph(op: str, fn: Callable[..., Any], segment: bool) -> Callable[..., Any]
     with _GRAPHS_LOCK:
         found = cache.get(key)
         if found is None:
-            # Segments keep their sizes (K steps, and the last segment's): the gradient of a trace
-            # generalised to an unknown time axis fails for linear_recurrence and qrnn (an
-            # AssertionError in cond_v2's gradient, TensorFlow 2.21).
+            # Segments keep their sizes: a call has at most three (the first, without an initial
+            # state; K steps; the last, shorter one), so a few traces per op.
             found = cache[key] = tf.function(fn, reduce_retracing=not segment)
         return found
 
