@@ -47,7 +47,10 @@ CONFORMANCE_BACKENDS: dict[str, tuple[str, ...]] = {
     "tensorflow": TENSORFLOW_CPU,
 }
 
-#: Environment of a backend's conformance run: jax computes float64 only with x64 enabled.
+#: Environment of every conformance run: one thread per framework in each of the two xdist workers (on two
+#: cores, torch's default two OpenMP threads per worker spin against each other).
+CONFORMANCE_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: Environment of a backend's conformance run, beside the threads: jax computes float64 only with x64 enabled.
 CONFORMANCE_ENV: dict[str, dict[str, str]] = {"jax": {"JAX_ENABLE_X64": "1"}}
 
 #: Fails, naming the backend, unless ``rnnspec.get_backend(argv[1])`` loads it.
@@ -128,7 +131,7 @@ CONFORMANCE_MODULES = (
 def _run_conformance(session: nox.Session, backend: str, *args: str) -> None:
     """Check that ``backend`` loads, then run the conformance suite on it (ci profile)."""
     _check_backend(session, backend)
-    env = CONFORMANCE_ENV.get(backend, {})
+    env = {**CONFORMANCE_THREADS, **CONFORMANCE_ENV.get(backend, {})}
     options = (f"--rnnspec-backend={backend}", "--hypothesis-profile=ci", *WORKERS, *args)
     if backend not in CONFORMANCE_PER_MODULE:
         session.run("pytest", "--pyargs", "rnnspec.conformance", *options, env=env)
@@ -152,6 +155,16 @@ for _backend, _frameworks in CONFORMANCE_BACKENDS.items():
     _conformance_session(_backend, _frameworks)
 
 
+@nox.session(python=PYTHON, name="conformance-numpy-thorough")
+def conformance_numpy_thorough(session: nox.Session) -> None:
+    """Run the conformance suite on the NumPy reference under the thorough profile (300 random cases a test,
+    4 per op and size in the large tier): the reference must pass every profile, every time. Before a release."""
+    session.install("-e", ".[conformance]", XDIST)
+    _check_backend(session, "numpy")
+    options = ("--rnnspec-backend=numpy", "--hypothesis-profile=thorough", *WORKERS, *session.posargs)
+    session.run("pytest", "--pyargs", "rnnspec.conformance", *options, env=CONFORMANCE_THREADS)
+
+
 @nox.session(python=PYTHON)
 def conformance(session: nox.Session) -> None:
     """Run the conformance suite on any backend: ``nox -s conformance -- --rnnspec-backend=NAME [pytest args]``.
@@ -173,7 +186,7 @@ def conformance(session: nox.Session) -> None:
         # A second step: pip cannot resolve a package that requires rnnspec together with -e .[extra].
         session.install(*extra)
     _check_backend(session, backend)
-    env = CONFORMANCE_ENV.get(backend, {})
+    env = {**CONFORMANCE_THREADS, **CONFORMANCE_ENV.get(backend, {})}
     session.run("pytest", "--pyargs", "rnnspec.conformance", "--hypothesis-profile=ci", *session.posargs, env=env)
 
 

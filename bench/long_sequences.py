@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 import rnnspec
-from rnnspec.conformance.test_edge_cases import LONG_TIME, _long_case
+from rnnspec.conformance.checks_common import LONG_TIME, long_case
 
 __all__ = ["main", "measure"]
 
@@ -26,7 +26,7 @@ def measure(backend: str, time_steps: int, ops: Sequence[str] | None = None) -> 
     b = rnnspec.get_backend(backend)
     rows = []
     for op in ops or b.implementation.ops:
-        case = _long_case(op, time_steps)
+        case = long_case(op, time_steps)
         start = time.process_time()
         result = case.run(b)
         forward = time.process_time() - start

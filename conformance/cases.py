@@ -10,7 +10,7 @@ arrays, which keeps shrinking fast and the reports short.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,22 @@ from .frameworks import bfloat16_maker, round_to_bfloat16
 __all__ = ["Case", "CaseSpec"]
 
 _SKIP_BASE = {"skip_rnn": "rnn", "skip_lstm": "lstm", "skip_gru": "gru"}
+#: The ops whose recurrence may run through a relu (option ``activation``), and so has a kink at 0.
+_RELU_OPS = ("rnn", "skip_rnn", "indrnn", "indrnn_recurrence")
+#: Bias entries that ``bias`` does not shift: the skip gate's and ACT's halting unit, drawn around their thresholds.
+_DECISION_BIASES = ("b_gate", "b_halt")
+#: The values of the skip gate's initial state in a ``ties`` case: exact in every float format, so
+#: ``u~ = cum + min(p, 1 - cum)`` lands on 0.5, and ``p`` on ``1 - cum``, in any correct arithmetic.
+_TIE_PROBS = (0.25, 0.5, 0.75, 1.0)
+_TIE_CUMS = (0.0, 0.25, 0.5)
+#: ACT's epsilon in a ``"ties"`` case: with ``w_halt = 0`` and ``b_halt = 0`` every halting unit is
+#: sigmoid(0) = 1/2, so the first halting sum is exactly ``1 - epsilon``.
+TIE_EPSILON = 0.5
+#: ACT's epsilon in a ``"clear"`` case: halting units near 0.3 sum to 0.9 and 1.2 around ``1 - epsilon``.
+CLEAR_EPSILON = 0.01
+#: The skip gate's biases in a ``"clear"`` case: ``du~`` near 0.37 skips every other step (``u~`` near
+#: 0.37, then 0.74), near 0.7 updates at every step.
+_CLEAR_GATE_BIASES = (-0.53, 0.85)
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,25 @@ class CaseSpec:
         Multiplies the weights: large values drive gates into saturation.
     seed
         Seeds every array.
+    recurrent_bound
+        The range ``[-bound, bound]`` of IndRNN's ``u`` (indrnn, indrnn_recurrence) and of
+        ``linear_recurrence``'s ``a``: above 1 the recurrence grows.
+    bias
+        Added to every bias of the cells (not to ``b_gate`` or ``b_halt``): a shift of a few units
+        saturates the gates, and LSTM's cell ``c`` then grows past 10 over tens of steps.
+    decisions
+        How the arrays place the op's discrete decisions: ``"drawn"``, at random like every other
+        array; ``"ties"``, exactly on their thresholds in any correct arithmetic: the skip gate's
+        ``u~`` on 0.5 and ``update_prob`` on ``1 - cum`` (``w_gate = 0``, ``b_gate = 0``, an initial
+        gate state of quarters), ACT's first halting sum on ``1 - epsilon`` (``w_halt = 0``,
+        ``b_halt = 0``, ``epsilon = 0.5``), a relu's pre-activation on 0 (zero biases, and every even
+        row with zero input and zero initial ``h``); ``"clear"``, at least about 0.03 from their
+        thresholds at every step however long the sequence (a small ``w_gate`` with ``du~`` near 0.37
+        or 0.7, an initial gate state that updates; a small ``w_halt`` with halting units near 0.3 and
+        ``epsilon = 0.01``), where drawn decisions would come within rounding of a threshold somewhere
+        in thousands of steps.
+    nan_at
+        ``(row, step, feature)`` of ``x`` (a primitive: of its first array) set to NaN.
     """
 
     op: str
@@ -71,14 +106,36 @@ class CaseSpec:
     zoneout: bool = False
     scale: float = 1.0
     seed: int = 0
+    recurrent_bound: float = 1.0
+    bias: float = 0.0
+    decisions: str = "drawn"
+    nan_at: tuple[int, int, int] | None = None
+
+    def __repr__(self) -> str:
+        # The fields that differ from their defaults (and the op): a repro line that stays short.
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name == "op" or self._changed(f.name)]
+        return f"CaseSpec({', '.join(shown)})"
+
+    def _changed(self, name: str) -> bool:
+        default = next(f.default for f in fields(self) if f.name == name)
+        return bool(getattr(self, name) != default)
 
     def build(self) -> Case:
         """Draw the case's arrays (float64 first, then cast to ``dtype``)."""
+        wanted = {"ties": TIE_EPSILON, "clear": CLEAR_EPSILON}.get(self.decisions)
+        if self.op == "act" and wanted is not None and dict(self.options).get("epsilon") != wanted:
+            raise ValueError(f"a {self.decisions!r} case of act needs the option epsilon={wanted}: {self}")
         rng = np.random.default_rng(self.seed)
         if OPS[self.op].kind == "primitive":
             args, kwargs = self._primitive(rng)
         else:
             args, kwargs = self._sequence(rng)
+        if self.decisions == "ties" and self._relu():
+            args, kwargs = self._relu_ties(args, kwargs)
+        if self.nan_at is not None:
+            first = args[0].copy()
+            first[self.nan_at] = np.nan
+            args = (first, *args[1:])
         # NumPy has no bfloat16: such cases hold float32 arrays of bfloat16 values (the reference computes
         # on exactly the backend's inputs), which Case.call_args turns into the backend's bfloat16 arrays.
         bfloat16 = self.dtype == "bfloat16"
@@ -119,11 +176,12 @@ class CaseSpec:
     def _primitive(self, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
         shape = (self.batch, self.time, self.hidden_size)
         initial = rng.standard_normal((self.batch, self.hidden_size)) if self.initial_state else None
+        bound = self.recurrent_bound
         if self.op == "linear_recurrence":
-            args: tuple[Any, ...] = (rng.uniform(-1.0, 1.0, shape), rng.standard_normal(shape), initial)
+            args: tuple[Any, ...] = (rng.uniform(-bound, bound, shape), rng.standard_normal(shape), initial)
         else:
             pre = rng.standard_normal(shape) * self.scale
-            args = (pre, rng.uniform(-1.0, 1.0, self.hidden_size), initial)
+            args = (pre, rng.uniform(-bound, bound, self.hidden_size), initial)
         kwargs = {k: v for k, v in self.options}
         kwargs.update(lengths=self._lengths(), reverse=self.reverse)
         return args, kwargs
@@ -137,6 +195,11 @@ class CaseSpec:
             # A gate that sometimes skips: weights and bias spread around the threshold.
             top["w_gate"] = rng.standard_normal(top["w_gate"].shape) * self.scale
             top["b_gate"] = rng.uniform(-1.0, 1.0, top["b_gate"].shape)
+            if self.decisions == "ties":  # du~ = sigmoid(0) = 1/2 at every update
+                top["w_gate"], top["b_gate"] = np.zeros_like(top["w_gate"]), np.zeros_like(top["b_gate"])
+            elif self.decisions == "clear":  # du~ within about 0.03 of sigmoid(b_gate)
+                top["w_gate"] = top["w_gate"] * 0.02 / (self.hidden_size * self.scale)
+                top["b_gate"] = np.full_like(top["b_gate"], rng.choice(_CLEAR_GATE_BIASES))
             for layer in params:
                 for name in ("h0", "c0") if "lstm" in self.op else ("h0",):
                     layer[name] = rng.standard_normal(self.hidden_size) * 0.5
@@ -148,7 +211,7 @@ class CaseSpec:
                     {
                         "w_ih": rng.standard_normal((self.hidden_size, inputs)) / np.sqrt(inputs),
                         "b_ih": rng.standard_normal(self.hidden_size) * 0.1,
-                        "u": rng.uniform(-1.0, 1.0, self.hidden_size),
+                        "u": rng.uniform(-self.recurrent_bound, self.recurrent_bound, self.hidden_size),
                     }
                 )
         else:
@@ -160,6 +223,13 @@ class CaseSpec:
             for name in layer:
                 if name.startswith("w_") or name == "w":
                     layer[name] = layer[name] * self.scale
+                elif (name.startswith("b_") or name == "b") and name not in _DECISION_BIASES:
+                    layer[name] = layer[name] + self.bias
+        if self.op == "act" and self.decisions == "ties":  # every halting unit is sigmoid(0) = 1/2
+            params[0]["w_halt"], params[0]["b_halt"] = np.zeros_like(params[0]["w_halt"]), np.zeros((1,))
+        elif self.op == "act" and self.decisions == "clear":  # halting units within about 0.02 of 0.3
+            params[0]["w_halt"] = params[0]["w_halt"] * 0.01 / (self.hidden_size * self.scale)
+            params[0]["b_halt"] = np.full((1,), np.log(0.3 / 0.7))
         return params
 
     def _sequence(self, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -176,10 +246,8 @@ class CaseSpec:
                 entries = {}
                 for s in spec.layer_state(top=k == self.num_layers - 1, options=options):
                     shape = (self.batch, *(evaluate(e, dims) for e in s.shape))
-                    if s.name == "update_prob":
-                        entries[s.name] = rng.uniform(0.0, 1.0, shape)
-                    elif s.name == "cum_update_prob":
-                        entries[s.name] = rng.uniform(0.0, 0.45, shape)
+                    if s.name in ("update_prob", "cum_update_prob"):
+                        entries[s.name] = self._gate_state(rng, s.name, shape)
                     else:
                         entries[s.name] = rng.standard_normal(shape) * 0.5
                 state.append(entries)
@@ -187,6 +255,42 @@ class CaseSpec:
         if self.op == "qrnn" and self.zoneout:
             kwargs["zoneout_mask"] = (rng.random((self.batch, self.time, self.hidden_size)) < 0.3).astype(np.float64)
         return (x, params), kwargs
+
+    def _gate_state(self, rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A drawn initial skip-gate entry; quarters for ties; one whose first step updates for clear."""
+        if self.decisions == "ties":
+            return rng.choice(_TIE_PROBS if name == "update_prob" else _TIE_CUMS, shape)
+        if self.decisions == "clear":  # u~_1 >= 0.6
+            return rng.uniform(0.6, 1.0, shape) if name == "update_prob" else rng.uniform(0.0, 0.1, shape)
+        return rng.uniform(0.0, 1.0, shape) if name == "update_prob" else rng.uniform(0.0, 0.45, shape)
+
+    def _relu(self) -> bool:
+        return self.op in _RELU_OPS and dict(self.options).get("activation") == "relu"
+
+    def _relu_ties(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Zero biases, and zero input and initial ``h`` on every even row: there every relu's
+        pre-activation is exactly 0 at every step, in any arithmetic."""
+        even = slice(0, None, 2)
+
+        def zero_rows(a: np.ndarray) -> np.ndarray:
+            out = a.copy()
+            out[even] = 0.0
+            return out
+
+        first = zero_rows(args[0])
+        if OPS[self.op].kind == "primitive":
+            initial = None if args[2] is None else zero_rows(args[2])
+            return (first, args[1], initial), kwargs
+        params = [{k: np.zeros_like(v) if k in ("b_ih", "b_hh") else v for k, v in p.items()} for p in args[1]]
+        for p in params:
+            if "h0" in p:  # the trainable initial h, used without initial_state: every row starts there
+                p["h0"] = np.zeros_like(p["h0"])
+        if kwargs.get("initial_state") is not None:
+            kwargs = dict(kwargs)
+            kwargs["initial_state"] = tuple(
+                {k: zero_rows(v) if k == "h" else v for k, v in s.items()} for s in kwargs["initial_state"]
+            )
+        return (first, params), kwargs
 
 
 @dataclass
@@ -218,6 +322,15 @@ class Case:
             return backend.from_numpy(value) if isinstance(value, np.ndarray) else value
 
         return convert
+
+    def in_float64(self) -> Case:
+        """The same call with every floating array in float64: exact for every dtype (half-precision
+        values are float64 values), so the reference's answer to it is the unrounded one."""
+
+        def widen(a: Any) -> Any:
+            return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+
+        return Case(self.spec, tree_map(widen, self.args), {k: tree_map(widen, v) for k, v in self.kwargs.items()})
 
     def run(self, backend: Backend) -> Any:
         """Call the op on ``backend``; the result comes back as NumPy."""

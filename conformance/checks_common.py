@@ -2,17 +2,104 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
+import rnnspec
 from rnnspec.backend import Backend
+from rnnspec.ops import OPS
 from rnnspec.reference import decision_margin
 from rnnspec.reference.stack import reverse_valid
+from rnnspec.tree import tree_map
 
-from .cases import Case
+from .assertions import assert_tree_close
+from .cases import Case, CaseSpec
 from .frameworks import bfloat16_maker
-from .tolerances import DECISION_MARGIN
+from .tolerances import DECISION_MARGIN, HALF, reference_tolerance
 
-__all__ = ["context", "dtypes_of", "flip_valid", "full_lengths", "wide_margin"]
+__all__ = [
+    "HALF_SIZES",
+    "LONG_TIME",
+    "SATURATING",
+    "SIZES",
+    "TANH",
+    "assert_gradients_match_the_reference",
+    "assert_values_match_the_reference",
+    "context",
+    "dtypes_of",
+    "flip_valid",
+    "full_lengths",
+    "long_case",
+    "option_defaults",
+    "wide_margin",
+]
+
+
+#: Sizes of the short cases of fixed shape (jax compiles once per shape): NaN inputs, determinism,
+#: saturated gates.
+SIZES: dict[str, Any] = {"batch": 3, "time": 6, "input_size": 2, "hidden_size": 3, "num_layers": 1}
+#: Sizes of the half-precision cases: long enough that a backend accumulating in the half format
+#: drifts by more than a unit in the last place.
+HALF_SIZES: dict[str, Any] = {"batch": 3, "time": 12, "input_size": 2, "hidden_size": 3}
+
+
+#: The long sequences of the edge cases and of the values check.
+LONG_TIME = 10_000
+#: Weight scales that saturate every gate.
+SATURATING = (1e3, 1e4)
+#: Options that turn a relu into a tanh, which saturates.
+TANH = {"activation": "tanh"}
+
+
+def option_defaults(op: str, **overrides: Any) -> tuple[tuple[str, Any], ...]:
+    """Every value option of ``op`` at its default, but ``overrides`` (those the op has)."""
+    return tuple((opt.name, overrides.get(opt.name, opt.default)) for opt in OPS[op].value_options)
+
+
+def long_case(op: str, time: int, dtype: str = "float32", **fields: Any) -> Case:
+    """Batch 2 (the second row 70% long), sizes 2, act pondering at most 2 steps (unless ``fields`` say)."""
+    fields = {"options": option_defaults(op, max_steps=2), "lengths": (time, time * 7 // 10), **fields}
+    return CaseSpec(op, dtype, 2, time, 2, 2, **fields).build()
+
+
+def _numpy_dtype(dtype: str) -> np.dtype[Any]:
+    """The NumPy dtype a result of ``dtype`` comes back in (bfloat16 values are held in float32)."""
+    return np.dtype("float32" if dtype == "bfloat16" else dtype)
+
+
+def _widen(tree: Any) -> Any:
+    return tree_map(lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a, tree)
+
+
+def assert_values_match_the_reference(got: Any, case: Case, *, context: str) -> None:
+    """``got`` (a result of ``case``, as NumPy) equals the reference's within the tolerance policy.
+
+    float32 and float64 results are compared with the reference's rounded answer; half-precision
+    results with its unrounded float64 answer on the same inputs (:func:`.reference_tolerance`).
+    """
+    s = case.spec
+    numpy = rnnspec.get_backend("numpy")
+    tol = reference_tolerance(s.dtype, steps=s.steps)
+    if s.dtype in HALF:
+        want = case.in_float64().run(numpy)
+        assert_tree_close(got, want, tol, context=context, dtype=_numpy_dtype(s.dtype))
+    else:
+        assert_tree_close(got, case.run(numpy), tol, context=context)
+
+
+def assert_gradients_match_the_reference(got: Any, case: Case, cotangents: Mapping[str, Any], *, context: str) -> None:
+    """``got`` (the backend's vjp of ``case`` at ``cotangents``) equals the reference's reverse mode,
+    with the gradient tolerance (half precision: against the unrounded float64 answer)."""
+    s = case.spec
+    numpy = rnnspec.get_backend("numpy")
+    tol = reference_tolerance(s.dtype, steps=s.steps, kind="gradient")
+    if s.dtype in HALF:
+        want = case.in_float64().vjp(numpy, _widen(dict(cotangents)))
+        assert_tree_close(got, want, tol, context=context, dtype=_numpy_dtype(s.dtype))
+    else:
+        assert_tree_close(got, case.vjp(numpy, cotangents), tol, context=context)
 
 
 def dtypes_of(backend: Backend) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Arrays that ``Backend.from_numpy`` cannot make: bfloat16 arrays, and arrays of another framework.
+"""What the suite cannot do through ``Backend``: make bfloat16 arrays and arrays of another framework,
+and write into a backend's array in place.
 
 The suite otherwise stays framework-agnostic. Here it knows the three
 frameworks of the built-in backends by name, and reaches each through the
@@ -20,7 +21,7 @@ import numpy as np
 
 from rnnspec.backend import Backend
 
-__all__ = ["bfloat16_maker", "foreign_maker", "round_to_bfloat16"]
+__all__ = ["bfloat16_maker", "foreign_maker", "in_place_writer", "round_to_bfloat16"]
 
 #: Frameworks that can stand in for "another backend's array", in order of preference.
 _FOREIGN = ("torch", "jax", "tensorflow")
@@ -105,3 +106,24 @@ def foreign_maker(backend: Backend) -> tuple[str, Callable[[np.ndarray], Any]] |
     for name in loaded or installed:
         return name, _import_foreign(name)
     return None
+
+
+def _write_numpy(a: Any, value: float) -> None:
+    if a.flags.writeable:
+        a.fill(value)
+
+
+def _write_torch(t: Any, value: float) -> None:
+    torch = sys.modules["torch"]
+    with torch.no_grad():
+        t.detach().fill_(value)
+
+
+#: In-place writers of the frameworks whose arrays can be written in place (jax's and TensorFlow's cannot).
+_WRITERS: dict[str, Callable[[Any, float], None]] = {"numpy": _write_numpy, "torch": _write_torch}
+
+
+def in_place_writer(backend: Backend) -> Callable[[Any, float], None] | None:
+    """A function filling one of ``backend``'s arrays with a value, in place; ``None`` where the
+    framework's arrays cannot be written in place (or the suite does not know the framework)."""
+    return _WRITERS.get(backend.implementation.framework)

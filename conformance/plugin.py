@@ -14,7 +14,11 @@ It does nothing unless a backend is named with ``--rnnspec-backend=NAME`` or
   writes it as JSON.
 
 Hypothesis profiles: ``ci`` (derandomised, few examples), ``dev`` (the
-default) and ``thorough``; choose with ``--hypothesis-profile``.
+default) and ``thorough``; choose with ``--hypothesis-profile`` or the
+environment variable ``HYPOTHESIS_PROFILE`` (the option wins). The large tier
+of the values and gradients checks runs :func:`large_examples` cases per op
+and size under the profile, their targeted tests (ties, range edges, half
+precision) :func:`targeted_examples` cases per op.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import rnnspec
 from rnnspec.backend import Backend
 from rnnspec.ops import OPS
 
-__all__ = ["CHECKS"]
+__all__ = ["CHECKS", "LARGE_EXAMPLES", "TARGETED_EXAMPLES", "active_profile", "large_examples", "targeted_examples"]
 
 BACKEND_ENV = "RNNSPEC_BACKEND"
 _HERE = Path(__file__).resolve().parent
@@ -64,6 +68,29 @@ settings.register_profile(
 )
 settings.register_profile("dev", _BASE, max_examples=25)
 settings.register_profile("thorough", _BASE, max_examples=300)
+
+#: Cases per op and size of the large tier (long sequences, large batches), per profile: each costs
+#: about a second of the reference's time, and on jax and TensorFlow a compilation.
+LARGE_EXAMPLES = {"ci": 1, "dev": 1, "thorough": 4}
+#: Cases per op of the targeted tests (ties, range edges, half precision), per profile: each case is
+#: built to show one thing, so fewer are drawn than of the general tests.
+TARGETED_EXAMPLES = {"ci": 2, "dev": 5, "thorough": 50}
+PROFILE_ENV = "HYPOTHESIS_PROFILE"
+
+
+def active_profile() -> str:
+    """The name of the hypothesis profile the suite runs under (without hypothesis' ``-with-...`` suffixes)."""
+    return settings.get_current_profile_name().split("-with-")[0]
+
+
+def large_examples() -> int:
+    """Cases per op and size of the large tier under the active profile (1 for a profile of your own)."""
+    return LARGE_EXAMPLES.get(active_profile(), 1)
+
+
+def targeted_examples() -> int:
+    """Cases per op of a targeted test under the active profile (2 for a profile of your own)."""
+    return TARGETED_EXAMPLES.get(active_profile(), 2)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -112,8 +139,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rnnspec_check(name): the conformance check a test belongs to")
     if name is None:
         return
-    if os.environ.get("HYPOTHESIS_PROFILE") is None and config.getoption("hypothesis_profile", None) is None:
-        settings.load_profile("dev")
+    # Hypothesis loads the profile of --hypothesis-profile itself, but does not read $HYPOTHESIS_PROFILE:
+    # without the option, load the variable's profile, or dev.
+    if config.getoption("hypothesis_profile", None) is None:
+        profile = os.environ.get(PROFILE_ENV) or "dev"
+        try:
+            settings.load_profile(profile)
+        except Exception as err:  # hypothesis' InvalidArgument, for a profile never registered
+            raise pytest.UsageError(f"rnnspec conformance: ${PROFILE_ENV}={profile}: {err}") from err
     try:
         backend = rnnspec.get_backend(name)
     except rnnspec.RnnspecError as err:
@@ -151,6 +184,19 @@ def rnnspec_backend(request: pytest.FixtureRequest) -> Backend:
     if _BACKEND not in request.config.stash:
         pytest.skip("no rnnspec backend named (--rnnspec-backend or RNNSPEC_BACKEND)")
     return request.config.stash[_BACKEND]
+
+
+@pytest.fixture(scope="session", params=["float16", "bfloat16"])
+def rnnspec_half_dtype(request: pytest.FixtureRequest, rnnspec_backend: Backend) -> str:
+    """A half-precision dtype the backend declares (a test using it skips for one it does not)."""
+    from .checks_common import dtypes_of
+
+    dtype = str(request.param)
+    if dtype not in rnnspec_backend.implementation.dtypes:
+        pytest.skip(f"backend {rnnspec_backend.name!r} does not declare {dtype} (optional)")
+    if dtype not in dtypes_of(rnnspec_backend):
+        pytest.skip(f"the suite cannot make {dtype} arrays of framework {rnnspec_backend.implementation.framework!r}")
+    return dtype
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -289,7 +335,17 @@ def summary(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
     reasons = sorted(
         {f"{t['outcome']}: {t['reason']}" for result in results.values() for t in result["tests"] if t["reason"]}
     )
-    return [*lines, "", *reasons] if reasons else lines
+    # Which tests made a cell fail: a check is made of several tests (values: drawn, large, ties, ...).
+    failures = sorted(
+        {
+            f"{t['outcome']}: {check}:{op} in {t['test']}"
+            for (op, check), result in results.items()
+            for t in result["tests"]
+            if t["outcome"].startswith("failed")
+        }
+    )
+    notes = [*reasons, *failures]
+    return [*lines, "", *notes] if notes else lines
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

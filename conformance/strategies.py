@@ -17,13 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 
 from rnnspec.ops import OPS
 
-from .cases import CaseSpec
+from .cases import CLEAR_EPSILON, TIE_EPSILON, CaseSpec
 
-__all__ = ["Limits", "draw_case", "option_values"]
+__all__ = [
+    "LARGE_SIZES",
+    "RANGE_EDGES",
+    "TARGETED_SIZES",
+    "LargeSize",
+    "Limits",
+    "draw_case",
+    "draw_ties_case",
+    "large_case",
+    "option_values",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,26 @@ class Limits:
     max_layers: int = 2
     max_window: int = 3
     max_ponder: int = 4
+    #: The widest range of IndRNN's ``u`` and ``linear_recurrence``'s ``a`` (on sequences of at most ``max_time``).
+    max_recurrent_bound: float = 2.0
+    #: The bias shift that saturates the gates (:attr:`.CaseSpec.bias`).
+    saturating_bias: float = 4.0
+
+
+#: The ops with a recurrent weight whose range :attr:`.CaseSpec.recurrent_bound` sets.
+RECURRENT_BOUND_OPS = ("indrnn", "indrnn_recurrence", "linear_recurrence")
+#: The ops with cell biases that :attr:`.CaseSpec.bias` shifts.
+BIASED_OPS = ("rnn", "lstm", "gru", "skip_rnn", "skip_lstm", "skip_gru", "act", "indrnn", "qrnn")
+
+#: Fixed edges of the parameters' ranges that the values and gradients checks always visit, by name:
+#: recurrent weights up to 2 in magnitude (the recurrence grows, over a short sequence), and biases
+#: shifted by 4 over 40 steps (saturated gates; LSTM's cell c grows past 10).
+RANGE_EDGES: dict[str, dict[str, Any]] = {
+    "recurrent weights up to 2": {"time": Limits.max_time, "recurrent_bound": Limits.max_recurrent_bound},
+    "biases shifted by 4": {"time": Limits.long_time, "bias": Limits.saturating_bias},
+}
+#: The fixed sizes of the targeted cases (ties, range edges): one compiled program per option set on jax.
+TARGETED_SIZES: dict[str, Any] = {"batch": 4, "input_size": 2, "hidden_size": 3}
 
 
 def option_values(op: str, name: str) -> st.SearchStrategy[Any]:
@@ -80,6 +111,12 @@ def draw_case(
             else None
         )
     )
+    short = time <= limits.max_time
+    recurrent_bound = draw(
+        "recurrent_bound",
+        st.sampled_from([1.0, limits.max_recurrent_bound]) if short and op in RECURRENT_BOUND_OPS else st.just(1.0),
+    )
+    bias = draw("bias", st.sampled_from([0.0, limits.saturating_bias]) if op in BIASED_OPS else st.just(0.0))
     return CaseSpec(
         op=op,
         dtype=draw("dtype", st.sampled_from(list(dtypes))),
@@ -96,4 +133,90 @@ def draw_case(
         zoneout=draw("zoneout", st.booleans()) if op == "qrnn" else False,
         scale=draw("scale", st.sampled_from([0.5, 1.0, 4.0])),
         seed=draw("seed", st.integers(0, 2**32 - 1)),
+        recurrent_bound=recurrent_bound,
+        bias=bias,
+        decisions=fixed.get("decisions", "drawn"),
+    )
+
+
+#: The ops with a discrete decision that a ``"ties"`` case puts on its threshold, and the options that
+#: decision needs: the skip gate, ACT's halting, a relu's kink (relu'(0) = 0).
+TIE_OPTIONS: dict[str, dict[str, Any]] = {
+    "skip_rnn": {},
+    "skip_lstm": {},
+    "skip_gru": {},
+    "act": {"epsilon": TIE_EPSILON, "max_steps": 2},  # one step more than the tie needs: > would take it
+    "rnn": {"activation": "relu"},
+    "indrnn": {"activation": "relu"},
+    "indrnn_recurrence": {"activation": "relu"},
+}
+
+
+def draw_ties_case(data: st.DataObject, op: str, *, dtypes: Sequence[str]) -> CaseSpec:
+    """Draw a ``"ties"`` case of ``op`` (one of :data:`TIE_OPTIONS`): its decisions on their thresholds."""
+    fixed = {"time": Limits.max_time, **TARGETED_SIZES, **TIE_OPTIONS[op]}
+    return draw_case(data, op, dtypes=dtypes, decisions="ties", bias=0.0, **fixed)
+
+
+@dataclass(frozen=True)
+class LargeSize:
+    """The sizes of a case of the large tier."""
+
+    name: str
+    batch: int
+    time: int
+    hidden_size: int
+
+
+#: The large tier: sizes across every size threshold of the built-in backends. The small cases lie
+#: below all of them (batch <= 3, time <= 40): torch's chunked scan from 48 steps and its per-update
+#: projection from batch 32, TensorFlow's graph from 64 steps and its reads by chunks of 32 (8 from
+#: 4096 entries a step), jax's and TensorFlow's row buckets from batch 8. The first size lies above
+#: every threshold, with chunks that do not divide the time; the second between them (48 <= T < 64,
+#: 8 <= B < 32).
+LARGE_SIZES = (
+    LargeSize("B40xT1100", batch=40, time=1100, hidden_size=8),
+    LargeSize("B12xT57", batch=12, time=57, hidden_size=4),
+)
+
+
+def large_case(op: str, size: LargeSize, seed: int, *, dtypes: Sequence[str]) -> CaseSpec:
+    """A case of the large tier: ``size``'s shape, everything else chosen from ``seed``.
+
+    Each row's length is drawn between half the time and the whole, then one row is made full and
+    one empty, in no order (unsorted lengths). Decisions are kept clear of their thresholds
+    (``decisions="clear"``): over thousands of steps drawn ones would come within rounding of one.
+    """
+    spec = OPS[op]
+    rng = np.random.default_rng([seed, size.batch, size.time])
+    options = []
+    for opt in spec.value_options:
+        if op == "act" and opt.name == "epsilon":
+            value: Any = CLEAR_EPSILON
+        elif op == "act" and opt.name == "max_steps":
+            value = int(rng.integers(1, Limits.max_ponder + 1))
+        else:
+            value = opt.allowed[int(rng.integers(len(opt.allowed)))]
+        options.append((opt.name, value))
+    lengths = rng.integers(size.time // 2, size.time + 1, size.batch)
+    full, empty = rng.choice(size.batch, 2, replace=False)
+    lengths[full], lengths[empty] = size.time, 0
+    primitive = spec.kind == "primitive"
+    layers = 1 if primitive else int(rng.integers(1, min(spec.max_layers or Limits.max_layers, Limits.max_layers) + 1))
+    return CaseSpec(
+        op=op,
+        dtype=str(rng.choice(list(dtypes))),
+        batch=size.batch,
+        time=size.time,
+        input_size=1 if primitive else 3,
+        hidden_size=size.hidden_size,
+        num_layers=layers,
+        lengths=tuple(int(n) for n in lengths),
+        initial_state=bool(rng.integers(2)),
+        reverse=bool(rng.integers(2)),
+        options=tuple(options),
+        window=int(rng.integers(1, Limits.max_window + 1)) if op == "qrnn" else 1,
+        zoneout=bool(rng.integers(2)) if op == "qrnn" else False,
+        seed=seed,
+        decisions="clear",
     )

@@ -8,8 +8,8 @@ the spec's conventions even where the reference cannot tell what went wrong:
   state carried (for ``reverse=True`` the later chunk runs first and its state
   feeds the earlier one), equals the whole run;
 - reverse == flipping each row's valid prefix, running forward and flipping back;
-- the padding past each row's length is never read (changing it changes
-  nothing) and its outputs are zero;
+- the padding past each row's length is never read (changing it, or putting
+  a NaN there, changes nothing) and its outputs are zero;
 - rows are independent: each row run alone equals its row of the batch;
 - skip ops with the gate forced open equal their base op;
 - act's ponder fields are consistent;
@@ -21,6 +21,7 @@ property that does not apply to an op skips with the reason.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ from rnnspec.tree import tree_leaves, tree_map
 
 from .assertions import assert_tree_close
 from .cases import Case
-from .checks_common import context, dtypes_of, flip_valid, full_lengths, wide_margin
+from .checks_common import SIZES, context, dtypes_of, flip_valid, full_lengths, wide_margin
 from .strategies import draw_case
 from .tolerances import Tolerance, tolerance
 
@@ -50,7 +51,11 @@ _PRIMITIVE_TIME_ARGS = {"linear_recurrence": (0, 1), "indrnn_recurrence": (0,)}
 
 
 def _primitive(case: Case) -> bool:
-    return OPS[case.spec.op].kind == "primitive"
+    return _primitive_op(case.spec.op)
+
+
+def _primitive_op(op: str) -> bool:
+    return OPS[op].kind == "primitive"
 
 
 def _with(case: Case, *, args: dict[int, Any] | None = None, **kwargs: Any) -> Case:
@@ -217,6 +222,24 @@ def test_padding_is_never_read(rnnspec_backend: Backend, op: str, data: st.DataO
             leak = np.asarray(a)[padded]
             assert not leak.any(), f"{label} padding: {name} is not zero past the row's length: {leak}\n{where}"
     assert_tree_close(_whole(changed, other), _whole(case, base), _value_tolerance(case), context=where)
+
+
+@given(data=st.data())
+def test_a_nan_in_the_padding_changes_nothing(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
+    """A NaN past a row's length is never read: the result equals the call without it."""
+    row = data.draw(st.integers(0, SIZES["batch"] - 1), label="row")
+    lengths = data.draw(st.lists(st.integers(0, SIZES["time"]), min_size=SIZES["batch"], max_size=SIZES["batch"]))
+    lengths[row] = data.draw(st.integers(0, SIZES["time"] - 1), label="length of the row")
+    spec = draw_case(data, op, dtypes=("float32",), **SIZES, lengths=tuple(lengths), has_lengths=True)
+    step = data.draw(st.integers(lengths[row], SIZES["time"] - 1), label="step")
+    features = SIZES["hidden_size"] if _primitive_op(op) else SIZES["input_size"]
+    unit = data.draw(st.integers(0, features - 1), label="feature")
+    clean, nan = spec.build(), spec.with_(nan_at=(row, step, unit)).build()
+    where = "the same call without the NaN: " + repr(spec) + "\n" + context(rnnspec_backend, nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's invalid-value warnings, should the NaN be read
+        got = nan.run(rnnspec_backend)
+    assert_tree_close(got, clean.run(rnnspec_backend), _value_tolerance(clean), context=where)
 
 
 @given(data=st.data())

@@ -14,6 +14,7 @@ from .state import start_state
 
 __all__ = ["vjp"]
 
+_HALF = (torch.float16, torch.bfloat16)
 _PRIMITIVE_INPUTS = {"linear_recurrence": ("a", "b", "initial"), "indrnn_recurrence": ("pre", "u", "initial")}
 
 
@@ -71,9 +72,13 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
         options = {k: v for k, v in args.items() if k not in ("x", "params", "lengths", "initial_state", "reverse")}
         if args["initial_state"] is None:
             # The start state is built from the params (skip's h0/c0), so their gradients flow through it.
+            # In the compute dtype: the gradient of h0 spread over the batch is a sum, taken in float32 for
+            # half precision as run_op computes.
+            compute = torch.float32 if x.dtype in _HALF else x.dtype
+            wide = [{k: v.to(compute) for k, v in p.items()} for p in params]
             initial = tuple(
                 {k: v if v.requires_grad else v.requires_grad_(True) for k, v in s.items()}
-                for s in start_state(op, x, params, options)
+                for s in start_state(op, x.to(compute), wide, options)
             )
         else:
             initial = tuple({k: _leaf(v) for k, v in s.items()} for s in args["initial_state"])
@@ -85,5 +90,5 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
         found = iter(_grads(outs, cots, inputs))
         d_x = next(found)
         d_params = tree_map(lambda _: next(found), params)
-        d_initial = tree_map(lambda _: next(found), initial)
+        d_initial = tree_map(lambda _: next(found).to(x.dtype), initial)
         return {"x": d_x, "params": d_params, "initial_state": tuple(d_initial)}
