@@ -4,6 +4,9 @@ Each layer sits in a small module (the layer and a linear read-out); the compile
 field of the layer's result) and backward (every parameter and x) equal the eager module's. Graph
 breaks are allowed (fullgraph=False): the ops read lengths and the path bookkeeping on the host.
 
+The implementation's compiled mode (:mod:`rnnspec.backends.torch.compiled`, capability "compile"): a region per call
+signature, so more sequence lengths than dynamo's recompile_limit all compile, and a hit limit raises.
+
 Compiler backends: inductor generates code for IndRNN and QRNN (elementwise recurrences). The others
 compile with "aot_eager", which traces through dynamo and AOTAutograd as inductor does but generates no
 code: on the shared 2-core CPU, forward and backward took 30-40 s per layer with inductor against 7-25 s
@@ -19,9 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import rnnspec  # noqa: E402
-from rnnspec.backends.torch import fused  # noqa: E402
+from rnnspec.backends.torch import compiled, fused  # noqa: E402
 from rnnspec.backends.torch import nn as rnn_nn  # noqa: E402
-from rnnspec.backends.torch.implementation import COMPILE_BACKEND_ENV, TorchImplementation  # noqa: E402
+from rnnspec.backends.torch.implementation import COMPILE_BACKEND_ENV, TorchImplementation, run_op  # noqa: E402
 from rnnspec.conformance.tolerances import tolerance  # noqa: E402
 from rnnspec.tree import tree_leaves  # noqa: E402
 
@@ -135,3 +138,100 @@ def test_the_implementations_compiled_op_gives_the_ops_values(monkeypatch: pytes
     tol = tolerance("float32", steps=T)
     for a, b in zip(tree_leaves(got), tree_leaves(want), strict=True):
         torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
+
+
+def gru_call(time: int, seed: int = 3, **options: Any) -> tuple[Any, dict[str, Any]]:
+    """A float32 gru (reset before the matmul: the plain path, its loop unrolled) of ``time`` steps: the
+    backend and the normalised arguments."""
+    backend = rnnspec.get_backend("torch")
+    params = backend.from_numpy(rnnspec.init_params("gru", input_size=I, hidden_size=H, seed=2, reset_after=False))
+    x = torch.randn(BATCH, time, I, generator=torch.Generator().manual_seed(seed))
+    return backend, backend.check_call("gru", x, params, reset_after=False, **options)
+
+
+def graphs_compiled() -> int:
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+def assert_results_equal(got: Any, want: Any, time: int) -> None:
+    tol = tolerance("float32", steps=max(time, 1))
+    for a, b in zip(tree_leaves(got), tree_leaves(want), strict=True):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
+
+
+def test_the_torch_backend_declares_its_compiled_mode() -> None:
+    assert "compile" in TorchImplementation.capabilities
+    assert isinstance(TorchImplementation().compile("lstm"), compiled.CompiledOp)
+
+
+def test_more_sequence_lengths_than_dynamos_recompile_limit_each_compile_their_own_graphs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dynamo allows recompile_limit (8) entries per code object and then runs the frame eagerly, compiling nothing
+    more: each of 9 sequence lengths must still compile graphs of its own and give the op's values."""
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "aot_eager")
+    op = TorchImplementation().compile("gru")
+    times = range(1, torch._dynamo.config.recompile_limit + 2)
+    for time in times:
+        backend, arguments = gru_call(time)
+        before = graphs_compiled()
+        got = op(**arguments)
+        assert graphs_compiled() > before, f"time={time}: nothing compiled, the op ran eagerly"
+        assert_results_equal(got, backend.gru(arguments["x"], arguments["params"], reset_after=False), time)
+    assert len(op.regions) == len(times)
+
+
+def test_a_call_of_a_signature_seen_before_runs_its_compiled_code_without_compiling() -> None:
+    op = compiled.CompiledOp("gru", run_op, "aot_eager")
+    backend, first = gru_call(4, seed=3, lengths=[4, 2])
+    op(**first)
+    _, second = gru_call(4, seed=4, lengths=[4, 2])  # other values of x, the same signature
+    before = graphs_compiled(), torch._dynamo.utils.counters["frames"]["total"]
+    got = op(**second)
+    assert (graphs_compiled(), torch._dynamo.utils.counters["frames"]["total"]) == before
+    assert len(op.regions) == 1
+    want = backend.gru(second["x"], second["params"], reset_after=False, lengths=[4, 2])
+    assert_results_equal(got, want, 4)
+
+
+def test_a_recompile_past_a_regions_limit_raises_instead_of_running_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every call in one region (a signature that tells none apart) and a limit of 2, the third
+    sequence length must fail: without dynamo's fail_on_recompile_limit_hit it would run eagerly."""
+    monkeypatch.setattr(compiled, "signature", lambda arguments: "one signature")
+    monkeypatch.setattr(compiled, "RECOMPILE_LIMIT", 2)
+    op = compiled.CompiledOp("gru", run_op, "aot_eager")
+    for time in (1, 2):
+        op(**gru_call(time)[1])
+    with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):
+        op(**gru_call(3)[1])
+    assert not torch._dynamo.config.fail_on_recompile_limit_hit  # set for the op's calls only
+
+
+#: (what differs, the options of two calls of gru_call that differ in it): the ops specialise on each.
+SPECIALISED: list[tuple[str, tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]] = [
+    ("the sequence length", (3, {}), (4, {})),
+    ("whether lengths are given", (3, {}), (3, {"lengths": [3, 3]})),
+    ("the values of lengths", (3, {"lengths": [3, 3]}), (3, {"lengths": [3, 1]})),
+    ("an option", (3, {}), (3, {"reverse": True})),
+    ("whether an initial state is given", (3, {}), (3, {"initial_state": [{"h": torch.zeros(BATCH, H)}]})),
+]
+
+
+@pytest.mark.parametrize(("what", "first", "second"), SPECIALISED, ids=[s[0] for s in SPECIALISED])
+def test_calls_that_differ_in_what_the_ops_specialise_on_have_different_signatures(
+    what: str, first: tuple[int, dict[str, Any]], second: tuple[int, dict[str, Any]]
+) -> None:
+    signature = compiled.signature(gru_call(first[0], **first[1])[1])
+    assert compiled.signature(gru_call(first[0], seed=9, **first[1])[1]) == signature  # other values of x
+    assert compiled.signature(gru_call(second[0], **second[1])[1]) != signature, what
+
+
+def test_a_compiled_op_inside_the_callers_torch_compile_is_traced_by_it() -> None:
+    """No region of its own (nested torch.compile regions would each recompile); the caller's values."""
+    op = compiled.CompiledOp("gru", run_op, "aot_eager")
+    backend, arguments = gru_call(3)
+    outer = torch.compile(lambda x: op(**{**arguments, "x": x}).outputs.sum(), backend="aot_eager")
+    got = outer(arguments["x"])
+    assert op.regions == {}
+    want = backend.gru(arguments["x"], arguments["params"], reset_after=False).outputs.sum()
+    assert_results_equal(got, want, 3)

@@ -10,17 +10,25 @@ to them.
 
 With the rest of PyTorch (:mod:`.functorch` has the details):
 
-- ``torch.compile``: the layers and ops compile (fullgraph=False).
-  :meth:`TorchImplementation.compile` hands an op to ``torch.compile``, but the
-  capability ``"compile"`` is not declared yet: the conformance suite's
-  compiled check draws more shapes per op than dynamo's ``recompile_limit``
-  (8, per code object, and every op shares :func:`run_op`), after which torch
-  runs the op eagerly and the check would pass without compiling; with
-  inductor on a 2-core CPU each op's cases take minutes. The loops over time
-  are unrolled into the graph, so a new sequence length compiles again. torch's fused RNN
-  kernels run outside the graph when autograd is on (they cannot be traced
-  then), as dynamo does for ``torch.nn.LSTM``. Graph breaks remain where an op
-  reads values on the host (lengths, the path bookkeeping, ACT's halting).
+- ``torch.compile``: the layers and ops compile (fullgraph=False), and the
+  backend declares its compiled mode (capability ``"compile"``).
+  :meth:`TorchImplementation.compile` gives each signature of a call (every
+  array's shape, the dtype, the options, which arguments are given, the values
+  of ``lengths``) its own ``torch.compile`` region (:mod:`.compiled`): dynamo's
+  ``recompile_limit`` (8 per code object, and every op shares :func:`run_op`)
+  then counts per signature, not per op, and a hit limit raises
+  ``FailOnRecompileLimitHit`` instead of running the op eagerly. The loops
+  over time are unrolled into the graph, so each new sequence length, batch
+  size or set of lengths compiles again: seconds per new signature with
+  inductor on a 2-core CPU, about a second with
+  ``RNNSPEC_TORCH_COMPILE_BACKEND=aot_eager`` (the same graphs, no code
+  generated; the conformance-torch session's choice). Inductor in torch 2.13
+  miscompiles indrnn with rows of partial length: the final state of such a
+  row comes out wrong (the CPU kernel writes its output buffer across a graph
+  break). torch's fused RNN kernels run outside the graph when autograd is on
+  (they cannot be traced then), as dynamo does for ``torch.nn.LSTM``. Graph
+  breaks remain where an op reads values on the host (lengths, the path
+  bookkeeping, ACT's halting).
 - ``torch.func`` transforms run the ops on the plain path (the fused kernels
   take no functorch tensors): ``grad``, ``vjp``, ``jacrev`` every op, as
   autograd; ``vmap`` every op but ``act``. ``act`` and batched ``lengths``
@@ -32,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -44,6 +51,7 @@ from rnnspec.methods import spec_method
 from rnnspec.tree import tree_leaves, tree_map
 
 from . import fused
+from .compiled import CompiledOp
 from .dispatch import OP_FUNCTIONS, fast_paths_available
 from .functorch import is_vmapped, outside_graph, transform_plan
 
@@ -106,7 +114,7 @@ class TorchImplementation(Implementation):
     ops: ClassVar[tuple[str, ...]] = tuple(OP_FUNCTIONS)
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16", "float32", "float64")
     framework: ClassVar[str] = "torch"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"vjp"})  # "compile": see the module docstring
+    capabilities: ClassVar[frozenset[str]] = frozenset({"vjp", "compile"})
 
     def framework_version(self) -> str:
         return str(torch.__version__)
@@ -151,21 +159,12 @@ class TorchImplementation(Implementation):
     # -- compiled mode ----------------------------------------------------------
 
     def compile(self, op: str) -> Callable[..., Any]:
-        """``op`` under ``torch.compile``, taking the normalised arguments by keyword.
+        """``op`` under ``torch.compile``, taking the normalised arguments by keyword (:mod:`.compiled`).
 
         The compiler backend is inductor, or the one named by ``RNNSPEC_TORCH_COMPILE_BACKEND``
         (``"aot_eager"`` traces as inductor does but generates no code, which compiles in seconds).
         """
-
-        def run(**arguments: Any) -> Any:
-            return run_op(op, arguments)
-
-        run.__name__ = run.__qualname__ = op
-        with warnings.catch_warnings():
-            # torch 2.13's inductor imports torch.utils.mkldnn, whose ScriptModules warn at import that
-            # torch.jit is deprecated: torch's own doing, not the caller's, and once per process.
-            warnings.filterwarnings("ignore", r"`torch\.jit\.script_method` is deprecated", DeprecationWarning)
-            return torch.compile(run, backend=os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
+        return CompiledOp(op, run_op, os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
 
 
 for _op in TorchImplementation.ops:
