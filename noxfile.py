@@ -50,8 +50,13 @@ CONFORMANCE_BACKENDS: dict[str, tuple[str, ...]] = {
 #: Environment of every conformance run: one thread per framework in each of the two xdist workers (on two
 #: cores, torch's default two OpenMP threads per worker spin against each other).
 CONFORMANCE_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-#: Environment of a backend's conformance run, beside the threads: jax computes float64 only with x64 enabled.
-CONFORMANCE_ENV: dict[str, dict[str, str]] = {"jax": {"JAX_ENABLE_X64": "1"}}
+#: Environment of a backend's conformance run, beside the threads: jax computes float64 only with x64 enabled;
+#: torch's compiled check compiles with aot_eager (dynamo and AOTAutograd trace every op as inductor's would,
+#: without generating code: about a quarter of inductor's CPU time on the 2-core CI machine).
+CONFORMANCE_ENV: dict[str, dict[str, str]] = {
+    "jax": {"JAX_ENABLE_X64": "1"},
+    "torch": {"RNNSPEC_TORCH_COMPILE_BACKEND": "aot_eager"},
+}
 
 #: Fails, naming the backend, unless ``rnnspec.get_backend(argv[1])`` loads it.
 _CHECK_BACKEND = """

@@ -235,3 +235,18 @@ def test_a_compiled_op_inside_the_callers_torch_compile_is_traced_by_it() -> Non
     assert op.regions == {}
     want = backend.gru(arguments["x"], arguments["params"], reset_after=False).outputs.sum()
     assert_results_equal(got, want, 3)
+
+
+def test_inductor_keeps_the_initial_state_of_a_row_of_length_zero() -> None:
+    """IndRNN's loop reads its partial steps on the host (a graph break): a row of length 0 keeps its
+    initial state in the inductor-compiled loop, as in eager (inductor once misordered the buffer's writes)."""
+    from rnnspec.backends.torch import recurrence_loops
+
+    torch.manual_seed(0)
+    pre, u, h0 = torch.randn(1, 5, 2), torch.randn(2), torch.tensor([[0.5, -0.3]])
+    valid = torch.zeros(1, 5, dtype=torch.bool)
+    want = recurrence_loops.indrnn_forward(pre, u, h0, "relu", valid)
+    torch._dynamo.reset()
+    got = torch.compile(recurrence_loops.indrnn_forward, backend="inductor")(pre, u, h0, "relu", valid)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)

@@ -320,11 +320,13 @@ def indrnn_forward(
 
     Returns ``h`` (0 past each row's length) and the final state.
     """
-    h = torch.empty(pre.shape, dtype=pre.dtype, device=pre.device)
-    steps, pres = h.unbind(1), pre.unbind(1)
     # The nonlinearity rules out the identity-step trick: steps where some row is past its
     # length keep those rows' state with one more op (found on the host once, not per step).
-    partial = [False] * len(steps) if valid is None else (~valid.all(dim=0)).tolist()
+    # Read before the buffer is made: under torch.compile the host read breaks the graph, and
+    # inductor misorders the writes into a buffer allocated before such a break (wrong final states).
+    partial = [False] * pre.shape[1] if valid is None else (~valid.all(dim=0)).tolist()
+    h = torch.empty(pre.shape, dtype=pre.dtype, device=pre.device)
+    steps, pres = h.unbind(1), pre.unbind(1)
     keeps = () if valid is None else valid[:, :, None].unbind(1)
     prev = h0
     for t in range(len(steps)):
