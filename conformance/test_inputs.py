@@ -9,10 +9,11 @@ order, holding the very same array objects. The forward call and, where the
 backend declares ``vjp``, ``Backend.vjp`` are checked. Lengths are distinct and
 unsorted, so a backend that sorts the caller's ``lengths`` in place is seen.
 
-No result aliases an input: no leaf of the result (or of the gradients) is an
-input object (an argument's array or, for ``Backend.vjp``, a cotangent), and
-where the framework's arrays can be written in place (NumPy, torch), filling
-every leaf of the result changes no input. A call over zero steps, whose state
+No result aliases an input, where the framework's arrays can be written in
+place (NumPy, torch): no leaf of the result (or of the gradients) is an input
+object (an argument's array or, for ``Backend.vjp``, a cotangent), and filling
+every leaf of the result changes no input. jax's and TensorFlow's arrays are
+immutable, so a result may be an input there. A call over zero steps, whose state
 is its initial state's values, is drawn too: it must return new arrays.
 
 Shapes are fixed (only the time, options, dtype and the optional arguments are
@@ -97,14 +98,15 @@ def assert_unchanged(before: Snapshot, after: Snapshot, what: str, where: str) -
 
 
 def assert_no_alias(backend: Backend, result: Any, inputs: Any, what: str, where: str) -> None:
-    """No leaf of ``result`` is a leaf of ``inputs``, and filling every array of ``result`` in place
-    (where the framework allows it) leaves ``inputs`` as they were."""
-    ids = {id(leaf): path for path, leaf in flatten(inputs).items() if backend.implementation.is_array(leaf)}
-    shared = [f"{path} is {ids[id(leaf)]}" for path, leaf in flatten(result).items() if id(leaf) in ids]
-    assert not shared, f"{what} returned input objects: " + "; ".join(shared) + "\n" + where
+    """Where the framework's arrays can be written in place: no leaf of ``result`` is a leaf of
+    ``inputs``, and filling every array of ``result`` leaves ``inputs`` as they were. (Immutable
+    arrays, jax's and TensorFlow's, may be returned as they came: nothing can tell them apart.)"""
     write = in_place_writer(backend)
     if write is None:
         return
+    ids = {id(leaf): path for path, leaf in flatten(inputs).items() if backend.implementation.is_array(leaf)}
+    shared = [f"{path} is {ids[id(leaf)]}" for path, leaf in flatten(result).items() if id(leaf) in ids]
+    assert not shared, f"{what} returned input objects: " + "; ".join(shared) + "\n" + where
     before = snapshot(backend, inputs)
     for leaf in flatten(result).values():
         if backend.implementation.is_array(leaf):

@@ -27,6 +27,7 @@ from .state import start_state
 
 __all__ = ["vjp"]
 
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 _PRIMITIVE_INPUTS = {"linear_recurrence": ("a", "b", "initial"), "indrnn_recurrence": ("pre", "u", "initial")}
 _SEQUENCE_ARGS = ("x", "params", "lengths", "initial_state", "reverse")
 
@@ -75,8 +76,13 @@ def _sequence_vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, A
 
     def run(x: jax.Array, params: list[dict[str, jax.Array]], initial: tuple[dict[str, jax.Array], ...]) -> Any:
         if given is None:  # ``initial`` is a zero offset on the start state built from the params
-            base = start_state(op, x, params, options)
-            initial = tuple({k: base[j][k] + v for k, v in layer.items()} for j, layer in enumerate(initial))
+            # In the compute dtype: the gradient of h0 spread over the batch is a sum, taken in float32 for
+            # half precision as run_op computes.
+            wide = jnp.float32 if x.dtype in _HALF else x.dtype
+            base = start_state(op, x.astype(wide), [{k: v.astype(wide) for k, v in p.items()} for p in params], options)
+            initial = tuple(
+                {k: base[j][k] + v.astype(wide) for k, v in layer.items()} for j, layer in enumerate(initial)
+            )
         return run_op(op, {**arguments, "x": x, "params": params, "initial_state": initial})
 
     params = [dict(p) for p in arguments["params"]]

@@ -14,6 +14,7 @@ from .state import start_state
 
 __all__ = ["vjp"]
 
+_HALF = (tf.float16, tf.bfloat16)
 _PRIMITIVE_INPUTS = {"linear_recurrence": ("a", "b", "initial"), "indrnn_recurrence": ("pre", "u", "initial")}
 
 
@@ -79,7 +80,13 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
         tape.watch([x, *tree_leaves(params)])
         if args["initial_state"] is None:
             # The start state is built from the params (skip's h0/c0) under the tape: their gradients flow through it.
-            initial = tuple({k: _fresh(v) for k, v in s.items()} for s in start_state(op, x, params, options))
+            # In the compute dtype: the gradient of h0 spread over the batch is a sum, taken in float32 for half
+            # precision as run_op computes.
+            wide = tf.float32 if x.dtype in _HALF else x.dtype
+            start = start_state(
+                op, tf.cast(x, wide), [{k: tf.cast(v, wide) for k, v in p.items()} for p in params], options
+            )
+            initial = tuple({k: _fresh(v) for k, v in s.items()} for s in start)
         else:
             initial = tuple({k: _fresh(v) for k, v in s.items()} for s in args["initial_state"])
         tape.watch(tree_leaves(initial))
@@ -90,5 +97,5 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
     found = iter(_grads(tape, outs, cots, inputs))
     d_x = next(found)
     d_params = tree_map(lambda _: next(found), params)
-    d_initial = tree_map(lambda _: next(found), initial)
+    d_initial = tree_map(lambda _: tf.cast(next(found), x.dtype), initial)
     return {"x": d_x, "params": d_params, "initial_state": tuple(d_initial)}
