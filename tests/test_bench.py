@@ -179,3 +179,22 @@ def test_long_sequences_prints_a_row_per_op_with_forward_below_forward_and_backw
     assert [r[0].strip() for r in rows] == ["gru", "linear_recurrence"]
     for _, forward, both in rows:
         assert 0.0 <= float(forward) <= float(both)
+
+
+def test_every_values_and_gradients_test_of_the_suite_has_a_tier() -> None:
+    from rnnspec.bench.conformance_tiers import tier_of
+    from rnnspec.conformance import test_gradients, test_values
+
+    names = [n for m in (test_values, test_gradients) for n in vars(m) if n.startswith("test_")]
+    assert len(names) >= 13
+    assert {n: tier_of(n) for n in names if tier_of(n) == "other"} == {}
+
+
+def test_conformance_tiers_prints_a_row_per_module_with_its_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnspec.bench import conformance_tiers
+
+    args = ["numpy", "--modules", "test_inputs", "--", "-k", "linear_recurrence", "-p", "no:cacheprovider"]
+    assert conformance_tiers.main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| test_inputs |")]
+    assert len(rows) == 1
+    assert float(rows[0].rstrip(" |").split("|")[-1]) > 0.0
