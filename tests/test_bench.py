@@ -197,4 +197,6 @@ def test_conformance_tiers_prints_a_row_per_module_with_its_seconds(capsys: pyte
     assert conformance_tiers.main(args) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| test_inputs |")]
     assert len(rows) == 1
-    assert float(rows[0].rstrip(" |").split("|")[-1]) > 0.0
+    cells = [c.strip() for c in rows[0].strip(" |").split("|")]
+    assert cells[-2] != ""  # the inputs check's test ran, under "other"
+    assert float(cells[-1]) >= 0.0
