@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pytest
 
 import rnnspec
 from rnnspec.backend import Backend
@@ -17,6 +18,7 @@ from rnnspec.tree import tree_map
 from .assertions import assert_tree_close
 from .cases import Case, CaseSpec
 from .frameworks import bfloat16_maker
+from .strategies import TIE_OPTIONS
 from .tolerances import DECISION_MARGIN, HALF, reference_tolerance
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "full_lengths",
     "long_case",
     "option_defaults",
+    "skip_without_decision",
     "wide_margin",
 ]
 
@@ -62,6 +65,12 @@ def long_case(op: str, time: int, dtype: str = "float32", **fields: Any) -> Case
     """Batch 2 (the second row 70% long), sizes 2, act pondering at most 2 steps (unless ``fields`` say)."""
     fields = {"options": option_defaults(op, max_steps=2), "lengths": (time, time * 7 // 10), **fields}
     return CaseSpec(op, dtype, 2, time, 2, 2, **fields).build()
+
+
+def skip_without_decision(op: str) -> None:
+    """Skip the test for an op that makes no discrete decision (none that a ties case can put on a threshold)."""
+    if op not in TIE_OPTIONS:
+        pytest.skip(f"{op} makes no discrete decision")
 
 
 def _numpy_dtype(dtype: str) -> np.dtype[Any]:

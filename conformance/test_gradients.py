@@ -53,6 +53,7 @@ from .checks_common import (
     dtypes_of,
     flip_valid,
     full_lengths,
+    skip_without_decision,
     wide_margin,
 )
 from .plugin import large_examples, targeted_examples
@@ -60,7 +61,6 @@ from .strategies import (
     LARGE_SIZES,
     RANGE_EDGES,
     TARGETED_SIZES,
-    TIE_OPTIONS,
     LargeSize,
     draw_case,
     draw_ties_case,
@@ -194,8 +194,7 @@ def test_gradients_exactly_at_the_thresholds_follow_the_spec(
 ) -> None:
     """relu'(0) = 0, skip's u~ = 0.5 updates and min's tie goes to update_prob, ACT halts at 1 - epsilon."""
     needs_vjp(rnnspec_backend)
-    if op not in TIE_OPTIONS:
-        pytest.skip(f"{op} makes no discrete decision")
+    skip_without_decision(op)
     check_gradients(rnnspec_backend, draw_ties_case(data, op, dtypes=dtypes_of(rnnspec_backend)).build())
 
 

@@ -45,6 +45,7 @@ from .checks_common import (
     full_lengths,
     long_case,
     option_defaults,
+    skip_without_decision,
     wide_margin,
 )
 from .plugin import large_examples, targeted_examples
@@ -52,7 +53,6 @@ from .strategies import (
     LARGE_SIZES,
     RANGE_EDGES,
     TARGETED_SIZES,
-    TIE_OPTIONS,
     LargeSize,
     draw_case,
     draw_ties_case,
@@ -81,12 +81,6 @@ def test_large_shapes_equal_the_reference(rnnspec_backend: Backend, op: str, siz
     case = spec.build()
     assume(wide_margin(case))
     assert_values_match_the_reference(case.run(rnnspec_backend), case, context=context(rnnspec_backend, case))
-
-
-def skip_without_decision(op: str) -> None:
-    """Skip the test for an op without a discrete decision."""
-    if op not in TIE_OPTIONS:
-        pytest.skip(f"{op} makes no discrete decision")
 
 
 @settings(max_examples=targeted_examples())
