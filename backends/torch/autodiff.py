@@ -26,10 +26,15 @@ def _grads(outputs: list[torch.Tensor], cotangents: list[Any], inputs: list[torc
     pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if c is not None and o.requires_grad]
     if not pairs:
         return [torch.zeros_like(i) for i in inputs]
-    found = torch.autograd.grad(
-        [o for o, _ in pairs], inputs, grad_outputs=[c.to(o.dtype) for o, c in pairs], allow_unused=True
-    )
-    return [torch.zeros_like(i) if g is None else g for g, i in zip(found, inputs, strict=True)]
+    grad_outputs = [c.to(o.dtype) for o, c in pairs]
+    found = torch.autograd.grad([o for o, _ in pairs], inputs, grad_outputs=grad_outputs, allow_unused=True)
+    # Where an output is its input (a state over zero steps), autograd hands back the caller's cotangent
+    # itself: a gradient must be an array of its own, which the caller may write into.
+    given = {c.untyped_storage().data_ptr() for c in grad_outputs if c.numel()}
+    return [
+        torch.zeros_like(i) if g is None else g.clone() if g.numel() and g.untyped_storage().data_ptr() in given else g
+        for g, i in zip(found, inputs, strict=True)
+    ]
 
 
 def _paired(result: Any, cotangents: Mapping[str, Any]) -> tuple[list[torch.Tensor], list[Any]]:

@@ -85,6 +85,10 @@ def signature(arguments: Mapping[str, Any]) -> Hashable:
     return (described, torch.is_grad_enabled(), fused.plain_forced())
 
 
+_FUNCTION_INSTANTIATED = r"<class 'torch\.autograd\.function\.Function'> should not be instantiated"
+_NON_LEAF_GRAD = r"The \.grad attribute of a Tensor that is not a leaf Tensor"
+
+
 class CompiledOp:
     """``run(op, arguments)`` under ``torch.compile`` with compiler ``backend``, one region per :func:`signature`.
 
@@ -126,5 +130,10 @@ class CompiledOp:
             return self._function(**arguments)
         region = self.region(arguments)
         config = torch._dynamo.config
-        with config.patch(fail_on_recompile_limit_hit=not config.suppress_errors):
+        with config.patch(fail_on_recompile_limit_hit=not config.suppress_errors), warnings.catch_warnings():
+            # Warnings of dynamo's own doing while it traces the ops, not the caller's: it instantiates the
+            # recurrences' autograd.Function classes, and reads .grad of the non-leaf tensors it hands from one
+            # graph to the next at a graph break.
+            warnings.filterwarnings("ignore", _FUNCTION_INSTANTIATED, DeprecationWarning)
+            warnings.filterwarnings("ignore", _NON_LEAF_GRAD, UserWarning)
             return region(**arguments)
