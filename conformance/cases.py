@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,7 +23,10 @@ from rnnspec.tree import tree_map
 
 from .frameworks import bfloat16_maker, round_to_bfloat16
 
-__all__ = ["Case", "CaseSpec"]
+__all__ = ["CLEAR_EPSILON", "TIE_EPSILON", "Case", "CaseSpec", "Decisions", "in_float64"]
+
+#: How a case places the op's discrete decisions (:attr:`CaseSpec.decisions`).
+Decisions = Literal["drawn", "ties", "clear"]
 
 _SKIP_BASE = {"skip_rnn": "rnn", "skip_lstm": "lstm", "skip_gru": "gru"}
 #: The ops whose recurrence may run through a relu (option ``activation``), and so has a kink at 0.
@@ -108,7 +111,7 @@ class CaseSpec:
     seed: int = 0
     recurrent_bound: float = 1.0
     bias: float = 0.0
-    decisions: str = "drawn"
+    decisions: Decisions = "drawn"
     nan_at: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:
@@ -293,6 +296,11 @@ class CaseSpec:
         return (first, params), kwargs
 
 
+def in_float64(tree: Any) -> Any:
+    """``tree`` with every floating NumPy array in float64 (exact: every dtype's values are float64 values)."""
+    return tree_map(lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a, tree)
+
+
 @dataclass
 class Case:
     """A built case: the call's NumPy arguments and its spec."""
@@ -326,11 +334,7 @@ class Case:
     def in_float64(self) -> Case:
         """The same call with every floating array in float64: exact for every dtype (half-precision
         values are float64 values), so the reference's answer to it is the unrounded one."""
-
-        def widen(a: Any) -> Any:
-            return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-
-        return Case(self.spec, tree_map(widen, self.args), {k: tree_map(widen, v) for k, v in self.kwargs.items()})
+        return Case(self.spec, in_float64(self.args), {k: in_float64(v) for k, v in self.kwargs.items()})
 
     def run(self, backend: Backend) -> Any:
         """Call the op on ``backend``; the result comes back as NumPy."""

@@ -13,10 +13,9 @@ from rnnspec.backend import Backend
 from rnnspec.ops import OPS
 from rnnspec.reference import decision_margin
 from rnnspec.reference.stack import reverse_valid
-from rnnspec.tree import tree_map
 
 from .assertions import assert_tree_close
-from .cases import Case, CaseSpec
+from .cases import Case, CaseSpec, in_float64
 from .frameworks import bfloat16_maker
 from .strategies import TIE_OPTIONS
 from .tolerances import DECISION_MARGIN, HALF, reference_tolerance
@@ -78,10 +77,6 @@ def _numpy_dtype(dtype: str) -> np.dtype[Any]:
     return np.dtype("float32" if dtype == "bfloat16" else dtype)
 
 
-def _widen(tree: Any) -> Any:
-    return tree_map(lambda a: a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a, tree)
-
-
 def assert_values_match_the_reference(got: Any, case: Case, *, context: str) -> None:
     """``got`` (a result of ``case``, as NumPy) equals the reference's within the tolerance policy.
 
@@ -105,7 +100,7 @@ def assert_gradients_match_the_reference(got: Any, case: Case, cotangents: Mappi
     numpy = rnnspec.get_backend("numpy")
     tol = reference_tolerance(s.dtype, steps=s.steps, kind="gradient")
     if s.dtype in HALF:
-        want = case.in_float64().vjp(numpy, _widen(dict(cotangents)))
+        want = case.in_float64().vjp(numpy, in_float64(dict(cotangents)))
         assert_tree_close(got, want, tol, context=context, dtype=_numpy_dtype(s.dtype))
     else:
         assert_tree_close(got, case.vjp(numpy, cotangents), tol, context=context)
