@@ -91,7 +91,9 @@ class CaseSpec:
         ``epsilon = 0.01``), where drawn decisions would come within rounding of a threshold somewhere
         in thousands of steps.
     nan_at
-        ``(row, step, feature)`` of ``x`` (a primitive: of its first array) set to NaN.
+        ``(row, step, feature)`` of ``x`` (a primitive: of its first array) set to ``poison``.
+    poison
+        The value put at ``nan_at``: ``"nan"``, ``"inf"`` or ``"-inf"``.
     """
 
     op: str
@@ -113,6 +115,7 @@ class CaseSpec:
     bias: float = 0.0
     decisions: Decisions = "drawn"
     nan_at: tuple[int, int, int] | None = None
+    poison: Literal["nan", "inf", "-inf"] = "nan"
 
     def __repr__(self) -> str:
         # The fields that differ from their defaults (and the op): a repro line that stays short.
@@ -137,7 +140,7 @@ class CaseSpec:
             args, kwargs = self._relu_ties(args, kwargs)
         if self.nan_at is not None:
             first = args[0].copy()
-            first[self.nan_at] = np.nan
+            first[self.nan_at] = float(self.poison)
             args = (first, *args[1:])
         # NumPy has no bfloat16: such cases hold float32 arrays of bfloat16 values (the reference computes
         # on exactly the backend's inputs), which Case.call_args turns into the backend's bfloat16 arrays.

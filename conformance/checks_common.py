@@ -72,6 +72,12 @@ def skip_without_decision(op: str) -> None:
         pytest.skip(f"{op} makes no discrete decision")
 
 
+def needs_vjp(backend: Backend) -> None:
+    """Skip the test for a backend without reverse mode."""
+    if "vjp" not in backend.implementation.capabilities:
+        pytest.skip(f"backend {backend.name!r} declares no reverse mode (capability 'vjp')")
+
+
 def _numpy_dtype(dtype: str) -> np.dtype[Any]:
     """The NumPy dtype a result of ``dtype`` comes back in (bfloat16 values are held in float32)."""
     return np.dtype("float32" if dtype == "bfloat16" else dtype)

@@ -53,6 +53,7 @@ from .checks_common import (
     dtypes_of,
     flip_valid,
     full_lengths,
+    needs_vjp,
     skip_without_decision,
     wide_margin,
 )
@@ -140,12 +141,6 @@ def _layer_kink_margin(
     gaps = np.abs(a)[valid]
     gaps = gaps[np.isfinite(gaps)]
     return float(gaps.min()) if gaps.size else float("inf")
-
-
-def needs_vjp(backend: Backend) -> None:
-    """Skip the test for a backend without reverse mode."""
-    if "vjp" not in backend.implementation.capabilities:
-        pytest.skip(f"backend {backend.name!r} declares no reverse mode (capability 'vjp')")
 
 
 def check_gradients(backend: Backend, case: Case) -> None:

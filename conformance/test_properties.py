@@ -35,8 +35,8 @@ from rnnspec.ops import OPS, QRNN_GATES
 from rnnspec.tree import tree_leaves, tree_map
 
 from .assertions import assert_tree_close
-from .cases import Case
-from .checks_common import SIZES, context, dtypes_of, flip_valid, full_lengths, wide_margin
+from .cases import Case, CaseSpec
+from .checks_common import SIZES, context, dtypes_of, flip_valid, full_lengths, needs_vjp, wide_margin
 from .strategies import draw_case
 from .tolerances import Tolerance, tolerance
 
@@ -126,6 +126,10 @@ def _whole(case: Case, result: Any) -> dict[str, Any]:
 
 def _value_tolerance(case: Case) -> Tolerance:
     return tolerance(case.spec.dtype, steps=case.spec.steps)
+
+
+def _gradient_tolerance(case: Case) -> Tolerance:
+    return tolerance(case.spec.dtype, steps=case.spec.steps, kind="gradient")
 
 
 def _finite(result: Any) -> bool:
@@ -224,9 +228,8 @@ def test_padding_is_never_read(rnnspec_backend: Backend, op: str, data: st.DataO
     assert_tree_close(_whole(changed, other), _whole(case, base), _value_tolerance(case), context=where)
 
 
-@given(data=st.data())
-def test_a_nan_in_the_padding_changes_nothing(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
-    """A NaN past a row's length is never read: the result equals the call without it."""
+def _poisoned_padding_case(op: str, data: st.DataObject) -> tuple[CaseSpec, CaseSpec]:
+    """A drawn case with padding, and the same case with a NaN or an infinity in one padded step."""
     row = data.draw(st.integers(0, SIZES["batch"] - 1), label="row")
     lengths = data.draw(st.lists(st.integers(0, SIZES["time"]), min_size=SIZES["batch"], max_size=SIZES["batch"]))
     lengths[row] = data.draw(st.integers(0, SIZES["time"] - 1), label="length of the row")
@@ -234,12 +237,35 @@ def test_a_nan_in_the_padding_changes_nothing(rnnspec_backend: Backend, op: str,
     step = data.draw(st.integers(lengths[row], SIZES["time"] - 1), label="step")
     features = SIZES["hidden_size"] if _primitive_op(op) else SIZES["input_size"]
     unit = data.draw(st.integers(0, features - 1), label="feature")
-    clean, nan = spec.build(), spec.with_(nan_at=(row, step, unit)).build()
+    poison = data.draw(st.sampled_from(("nan", "inf", "-inf")), label="poison")
+    return spec, spec.with_(nan_at=(row, step, unit), poison=poison)
+
+
+@given(data=st.data())
+def test_a_nan_in_the_padding_changes_nothing(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
+    """A NaN or an infinity past a row's length is never read: the result equals the call without it."""
+    spec, poisoned = _poisoned_padding_case(op, data)
+    clean, nan = spec.build(), poisoned.build()
     where = "the same call without the NaN: " + repr(spec) + "\n" + context(rnnspec_backend, nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's invalid-value warnings, should the NaN be read
         got = nan.run(rnnspec_backend)
     assert_tree_close(got, clean.run(rnnspec_backend), _value_tolerance(clean), context=where)
+
+
+@given(data=st.data())
+def test_a_nan_in_the_padding_reaches_no_gradient(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
+    """A NaN or an infinity past a row's length reaches no cotangent: the reverse mode equals the call's
+    without it, and the cotangent of the padded steps of the input is zero."""
+    needs_vjp(rnnspec_backend)
+    spec, poisoned = _poisoned_padding_case(op, data)
+    clean, nan = spec.build(), poisoned.build()
+    cotangents = clean.cotangents(clean.run(rnnspec_backend), spec.seed + 1)
+    where = "the same call without the NaN: " + repr(spec) + "\n" + context(rnnspec_backend, nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = nan.vjp(rnnspec_backend, cotangents)
+    assert_tree_close(got, clean.vjp(rnnspec_backend, cotangents), _gradient_tolerance(clean), context=where)
 
 
 @given(data=st.data())

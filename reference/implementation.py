@@ -15,10 +15,24 @@ import numpy as np
 
 from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
+from rnnspec.padding import without_padding
 
-from .runs import start
+from .act import ACTRun
+from .runs import PrimitiveRun, SequenceRun, start
+from .skip import SkipRun
 
 __all__ = ["Reference"]
+
+
+def _zero_past(value: np.ndarray, lengths: Any) -> np.ndarray:
+    steps = np.arange(value.shape[1])[None, :] < np.asarray(lengths).astype(np.int64)[:, None]
+    zeroed: np.ndarray = np.where(steps.reshape(steps.shape + (1,) * (value.ndim - 2)), value, 0).astype(value.dtype)
+    return zeroed
+
+
+def _start(op: str, arguments: dict[str, Any]) -> SequenceRun | PrimitiveRun | SkipRun | ACTRun:
+    """The run of ``op``, on inputs whose padding is zeroed (:mod:`rnnspec.padding`)."""
+    return start(op, without_padding(op, arguments, _zero_past))
 
 
 class Reference(Implementation):
@@ -45,7 +59,7 @@ class Reference(Implementation):
         return np.__version__
 
     def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
-        return start(op, arguments).vjp(cotangents)
+        return _start(op, arguments).vjp(cotangents)
 
     def is_array(self, value: Any) -> bool:
         return isinstance(value, np.ndarray)
@@ -60,4 +74,4 @@ class Reference(Implementation):
 # One method per op, each with the spec's signature: the registry's load-time check sees them
 # exactly as it sees a hand-written backend's.
 for _op in Reference.ops:
-    setattr(Reference, _op, spec_method(_op, lambda op, arguments: start(op, arguments).result()))
+    setattr(Reference, _op, spec_method(_op, lambda op, arguments: _start(op, arguments).result()))

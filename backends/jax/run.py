@@ -16,10 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnspec.padding import without_padding
 from rnnspec.tree import tree_leaves, tree_map
 
 from .dispatch import OP_FUNCTIONS, STATIC_OPTIONS
 from .paths import plain_forced, plain_path
+from .sequence import zero_past
 
 __all__ = ["jitted", "lengths_array", "run_op"]
 
@@ -44,7 +46,7 @@ def _cast(tree: Any, dtype: np.dtype[Any]) -> Any:
 def run_op(op: str, arguments: Mapping[str, Any]) -> Any:
     """Run ``op`` on normalised arguments (jax arrays or tracers), upcasting half precision for the arithmetic."""
     dtype, compute = _compute_dtype(arguments)
-    result = OP_FUNCTIONS[op](**_cast(dict(arguments), compute))
+    result = OP_FUNCTIONS[op](**_cast(without_padding(op, arguments, zero_past), compute))
     return result if compute == dtype else _cast(result, dtype)
 
 

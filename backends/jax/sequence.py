@@ -37,6 +37,7 @@ __all__ = [
     "run_stack",
     "scan",
     "time_major",
+    "zero_past",
 ]
 
 #: The state of one layer: named entries such as ``{"h": ..., "c": ...}``.
@@ -92,6 +93,16 @@ def normalise_lengths(lengths: Any, batch: int, time: int) -> Lengths:
         if np.all(host == time):
             return Lengths(None, time)
     return Lengths(jnp.asarray(lengths).astype(jnp.int32).reshape(batch), time)
+
+
+def zero_past(value: jax.Array, lengths: Any) -> jax.Array:
+    """``value`` (batch, time, ...) with the steps past each row's length zeroed (:mod:`rnnspec.padding`)."""
+    batch, time = value.shape[:2]
+    n = normalise_lengths(lengths, batch, time)
+    if n.values is None:
+        return value
+    valid = jnp.arange(time)[None, :] < n.values[:, None]
+    return jnp.where(valid.reshape(valid.shape + (1,) * (value.ndim - 2)), value, jnp.zeros((), value.dtype))
 
 
 def reverse_valid(a: jax.Array, lengths: Lengths) -> jax.Array:

@@ -24,11 +24,12 @@ import tensorflow as tf
 
 from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
+from rnnspec.padding import without_padding
 from rnnspec.tree import tree_leaves, tree_map
 
 from .dispatch import OP_FUNCTIONS
 from .graphs import as_graph, wants_graph
-from .sequence import host_array
+from .sequence import host_array, zero_past
 
 __all__ = ["TensorflowImplementation", "run_op"]
 
@@ -52,7 +53,7 @@ def _cast(tree: Any, dtype: tf.DType) -> Any:
 def run_op(op: str, arguments: Mapping[str, Any]) -> Any:
     """Run ``op`` on normalised arguments, upcasting half precision for the arithmetic."""
     dtype, compute = _compute_dtype(arguments)
-    args = _cast(dict(arguments), compute)
+    args = _cast(without_padding(op, arguments, zero_past), compute)
     fn = OP_FUNCTIONS[op]
     result = as_graph(op, fn, args) if wants_graph(op, args) else fn(**args)
     return result if compute == dtype else _cast(result, dtype)

@@ -36,6 +36,7 @@ __all__ = [
     "reverse_valid",
     "run_stack",
     "scan",
+    "zero_past",
 ]
 
 #: The state of one layer: named entries such as ``{"h": ..., "c": ...}``.
@@ -98,6 +99,16 @@ def normalise_lengths(lengths: Any, batch: Dim, time: Dim) -> Lengths:
     host = found.astype(np.int32).reshape(-1)
     full = isinstance(time, int) and bool(np.all(host == time))
     return Lengths(tf.constant(host), time, full)
+
+
+def zero_past(value: tf.Tensor, lengths: Any) -> tf.Tensor:
+    """``value`` (batch, time, ...) with the steps past each row's length zeroed (:mod:`rnnspec.padding`)."""
+    n = normalise_lengths(lengths, dim(value, 0), dim(value, 1))
+    if n.full:
+        return value
+    valid = tf.sequence_mask(n.values, dim(value, 1))
+    valid = tf.reshape(valid, tf.concat([tf.shape(valid), tf.ones([len(value.shape) - 2], tf.int32)], 0))
+    return tf.where(valid, value, tf.zeros_like(value))
 
 
 def reverse_valid(a: tf.Tensor, lengths: Lengths) -> tf.Tensor:

@@ -48,12 +48,14 @@ import torch
 
 from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
+from rnnspec.padding import without_padding
 from rnnspec.tree import tree_leaves, tree_map
 
 from . import fused
 from .compiled import CompiledOp
 from .dispatch import OP_FUNCTIONS, fast_paths_available
 from .functorch import is_vmapped, outside_graph, transform_plan
+from .sequence import zero_past
 
 __all__ = ["COMPILE_BACKEND_ENV", "TorchImplementation"]
 
@@ -102,7 +104,8 @@ def run_op(op: str, arguments: Mapping[str, Any]) -> Any:
     dtype, compute = _compute_dtype(arguments)
     fn = _outside_graph(op) if outside_graph(op, arguments) else OP_FUNCTIONS[op]
     # Every floating array of a call has x's dtype (validated), so only half precision needs casting.
-    inputs = dict(arguments) if compute == dtype else _cast(dict(arguments), compute)
+    arguments = without_padding(op, arguments, zero_past)
+    inputs = arguments if compute == dtype else _cast(arguments, compute)
     with fused.plain_path() if plan == "plain" else contextlib.nullcontext():
         result = fn(**inputs)
     return result if compute == dtype else _cast(result, dtype)

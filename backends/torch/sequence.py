@@ -31,6 +31,7 @@ __all__ = [
     "reverse_valid",
     "run_stack",
     "scan",
+    "zero_past",
 ]
 
 #: The state of one layer: named entries such as ``{"h": ..., "c": ...}``.
@@ -88,6 +89,16 @@ def normalise_lengths(lengths: Any, batch: int, time: int, device: torch.device)
         host = np.asarray(lengths).astype(np.int64).reshape(batch)
         values = torch.from_numpy(host.copy()).to(device)
     return Lengths(values, time, bool(np.all(host == time)), host)
+
+
+def zero_past(value: torch.Tensor, lengths: Any) -> torch.Tensor:
+    """``value`` (batch, time, ...) with the steps past each row's length zeroed (:mod:`rnnspec.padding`)."""
+    batch, time = value.shape[:2]
+    n = normalise_lengths(lengths, batch, time, value.device)
+    if n.full:
+        return value
+    padding = torch.arange(time, device=value.device)[None, :] >= n.values[:, None]
+    return value.masked_fill(padding.reshape(padding.shape + (1,) * (value.ndim - 2)), 0)
 
 
 def reverse_valid(a: torch.Tensor, lengths: Lengths) -> torch.Tensor:

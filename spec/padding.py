@@ -1,0 +1,42 @@
+"""Padding past each row's length never reaches a value or a gradient.
+
+A sequence op with ``lengths`` computes as if the steps past each row's length
+held zeros: a NaN or an infinity there (what a padded batch often holds, from a
+division by a zero count or ``-inf`` fill) must not reach the outputs, the
+final state or any cotangent. Masking by multiplication keeps a NaN (``0 * nan``
+is NaN), and a masked step still feeds the parameters' gradients through the
+cell's products, so every implementation zeroes the padding of the per-step
+inputs before the op reads them. The rule is the same for every backend and
+lives here, framework-free; each backend brings its ``zero_past(value,
+lengths)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["PER_STEP_INPUTS", "ZeroPast", "without_padding"]
+
+#: The per-step inputs (axis 1 is time) whose padding is zeroed, by op; every other op: ``x``.
+#: qrnn's ``zoneout_mask`` is left alone: it only selects between two values of the cell's own.
+PER_STEP_INPUTS: dict[str, tuple[str, ...]] = {"linear_recurrence": ("a", "b"), "indrnn_recurrence": ("pre",)}
+
+#: A framework's ``zero_past(value, lengths)``: ``value`` (batch, time, ...) with the steps at or past each
+#: row's length set to zero, out of place; ``lengths`` is not None.
+ZeroPast = Callable[[Any, Any], Any]
+
+
+def without_padding(op: str, arguments: Mapping[str, Any], zero_past: ZeroPast) -> dict[str, Any]:
+    """The normalised ``arguments`` of ``op`` with the padding of its per-step inputs zeroed.
+
+    A call without ``lengths`` comes back unchanged (a shallow copy).
+    """
+    out = dict(arguments)
+    lengths = arguments.get("lengths")
+    if lengths is None:
+        return out
+    for name in PER_STEP_INPUTS.get(op, ("x",)):
+        if out.get(name) is not None:
+            out[name] = zero_past(out[name], lengths)
+    return out
