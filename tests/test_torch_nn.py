@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import rnnspec  # noqa: E402
 from rnnspec.backends.torch import nn as rnn_nn  # noqa: E402
 from rnnspec.conformance.tolerances import tolerance  # noqa: E402
-from rnnspec.errors import OptionError, ParameterError, ShapeError  # noqa: E402
+from rnnspec.errors import DtypeError, OptionError, ParameterError, ShapeError  # noqa: E402
 
 B = rnnspec.get_backend("torch")
 
@@ -300,6 +300,13 @@ def test_bad_constructor_arguments_name_the_argument(make: Any, error: Any, argu
     with pytest.raises(error, match=rf"argument {argument}\b") as info:
         make()
     assert info.value.argument == argument
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_numpy_x_is_refused_naming_x_in_either_layout(batch_first: bool) -> None:
+    layer = rnn_nn.LSTM(I, H, batch_first=batch_first)
+    with pytest.raises(DtypeError, match=r"LSTM layer \[backend 'torch'\]: argument x: .*torch.from_numpy.* ndarray"):
+        layer(np.zeros((2, 5, I), dtype=np.float32))
 
 
 def test_load_canonical_checks_shapes() -> None:

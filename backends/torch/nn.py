@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from rnnspec.backends.layers import CELL_BIASES, TIME_FIELDS, ParamFiles, check_checkpoint_every, layer_backend
-from rnnspec.errors import CallError, OptionError, ParameterError
+from rnnspec.errors import CallError, DtypeError, OptionError, ParameterError
 from rnnspec.init import init_params
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
@@ -214,6 +214,10 @@ class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
         reverse: bool,
         arrays: Mapping[str, Any],
     ) -> Any:
+        if not isinstance(x, torch.Tensor):
+            # Refused here, before the layout is changed: NumPy's transpose(0, 1) would fail with its own error.
+            expected = "a torch.Tensor (torch.from_numpy(x) for a NumPy array)"
+            raise DtypeError(f"{type(self).__name__} layer", "x", expected, type(x).__name__, backend=self.backend_name)
         if not self.batch_first:
             x = x.transpose(0, 1)
             arrays = {k: _transpose_arrays(v) for k, v in arrays.items()}
