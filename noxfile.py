@@ -234,7 +234,11 @@ def examples(session: nox.Session) -> None:
     for example in EXAMPLES:
         for backend in EXAMPLE_BACKENDS:
             where = os.path.join(out, example.removesuffix(".py"), backend)
-            session.run("python", f"examples/{example}", "--backend", backend, "--quick", "--out", where)
+            command = ("python", f"examples/{example}", "--backend", backend, "--quick", "--out", where)
+            printed = session.run(*command, silent=True)
+            session.log(printed)
+            if "--quick: a tiny run" not in str(printed):
+                session.error(f"examples/{example} --quick did not say that its tiny run learns nothing")
             if not glob.glob(os.path.join(where, "*.png")):
                 session.error(f"examples/{example} --backend {backend} --quick wrote no plot in {where}")
 

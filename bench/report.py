@@ -1,7 +1,7 @@
 """The run's markdown table and JSON, and the verdict of each target.
 
 ``python -m rnnspec.bench.report RESULTS.json`` prints a recorded run's targets
-summary and the table of its rows that carry a target (what the README shows).
+summary and the table of its rows that carry a target (what docs/benchmarks.md shows).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def _to_numpy(tensor: Any) -> np.ndarray:
     return np.array(t.numpy())  # a copy, never a view of the module's storage
 
 
-def from_torch(module: Any, *, direction: str = "forward") -> list[dict[str, np.ndarray]]:
+def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, np.ndarray]]:
     """Canonical params (one dict of NumPy arrays per layer) of a torch RNN module.
 
     Parameters
@@ -39,8 +39,18 @@ def from_torch(module: Any, *, direction: str = "forward") -> list[dict[str, np.
         ``rnn`` (with ``activation=module.nonlinearity``), ``lstm`` or ``gru``
         (``reset_after=True``). A module without biases gives zero biases.
     direction
-        ``"forward"``, or ``"reverse"`` for the reverse direction of a
-        one-layer bidirectional module (run it with ``reverse=True``).
+        Which direction of a one-layer bidirectional module to read:
+        ``"forward"``, or ``"reverse"`` (run it with ``reverse=True``); required
+        for such a module, so that no direction is dropped unnoticed. A
+        unidirectional module has only ``"forward"`` (the default).
+
+    Returns
+    -------
+    list of dict
+        One dict per layer of NumPy arrays (``w_ih``, ``w_hh``, ``b_ih``,
+        ``b_hh``), copies in the module's dtype: what the ``numpy`` backend and
+        every layer's ``load_canonical`` take. For the torch backend's ops,
+        convert them with ``rnnspec.get_backend("torch").from_numpy(params)``.
 
     Raises
     ------
@@ -54,9 +64,18 @@ def from_torch(module: Any, *, direction: str = "forward") -> list[dict[str, np.
         raise ParameterError("from_torch", "module", "a torch.nn.RNN, LSTM or GRU", type(module).__name__)
     if getattr(module, "proj_size", 0):
         raise ParameterError("from_torch", "module", "an LSTM with proj_size=0", f"proj_size={module.proj_size}")
+    bidirectional = bool(module.bidirectional)
+    if direction is None and bidirectional and module.num_layers == 1:
+        raise OptionError(
+            "from_torch",
+            "direction",
+            "'forward' or 'reverse' for a bidirectional module (each direction converts to params of its own; "
+            "call from_torch once per direction)",
+            "None",
+        )
+    direction = "forward" if direction is None else direction
     if direction not in ("forward", "reverse"):
         raise OptionError("from_torch", "direction", "'forward' or 'reverse'", repr(direction))
-    bidirectional = bool(module.bidirectional)
     if direction == "reverse" and not bidirectional:
         raise OptionError("from_torch", "direction", "'forward' for a unidirectional module", "'reverse'")
     if bidirectional and module.num_layers > 1:

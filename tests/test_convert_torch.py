@@ -129,7 +129,7 @@ def test_to_torch_accepts_one_mapping_and_keeps_float32() -> None:
 
 def test_from_torch_reverse_direction_reads_the_reverse_weights() -> None:
     module = make_module("lstm", {}, 1, seed=15, bidirectional=True)
-    forward, reverse = from_torch(module)[0], from_torch(module, direction="reverse")[0]
+    forward, reverse = from_torch(module, direction="forward")[0], from_torch(module, direction="reverse")[0]
     for ours, theirs in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh")):
         np.testing.assert_array_equal(forward[ours], getattr(module, f"{theirs}_l0").detach().numpy())
         np.testing.assert_array_equal(reverse[ours], getattr(module, f"{theirs}_l0_reverse").detach().numpy())
@@ -161,6 +161,12 @@ def test_from_torch_refuses_a_stacked_bidirectional_module() -> None:
         with pytest.raises(ParameterError) as err:
             from_torch(module, direction=direction)
         assert_names_argument(err, "module", "num_layers=2", "bidirectional")
+
+
+def test_from_torch_asks_which_direction_of_a_bidirectional_module_instead_of_dropping_one() -> None:
+    with pytest.raises(OptionError) as err:
+        from_torch(torch.nn.LSTM(3, 4, bidirectional=True))
+    assert_names_argument(err, "direction", "'forward' or 'reverse' for a bidirectional module", "None")
 
 
 def test_from_torch_refuses_the_reverse_direction_of_a_unidirectional_module() -> None:
