@@ -13,28 +13,50 @@ The suffix picks the format. Each array is stored under ``"<layer>/<name>"``
 is exact; bfloat16, which NumPy lacks, is stored as its 16-bit patterns. A
 header (the ``.npz`` member ``__rnnspec__``, the safetensors metadata key
 ``__rnnspec__``) records the format, the structure (one mapping or a list), each
-layer's names in order, the bfloat16 entries and the op, when one was named.
+layer's names in order, the bfloat16 entries, the op, when one was named, and
+(``sha256``) the SHA-256 of the rest of the header and of every entry's key,
+dtype, shape and bytes.
 
-Reading never unpickles: an ``.npz`` is opened with ``allow_pickle=False``, and
-a pickle, or an archive holding an object array, is refused
-(:class:`~rnnspec.errors.UnsafeParamFileError`). A truncated or corrupt file is a
-:class:`~rnnspec.errors.ParamFileError`; a file that rnnspec did not write, or
-whose entries do not fit the ``op=`` asked for, a
+Reading never unpickles: a pickle, or an archive holding an object array, is
+refused (:class:`~rnnspec.errors.UnsafeParamFileError`). A truncated or corrupt
+file is a :class:`~rnnspec.errors.ParamFileError`; a file that rnnspec did not
+write, or whose entries do not fit the ``op=`` asked for, a
 :class:`~rnnspec.errors.ParamFileMismatchError`. safetensors is optional:
 ``pip install 'rnnspec[safetensors]'``. A file is written to a temporary name
 beside it and renamed, so an interrupted save never leaves a truncated file.
+
+A file is read as untrusted input, header first, and costs no more than what
+its header lists: only a regular file is opened (a named pipe would block);
+the header is bounded (4 Mi characters, nested 16 deep; rnnspec writes 3) and
+must have exactly the keys above; every member is accounted for before any
+array is read. An ``.npz`` is read member by member rather than by ``np.load``:
+each member's ``.npy`` header is bounded and its declared shape must match the
+size that the zip directory declares, which in turn cannot exceed what the
+member's compressed bytes can hold (deflate expands at most 1032-fold), so no
+array is allocated beyond about a thousand times the file's size. The
+checksum is verified after reading: a changed bit anywhere in an entry or the
+header is an error, where safetensors itself checks none. Files without
+``sha256`` (written before rnnspec recorded one) still load, unverified; an
+``.npz``'s members keep their zip CRC-32 checks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
+import math
 import os
+import re
+import stat
+import struct
 import sys
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
@@ -68,6 +90,21 @@ _SUFFIXES = (".npz", ".safetensors")
 _SAFETENSORS_EXTRA = "pip install 'rnnspec[safetensors]'"
 #: dtype kinds a file may hold: bool, signed and unsigned integers, floats.
 _NUMERIC_KINDS = "biuf"
+#: The header's keys (all required), and the optional one that holds the SHA-256 of header and entries.
+_HEADER_KEYS = frozenset({"format", "version", "structure", "layers", "bfloat16", "op", "rnnspec"})
+_DIGEST = "sha256"
+#: Bounds on what a file declares, checked before anything is read or allocated. A header lists the entries'
+#: names (some 20 characters each) and nests 3 deep.
+_MAX_HEADER_CHARS = 2**22
+_MAX_HEADER_DEPTH = 16
+#: The largest .npy header of an entry (NumPy's own bound; the ones save_params writes are 128 bytes).
+_MAX_NPY_HEADER = 10_000
+#: Deflate expands a byte to at most 1032 (two 1-bit codes for a 258-byte match): a deflated member that declares
+#: more is corrupt or a zip bomb.
+_DEFLATE_MOST = 1032
+_DEFLATE_SLACK = 1024
+#: An entry's data is read in chunks of this many bytes.
+_CHUNK = 2**24
 
 Params = dict[str, Any] | list[dict[str, Any]]
 #: One layer of what a file holds: name -> (shape, dtype name), for the checks against an op.
@@ -150,6 +187,7 @@ def save_params(
         "op": op,
         "rnnspec": __version__,
     }
+    header[_DIGEST] = _digest(header, arrays)
     text = json.dumps(header, sort_keys=True)
     if suffix == ".npz":
         members: dict[str, Any] = {**arrays, HEADER: np.array(text)}  # Any: savez also takes allow_pickle=
@@ -268,7 +306,8 @@ def load_params(
     rnnspec.errors.ParamFileMismatchError
         The file was not written by :func:`save_params`, or does not fit ``op``.
     rnnspec.errors.ParamFileError
-        The file is truncated or corrupt.
+        The file is truncated or corrupt (its checksum, sizes or header do not
+        hold), declares more than it can hold, or is no regular file.
     rnnspec.errors.DtypeError
         ``backend`` cannot hold an entry's dtype.
     """
@@ -318,22 +357,35 @@ def _read(
     suffix = _suffix("load_params", source)
     if op is not None:
         _check_op_argument("load_params", op)
-    _sniff(source, suffix)
-    members, text = _read_npz(source) if suffix == ".npz" else _read_safetensors(source)
-    header = _header(source, text, members)
-    listed = {f"{k}/{name}" for k, names in enumerate(header["layers"]) for name in names}
-    missing = sorted(listed - set(members))
-    if missing:
-        raise ParamFileError(source, f"entries {missing}, listed in its header, are missing (truncated or edited)")
-    extra = sorted(set(members) - listed)
-    if extra:
-        raise ParamFileMismatchError(source, f"entries {extra} are not listed in its header (edited after saving)")
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(_open_regular(source))
+        _sniff(source, f, suffix)
+        reader: _NpzReader | _SafetensorsReader
+        reader = _NpzReader(source, f) if suffix == ".npz" else _SafetensorsReader(source)
+        stack.enter_context(reader)
+        header = _header(source, reader.header_text(), reader.keys)
+        order = [f"{k}/{name}" for k, names in enumerate(header["layers"]) for name in names]
+        missing = sorted(set(order) - set(reader.keys))
+        if missing:
+            raise ParamFileError(source, f"entries {missing}, listed in its header, are missing (truncated or edited)")
+        extra = sorted(set(reader.keys) - set(order))
+        if extra:
+            raise ParamFileMismatchError(source, f"entries {extra} are not listed in its header (edited after saving)")
+        # Only now, with the header read and every member accounted for, is any array's data read.
+        stored = {key: reader.read(key) for key in order}
+    recorded = header.pop(_DIGEST, None)
+    if recorded is not None and _digest(header, stored) != recorded:
+        raise ParamFileError(
+            source,
+            f"its entries do not match the SHA-256 its header records ({recorded[:12]}...): corrupt (a flipped bit, "
+            "say) or edited after saving",
+        )
     layers: list[dict[str, np.ndarray]] = []
     for k, names in enumerate(header["layers"]):
         layer: dict[str, np.ndarray] = {}
         for name in names:
             key = f"{k}/{name}"
-            host = members[key]
+            host = stored[key]
             if key in header["bfloat16"]:
                 host = _bfloat16(source, key, host, widen=widen_bfloat16)
             layer[name] = host
@@ -352,10 +404,36 @@ def _read(
     return header["structure"], layers
 
 
-def _sniff(source: str, suffix: str) -> None:
+def _open_regular(source: str) -> BinaryIO:
+    """``source`` opened for reading if it is a regular file: a named pipe blocks its reader, a device never ends."""
+    # Non-blocking, so that opening a named pipe returns at once (to be refused) rather than wait for a writer;
+    # reads of a regular file never block anyway.
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ParamFileError(source, f"is not a regular file but {_kind_of_file(mode)}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind_of_file(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), f"a file of mode {stat.filemode(mode)}")
+
+
+def _sniff(source: str, f: BinaryIO, suffix: str) -> None:
     """Refuse what is plainly no file of the suffix's format, before any parser sees it."""
-    with open(source, "rb") as f:
-        start = f.read(9)
+    start = f.read(9)
+    f.seek(0)
     if not start:
         raise ParamFileError(source, "is empty (0 bytes): truncated")
     if start[:1] == b"\x80":
@@ -369,56 +447,235 @@ def _sniff(source: str, suffix: str) -> None:
         raise ParamFileMismatchError(source, "is a zip archive (an .npz, or a torch.save checkpoint), not safetensors")
 
 
-def _read_npz(source: str) -> tuple[dict[str, np.ndarray], str | None]:
-    broken = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
-    members: dict[str, np.ndarray] = {}
-    with open(source, "rb") as f:  # ours to close, whatever np.load makes of it
+#: What zipfile and zlib raise for a damaged archive or member.
+_BROKEN_ZIP = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, struct.error)
+
+
+class _NpzReader:
+    """An ``.npz`` archive read member by member, each member's sizes checked before its data is read.
+
+    ``np.load`` is not used: it decompresses a member before its ``.npy``
+    header can be checked, allocates whatever shape that header declares, and
+    hands back a member without the ``.npy`` magic as raw bytes.
+    """
+
+    def __init__(self, source: str, f: BinaryIO) -> None:
+        self.source = source
+        self.f = f
+
+    def __enter__(self) -> _NpzReader:
+        size = os.fstat(self.f.fileno()).st_size
         try:
-            archive = np.load(f, allow_pickle=False)
-        except broken as err:
+            self.archive = zipfile.ZipFile(self.f)
+        except _BROKEN_ZIP as err:
             problem = f"is truncated or corrupt: it does not open as an .npz archive ({err})"
-            raise ParamFileError(source, problem) from err
-        with archive:
-            for key in archive.files:
-                try:
-                    members[key] = archive[key]
-                except ValueError as err:
-                    if "allow_pickle" in str(err):
-                        raise UnsafeParamFileError(
-                            source,
-                            f"entry {key!r} is an object array, stored as a pickle: rnnspec never unpickles "
-                            "(a pickle can run code)",
-                        ) from err
-                    raise ParamFileError(source, f"entry {key!r} is truncated or corrupt ({err})") from err
-                except broken as err:
-                    raise ParamFileError(source, f"entry {key!r} is truncated or corrupt ({err})") from err
-    header = members.pop(HEADER, None)
-    if header is None:
-        return members, None
-    if header.dtype.kind != "U" or header.shape != ():
-        raise ParamFileMismatchError(source, f"its {HEADER!r} entry is no text header: {header.dtype} {header.shape}")
-    return members, str(header)
+            raise ParamFileError(self.source, problem) from err
+        try:
+            infos = self.archive.infolist()
+            # Compressed data of distinct members never overlaps: more than the file holds is a corrupt directory,
+            # or a zip bomb whose members share their data.
+            compressed = sum(info.compress_size for info in infos)
+            if compressed > size:
+                raise ParamFileError(
+                    self.source,
+                    f"its members' compressed bytes add up to {compressed}, more than its {size} bytes: corrupt, "
+                    "or a zip bomb of overlapping members",
+                )
+            self.members: dict[str, zipfile.ZipInfo] = {}
+            for info in infos:
+                key = info.filename.removesuffix(".npy")
+                if key in self.members:
+                    raise ParamFileError(self.source, f"entry {key!r} appears twice in the archive (corrupt or edited)")
+                self.members[key] = info
+        except BaseException:
+            self.archive.close()
+            raise
+        self.keys = [key for key in self.members if key != HEADER]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.archive.close()
+
+    def header_text(self) -> str | None:
+        if HEADER not in self.members:
+            return None
+        with self._member(HEADER) as (member, dtype, shape, fortran, offset):
+            if dtype.kind != "U" or shape != ():
+                raise ParamFileMismatchError(self.source, f"its {HEADER!r} entry is no text header: {dtype} {shape}")
+            length = dtype.itemsize // np.dtype("U1").itemsize
+            if length > _MAX_HEADER_CHARS:
+                raise ParamFileError(self.source, _overlong_header(length))
+            self._check_size(HEADER, dtype, shape, offset)
+            return str(self._data(HEADER, member, dtype, shape, fortran)[()])
+
+    def read(self, key: str) -> np.ndarray:
+        with self._member(key) as (member, dtype, shape, fortran, offset):
+            _check_dtype(self.source, key, dtype)
+            self._check_size(key, dtype, shape, offset)
+            return self._data(key, member, dtype, shape, fortran)
+
+    @contextlib.contextmanager
+    def _member(self, key: str) -> Iterator[tuple[IO[bytes], np.dtype[Any], tuple[int, ...], bool, int]]:
+        """The member of ``key``, open past its ``.npy`` header, with the dtype, shape, order and offset it declares."""
+        info = self.members[key]
+        if info.flag_bits & 0x1:
+            raise ParamFileError(self.source, f"entry {key!r} is encrypted, where a params file's entries are not")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ParamFileError(
+                self.source,
+                f"entry {key!r} is compressed by zip method {info.compress_type}, where a params file's entries are "
+                f"stored ({zipfile.ZIP_STORED}) or deflated ({zipfile.ZIP_DEFLATED})",
+            )
+        stored = info.compress_type == zipfile.ZIP_STORED
+        most = info.compress_size if stored else _DEFLATE_MOST * info.compress_size + _DEFLATE_SLACK
+        if info.file_size > most or (stored and info.file_size != info.compress_size):
+            raise ParamFileError(
+                self.source,
+                f"entry {key!r} declares {info.file_size} bytes, more than its {info.compress_size} compressed bytes "
+                "can hold (corrupt, or a zip bomb)"
+                if info.file_size > most
+                else f"entry {key!r} declares {info.file_size} bytes, but stores {info.compress_size} (corrupt)",
+            )
+        try:
+            with self.archive.open(info) as member:
+                yield (member, *self._npy_header(key, member))
+        except ParamFileError:
+            raise
+        except _BROKEN_ZIP as err:
+            raise ParamFileError(self.source, f"entry {key!r} is truncated or corrupt ({err})") from err
+
+    def _npy_header(self, key: str, member: IO[bytes]) -> tuple[np.dtype[Any], tuple[int, ...], bool, int]:
+        start = member.read(8)
+        if len(start) < 8 or start[:6] != b"\x93NUMPY":
+            raise ParamFileError(self.source, f"entry {key!r} is no .npy array (it starts with {start[:6]!r})")
+        version = (start[6], start[7])
+        if version not in ((1, 0), (2, 0)):
+            raise ParamFileError(
+                self.source,
+                f"entry {key!r} has .npy format version {version[0]}.{version[1]}, where a params file's have 1.0 "
+                "or 2.0",
+            )
+        width = 2 if version == (1, 0) else 4
+        prefix = member.read(width)
+        length = int.from_bytes(prefix, "little")
+        # NumPy's own bound, checked here so that np.load's advice (trust the file with allow_pickle) never shows.
+        if length > _MAX_NPY_HEADER:
+            raise ParamFileError(
+                self.source,
+                f"entry {key!r} has an .npy header of {length} bytes, where a params file's are at most "
+                f"{_MAX_NPY_HEADER}",
+            )
+        text = member.read(length)
+        if len(prefix) < width or len(text) < length:
+            raise ParamFileError(self.source, f"entry {key!r} is truncated or corrupt: its .npy header ends early")
+        parse = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        try:
+            shape, fortran, dtype = parse(io.BytesIO(prefix + text), max_header_size=_MAX_NPY_HEADER)
+        except (ValueError, TypeError, SyntaxError) as err:
+            raise ParamFileError(self.source, f"entry {key!r} has a malformed .npy header ({err})") from err
+        if any(n < 0 for n in shape):
+            raise ParamFileError(self.source, f"entry {key!r} has a malformed .npy header (shape {shape})")
+        if dtype.hasobject:
+            raise UnsafeParamFileError(
+                self.source,
+                f"entry {key!r} is an object array, stored as a pickle: rnnspec never unpickles (a pickle can run "
+                "code)",
+            )
+        return dtype, tuple(shape), bool(fortran), 8 + width + length
+
+    def _check_size(self, key: str, dtype: np.dtype[Any], shape: tuple[int, ...], offset: int) -> None:
+        """Refuse a declared shape that the member's declared size does not match, before anything is allocated."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        held = self.members[key].file_size - offset
+        if nbytes != held:
+            raise ParamFileError(
+                self.source,
+                f"entry {key!r} declares shape {shape} of {dtype} ({nbytes} bytes), but its member holds {held}",
+            )
+
+    def _data(
+        self, key: str, member: IO[bytes], dtype: np.dtype[Any], shape: tuple[int, ...], fortran: bool
+    ) -> np.ndarray:
+        array = np.empty(math.prod(shape), dtype)
+        raw = array.view(np.uint8)
+        filled = 0
+        while filled < raw.size:
+            chunk = member.read(min(_CHUNK, raw.size - filled))
+            if not chunk:
+                raise ParamFileError(
+                    self.source, f"entry {key!r} is truncated or corrupt: it ends after {filled} of {raw.size} bytes"
+                )
+            raw[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            filled += len(chunk)
+        return array.reshape(shape, order="F" if fortran else "C")
 
 
-def _read_safetensors(source: str) -> tuple[dict[str, np.ndarray], str | None]:
-    _safetensors("read", source)
-    from safetensors import safe_open
+class _SafetensorsReader:
+    """A ``.safetensors`` file, through the package safetensors, which bounds and checks its own header."""
 
-    try:
-        with safe_open(source, framework="np") as f:
-            metadata = f.metadata() or {}
-            members = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is no mapping
-    except Exception as err:  # safetensors raises its own SafetensorError, and others for a bad header
-        raise ParamFileError(source, f"is truncated or corrupt: it does not read as safetensors ({err})") from err
-    return members, metadata.get(HEADER)
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.closing = contextlib.ExitStack()
+        _safetensors("read", source)
+
+    def __enter__(self) -> _SafetensorsReader:
+        from safetensors import safe_open
+
+        try:
+            self.file = self.closing.enter_context(safe_open(self.source, framework="np"))
+            self.metadata = dict(self.file.metadata() or {})
+            self.keys = list(self.file.keys())
+        except Exception as err:  # safetensors raises its own SafetensorError, and others for a bad header
+            self.closing.close()
+            raise ParamFileError(
+                self.source, f"is truncated or corrupt: it does not read as safetensors ({err})"
+            ) from err
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closing.close()
+
+    def header_text(self) -> str | None:
+        text = self.metadata.get(HEADER)
+        extra = sorted(set(self.metadata) - {HEADER})
+        if text is not None and extra:
+            raise ParamFileMismatchError(
+                self.source, f"its metadata has keys {extra} beside {HEADER!r} (edited after saving)"
+            )
+        return text
+
+    def read(self, key: str) -> np.ndarray:
+        try:
+            array = np.asarray(self.file.get_tensor(key))
+        except Exception as err:  # as above
+            raise ParamFileError(self.source, f"entry {key!r} is truncated or corrupt ({err})") from err
+        _check_dtype(self.source, key, array.dtype)
+        return array
 
 
-def _header(source: str, text: str | None, members: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _check_dtype(source: str, key: str, dtype: np.dtype[Any]) -> None:
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise ParamFileError(
+            source, f"entry {key!r} has dtype {dtype}, where a params file holds bool, integer and float arrays"
+        )
+
+
+def _overlong_header(length: int) -> str:
+    return f"its header is {length} characters long, where a params file's is at most {_MAX_HEADER_CHARS}"
+
+
+def _header(source: str, text: str | None, keys: Sequence[str]) -> dict[str, Any]:
     if text is None:
         raise ParamFileMismatchError(
             source,
             f"has no rnnspec header ({HEADER!r}): it was not written by rnnspec.save_params; "
-            f"its entries: {sorted(members)[:8]}{' ...' if len(members) > 8 else ''}",
+            f"its entries: {sorted(keys)[:8]}{' ...' if len(keys) > 8 else ''}",
+        )
+    if len(text) > _MAX_HEADER_CHARS:
+        raise ParamFileError(source, _overlong_header(len(text)))
+    if _nests_too_deep(text):
+        raise ParamFileError(
+            source, f"its header nests more than {_MAX_HEADER_DEPTH} deep, where a params file's nests 3 deep"
         )
     try:
         header = json.loads(text)
@@ -427,23 +684,82 @@ def _header(source: str, text: str | None, members: Mapping[str, np.ndarray]) ->
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ParamFileMismatchError(source, f"its header is not that of {FORMAT!r}: {text[:80]!r}")
     version = header.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:  # not isinstance: True is an int
+        raise ParamFileError(source, f"its header has format version {version!r}, where versions are integers from 1")
+    if version > FORMAT_VERSION:
         raise ParamFileMismatchError(
             source, f"has format version {version!r}; this rnnspec reads versions up to {FORMAT_VERSION}"
         )
-    layers = header.get("layers")
-    good = (
-        header.get("structure") in ("dict", "layers")
-        and isinstance(layers, list)
-        and len(layers) >= 1
-        and all(isinstance(names, list) and all(isinstance(n, str) for n in names) for names in layers)
-        and (header.get("structure") == "layers" or len(layers) == 1)
-        and isinstance(header.get("bfloat16"), list)
-        and (header.get("op") is None or isinstance(header.get("op"), str))
-    )
-    if not good:
+    unknown = sorted(set(header) - _HEADER_KEYS - {_DIGEST})
+    if unknown:
+        raise ParamFileError(
+            source,
+            f"its header has keys {unknown}, which format version {FORMAT_VERSION} does not have (corrupt or edited)",
+        )
+    if not _well_formed(header):
         raise ParamFileError(source, f"its header is malformed: {text[:200]!r}")
     return header
+
+
+def _well_formed(header: Mapping[str, Any]) -> bool:
+    layers = header.get("layers")
+    if not (
+        set(header) >= _HEADER_KEYS
+        and header["structure"] in ("dict", "layers")
+        and isinstance(layers, list)
+        and len(layers) >= 1
+        and (header["structure"] == "layers" or len(layers) == 1)
+        and isinstance(header["rnnspec"], str)
+        and (header["op"] is None or isinstance(header["op"], str))
+    ):
+        return False
+    for names in layers:
+        valid = isinstance(names, list) and all(isinstance(n, str) and n and "/" not in n for n in names)
+        if not valid or len(set(names)) != len(names):
+            return False
+    listed = {f"{k}/{name}" for k, names in enumerate(layers) for name in names}
+    bfloat16 = header["bfloat16"]
+    if not isinstance(bfloat16, list) or not all(isinstance(key, str) and key in listed for key in bfloat16):
+        return False
+    digest = header.get(_DIGEST)
+    return digest is None or (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) is not None)
+
+
+#: A JSON string's escapes, its quotes and the brackets that nest.
+_JSON_TOKEN = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+
+
+def _nests_too_deep(text: str) -> bool:
+    """Whether ``text``'s arrays and objects nest deeper than a params file's may, found without recursion.
+
+    ``json.loads`` recurses once per level: a header nested 100,000 deep would
+    end in a RecursionError.
+    """
+    depth = 0
+    within_string = False
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token == '"':
+            within_string = not within_string
+        elif within_string or len(token) == 2:
+            continue
+        elif token in "[{":
+            depth += 1
+            if depth > _MAX_HEADER_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _digest(header: Mapping[str, Any], entries: Mapping[str, np.ndarray]) -> str:
+    """The SHA-256 of a header (less its digest), then of each entry's key, dtype, shape and little-endian bytes."""
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for key, array in entries.items():
+        little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        digest.update(f"\0{key}\0{little.dtype.name}\0{little.shape}\0".encode())
+        digest.update(little.data)
+    return digest.hexdigest()
 
 
 def _bfloat16(source: str, key: str, bits: np.ndarray, *, widen: bool) -> np.ndarray:

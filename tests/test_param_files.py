@@ -8,10 +8,15 @@ tests run in their own session).
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import os
 import pickle
 import re
+import struct
 import sys
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -231,8 +236,7 @@ class _Exploit:
 def test_an_npz_holding_an_object_array_is_refused_and_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "unpickled"
     path = tmp_path / "params.npz"
-    header = np.array(json.dumps({"format": "rnnspec.params"}))
-    members: dict[str, Any] = {"0/w": np.array([_Exploit(marker)], dtype=object), HEADER: header}
+    members: dict[str, Any] = {"0/w": np.array([_Exploit(marker)], dtype=object), HEADER: np.array(header_text())}
     np.savez(path, **members)
     with pytest.raises(UnsafeParamFileError, match=r"entry '0/w' is an object array, stored as a pickle") as info:
         rnnspec.load_params(path)
@@ -359,6 +363,36 @@ def header_text(**changes: Any) -> str:
             r"entries \['1/w'\] are not listed in its header",
             id="entry-extra",
         ),
+        pytest.param(
+            {HEADER: np.array(header_text(note="hand-added")), "0/w": np.zeros(2)},
+            ParamFileError,
+            r"its header has keys \['note'\], which format version 1 does not have",
+            id="unknown-key",
+        ),
+        pytest.param(
+            {HEADER: np.array(header_text(version=True)), "0/w": np.zeros(2)},
+            ParamFileError,
+            r"has format version True, where versions are integers from 1",
+            id="version-true",
+        ),
+        pytest.param(
+            {HEADER: np.array(header_text(version=-7)), "0/w": np.zeros(2)},
+            ParamFileError,
+            r"has format version -7, where versions are integers from 1",
+            id="version-negative",
+        ),
+        pytest.param(
+            {HEADER: np.array(header_text(layers=[["w", "w"]])), "0/w": np.zeros(2)},
+            ParamFileError,
+            r"its header is malformed",
+            id="name-twice",
+        ),
+        pytest.param(
+            {HEADER: np.array(header_text(sha256="00ff")), "0/w": np.zeros(2)},
+            ParamFileError,
+            r"its header is malformed",
+            id="checksum-not-sha256",
+        ),
     ],
 )
 def test_a_header_that_does_not_match_its_file_is_reported(
@@ -417,6 +451,302 @@ def test_an_unknown_op_or_suffix_is_refused_before_the_file_is_read(tmp_path: Pa
         rnnspec.load_params(tmp_path / "missing.h5")
     with pytest.raises(FileNotFoundError):
         rnnspec.load_params(tmp_path / "missing.npz")
+
+
+# -- damaged and hostile files --------------------------------------------------------------------
+#
+# Found by fuzzing: each file below once cost memory, hung, or escaped as a raw error.
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as np.save writes it: an ``.npz`` member's bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def npy_declaring(header: dict[str, Any], data: bytes) -> bytes:
+    """An ``.npy`` member whose header says ``header``, whatever ``data`` follows."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
+def write_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def declare_sizes(path: Path, member: str, *, compressed: int | None = None, uncompressed: int | None = None) -> None:
+    """Rewrite the sizes that the central directory declares for ``member`` (the member's bytes stay)."""
+    data = bytearray(path.read_bytes())
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) >= 0:
+        (name_length,) = struct.unpack_from("<H", data, start + 28)
+        if data[start + 46 : start + 46 + name_length] == member.encode():
+            if compressed is not None:
+                struct.pack_into("<I", data, start + 20, compressed)
+            if uncompressed is not None:
+                struct.pack_into("<I", data, start + 24, uncompressed)
+            path.write_bytes(bytes(data))
+            return
+        start += 4
+    raise AssertionError(f"no member {member!r} in {path}")
+
+
+def test_an_unlisted_member_is_refused_from_the_header_without_being_decompressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "params.npz"
+    rnnspec.save_params(path, lstm_bits("float32"))
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("junk.npy", npy_bytes(np.zeros(2**20)))  # 8 MB of zeros, 8 KB deflated
+    opened: list[str] = []
+    open_member = zipfile.ZipFile.open
+
+    def spy(archive: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return open_member(archive, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    with pytest.raises(ParamFileMismatchError, match=r"entries \['junk'\] are not listed in its header"):
+        rnnspec.load_params(path)
+    assert opened == [f"{HEADER}.npy"]
+
+
+@pytest.mark.parametrize(
+    ("member", "match"),
+    [
+        pytest.param(
+            npy_declaring({"descr": "<f8", "fortran_order": False, "shape": (10**12,)}, bytes(16)),
+            r"entry '0/w' declares shape \(1000000000000,\) of float64 \(8000000000000 bytes\), but its member "
+            r"holds 16",
+            id="shape-beyond-its-member",
+        ),
+        pytest.param(
+            npy_declaring({"descr": "<f8", "fortran_order": False, "shape": (2,)}, bytes(32)),
+            r"entry '0/w' declares shape \(2,\) of float64 \(16 bytes\), but its member holds 32",
+            id="member-beyond-its-shape",
+        ),
+        pytest.param(
+            b"\x93NUMPY\x01\x00" + struct.pack("<H", 20_000) + b" " * 20_000,
+            r"entry '0/w' has an .npy header of 20000 bytes, where a params file's are at most 10000",
+            id="long-npy-header",
+        ),
+        pytest.param(
+            b"garbage, no array", r"entry '0/w' is no .npy array \(it starts with b'garbag'\)", id="no-npy-magic"
+        ),
+        pytest.param(b"\x93NU", r"entry '0/w' is no .npy array \(it starts with b'\\x93NU'\)", id="short-member"),
+        pytest.param(
+            npy_bytes(np.zeros(2, np.complex64)),
+            r"entry '0/w' has dtype complex64, where a params file holds bool, integer and float arrays",
+            id="complex",
+        ),
+    ],
+)
+def test_a_member_that_lies_about_its_size_or_is_no_array_is_refused_before_its_data_is_read(
+    tmp_path: Path, member: bytes, match: str
+) -> None:
+    path = tmp_path / "params.npz"
+    write_zip(path, {"0/w.npy": member, f"{HEADER}.npy": npy_bytes(np.array(header_text()))})
+    with pytest.raises(ParamFileError, match=match) as info:
+        rnnspec.load_params(path)
+    assert type(info.value) is ParamFileError  # neither a pickle nor another op's file
+
+
+def test_a_header_member_without_the_npy_magic_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    write_zip(path, {"0/w.npy": npy_bytes(np.zeros(2)), f"{HEADER}.npy": header_text().encode()})
+    with pytest.raises(ParamFileError, match=r"entry '__rnnspec__' is no .npy array \(it starts with b'\{\"form'\)"):
+        rnnspec.load_params(path)
+
+
+def test_a_deflated_member_declaring_more_than_deflate_can_hold_is_refused_before_allocating(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    declared = 200_000_000  # what the central directory says; the member holds 1 KB of zeros, deflated to ~20 bytes
+    member = npy_declaring({"descr": "|u1", "fortran_order": False, "shape": (declared,)}, bytes(1000))
+    header_length = len(member) - 1000
+    write_zip(path, {"0/w.npy": member, f"{HEADER}.npy": npy_bytes(np.array(header_text()))}, zipfile.ZIP_DEFLATED)
+    declare_sizes(path, "0/w.npy", uncompressed=header_length + declared)
+    with pytest.raises(ParamFileError, match=rf"entry '0/w' declares {header_length + declared} bytes, more than its"):
+        rnnspec.load_params(path)
+
+
+def test_members_declaring_more_compressed_bytes_than_the_file_holds_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    rnnspec.save_params(path, {"w": np.zeros(4)})
+    declare_sizes(path, "0/w.npy", compressed=path.stat().st_size - 1)
+    with pytest.raises(ParamFileError, match=r"its members' compressed bytes add up to \d+, more than its \d+ bytes"):
+        rnnspec.load_params(path)
+
+
+def test_a_member_compressed_by_a_method_no_params_file_uses_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    members = {"0/w.npy": npy_bytes(np.zeros(2)), f"{HEADER}.npy": npy_bytes(np.array(header_text()))}
+    write_zip(path, members, zipfile.ZIP_LZMA)
+    with pytest.raises(ParamFileError, match=r"entry '__rnnspec__' is compressed by zip method 14, where a params"):
+        rnnspec.load_params(path)
+
+
+def test_a_member_listed_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("0/w.npy", npy_bytes(np.zeros(2)))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("0/w.npy", npy_bytes(np.ones(2)))
+        archive.writestr(f"{HEADER}.npy", npy_bytes(np.array(header_text())))
+    with pytest.raises(ParamFileError, match=r"entry '0/w' appears twice in the archive"):
+        rnnspec.load_params(path)
+
+
+def write_with_header(path: Path, text: str, arrays: dict[str, np.ndarray], **metadata: str) -> None:
+    """A file of ``arrays`` whose rnnspec header is ``text``, in the format of ``path``'s suffix."""
+    if path.suffix == ".npz":
+        members: dict[str, Any] = {**arrays, HEADER: np.array(text)}
+        np.savez(path, **members)
+    else:
+        safetensors_numpy = pytest.importorskip("safetensors.numpy")
+        safetensors_numpy.save_file(arrays, str(path), metadata={HEADER: text, **metadata})
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_header_nested_deeply_is_refused_without_recursing(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"params{suffix}"
+    write_with_header(path, "[" * 100_000, {"0/w": np.zeros(2)})
+    with pytest.raises(ParamFileError, match=r"its header nests more than 16 deep, where a params file's nests 3 deep"):
+        rnnspec.load_params(path)
+
+
+def test_an_overlong_safetensors_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.safetensors"
+    write_with_header(path, header_text() + " " * 2**22, {"0/w": np.zeros(2)})  # valid JSON, 4 MiB of it blank
+    with pytest.raises(ParamFileError, match=r"its header is \d+ characters long, where a params file's is at most"):
+        rnnspec.load_params(path)
+
+
+def test_an_overlong_npz_header_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    header = npy_declaring({"descr": "<U100000000", "fortran_order": False, "shape": ()}, b"{}")
+    write_zip(path, {"0/w.npy": npy_bytes(np.zeros(2)), f"{HEADER}.npy": header})
+    with pytest.raises(ParamFileError, match=r"its header is 100000000 characters long, where a params file's is"):
+        rnnspec.load_params(path)
+
+
+def test_safetensors_metadata_beside_the_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.safetensors"
+    write_with_header(path, header_text(), {"0/w": np.zeros(2)}, note="hand-added")
+    with pytest.raises(ParamFileMismatchError, match=r"its metadata has keys \['note'\] beside '__rnnspec__'"):
+        rnnspec.load_params(path)
+
+
+def load_within(path: Path, seconds: float = 5) -> BaseException | None:
+    """What ``load_params(path)`` raises, failing the test if it blocks (unblocking it first)."""
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            rnnspec.load_params(path)
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # a writer that is gone at once: the reader sees EOF
+        thread.join()
+        pytest.fail(f"load_params blocked on {path}")
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_named_pipe_under_a_params_name_is_refused_without_blocking(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"x{suffix}"
+    os.mkfifo(path)
+    error = load_within(path)
+    assert isinstance(error, ParamFileError), error
+    assert "is not a regular file but a named pipe" in str(error)
+
+
+def test_a_directory_under_a_params_name_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.npz"
+    path.mkdir()
+    with pytest.raises(ParamFileError, match=r"is not a regular file but a directory"):
+        rnnspec.load_params(path)
+
+
+def flips(data: bytes) -> Any:
+    """``data`` with one bit flipped, for each byte in turn (bit ``i % 8`` of byte ``i``)."""
+    for i in range(len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 1 << (i % 8)
+        yield i, bytes(flipped)
+
+
+def test_every_single_bit_flip_in_a_safetensors_file_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    path = tmp_path / "params.safetensors"
+    rnnspec.save_params(path, lstm_bits("float32"), op="lstm")
+    loaded = []
+    for i, flipped in flips(path.read_bytes()):
+        path.write_bytes(flipped)
+        try:
+            rnnspec.load_params(path)
+        except ParamFileError:
+            continue
+        loaded.append(i)
+    assert loaded == []
+
+
+def test_a_single_bit_flip_in_an_npz_file_is_refused_or_leaves_the_values_exact(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    params = lstm_bits("float32", layers=1)
+    rnnspec.save_params(path, params, op="lstm")
+    for _, flipped in itertools.islice(flips(path.read_bytes()), 0, None, 3):
+        path.write_bytes(flipped)
+        try:
+            loaded = rnnspec.load_params(path)
+        except ParamFileError:
+            continue
+        assert_same_params(loaded, params)  # the bit was one zipfile ignores, such as a local header's time
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_value_changed_under_a_kept_header_is_refused_by_the_checksum(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"params{suffix}"
+    params = {"w": np.arange(4, dtype=np.float32)}
+    rnnspec.save_params(path, params)
+    write_with_header(path, read_header_text(path), {"0/w": np.array([0, 1, 2, 4], np.float32)})
+    with pytest.raises(ParamFileError, match=r"its entries do not match the SHA-256 its header records"):
+        rnnspec.load_params(path)
+
+
+def read_header_text(path: Path) -> str:
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            return str(archive[HEADER])
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return str(f.metadata()[HEADER])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_file_without_a_checksum_from_an_earlier_rnnspec_still_loads(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"params{suffix}"
+    params = [{"w": np.arange(4, dtype=np.float32)}]
+    write_with_header(path, header_text(), {"0/w": params[0]["w"]})
+    assert "sha256" not in read_header_text(path)
+    assert_same_params(rnnspec.load_params(path), params)
+
+
+def test_a_saved_file_records_the_checksum_of_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    rnnspec.save_params(path, {"w": np.arange(4, dtype=np.float32)})
+    assert re.fullmatch(r"[0-9a-f]{64}", json.loads(read_header_text(path))["sha256"])
 
 
 # -- PyTorch and JAX ----------------------------------------------------------------------
