@@ -208,7 +208,7 @@ class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
 
     def _run(
         self,
-        x: torch.Tensor,
+        x: Any,  # a torch.Tensor, checked: callers pass NumPy arrays too
         initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
         lengths: Any,
         reverse: bool,
