@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from rnnspec.backend import Backend
-from rnnspec.errors import DtypeError, OptionError, ParameterError
+from rnnspec.errors import DtypeError, OptionError, ParameterError, ShapeError
 from rnnspec.ops import OPS
 from rnnspec.param_files import load_numpy_params, save_params
 
@@ -30,6 +30,7 @@ __all__ = [
     "ParamFiles",
     "check_canonical",
     "check_checkpoint_every",
+    "check_layer_input",
     "layer_backend",
 ]
 
@@ -52,6 +53,26 @@ def layer_backend(name: str) -> Backend:
 
         backend = _BACKENDS[name] = rnnspec.get_backend(name)
     return backend
+
+
+def check_layer_input(layer: str, x: Any, *, input_size: int, dtype: str, backend: str, batch_first: bool) -> None:
+    """Refuse an ``x`` that does not fit the layer, naming ``x``.
+
+    The layer's own params are right by construction, so a feature size or dtype that disagrees
+    with them is the caller's ``x``: without this check the op's validation would blame the weights
+    (``params[0]['w_ih']: expected shape (3*H, I) = (24, 5)``). ``dtype`` is the params' dtype name.
+    """
+    layout = "(batch, time, input_size)" if batch_first else "(time, batch, input_size)"
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != 3:
+        raise ShapeError(layer, "x", f"a 3-d array {layout}", f"shape {shape}", backend=backend)
+    if shape[2] is not None and int(shape[2]) != input_size:
+        expected = f"{layout} with input_size={input_size}, the layer's"
+        raise ShapeError(layer, "x", expected, f"shape {shape}", backend=backend)
+    given = str(getattr(x, "dtype", "")).removeprefix("torch.")
+    if given != dtype:
+        expected = f"dtype {dtype}, the layer's parameters' (cast x, or the layer)"
+        raise DtypeError(layer, "x", expected, f"dtype {given}", backend=backend)
 
 
 def check_checkpoint_every(layer: str, op: str, value: Any) -> int | None:

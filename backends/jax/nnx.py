@@ -55,7 +55,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx  # type: ignore[import-not-found,unused-ignore]
 
-from rnnspec.backends.layers import CELL_BIASES, TIME_FIELDS, ParamFiles, check_checkpoint_every, layer_backend
+from rnnspec.backends.layers import (
+    CELL_BIASES,
+    TIME_FIELDS,
+    ParamFiles,
+    check_checkpoint_every,
+    check_layer_input,
+    layer_backend,
+)
 from rnnspec.errors import CallError, OptionError, ParameterError
 from rnnspec.init import init_params
 
@@ -223,13 +230,22 @@ class _SpecLayer(ParamFiles, nnx.Module):  # type: ignore[misc,unused-ignore]
         arrays = {k: None if v is None else jax.tree.map(jnp.asarray, v) for k, v in arrays.items()}
         if initial_state is not None:
             initial_state = jax.tree.map(jnp.asarray, initial_state)
+        params = self.canonical_params()
+        check_layer_input(
+            f"{type(self).__name__} layer",
+            x,
+            input_size=self.input_size,
+            dtype=str(next(iter(params[0].values())).dtype),
+            backend=self.backend_name,
+            batch_first=self.batch_first,
+        )
         if not self.batch_first:
             x = jnp.swapaxes(x, 0, 1)
             arrays = {k: _transpose_arrays(v) for k, v in arrays.items()}
         method = getattr(layer_backend(self.backend_name), self.op)
         result = method(
             x,
-            self.canonical_params(),
+            params,
             **dict(self.options),
             **arrays,
             lengths=lengths,

@@ -49,7 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnspec.backends.layers import CELL_BIASES, TIME_FIELDS, ParamFiles, check_checkpoint_every, layer_backend
+from rnnspec.backends.layers import (
+    CELL_BIASES,
+    TIME_FIELDS,
+    ParamFiles,
+    check_checkpoint_every,
+    check_layer_input,
+    layer_backend,
+)
 from rnnspec.errors import CallError, DtypeError, OptionError, ParameterError
 from rnnspec.init import init_params
 
@@ -218,13 +225,23 @@ class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
             # Refused here, before the layout is changed: NumPy's transpose(0, 1) would fail with its own error.
             expected = "a torch.Tensor (torch.from_numpy(x) for a NumPy array)"
             raise DtypeError(f"{type(self).__name__} layer", "x", expected, type(x).__name__, backend=self.backend_name)
+        params = self.canonical_params()
+        dtype = str(next(iter(params[0].values())).dtype).removeprefix("torch.")
+        check_layer_input(
+            f"{type(self).__name__} layer",
+            x,
+            input_size=self.input_size,
+            dtype=dtype,
+            backend=self.backend_name,
+            batch_first=self.batch_first,
+        )
         if not self.batch_first:
             x = x.transpose(0, 1)
             arrays = {k: _transpose_arrays(v) for k, v in arrays.items()}
         method = getattr(layer_backend(self.backend_name), self.op)
         result = method(
             x,
-            self.canonical_params(),
+            params,
             **self.options,
             **arrays,
             lengths=lengths,
