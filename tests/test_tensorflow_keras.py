@@ -25,12 +25,14 @@ import rnnspec  # noqa: E402  (after the skips: the layers import tensorflow and
 from rnnspec.backends.tensorflow import keras as layers  # noqa: E402
 from rnnspec.conformance.tolerances import tolerance  # noqa: E402
 from rnnspec.convert import from_keras, to_keras  # noqa: E402
-from rnnspec.errors import LengthsError, OptionError, ParameterError, ShapeError  # noqa: E402
+from rnnspec.errors import DtypeError, LengthsError, OptionError, ParameterError, ShapeError  # noqa: E402
 from rnnspec.reference import vjp  # noqa: E402
 
 REFERENCE = rnnspec.get_backend("numpy")
 BATCH, TIME, FEATURES, UNITS = 4, 6, 3, 5
 LENGTHS = np.array([6, 0, 4, 1])
+#: How the layers' call-time errors name the backend, as a regular expression.
+ON_TF = r"\[backend 'tensorflow'\]"
 
 #: (layer class, constructor options beyond units, op options the reference takes, inner steps per step).
 CASES: list[tuple[str, dict[str, Any], dict[str, Any], int]] = [
@@ -56,6 +58,25 @@ def inputs(dtype: str = "float64", seed: int = 0) -> np.ndarray:
 
 def right_padded_mask(lengths: np.ndarray = LENGTHS, time: int = TIME) -> np.ndarray:
     return np.arange(time)[None, :] < lengths[:, None]
+
+
+#: How each row of LENGTHS is padded in the left-padding tests: the last row stays right-padded (a mixed batch).
+LEFT = np.array([True, True, True, False])
+
+
+def left_padded(x: np.ndarray, lengths: np.ndarray = LENGTHS, left: np.ndarray = LEFT) -> np.ndarray:
+    """``x`` with each row's first ``lengths`` steps moved to its end where ``left``, zeros elsewhere (Masking)."""
+    out = np.zeros_like(x)
+    for b, (n, at_end) in enumerate(zip(lengths, left, strict=True)):
+        start = x.shape[1] - n if at_end else 0
+        out[b, start : start + n] = x[b, :n]
+    return out
+
+
+def shifted_back(a: np.ndarray, lengths: np.ndarray = LENGTHS, left: np.ndarray = LEFT) -> np.ndarray:
+    """Right-padded per-step values ``a`` (batch, time, ...) placed as the left-padded rows' steps lie."""
+    rows = zip(a, lengths, left, strict=True)
+    return np.stack([np.roll(row, a.shape[1] - n, axis=0) if at_end else row for row, n, at_end in rows])
 
 
 def close(got: Any, want: Any, *, steps: int, dtype: str = "float64", kind: str = "value", what: str = "") -> None:
@@ -134,12 +155,98 @@ def test_a_wrong_number_of_state_tensors_is_refused_naming_the_expected_entries(
         layer(inputs(), initial_state=[np.zeros((BATCH, UNITS))])
 
 
-def test_a_mask_that_is_not_right_padding_is_refused_with_a_lengths_error() -> None:
+def test_a_mask_with_a_hole_is_refused_with_a_lengths_error() -> None:
     layer = make("GRU")
     mask = right_padded_mask()
     mask[0, 1] = False  # a hole inside row 0
-    with pytest.raises(LengthsError, match=r"GRU \[backend 'tensorflow'\]: argument mask: expected True on a prefix"):
+    with pytest.raises(LengthsError, match=rf"GRU {ON_TF}: argument mask: expected True on a prefix .*got row 0 "):
         layer(inputs(), mask=mask)
+
+
+def _masked_model(layer: Any) -> Any:
+    """``Input -> Masking -> layer``, in float64: what ``pad_sequences`` data meets in ``model.predict``."""
+    inp = keras.Input((None, FEATURES), dtype="float64")
+    return keras.Model(inp, layer(keras.layers.Masking(dtype="float64")(inp)))
+
+
+def test_a_mask_with_a_hole_is_refused_inside_model_predict_too() -> None:
+    model = _masked_model(make("GRU", return_sequences=True))
+    x = left_padded(inputs())
+    x[2, 3] = 0.0  # a masked step between row 2's valid ones
+    # TensorFlow escapes the quotes of an assertion's message.
+    refused = r"GRU \[backend \W*tensorflow\W*\]: argument mask: expected True on a prefix"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=refused):
+        model.predict(x, verbose=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_left_padding_gives_the_reference_on_the_right_aligned_rows_eagerly_and_in_model_predict(
+    case: tuple[str, dict[str, Any], dict[str, Any], int],
+) -> None:
+    name, options, op_options, inner = case
+    layer = make(name, return_sequences=True, return_state=True, **options)
+    x = inputs("float32").astype("float64")  # model.predict reads its data in float32
+    padded = left_padded(x)
+    predicted = _masked_model(layer).predict(padded, batch_size=BATCH, verbose=0)
+    eager = layer(padded, mask=np.any(padded != 0, axis=-1))
+    # The rows' valid steps first (right padding, the op's lengths); their per-step values then moved back.
+    want = getattr(REFERENCE, layer.op)(x, layer.numpy_params(), lengths=LENGTHS, **op_options)
+    names = layer.state_names
+    expected = [
+        shifted_back(want.outputs),
+        *flat_state(want.state, layer),
+        *(shifted_back(getattr(want, f)) for f in layer.extra_fields),
+    ]
+    what = ["outputs", *(f"state[{k}][{entry!r}]" for k, entry in names), *layer.extra_fields]
+    steps = TIME * layer.num_layers * inner
+    assert len(predicted) == len(eager) == len(expected)
+    for got_graph, got_eager, w, label in zip(predicted, eager, expected, what, strict=True):
+        close(got_graph, w, steps=steps, what=f"model.predict: {label}")
+        close(got_eager, w, steps=steps, what=f"eager: {label}")
+
+
+def test_left_padding_gives_keras_own_lstms_outputs_and_state() -> None:
+    ours = make("LSTM", return_sequences=True, return_state=True)
+    ours.build((None, None, FEATURES))
+    (theirs,) = to_keras(ours.numpy_params(), "lstm")
+    theirs.return_state = True
+    # Every row left-padded, as pad_sequences makes them: past a right-padded row's end, Keras' layers repeat
+    # its last output where rnnspec's give zeros.
+    padded = left_padded(inputs("float32").astype("float64"), left=np.ones_like(LEFT))
+    want = _masked_model(theirs).predict(padded, verbose=0)
+    got = _masked_model(ours).predict(padded, verbose=0)
+    for g, w, label in zip(got, want, ["outputs", "h", "c"], strict=True):
+        close(g, w, steps=TIME, what=label)
+    last = make("LSTM")  # the same seed: the same weights
+    close(_masked_model(last).predict(padded, verbose=0), want[1], steps=TIME, what="the last valid output")
+
+
+@pytest.mark.parametrize(
+    ("mask", "actual"),
+    [
+        (np.ones((BATCH, TIME - 1), bool), r"shape \(4, 5\)"),
+        (np.ones((BATCH - 1, TIME), bool), r"shape \(3, 6\)"),
+        (np.ones((BATCH, TIME, 1), bool), r"shape \(4, 6, 1\)"),
+    ],
+    ids=["short", "narrow", "3-d"],
+)
+def test_a_mask_of_the_wrong_shape_is_a_shape_error_naming_the_layer(mask: np.ndarray, actual: str) -> None:
+    with pytest.raises(ShapeError, match=rf"^GRU {ON_TF}: argument mask: expected shape \(4, 6\) .*got {actual}$"):
+        make("GRU")(inputs(), mask=mask)
+
+
+def test_string_inputs_and_a_string_mask_are_dtype_errors_naming_the_layer() -> None:
+    with pytest.raises(DtypeError, match=rf"^LSTM {ON_TF}: argument inputs: expected .*got dtype string$"):
+        make("LSTM")(np.full((BATCH, TIME, FEATURES), "a"))
+    with pytest.raises(DtypeError, match=rf"^LSTM {ON_TF}: argument mask: expected .*got dtype string$"):
+        make("LSTM")(inputs(), mask=np.full((BATCH, TIME), "yes"))
+
+
+def test_two_layers_of_different_sizes_run_long_eager_calls_in_one_process() -> None:
+    x = np.random.default_rng(1).standard_normal((2, 100, FEATURES))
+    for units in (8, 6):
+        layer = layers.LSTM(units, seed=3, return_sequences=True, dtype="float64")
+        close(layer(x), REFERENCE.lstm(x, layer.numpy_params()).outputs, steps=100, what=f"{units} units")
 
 
 def test_the_mask_is_passed_on_with_sequences_and_dropped_with_last_outputs() -> None:

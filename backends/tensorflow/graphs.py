@@ -14,9 +14,13 @@ Shorter sequences stay eager: tracing costs a fraction of a second, which a
 short loop does not repay, and the eager loop is the one to step through in a
 debugger. The functions trace with ``reduce_retracing=True``: after a second
 shape, TensorFlow generalises the trace to unknown sizes, so calls of varying
-batch or length reuse one trace. Options are Python values, part of the trace's
-signature. A call that cuDNN computes (:mod:`.cudnn`: rnn, lstm and gru on a
-GPU) is a single op already and stays eager.
+batch or length reuse one trace. The ops read the model's sizes (H, the input
+size, qrnn's window) off static shapes, so those must never be generalised: a
+function is kept per op *and per model size* (:func:`_sizes`: every dimension
+of every array but the batch and time axes), and only batch and time vary
+within one. Options are Python values, part of the trace's signature. A call
+that cuDNN computes (:mod:`.cudnn`: rnn, lstm and gru on a GPU) is a single op
+already and stays eager.
 
 A call with ``checkpoint_every=K`` that cuts time into segments is not run as
 one graph: inside a graph, the backward of every ``tf.recompute_grad`` segment
@@ -40,6 +44,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from rnnspec.ops import OPS
+
 from . import cudnn
 from .paths import plain_forced, record_path
 from .sequence import host_array
@@ -54,9 +60,13 @@ EAGER_ENV = "RNNSPEC_TF_EAGER"
 #: The ops whose path :func:`.paths.last_path` reports (those with a fast path).
 _PATH_OPS = ("rnn", "lstm", "gru")
 
-_GRAPHS: dict[tuple[str, bool], Callable[..., Any]] = {}
+#: (op, plain path forced, :func:`_sizes`) -> the op's function.
+_GraphKey = tuple[str, bool, tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]]
+_GRAPHS: dict[_GraphKey, Callable[..., Any]] = {}
 #: The graphs of checkpointed segments: the op's own function, without the option ``checkpoint_every``.
-_SEGMENT_GRAPHS: dict[tuple[str, bool], Callable[..., Any]] = {}
+_SEGMENT_GRAPHS: dict[_GraphKey, Callable[..., Any]] = {}
+#: The batch and time axes of a sequence op's array arguments (params have neither: every axis is a model size).
+_SEQUENCE_AXES = {"x": (0, 1), "lengths": (0,), "initial_state": (0,), "zoneout_mask": (0, 1)}
 _GRAPHS_LOCK = threading.Lock()
 
 
@@ -83,8 +93,39 @@ def wants_graph(op: str, arguments: Mapping[str, Any]) -> bool:
     return cudnn.rnn_mode(op, arguments) is None or cudnn.why_plain(op, arguments["x"], arguments) is not None
 
 
-def _graph(op: str, fn: Callable[..., Any], segment: bool) -> Callable[..., Any]:
-    key = (op, plain_forced())
+def _free_axes(op: str, name: str) -> tuple[int, ...]:
+    """The axes of argument ``name`` that may vary within one trace: batch and time."""
+    spec = OPS[op]
+    if spec.kind == "primitive":
+        for p in spec.params:
+            if p.name == name:
+                return tuple(axis for axis, symbol in enumerate(p.shape) if symbol in ("B", "T"))
+    return _SEQUENCE_AXES.get(name, ())
+
+
+def _sizes(op: str, arguments: Mapping[str, Any]) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
+    """The sizes a trace of ``op`` holds static: every array's shape without its batch and time axes.
+
+    Two calls that differ here must not share a function: ``reduce_retracing``
+    would generalise the differing dimension to None, and the op reads H or the
+    input size with ``int(shape[k])``. An argument not known here keeps its
+    whole shape (a new trace per shape, never a wrong one).
+    """
+    sizes = []
+    for name in sorted(arguments):
+        free = _free_axes(op, name)
+        shapes = tuple(
+            tuple(int(d) for axis, d in enumerate(leaf.shape) if axis not in free)
+            for leaf in tf.nest.flatten(arguments[name])
+            if getattr(leaf, "shape", None) is not None
+        )
+        if shapes:
+            sizes.append((name, shapes))
+    return tuple(sizes)
+
+
+def _graph(op: str, fn: Callable[..., Any], arguments: Mapping[str, Any], segment: bool) -> Callable[..., Any]:
+    key = (op, plain_forced(), _sizes(op, arguments))
     cache = _SEGMENT_GRAPHS if segment else _GRAPHS
     with _GRAPHS_LOCK:
         found = cache.get(key)
@@ -121,7 +162,7 @@ def as_graph(op: str, fn: Callable[..., Any], arguments: Mapping[str, Any], *, s
         steps = _time_steps(op, args)
         assert steps is not None  # wants_graph checked it; segments are cut on a known time axis
         args["lengths"] = _lengths_argument(args["lengths"], steps)
-    result = _graph(op, fn, segment)(**args)
+    result = _graph(op, fn, args, segment)(**args)
     if op in _PATH_OPS:
         record_path(op, "plain")  # a trace records its path once; every call of the graph takes it
     return result

@@ -66,11 +66,18 @@ Masking
 -------
 A Keras mask (from ``keras.layers.Masking``, an ``Embedding(mask_zero=True)``,
 or ``mask=`` in the call) becomes the op's ``lengths``: each row's number of
-True entries. The op's semantics are those of right padding (a row's valid
-steps come first), so a mask must be True on a prefix of each row; eagerly a
-mask that is not raises :class:`rnnspec.errors.LengthsError`, inside a traced
-function it is read as its count. Past a row's length the outputs are zero and
-the state is frozen; with ``return_sequences=True`` the mask is passed on.
+True entries. Each row may be right-padded (True on a prefix: the op's own
+semantics) or left-padded (True on a suffix, what ``pad_sequences`` makes by
+default), rows of both kinds in one batch. A left-padded row runs as Keras' own
+layers run it, its state kept over the masked steps: its valid steps go through
+the op first, from the initial state, and its per-step results (outputs and
+extras) go back to where the steps were. At the masked steps the outputs are
+zero (past a right-padded row's end, before a left-padded row's start) and the
+final state is that of the last valid step. A mask with a masked step between
+two valid ones raises :class:`rnnspec.errors.LengthsError` eagerly; inside a
+traced function (``model.predict``, ``model.fit``) an assertion with the same
+message fails when the step runs (``tf.errors.InvalidArgumentError``). With
+``return_sequences=True`` the mask is passed on.
 
 Checkpointing
 -------------
@@ -95,7 +102,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnnspec.backends.layers import CELL_BIASES, ParamFiles, check_checkpoint_every, layer_backend
-from rnnspec.errors import CallError, LengthsError, OptionError, ParameterError, ShapeError
+from rnnspec.errors import CallError, DtypeError, LengthsError, OptionError, ParameterError, ShapeError
 from rnnspec.init import init_params
 from rnnspec.losses import skip_budget_loss
 from rnnspec.ops import OPS
@@ -105,6 +112,8 @@ from .implementation import run_op
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
+#: The backend the layers' call-time errors name.
+_BACKEND = "tensorflow"
 #: Seeds drawn for ``seed=None`` lie in [0, 2**31 - 1).
 _SEED_BOUND = 2**31 - 1
 #: The extra result fields each family returns with ``return_extras=True``, in order.
@@ -382,20 +391,50 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
 
     # -- call -------------------------------------------------------------------------------
 
-    def _lengths(self, mask: Any, time: Any) -> tf.Tensor | None:
+    def _padding(self, mask: Any, x: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+        """``(lengths, shift)`` from a Keras mask over ``x``: each row's number of valid steps, and how far its
+        first valid step lies from the start (0 for right padding, ``time - length`` for left padding).
+
+        ``shift`` is None when every row is known to be right-padded (an eager call), and the call is then
+        exactly the op's. A mask that is neither raises eagerly; in a trace, an assertion fails when it runs.
+        """
         if mask is None:
-            return None
-        mask = tf.cast(tf.convert_to_tensor(mask), tf.bool)
-        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.equal(mask, tf.sequence_mask(lengths, time)))):
-            raise LengthsError(
-                type(self).__name__,
-                "mask",
-                "True on a prefix of each row (right padding: a row's valid steps come first)",
-                "a row with a masked step before a valid one",
-                backend="tensorflow",
+            return None, None
+        name = type(self).__name__
+        mask = tf.convert_to_tensor(mask)
+        if not (mask.dtype.is_bool or mask.dtype.is_integer or mask.dtype.is_floating):
+            raise DtypeError(
+                name, "mask", "a boolean tensor (batch, time), or 0 and 1", f"dtype {mask.dtype.name}", backend=_BACKEND
             )
-        return lengths
+        expected = f"shape {_shape(x.shape[:2])} (batch, time)"
+        if mask.shape.rank is not None and (mask.shape.rank != 2 or not mask.shape.is_compatible_with(x.shape[:2])):
+            raise ShapeError(name, "mask", expected, f"shape {_shape(mask.shape)}", backend=_BACKEND)
+        if not tf.executing_eagerly() and not (mask.shape.is_fully_defined() and x.shape[:2].is_fully_defined()):
+            # Sizes unknown in the trace: checked when it runs.
+            check = tf.debugging.assert_equal(
+                tf.shape(mask), tf.shape(x)[:2], message=str(ShapeError(name, "mask", expected, "another shape"))
+            )
+            with tf.control_dependencies([check]):
+                mask = tf.identity(mask)
+        mask = tf.cast(mask, tf.bool)
+        time = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        steps = tf.range(time)[None, :]
+        right = tf.reduce_all(tf.equal(mask, steps < lengths[:, None]), axis=1)
+        left = tf.reduce_all(tf.equal(mask, steps >= time - lengths[:, None]), axis=1)
+        shift = tf.where(right, 0, time - lengths)
+        refused = "True on a prefix of each row (right padding) or on a suffix (left padding, as pad_sequences makes)"
+        if tf.executing_eagerly():
+            bad = np.flatnonzero(~np.asarray(right | left))
+            if bad.size:
+                actual = f"row {int(bad[0])} with a masked step between two valid ones"
+                raise LengthsError(name, "mask", refused, actual, backend=_BACKEND)
+            return lengths, (None if bool(tf.reduce_all(right)) else shift)
+        actual = "a row with a masked step between two valid ones"
+        message = str(LengthsError(name, "mask", refused, actual, backend=_BACKEND))
+        check = tf.debugging.Assert(tf.reduce_all(right | left), [message])
+        with tf.control_dependencies([check]):
+            return tf.identity(lengths), tf.identity(shift)
 
     def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
         return {}
@@ -449,20 +488,30 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
 
     def _call(self, inputs: Any, mask: Any, training: Any, initial_state: Any) -> Any:
         x = tf.convert_to_tensor(inputs)
+        if not (x.dtype.is_floating or x.dtype.is_integer or x.dtype.is_bool):
+            expected = "a real tensor (batch, time, features): floating, integer or boolean"
+            raise DtypeError(type(self).__name__, "inputs", expected, f"dtype {x.dtype.name}", backend=_BACKEND)
         if x.dtype != self.compute_dtype:
             x = tf.cast(x, self.compute_dtype)
-        time = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
-        lengths = self._lengths(mask, time)
+        lengths, shift = self._padding(mask, x)
+        if shift is not None:
+            # Left-padded rows run with their valid steps first (the op's right padding): the state then
+            # starts from the initial state at the first valid step, as Keras' own layers keep it over masked
+            # steps; their per-step results go back where the steps were.
+            x = _shift_rows(x, shift)
         result = self._run(x, lengths, self._initial_state(initial_state), self._array_options(x, training))
-        self._add_losses(result)
+        self._add_losses(result)  # sums over time: the same whichever order the steps are in
         output = result.outputs if self.return_sequences else _last_output(result.outputs, lengths)
+        if shift is not None and self.return_sequences:
+            output = _shift_rows(output, -shift)
         if not self.return_state and not self.return_extras:
             return output
         outputs = [output]
         if self.return_state:
             outputs += [result.state[k][entry] for k, entry in self.state_names]
         if self.return_extras:
-            outputs += [getattr(result, f) for f in self.extra_fields]
+            extras = [getattr(result, f) for f in self.extra_fields]
+            outputs += extras if shift is None else [_shift_rows(e, -shift) for e in extras]
         return outputs
 
     def _add_losses(self, result: Any) -> None:
@@ -489,6 +538,17 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
         count = 1 + (len(self.state_names) if self.return_state else 0)
         count += len(self.extra_fields) if self.return_extras else 0
         return first if count == 1 else [first] + [None] * (count - 1)
+
+
+def _shape(shape: tf.TensorShape) -> str:
+    return "<unknown rank>" if shape.rank is None else str(tuple(shape.as_list()))
+
+
+def _shift_rows(a: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    """Row ``b`` of ``a`` ``(batch, time, ...)`` rotated by ``shift[b]`` steps towards the start (negative: the end)."""
+    time = a.shape[1] if a.shape[1] is not None else tf.shape(a)[1]
+    index = tf.math.floormod(tf.range(time)[None, :] + shift[:, None], tf.maximum(time, 1))
+    return tf.ensure_shape(tf.gather(a, index, axis=1, batch_dims=1), a.shape)
 
 
 def _last_output(outputs: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
