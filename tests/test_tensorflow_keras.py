@@ -179,6 +179,15 @@ def test_a_mask_with_a_hole_is_refused_inside_model_predict_too() -> None:
         model.predict(x, verbose=0)
 
 
+def test_inputs_of_another_feature_size_are_refused_naming_inputs_inside_model_predict() -> None:
+    model = keras.Sequential([keras.Input((None, 5)), make("GRU")])
+    model.predict(np.zeros((2, 4, 5), np.float32), verbose=0)
+    # The data's width is unknown while predict traces: the check runs in the graph, with the spec's message.
+    refused = r"GRU \[backend \W*tensorflow\W*\]: argument inputs: expected \(batch, time, 5\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=refused):
+        model.predict(np.zeros((2, 4, 3), np.float32), verbose=0)
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_left_padding_gives_the_reference_on_the_right_aligned_rows_eagerly_and_in_model_predict(
     case: tuple[str, dict[str, Any], dict[str, Any], int],

@@ -493,6 +493,7 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
             raise DtypeError(type(self).__name__, "inputs", expected, f"dtype {x.dtype.name}", backend=_BACKEND)
         if x.dtype != self.compute_dtype:
             x = tf.cast(x, self.compute_dtype)
+        x = self._check_features(x)
         lengths, shift = self._padding(mask, x)
         if shift is not None:
             # Left-padded rows run with their valid steps first (the op's right padding): the state then
@@ -516,6 +517,31 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
 
     def _add_losses(self, result: Any) -> None:
         return None
+
+    def _check_features(self, x: tf.Tensor) -> tf.Tensor:
+        """``x``, refused (naming ``inputs``) when its feature size is not the one the weights were built for.
+
+        The op would blame its weights (``params[0]['w_ih']``) for the caller's input, and inside a trace whose
+        feature size is unknown (``model.predict`` on data of another width) XLA's matmul would fail raw: the
+        check then runs with the graph, carrying the same message.
+        """
+        layer = type(self).__name__
+        error = ShapeError(
+            layer,
+            "inputs",
+            f"(batch, time, {self.input_size}): the feature size the layer was built for",
+            f"shape {tuple(x.shape)}",
+            backend=_BACKEND,
+        )
+        if x.shape.rank != 3:
+            raise ShapeError(layer, "inputs", "(batch, time, features)", f"shape {tuple(x.shape)}", backend=_BACKEND)
+        if x.shape[-1] is not None:
+            if int(x.shape[-1]) != self.input_size:
+                raise error
+            return x
+        check = tf.debugging.assert_equal(tf.shape(x)[-1], self.input_size, message=str(error))
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
 
     def compute_output_spec(
         self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None
