@@ -243,11 +243,22 @@ def examples(session: nox.Session) -> None:
                 session.error(f"examples/{example} --backend {backend} --quick wrote no plot in {where}")
 
 
+#: What the docs build needs beside mkdocs: latex2mathml turns the equations into MathML (docs/hooks/mathml.py),
+#: ziamath ships the math font the site carries (pinned: the hook takes the font file from its package); and
+#: what its check needs: playwright, which drives Debian's Chromium (never ``playwright install``).
+DOCS_TOOLS = ("latex2mathml>=3.81,<4", "ziamath==0.13", "playwright>=1.40")
+DOCS_MATH_TESTS = "tests/test_docs_math.py"
+
+
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the documentation site with mkdocs, warnings as errors (``site/``)."""
-    session.install("-e", ".[docs]")
+    """Build the documentation site with mkdocs, warnings as errors (``site/``), then check in headless Chromium
+    that its equations render from disk with no network (tests/test_docs_math.py; skipped without Chromium,
+    except on CI)."""
+    session.install("-e", ".[docs,test]", *DOCS_TOOLS)
     session.run("mkdocs", "build", "--strict", *session.posargs)
+    browser = "required" if os.environ.get("CI") else "optional"
+    session.run("pytest", DOCS_MATH_TESTS, env={"RNNSPEC_DOCS_BROWSER": browser})
 
 
 @nox.session(python=PYTHON)
