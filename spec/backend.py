@@ -17,6 +17,7 @@ from .docstrings import render_op_docstring
 from .errors import CallError, OptionError, UnknownArgumentError, UnsupportedOpError
 from .implementation import Implementation
 from .ops import OPS
+from .result_check import check_result
 from .results import ACTResult, SequenceResult, SkipResult
 from .validate import check_call
 
@@ -225,7 +226,10 @@ class Backend:
 
     def _call(self, op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         normalised = self.check_call(op, *args, **kwargs)
-        return getattr(self.implementation, op)(**normalised)
+        result = getattr(self.implementation, op)(**normalised)
+        # The caller never gets a result of another structure or shape than the spec's (None, a lost layer...).
+        check_result(self.name, op, normalised, result, self.implementation)
+        return result
 
     # -- classic recurrences ----------------------------------------------------
 

@@ -1,11 +1,15 @@
 """The ``rnnspec`` command: ``rnnspec backends`` prints the table of backends.
 
-Each row's status is ``ok``, ``not loaded`` (with ``--no-load``), ``ERROR: why``
-(unusable) or ``WARNING: why`` (usable, with a faulty plugin beside it or a slow
-plugin import). The command exits with 1 when any row is an error, and with
-``--strict`` when any is a warning too.
-With ``RNNSPEC_STRICT_PLUGINS=1`` the first fault ends it: the error is printed
-on stderr, without a traceback, and the command exits with 1.
+Each row's status is ``ok`` (loaded, and matching the spec's signatures),
+``not loaded`` (with ``--no-load``), ``ERROR: why`` (unusable, or with
+``--check`` an op that raised on a small valid call or returned a result that
+breaks the spec) or ``WARNING: why`` (usable, with a faulty plugin beside it or
+a slow plugin import). The command exits with 1 when any row is an error, and
+with ``--strict`` when any is a warning too. A faulty plugin shows on its own
+row, whatever it does at import (``sys.exit`` included); one whose import does
+not finish within ``RNNSPEC_PLUGIN_IMPORT_TIMEOUT`` seconds (default 30) is an
+error. With ``RNNSPEC_STRICT_PLUGINS=1`` the first fault ends it: the error is
+printed on stderr, without a traceback, and the command exits with 1.
 """
 
 from __future__ import annotations
@@ -48,12 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnnspec", description="rnnspec: recurrent-network ops, spec and backends")
     sub = parser.add_subparsers(dest="command", required=True)
     backends = sub.add_parser("backends", help="list the registered backends, loading each; exit 1 if one is broken")
-    backends.add_argument("--no-load", action="store_true", help="only read the plugins, import no framework")
+    depth = backends.add_mutually_exclusive_group()
+    depth.add_argument("--no-load", action="store_true", help="only read the plugins, import no framework")
+    depth.add_argument(
+        "--check", action="store_true", help="also call each op once, small, and check its result against the spec"
+    )
     backends.add_argument("--strict", action="store_true", help="exit 1 on a warning (a slow import, a shadowed name)")
     args = parser.parse_args(argv)
     if args.command == "backends":
         try:
-            records = list_backends(load=not args.no_load)
+            records = list_backends(load=not args.no_load, check=args.check)
         except BackendError as err:  # RNNSPEC_STRICT_PLUGINS=1: the first faulty plugin ends the listing
             print(f"rnnspec backends: {type(err).__name__}: {err}", file=sys.stderr)
             return 1

@@ -19,8 +19,12 @@ Keep the plugin module light: it is imported to list backends; the framework
 should be imported only inside ``load``. A plugin module that takes longer than
 ``RNNSPEC_PLUGIN_IMPORT_BUDGET`` seconds (default 2) to import is reported with
 a warning by ``rnnspec backends`` and ``rnnspec.list_backends()``, and refused
-under ``RNNSPEC_STRICT_PLUGINS=1``. The name ``numpy``, and any other name that
-rnnspec itself registers, is taken: a plugin that claims it is ignored.
+under ``RNNSPEC_STRICT_PLUGINS=1``; one whose import (or hook) has not returned
+after ``RNNSPEC_PLUGIN_IMPORT_TIMEOUT`` seconds (default 30) is given up, as
+unavailable. The module is imported in a worker thread, and may not call
+``rnnspec.get_backend`` or ``rnnspec.list_backends`` (``load`` may). The name
+``numpy``, and any other name that rnnspec itself registers, is taken: a plugin
+that claims it is ignored.
 """
 
 from __future__ import annotations

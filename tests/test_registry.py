@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -459,6 +460,79 @@ def test_a_failed_load_is_not_retried_and_keeps_raising(plugin_dist: PluginInsta
         with pytest.raises(BackendLoadError, match="'fakeobject'"):
             rnnspec.get_backend("fakeobject")
     assert len(sys.modules[module].LOAD_CALLS) == 1
+
+
+def test_a_keyboard_interrupt_raised_in_load_propagates_and_the_next_get_tries_again(
+    plugin_dist: PluginInstaller,
+) -> None:
+    # load() runs in the caller's thread, where a KeyboardInterrupt cannot be told from Ctrl-C: it is never recorded.
+    module = plugin_dist.install("fakeinterrupt", plugin_dist.source(load_body="raise KeyboardInterrupt"))
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            rnnspec.get_backend("fakeinterrupt")
+    assert len(sys.modules[module].LOAD_CALLS) == 2
+    record = records_by_name(load=False)["fakeinterrupt"]
+    assert (record.status, record.error) == ("not loaded", None)
+
+
+def test_a_hook_that_does_not_return_in_time_is_an_error_and_numpy_keeps_working(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = (
+        "import threading\n"
+        "from rnnspec.hookspecs import BackendDeclaration, hookimpl\n"
+        "RELEASE = threading.Event()\n\n\n"
+        "@hookimpl\n"
+        "def rnnspec_backend():\n"
+        "    RELEASE.wait(30)\n"
+        "    return BackendDeclaration(load=None)\n"
+    )
+    module = plugin_dist.install("fakehookhang", source)
+    monkeypatch.setenv("RNNSPEC_PLUGIN_IMPORT_TIMEOUT", "0.2")
+    try:
+        record = records_by_name(load=False)["fakehookhang"]
+    finally:
+        sys.modules[module].RELEASE.set()  # the hook's thread ends
+    assert record.status == "error"
+    assert record.error == (
+        "plugin failed to register: its hook rnnspec_backend did not return within 0.2 s "
+        "(RNNSPEC_PLUGIN_IMPORT_TIMEOUT); it is left running in a background thread"
+    )
+    assert record.import_seconds is not None
+    assert_numpy_backend_works()
+
+
+def test_a_package_getting_its_own_backend_at_import_registers_its_plugin_module(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plugin module imports its package, which is still being imported by this thread: another thread would
+    # wait for it, so the registry imports such a plugin module here.
+    package = plugin_dist.root / "fake_selfish_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import rnnspec\nVERSION = '1.0'\nBACKEND = rnnspec.get_backend('fakeselfish')\n", encoding="utf-8"
+    )
+    source = plugin_dist.source().replace('description="a fake third-party backend"', "description=f'v{VERSION}'")
+    (package / "plugin.py").write_text("from fake_selfish_pkg import VERSION\n" + source, encoding="utf-8")
+    info = plugin_dist.root / "fake_selfish_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-selfish-pkg\nVersion: 1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[rnnspec.backends]\nfakeselfish = fake_selfish_pkg.plugin\n")
+    plugin_dist.modules += ["fake_selfish_pkg", "fake_selfish_pkg.plugin"]
+    importlib.invalidate_caches()
+    monkeypatch.setenv("RNNSPEC_PLUGIN_IMPORT_TIMEOUT", "2")
+    backend = importlib.import_module("fake_selfish_pkg").BACKEND
+    assert backend.name == "fakeselfish"
+    assert records_by_name(load=False)["fakeselfish"].description == "v1.0"
+
+
+def test_listing_with_check_calls_every_op_of_numpy_and_finds_none_broken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNNSPEC_BACKENDS", "numpy")  # loads no framework
+    record = records_by_name(load=False)["numpy"]
+    assert record.broken_ops == {}
+    [record] = rnnspec.list_backends(check=True)
+    assert (record.status, record.reason, record.broken_ops) == ("ok", None, {})
+    assert set(record.ops) == set(rnnspec.ops.OPS)
 
 
 # -- lookup and threads --------------------------------------------------------

@@ -1,0 +1,12 @@
+"""Plugin of the ``fault_hang`` backend, faulty on purpose: importing it never finishes.
+
+It waits on an event nobody sets, as an import stuck on a network file system
+or a lock would: the registry must give up on it after its time limit, and
+never import it for another backend.
+"""
+
+from __future__ import annotations
+
+import threading
+
+threading.Event().wait()
