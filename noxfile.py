@@ -263,7 +263,12 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The main job: list the backends and run the quick start on the NumPy reference."""
+    """A new user's first contact, on a bare install (``.`` alone, no framework): ``rnnspec backends`` lists the
+    frameworks as not installed and exits 0, and the quick start runs on the NumPy reference. (The main job is
+    ``conformance-torch``; the README's framework examples run as tests in ``tests`` and ``tests-tensorflow``.)"""
     session.install(".")
-    session.run("rnnspec", "backends")
+    listing = session.run("rnnspec", "backends", silent=True)
+    session.log(listing)
+    if "NOT INSTALLED" not in str(listing):
+        session.error("rnnspec backends on a bare install did not list the frameworks as not installed")
     session.run("python", "examples/quickstart.py")

@@ -1,7 +1,8 @@
 """The ``rnnspec`` command: ``rnnspec backends`` prints the table of backends.
 
 Each row's status is ``ok`` (loaded, and matching the spec's signatures),
-``not loaded`` (with ``--no-load``), ``ERROR: why`` (unusable, or with
+``not loaded`` (with ``--no-load``), ``NOT INSTALLED: what`` (its framework is
+absent, with the command that installs it: not an error), ``ERROR: why`` (unusable, or with
 ``--check`` an op that raised on a small valid call or returned a result that
 breaks the spec) or ``WARNING: why`` (usable, with a faulty plugin beside it or
 a slow plugin import). The command exits with 1 when any row is an error, and

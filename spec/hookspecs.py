@@ -56,10 +56,19 @@ class BackendDeclaration:
         :class:`~rnnspec.implementation.Implementation`.
     description
         One line for ``rnnspec backends``.
+    requires
+        The top-level modules ``load`` imports that may be absent (the
+        framework: ``("torch",)``). When one is not installed the backend is
+        listed as "not installed", not as an error, and ``load`` is not called.
+    install
+        The command that installs them, shown with "not installed"
+        (``'pip install "rnnspec[torch]"'``).
     """
 
     load: Callable[[], Implementation]
     description: str = ""
+    requires: tuple[str, ...] = ()
+    install: str = ""
 
 
 @hookspec(firstresult=True)

@@ -55,6 +55,7 @@ backend; a backend already loaded is returned without taking the lock.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import sys
@@ -96,7 +97,7 @@ DEFAULT_IMPORT_TIMEOUT = 30.0
 #: The distribution whose backends are built in: no other distribution may take their names.
 BUILTIN_DISTRIBUTION = "rnnspec"
 
-Status = Literal["ok", "not loaded", "warning", "error"]
+Status = Literal["ok", "not loaded", "not installed", "warning", "error"]
 T = TypeVar("T")
 
 
@@ -130,6 +131,10 @@ class BackendRecord:
         Where it computes (empty until loaded).
     description
         The plugin's one-line description.
+    missing
+        Set when a module the backend requires is not installed: which one, and
+        the command that installs it (not an error: a framework the user does
+        not use is simply absent).
     """
 
     name: str
@@ -146,13 +151,16 @@ class BackendRecord:
     framework_version: str = ""
     device: str = ""
     description: str = ""
+    missing: str | None = None
 
     @property
     def status(self) -> Status:
-        """``"error"`` (unusable, or an op broken), ``"warning"`` (usable, with faults), ``"ok"`` (loaded)
-        or ``"not loaded"``."""
+        """``"error"`` (unusable, or an op broken), ``"not installed"`` (a module it requires is absent),
+        ``"warning"`` (usable, with faults), ``"ok"`` (loaded) or ``"not loaded"``."""
         if self.error is not None or self.broken_ops:
             return "error"
+        if self.missing is not None:
+            return "not installed"
         if self.warnings:
             return "warning"
         return "ok" if self.loaded else "not loaded"
@@ -163,6 +171,8 @@ class BackendRecord:
         else ``None``."""
         if self.error is not None:
             return self.error
+        if self.missing is not None and not self.broken_ops:
+            return self.missing
         broken = tuple(f"op {op!r} is broken: {why}" for op, why in self.broken_ops.items())
         return "; ".join(broken + self.warnings) or None
 
@@ -462,6 +472,11 @@ class _Registry:
                 f"backend {record.name!r} ({record.distribution}): its load() asked for backend {record.name!r} "
                 "itself, which is still loading"
             )
+        absent = [m for m in entry.declaration.requires if not _installed(m)]
+        if absent:
+            install = entry.declaration.install
+            record.missing = f"{', '.join(absent)} not installed" + (f" ({install})" if install else "")
+            raise BackendLoadError(f"backend {record.name!r} is not installed: {record.missing}")
         entry.loading = True
         try:
             implementation = entry.declaration.load()
@@ -546,7 +561,7 @@ class _Registry:
                     try:
                         self._load(entry)
                     except BackendLoadError:
-                        if strict:
+                        if strict and entry.record.missing is None:  # a framework not installed is no fault
                             raise
                         # else recorded in entry.record.error
                 if strict and entry.load_fault is not None:
@@ -581,6 +596,14 @@ def _safe_repr(exc: BaseException) -> str:
         raise
     except BaseException as err:
         return f"<{type(exc).__qualname__}, whose repr() raised {type(err).__qualname__}>"
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` (top level) can be imported, found without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken installation counts as absent; load() would fail the same way
+        return False
 
 
 def _describe(exc: BaseException) -> str:

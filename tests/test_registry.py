@@ -161,6 +161,49 @@ def test_a_backend_not_implementing_an_op_raises_unsupported_op_error(plugin_dis
         backend.check_call("rnn", x, rnnspec.init_params("rnn", input_size=3, hidden_size=4))
 
 
+# -- a framework that is not installed is not an error ---------------------------------
+
+#: A plugin whose framework (a module no environment has) is absent; its load() must never run.
+MISSING_FRAMEWORK_PLUGIN = """
+from rnnspec.hookspecs import BackendDeclaration, hookimpl
+
+
+def _load():
+    raise AssertionError("load() ran although the framework is not installed")
+
+
+@hookimpl
+def rnnspec_backend():
+    return BackendDeclaration(load=_load, requires=("rnnspec_absent_framework",), install="pip install absentwork")
+"""
+
+
+def test_a_backend_whose_framework_is_absent_is_listed_as_not_installed_with_its_install_command(
+    plugin_dist: PluginInstaller,
+) -> None:
+    plugin_dist.install("absent", MISSING_FRAMEWORK_PLUGIN)
+    row = records_by_name()["absent"]
+    assert row.status == "not installed"
+    assert row.error is None
+    assert row.reason == "rnnspec_absent_framework not installed (pip install absentwork)"
+    assert_numpy_backend_works()
+
+
+def test_getting_a_backend_whose_framework_is_absent_says_what_to_install(plugin_dist: PluginInstaller) -> None:
+    plugin_dist.install("absent", MISSING_FRAMEWORK_PLUGIN)
+    with pytest.raises(BackendLoadError, match=r"backend 'absent' is not installed: .*\(pip install absentwork\)"):
+        rnnspec.get_backend("absent")
+
+
+def test_the_cli_lists_an_absent_framework_and_exits_zero_even_when_strict(
+    plugin_dist: PluginInstaller, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin_dist.install("absent", MISSING_FRAMEWORK_PLUGIN)
+    monkeypatch.setenv("RNNSPEC_STRICT_PLUGINS", "1")
+    assert rnnspec.cli.main(["backends", "--strict"]) == 0
+    assert "NOT INSTALLED: rnnspec_absent_framework not installed (pip install absentwork)" in capsys.readouterr().out
+
+
 # -- broken plugins are isolated -----------------------------------------------
 
 

@@ -15,4 +15,9 @@ def _load() -> Implementation:
 @hookimpl
 def rnnspec_backend() -> BackendDeclaration:
     """Declare the JAX backend."""
-    return BackendDeclaration(load=_load, description="JAX: jit, vmap and grad; lax.scan loops, Pallas kernels on GPU")
+    return BackendDeclaration(
+        load=_load,
+        description="JAX: jit, vmap and grad; lax.scan loops, Pallas kernels on GPU",
+        requires=("jax",),
+        install="pip install jax flax",
+    )

@@ -16,5 +16,8 @@ def _load() -> Implementation:
 def rnnspec_backend() -> BackendDeclaration:
     """Declare the TensorFlow backend."""
     return BackendDeclaration(
-        load=_load, description="TensorFlow: GradientTape, tf.function(jit_compile=True), Keras 3"
+        load=_load,
+        description="TensorFlow: GradientTape, tf.function(jit_compile=True), Keras 3",
+        requires=("tensorflow", "keras"),
+        install="pip install tensorflow-cpu",
     )

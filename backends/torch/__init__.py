@@ -15,4 +15,9 @@ def _load() -> Implementation:
 @hookimpl
 def rnnspec_backend() -> BackendDeclaration:
     """Declare the PyTorch backend."""
-    return BackendDeclaration(load=_load, description="PyTorch: autograd, fused RNN kernels where the spec matches")
+    return BackendDeclaration(
+        load=_load,
+        description="PyTorch: autograd, fused RNN kernels where the spec matches",
+        requires=("torch",),
+        install="pip install torch --index-url https://download.pytorch.org/whl/cpu, the CPU build",
+    )
