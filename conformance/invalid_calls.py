@@ -4,8 +4,10 @@ An invalid call starts from a valid case of the op (:func:`draw_base`: every
 optional argument present, so that each can be broken) and changes one thing
 with a :class:`Breaker`: the rank or dtype of ``x``, a missing, unknown or
 misshapen parameter, ``lengths`` out of range, a state of the wrong batch, an
-unknown option value... Every draw is labelled, so a falsifying example reads
-as the call it made::
+unknown option value... Some breakers break the cotangents of ``vjp`` at the
+valid call instead (a misspelt field, an unknown state entry, an extra layer,
+a shape that would broadcast): their calls go through ``Backend.vjp``. Every
+draw is labelled, so a falsifying example reads as the call it made::
 
     @given(data=st.data())
     def test_my_backend_refuses(data):
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+import rnnspec
 from rnnspec.backend import Backend, op_signature
 from rnnspec.errors import (
     CallError,
@@ -37,6 +40,7 @@ from rnnspec.errors import (
     UnknownArgumentError,
 )
 from rnnspec.ops import OPS
+from rnnspec.shapes import evaluate, symbols
 from rnnspec.tree import tree_map
 
 from .cases import Case, CaseSpec
@@ -49,6 +53,7 @@ BAD_DTYPES = ("int32", "int64", "uint8", "bool", "complex64", "complex128")
 #: Values that options and ``reverse`` are drawn from; each option keeps those it does not accept.
 BAD_VALUES: tuple[Any, ...] = (
     None, "bogus", "", "TANH", 0, 1, -1, 3, 0.0, 1.0, -0.5, 1.5, 2.5, math.nan, math.inf, True, False, "1", (1,),
+    2**31, 2**63,  # past 32-bit counters (act's max_steps), past int64
 )  # fmt: skip
 #: Keyword names no op takes, and option names of other ops.
 OTHER_KEYWORDS = (
@@ -59,6 +64,8 @@ OTHER_KEYWORDS = (
 UNKNOWN_KEYS = ("bias", "weight", "w_xh", "W_ih", "h_0")
 #: Size changes a breaker applies to one axis.
 DELTAS = (-1, 1, 2)
+#: Entries no layer's state carries.
+UNKNOWN_STATE_KEYS = ("extra", "h_0", "cell")
 
 
 @dataclass
@@ -83,6 +90,10 @@ class InvalidCall:
     foreign
         ``(path, make)``: the array at ``path`` (see :meth:`at`) is replaced by
         ``make(backend)``, an array the backend does not take, after conversion.
+    reverse_mode
+        Whether the call is ``vjp(op, cotangents, *args, **kwargs)`` rather than the op.
+    cotangents
+        The cotangents of that ``vjp``, in NumPy (converted like the arguments).
     """
 
     op: str
@@ -93,6 +104,8 @@ class InvalidCall:
     worded_by_backend: bool = False
     native_lengths: bool = False
     foreign: tuple[tuple[Any, ...], Callable[[Backend], Any]] | None = None
+    reverse_mode: bool = False
+    cotangents: Any = None
 
     def at(self, path: tuple[Any, ...]) -> Any:
         """The value at ``path``: ``("args", i, ...)`` or ``("kwargs", name, ...)``, then keys and indices."""
@@ -121,10 +134,16 @@ class InvalidCall:
         return args, kwargs
 
     def raised_by(self, backend: Backend) -> BaseException | None:
-        """What calling the op on ``backend`` raised (``None`` if the call succeeded)."""
+        """What calling the op (or its ``vjp``) on ``backend`` raised (``None`` if the call succeeded)."""
         args, kwargs = self.call_args(backend)
         try:
-            getattr(backend, self.op)(*args, **kwargs)
+            if self.reverse_mode:
+                cotangents = tree_map(
+                    lambda v: backend.from_numpy(v) if isinstance(v, np.ndarray) else v, self.cotangents
+                )
+                backend.vjp(self.op, cotangents, *args, **kwargs)
+            else:
+                getattr(backend, self.op)(*args, **kwargs)
         except Exception as err:  # the caller reports any exception, rnnspec's or a framework's
             return err
         return None
@@ -139,7 +158,8 @@ class InvalidCall:
 
         args = [tree_map(show, a) for a in self.args]
         kwargs = {k: tree_map(show, v) for k, v in self.kwargs.items()}
-        return f"{self.op} with {self.what}: args={args!r}, kwargs={kwargs!r}, native_lengths={self.native_lengths}"
+        call = f"{self.op} with {self.what}: args={args!r}, kwargs={kwargs!r}, native_lengths={self.native_lengths}"
+        return call + (f", vjp with cotangents={tree_map(show, self.cotangents)!r}" if self.reverse_mode else "")
 
 
 @dataclass
@@ -149,6 +169,9 @@ class _Call:
     spec: CaseSpec
     args: list[Any]
     kwargs: dict[str, Any]
+    #: Set by a breaker of the cotangents (:func:`_reverse_mode`): the call becomes a ``vjp``.
+    reverse_mode: bool = False
+    cotangents: Any = None
 
     @property
     def sequence(self) -> bool:
@@ -181,6 +204,8 @@ class Breaker:
     applies: Callable[[str], bool] = lambda op: True
     worded_by_backend: bool = False
     native_lengths: bool = False
+    #: Whether it breaks the cotangents of ``vjp`` (a backend without reverse mode skips it).
+    reverse_mode: bool = False
 
     def draw(self, data: st.DataObject, base: Case) -> InvalidCall | None:
         """Break a deep copy of ``base``'s call (the base itself is left untouched).
@@ -202,7 +227,17 @@ class Breaker:
             and data.draw(st.booleans(), label="lengths as the backend's array")
         )
         what = self.name if detail is None else f"{self.name} ({detail})"
-        return InvalidCall(base.spec.op, what, call.args, call.kwargs, self.error, self.worded_by_backend, native)
+        return InvalidCall(
+            base.spec.op,
+            what,
+            call.args,
+            call.kwargs,
+            self.error,
+            self.worded_by_backend,
+            native,
+            reverse_mode=call.reverse_mode,
+            cotangents=call.cotangents,
+        )
 
 
 def draw_base(data: st.DataObject, op: str, *, dtypes: Sequence[str]) -> Case:
@@ -389,6 +424,30 @@ def _qrnn_window_zero(data: st.DataObject, call: _Call) -> str:
     return f"params[{k}]['w'] of shape {call.params[k]['w'].shape}"
 
 
+def _sized(call: _Call, k: int, size: str, value: int) -> None:
+    """Layer ``k``'s params with the size ``size`` (``"H"`` or ``"I"``) set to ``value`` on every axis using it."""
+    spec = OPS[call.spec.op]
+    options = dict(call.spec.options)
+    layout = {p.name: p for p in spec.layer_params(top=k == len(call.params) - 1, options=options)}
+    for name, a in call.params[k].items():
+        dims = {**spec.fixed_dims(options), "I": 1, "H": 1, "K": 1, size: value}
+        shape = [
+            evaluate(e, dims) if size in symbols(e) else n for e, n in zip(layout[name].shape, a.shape, strict=True)
+        ]
+        call.params[k][name] = np.zeros(shape, a.dtype)
+
+
+def _hidden_zero(data: st.DataObject, call: _Call) -> str:
+    k = _draw_layer(data, call)
+    _sized(call, k, "H", 0)  # layer k is checked before anything that reads its H (the next layer, the state)
+    return f"params[{k}] of hidden size 0"
+
+
+def _input_zero(data: st.DataObject, call: _Call) -> None:
+    call.args[0] = _resized(call.args[0], 2, 0)
+    _sized(call, 0, "I", 0)  # params that agree with x: only x's size is at fault
+
+
 # -- lengths -----------------------------------------------------------------------
 
 
@@ -559,6 +618,115 @@ def _primitive_mixed_dtype(data: st.DataObject, call: _Call) -> str:
     return f"positional argument {i} of dtype {call.args[i].dtype}"
 
 
+# -- the cotangents of vjp, at the valid call ------------------------------------------
+
+
+def _reverse_mode(call: _Call) -> dict[str, Any]:
+    """Make ``call`` a ``vjp`` with cotangents of every field of its result (ones); return them."""
+    result = getattr(rnnspec.get_backend("numpy"), call.spec.op)(*call.args, **call.kwargs)
+    fields = {"h": result} if OPS[call.spec.op].kind == "primitive" else result._asdict()
+    cotangents: dict[str, Any] = {name: tree_map(np.ones_like, value) for name, value in fields.items()}
+    if "state" in cotangents:
+        cotangents["state"] = [dict(layer) for layer in cotangents["state"]]
+    call.reverse_mode, call.cotangents = True, cotangents
+    return cotangents
+
+
+def _cotangent_paths(cotangents: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Where the cotangents hold an array: ``(field,)`` or ``("state", k, entry)``."""
+    paths: list[tuple[Any, ...]] = [(name,) for name in cotangents if name != "state"]
+    paths += [("state", k, name) for k, layer in enumerate(cotangents.get("state", ())) for name in layer]
+    return paths
+
+
+def _draw_cotangent(data: st.DataObject, call: _Call) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    cotangents = _reverse_mode(call)
+    return cotangents, data.draw(st.sampled_from(_cotangent_paths(cotangents)), label="cotangent")
+
+
+def _set_at(cotangents: dict[str, Any], path: tuple[Any, ...], value: Any) -> str:
+    node: Any = cotangents
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return "cotangents" + "".join(f"[{key!r}]" for key in path)
+
+
+def _misspelt(field: str) -> str:
+    return field[:-1] if field.endswith("s") else field + "s"
+
+
+def _cotangent_misspelt(data: st.DataObject, call: _Call) -> str:
+    cotangents = _reverse_mode(call)
+    field = data.draw(st.sampled_from(sorted(cotangents)), label="field")
+    cotangents[_misspelt(field)] = cotangents.pop(field)
+    return f"{_misspelt(field)!r} for {field!r}"
+
+
+def _cotangent_state_entry(data: st.DataObject, call: _Call) -> str:
+    state = _reverse_mode(call)["state"]
+    k = data.draw(st.integers(0, len(state) - 1), label="state layer")
+    key = data.draw(st.sampled_from(UNKNOWN_STATE_KEYS), label="entry")
+    state[k][key] = state[k]["h"] if "h" in state[k] else next(iter(state[k].values()))
+    return f"cotangents['state'][{k}][{key!r}]"
+
+
+def _cotangent_state_layers(data: st.DataObject, call: _Call) -> str:
+    cotangents = _reverse_mode(call)
+    state = cotangents["state"]
+    fewer = data.draw(st.booleans(), label="fewer layers")
+    cotangents["state"] = state[:-1] if fewer else [*state, dict(state[-1])]
+    return f"{len(cotangents['state'])} layer(s)"
+
+
+def _cotangent_broadcastable(data: st.DataObject, call: _Call) -> str:
+    cotangents, path = _draw_cotangent(data, call)
+    a = _at(cotangents, path)
+    axes = [axis for axis, n in enumerate(a.shape) if n != 1]
+    if not axes:
+        raise NotApplicable("every axis has size 1: no broadcastable shape differs")
+    axis = data.draw(st.sampled_from(axes), label="axis of size 1")
+    where = _set_at(cotangents, path, _resized(a, axis, 1))
+    return f"{where} of shape {_at(cotangents, path).shape}"
+
+
+def _cotangent_misshapen(data: st.DataObject, call: _Call) -> str:
+    cotangents, path = _draw_cotangent(data, call)
+    a = _at(cotangents, path)
+    if data.draw(st.booleans(), label="change the rank"):
+        where = _set_at(cotangents, path, _draw_rank(data, a, "cotangent"))
+    else:
+        where = _set_at(cotangents, path, _draw_resize(data, a, "cotangent"))
+    return f"{where} of shape {_at(cotangents, path).shape}"
+
+
+def _cotangent_dtype(data: st.DataObject, call: _Call) -> str:
+    cotangents, path = _draw_cotangent(data, call)
+    dtype = data.draw(st.sampled_from(BAD_DTYPES), label="dtype")
+    return f"{_set_at(cotangents, path, _at(cotangents, path).astype(dtype))} of dtype {dtype}"
+
+
+def _cotangent_as_list(data: st.DataObject, call: _Call) -> str:
+    cotangents, path = _draw_cotangent(data, call)
+    return _set_at(cotangents, path, _at(cotangents, path).tolist())
+
+
+def _cotangents_container(data: st.DataObject, call: _Call) -> str:
+    cotangents = _reverse_mode(call)
+    choices: list[tuple[str, Any]] = [("a list of the fields", list(cotangents.values())), ("a number", 3),
+                                      ("a string", "outputs")]  # fmt: skip
+    label, value = data.draw(st.sampled_from(choices), label="cotangents")
+    call.cotangents = value
+    return str(label)
+
+
+def _at(cotangents: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    node: Any = cotangents
+    for key in path:
+        node = node[key]
+    return node
+
+
 def _qrnn(op: str) -> bool:
     return op == "qrnn"
 
@@ -578,6 +746,8 @@ BREAKERS: tuple[Breaker, ...] = (
     Breaker("params that are not mappings", ParameterError, _params_container, _is_sequence, worded_by_backend=True),
     Breaker("two layers of act", ParameterError, _act_two_layers, lambda op: op == "act"),
     Breaker("a qrnn window of width 0", ParameterError, _qrnn_window_zero, _qrnn),
+    Breaker("a layer of hidden size 0", ParameterError, _hidden_zero, _is_sequence),
+    Breaker("x and params of input size 0", ShapeError, _input_zero, _is_sequence),
     Breaker("a negative length", LengthsError, _lengths_negative, native_lengths=True),
     Breaker("a length beyond time", LengthsError, _lengths_beyond_time, native_lengths=True),
     Breaker("lengths of a non-integer dtype", LengthsError, _lengths_dtype, native_lengths=True),
@@ -601,7 +771,18 @@ BREAKERS: tuple[Breaker, ...] = (
     Breaker("zoneout masks for another number of layers", ShapeError, _mask_count, _qrnn, worded_by_backend=True),
     Breaker("a misshapen array argument", ShapeError, _primitive_shape, _is_primitive),
     Breaker("an array argument of another dtype than the first", DtypeError, _primitive_mixed_dtype, _is_primitive),
-)
+    Breaker("a cotangent under a misspelt field", UnknownArgumentError, _cotangent_misspelt, reverse_mode=True),
+    Breaker("a state cotangent of an unknown entry", UnknownArgumentError, _cotangent_state_entry, _is_sequence,
+            reverse_mode=True),
+    Breaker("state cotangents for another number of layers", ShapeError, _cotangent_state_layers, _is_sequence,
+            reverse_mode=True),
+    Breaker("a cotangent of a shape that broadcasts to its field's", ShapeError, _cotangent_broadcastable,
+            reverse_mode=True),
+    Breaker("a misshapen cotangent", ShapeError, _cotangent_misshapen, reverse_mode=True),
+    Breaker("a cotangent of a dtype that is not floating", DtypeError, _cotangent_dtype, reverse_mode=True),
+    Breaker("a cotangent that is a list", DtypeError, _cotangent_as_list, worded_by_backend=True, reverse_mode=True),
+    Breaker("cotangents that are not a mapping", ShapeError, _cotangents_container, reverse_mode=True),
+)  # fmt: skip
 
 
 def breakers_for(op: str) -> tuple[Breaker, ...]:

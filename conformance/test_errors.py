@@ -12,6 +12,13 @@ message naming op, argument, expected, actual and the backend. Validation
 happens in the spec layer before any framework code runs, so no framework
 error may surface.
 
+A backend with reverse mode (capability ``"vjp"``) also gets the valid call's
+``vjp`` with broken cotangents: a misspelt field, an unknown state entry, a
+state for another number of layers, a shape that broadcasts to the field's
+(``(batch, time, 1)`` for ``(batch, time, H)``) or does not, a non-floating
+dtype. A framework's autodiff would read the first three as zero cotangents
+and broadcast the fourth, silently: each must be the reference's error.
+
 Arrays of another framework (a NumPy array given to torch, a torch tensor
 given to the NumPy reference) are refused the same way; where no other
 framework is installed that test skips, saying so.
@@ -86,7 +93,10 @@ def test_every_invalid_call_raises_the_references_error_naming_op_argument_and_b
     """Each breaker that applies to the op, on one drawn base call per example."""
     reference = rnnspec.get_backend("numpy")
     base = draw_base(data, op, dtypes=[d for d in _REQUIRED if d in dtypes_of(rnnspec_backend)])
+    reverse_mode = "vjp" in rnnspec_backend.implementation.capabilities
     for breaker in breakers_for(op):
+        if breaker.reverse_mode and not reverse_mode:
+            continue  # the cotangents of a vjp the backend does not have
         bad = breaker.draw(data, base)
         if bad is not None:
             _assert_same_error(bad, rnnspec_backend, reference)

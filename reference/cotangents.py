@@ -1,4 +1,10 @@
-"""Reading the cotangents a caller passes to ``vjp``: checked, float64, zeros where absent."""
+"""Reading the cotangents a caller passes to ``vjp``: float64, zeros where absent.
+
+:meth:`rnnspec.Backend.vjp` has checked them against the result's structure and
+shapes (:mod:`rnnspec.cotangents`) and hands over the given fields only, the
+state as one mapping per layer. The shape check below is a defence for a
+caller of :meth:`Reference.vjp` that skips the ``Backend``.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from rnnspec.errors import ShapeError, UnknownArgumentError
+from rnnspec.errors import ShapeError
 
 from .activations import Array
 
-__all__ = ["check_keys", "cotangent", "read_sequence_cotangents"]
-
-
-def check_keys(op: str, argument: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    """Refuse keys that are not among ``allowed``."""
-    for key in given:
-        if key not in allowed:
-            raise UnknownArgumentError(op, argument, f"keys among {sorted(allowed)}", f"a key {key!r}", backend="numpy")
+__all__ = ["cotangent", "read_sequence_cotangents"]
 
 
 def cotangent(op: str, argument: str, value: Any, want: tuple[int, ...]) -> Array:
@@ -36,14 +35,11 @@ def read_sequence_cotangents(
     outputs: Array,
     state: Sequence[Mapping[str, Array]],
 ) -> dict[str, Any]:
-    """Cotangents of a sequence op's result fields.
+    """Cotangents of a sequence op's result fields, zeros for those not given.
 
     ``"outputs"`` is shaped like ``outputs``, ``"state"`` is one mapping per
     layer shaped like ``state``, and any other field is ``(batch, time)``.
     """
-    if not isinstance(cotangents, Mapping):
-        raise ShapeError(op, "cotangents", f"a mapping with keys among {list(fields)}", type(cotangents).__name__)
-    check_keys(op, "cotangents", cotangents, fields)
     read: dict[str, Any] = {}
     for field in fields:
         if field == "state":
@@ -52,17 +48,9 @@ def read_sequence_cotangents(
         value = cotangents.get(field)
         read[field] = np.zeros(want) if value is None else cotangent(op, f"cotangents[{field!r}]", value, want)
     d_state = [{k: np.zeros_like(v) for k, v in s.items()} for s in state]
-    given = cotangents.get("state")
-    if given is not None:
-        if isinstance(given, Mapping) and len(d_state) == 1:
-            given = (given,)
-        if not isinstance(given, Sequence) or len(given) != len(d_state):
-            expected = f"a sequence of {len(d_state)} mapping(s), one per layer"
-            raise ShapeError(op, "cotangents['state']", expected, type(given).__name__, backend="numpy")
-        for k, entry in enumerate(given):
-            check_keys(op, f"cotangents['state'][{k}]", entry, list(d_state[k]))
-            for name, value in entry.items():
-                arg = f"cotangents['state'][{k}][{name!r}]"
-                d_state[k][name] = cotangent(op, arg, value, d_state[k][name].shape)
+    for k, entries in enumerate(cotangents.get("state") or ()):
+        for name, value in entries.items():
+            arg = f"cotangents['state'][{k}][{name!r}]"
+            d_state[k][name] = cotangent(op, arg, value, d_state[k][name].shape)
     read["state"] = d_state
     return read

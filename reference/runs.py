@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from rnnspec.errors import ShapeError
 from rnnspec.ops import OPS
 from rnnspec.results import SequenceResult
 from rnnspec.shapes import evaluate
@@ -21,7 +20,7 @@ from rnnspec.shapes import evaluate
 from .act import ACTRun
 from .activations import Array
 from .cells import GRUCell, LSTMCell, RNNCell
-from .cotangents import check_keys, cotangent, read_sequence_cotangents
+from .cotangents import cotangent, read_sequence_cotangents
 from .independent import IndRNNCell, IndRNNRecurrenceCell, LinearCell
 from .precision import round_to
 from .qrnn import QRNNLayer
@@ -137,12 +136,7 @@ class PrimitiveRun:
         return h
 
     def vjp(self, cotangents: Mapping[str, Any]) -> dict[str, Any]:
-        """Cotangents of the array arguments, given ``{"h": d_h}``."""
-        if not isinstance(cotangents, Mapping):
-            raise ShapeError(
-                self.op, "cotangents", "a mapping {'h': array}", type(cotangents).__name__, backend="numpy"
-            )
-        check_keys(self.op, "cotangents", cotangents, ("h",))
+        """Cotangents of the array arguments, given ``{"h": d_h}`` (checked by the ``Backend``)."""
         d_h = np.zeros_like(self.h)
         if cotangents.get("h") is not None:
             d_h = cotangent(self.op, "cotangents['h']", cotangents["h"], self.h.shape)

@@ -13,13 +13,14 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from .cotangents import check_cotangents
 from .docstrings import render_op_docstring
 from .errors import CallError, OptionError, UnknownArgumentError, UnsupportedOpError
 from .implementation import Implementation
 from .ops import OPS
 from .result_check import check_result
 from .results import ACTResult, SequenceResult, SkipResult
-from .validate import check_call
+from .validate import CallSizes, checked_call
 
 __all__ = ["LATER_KEYWORDS", "Backend", "op_signature"]
 
@@ -134,6 +135,10 @@ class Backend:
         UnsupportedOpError
             This backend does not implement ``op``.
         """
+        return self._checked(op, args, kwargs)[0]
+
+    def _checked(self, op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], CallSizes]:
+        """:meth:`check_call`, also returning the sizes the call fixes (for :meth:`vjp`'s cotangents)."""
         if op not in OPS:
             raise UnknownArgumentError(op, "op", f"an op of the spec {sorted(OPS)}", repr(op), backend=self.name)
         if op not in self.implementation.ops:
@@ -142,7 +147,7 @@ class Backend:
             )
         try:
             arguments = _bind(op, op_signature(op), args, kwargs)
-            normalised = check_call(OPS[op], arguments, self.implementation)
+            normalised, sizes = checked_call(OPS[op], arguments, self.implementation)
             for name in self._lacking.get(op, ()):
                 value = normalised.pop(name)
                 if value != op_signature(op).parameters[name].default:
@@ -153,7 +158,7 @@ class Backend:
                         f"predates the option",
                         repr(value),
                     )
-            return normalised
+            return normalised, sizes
         except CallError as err:
             raise err.with_backend(self.name) from None
 
@@ -166,9 +171,11 @@ class Backend:
             The op's name.
         cotangents
             Cotangents of the result fields, in the result's structure; missing
-            fields or entries count as zero. For a sequence op: ``"outputs"``,
-            ``"state"`` (one mapping per layer, any of its entries) and any other
-            field of the result; for a primitive: ``"h"``.
+            fields or entries (or ``None``) count as zero. For a sequence op:
+            ``"outputs"``, ``"state"`` (one mapping per layer, any of its entries;
+            one mapping alone for one layer) and any other field of the result;
+            for a primitive: ``"h"``. Each is an array of this backend, of any
+            floating dtype, of exactly its field's shape (none is broadcast).
         *args, **options
             The call, as it would be passed to the op method.
 
@@ -183,13 +190,24 @@ class Backend:
 
         Raises
         ------
+        CallError
+            The call breaks the spec, as for the op method, or the cotangents do: a key
+            that is no field of the result (``UnknownArgumentError``), a state for another
+            number of layers or an array of another shape (``ShapeError``), a cotangent
+            that is no floating array of this backend (``DtypeError``).
         UnsupportedOpError
             The backend has no reverse mode (its capabilities lack ``"vjp"``).
         """
         if "vjp" not in self.implementation.capabilities:
             raise UnsupportedOpError(f"backend {self.name!r} declares no reverse mode (capability 'vjp')")
-        normalised = self.check_call(op, *args, **options)
-        grads = self.implementation.vjp(op, normalised, cotangents)
+        normalised, sizes = self._checked(op, args, options)
+        try:
+            # Here, not in each backend's autodiff: there a misspelt field reads as no cotangent and
+            # a (batch, time, 1) array broadcasts, with no error at all.
+            read = check_cotangents(OPS[op], cotangents, sizes, self.implementation)
+        except CallError as err:
+            raise err.with_backend(self.name) from None
+        grads = self.implementation.vjp(op, normalised, read)
         params = options.get("params", args[1] if len(args) > 1 else None)
         if OPS[op].kind == "sequence" and isinstance(params, Mapping):
             grads["params"] = grads["params"][0]  # the structure the caller used

@@ -5,12 +5,14 @@ and returns the normalised arguments an :class:`~rnnspec.implementation.Implemen
 receives. Every failure raises an error from :mod:`rnnspec.errors` that names
 the op, the argument, the expected and the actual value. Nothing the user
 passed is modified: normalising builds new containers around the same arrays.
+:func:`checked_call` also returns the sizes the call fixes (:class:`CallSizes`),
+from which :mod:`rnnspec.cotangents` knows the shapes of the result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -19,13 +21,37 @@ from .implementation import Implementation
 from .ops.record import OpSpec, OptionSpec, ParamSpec
 from .shapes import evaluate, format_shape, solve, symbols
 
-__all__ = ["check_call", "check_primitive_call", "check_sequence_call"]
+__all__ = ["CallSizes", "check_call", "check_primitive_call", "check_sequence_call", "checked_call"]
 
 _INT_KINDS = ("int", "uint")
 #: Sizes read off the parameters that have a lower bound, and what each is (qrnn's window K >= 1:
 #: a window of width 0 reads no input, and K-1 = -1 would be the size of its state x_prev).
 _LEAST_SIZES: dict[str, int] = {"K": 1}
-_SIZE_MEANING: dict[str, str] = {"K": "the convolution window"}
+#: A sequence op's layers also need H >= 1: a layer of no hidden units computes nothing, and the
+#: frameworks' kernels refuse it with errors of their own (torch's oneDNN lstm and qrnn convolution,
+#: jax's lstm, TensorFlow's act). A primitive's H is only an array axis, which may be empty.
+_LEAST_LAYER_SIZES: dict[str, int] = {**_LEAST_SIZES, "H": 1}
+_SIZE_MEANING: dict[str, str] = {"K": "the convolution window", "H": "the hidden size"}
+
+
+class CallSizes(NamedTuple):
+    """The sizes a valid call fixes, from which the shapes of its result follow.
+
+    Attributes
+    ----------
+    batch, time
+        ``B`` and ``T``.
+    layers
+        Each layer's sizes (``I``, ``H``, op-specific ones such as ``K``), bottom layer
+        first; a primitive has one, with its ``B``, ``T`` and ``H``.
+    options
+        The call's value options (normalised), which pick the layout of the state.
+    """
+
+    batch: int
+    time: int
+    layers: tuple[Mapping[str, int], ...]
+    options: Mapping[str, Any]
 
 
 def _type_name(value: Any) -> str:
@@ -61,11 +87,28 @@ def _check_dtype(spec: OpSpec, argument: str, dtype: str, impl: Implementation) 
         raise DtypeError(spec.name, argument, expected, f"dtype {dtype}")
 
 
-def _check_options(spec: OpSpec, options: Mapping[str, Any]) -> None:
+def _python_scalar(value: Any) -> Any:
+    """A NumPy bool, integer or string as the Python value it equals (``np.False_`` is ``False``);
+    anything else as it is (NumPy's floats pass epsilon's range check as they are)."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.str_):
+        return str(value)
+    return value
+
+
+def _check_options(spec: OpSpec, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The op's value options, checked; NumPy scalars become Python values, so that a backend
+    compares, hashes (jax's static arguments) and guards (torch.compile) one kind of value."""
+    options: dict[str, Any] = {}
     for opt in spec.value_options:
-        value = options[opt.name]
+        value = _python_scalar(arguments[opt.name])
         if not opt.accepts(value):
-            raise OptionError(spec.name, opt.name, opt.describe_allowed(), repr(value))
+            raise OptionError(spec.name, opt.name, opt.describe_allowed(), repr(arguments[opt.name]))
+        options[opt.name] = value
+    return options
 
 
 def _layers(spec: OpSpec, params: Any) -> list[Mapping[str, Any]]:
@@ -131,7 +174,9 @@ def _check_layer(
         memo, solved = None, None
     if solved is None:
         known = {**spec.fixed_dims(options), "I": input_size}
-        solved = _solve_shapes(spec, allowed, shapes, known, lambda name: f"{where}[{name!r}]", ParameterError)
+        solved = _solve_shapes(
+            spec, allowed, shapes, known, lambda name: f"{where}[{name!r}]", ParameterError, _LEAST_LAYER_SIZES
+        )
         if memo is not None and len(_SOLVED) < _SOLVED_LIMIT:
             _SOLVED[memo] = solved
     return dict(solved)
@@ -144,11 +189,12 @@ def _solve_shapes(
     known: Mapping[str, int],
     argument: Callable[[str], str],
     error: type[CallError],
+    least_sizes: Mapping[str, int] = _LEAST_SIZES,
 ) -> dict[str, int]:
     """Read the sizes off ``shapes`` and check every shape against ``layout``."""
     pairs = [(e, n) for p in layout if p.name in shapes for e, n in zip(p.shape, shapes[p.name], strict=True)]
     dims = solve(pairs, known)
-    for name, least in _LEAST_SIZES.items():
+    for name, least in least_sizes.items():
         if dims.get(name, least) < least:
             p = next(p for p in layout if p.name in shapes and any(name in symbols(e) for e in p.shape))
             expected = f"shape {format_shape(p.shape)} with {name} >= {least} ({_SIZE_MEANING[name]})"
@@ -241,9 +287,14 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
     impl
         The backend implementation, for its array adapters.
     """
+    return _checked_sequence_call(spec, arguments, impl)[0]
+
+
+def _checked_sequence_call(
+    spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation
+) -> tuple[dict[str, Any], CallSizes]:
     (batch, time, features), dtype = _check_x(spec, arguments["x"], impl)
-    options = {opt.name: arguments[opt.name] for opt in spec.value_options}
-    _check_options(spec, options)
+    options = _check_options(spec, arguments)
     reverse = _check_reverse(spec, arguments["reverse"])
     layers = _layers(spec, arguments["params"])
     if spec.max_layers is not None and len(layers) > spec.max_layers:
@@ -258,12 +309,17 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
         )
         layer_dims.append(dims)
         input_size = dims["H"]
+    if features < 1:
+        # After the layers, so that x and params of different input sizes read as before (the params
+        # do not take x); here they agree on none. Frameworks' kernels refuse it (torch's qrnn).
+        expected = "shape (batch, time, input_size) with input_size >= 1"
+        raise ShapeError(spec.name, "x", expected, f"shape {(batch, time, features)}")
     array_options = {
         opt.name: _check_array_option(spec, opt, arguments[opt.name], batch, time, layer_dims, dtype, impl)
         for opt in spec.options
         if opt.kind == "array"
     }
-    return {
+    normalised = {
         "x": arguments["x"],
         "params": [dict(layer) for layer in layers],
         **options,
@@ -274,6 +330,7 @@ def check_sequence_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implem
         ),
         "reverse": reverse,
     }
+    return normalised, CallSizes(batch, time, tuple(layer_dims), options)
 
 
 def _check_reverse(spec: OpSpec, reverse: Any) -> bool:
@@ -321,6 +378,12 @@ def check_primitive_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Imple
     Its array arguments are described by ``spec.params`` with shapes over
     ``B`` (batch), ``T`` (time) and ``H``; they share the first one's dtype.
     """
+    return _checked_primitive_call(spec, arguments, impl)[0]
+
+
+def _checked_primitive_call(
+    spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation
+) -> tuple[dict[str, Any], CallSizes]:
     shapes: dict[str, tuple[int, ...]] = {}
     dtype = ""
     for p in spec.params:
@@ -340,18 +403,23 @@ def check_primitive_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Imple
             )
         shapes[p.name] = shape
     dims = _solve_shapes(spec, spec.params, shapes, {}, lambda name: name, ShapeError)
-    options = {opt.name: arguments[opt.name] for opt in spec.value_options}
-    _check_options(spec, options)
-    return {
+    options = _check_options(spec, arguments)
+    normalised = {
         **{p.name: arguments[p.name] for p in spec.params},
         **options,
         "lengths": _check_lengths(spec, arguments["lengths"], dims["B"], dims["T"], impl),
         "reverse": _check_reverse(spec, arguments["reverse"]),
     }
+    return normalised, CallSizes(dims["B"], dims["T"], (dims,), options)
 
 
 def check_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation) -> dict[str, Any]:
     """Validate a call of any op of the spec; return its normalised arguments."""
+    return checked_call(spec, arguments, impl)[0]
+
+
+def checked_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation) -> tuple[dict[str, Any], CallSizes]:
+    """Validate a call of any op of the spec; return its normalised arguments and the sizes it fixes."""
     if spec.kind == "primitive":
-        return check_primitive_call(spec, arguments, impl)
-    return check_sequence_call(spec, arguments, impl)
+        return _checked_primitive_call(spec, arguments, impl)
+    return _checked_sequence_call(spec, arguments, impl)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,9 @@ from rnnspec.errors import (
     ShapeError,
     UnknownArgumentError,
 )
+from rnnspec.ops import OPS
+from rnnspec.reference import Reference
+from rnnspec.shapes import evaluate
 
 SEQUENCE_OPS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -540,3 +543,261 @@ def test_a_zoneout_mask_that_is_no_array_of_the_backend_names_the_backends_array
         rnnspec.get_backend("numpy").qrnn(x, params, zoneout_mask=0.5)
     assert info.value.argument == "zoneout_mask"
     assert info.value.expected.startswith("None, a numpy array (batch, time, H)")
+
+
+# -- the cotangents of vjp: checked in the spec layer, for every backend ----------------
+
+
+class RecordingReference(Reference):
+    """The reference, recording what its reverse mode is handed: a backend whose vjp reads
+    cotangents without checking them (as torch's, jax's and TensorFlow's autodiff do)."""
+
+    def __init__(self) -> None:
+        self.handed: list[Mapping[str, Any]] = []
+
+    def vjp(self, op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
+        self.handed.append(cotangents)
+        return super().vjp(op, arguments, cotangents)
+
+
+def recording_backend() -> tuple[rnnspec.Backend, RecordingReference]:
+    implementation = RecordingReference()
+    return rnnspec.Backend("recording", implementation, version="test"), implementation
+
+
+def vjp_call(op: str) -> tuple[list[Any], dict[str, Any], Any]:
+    """A valid float32 call of ``op`` (two layers where the op stacks) and its result."""
+    rng = np.random.default_rng(3)
+    if OPS[op].kind == "primitive":
+        first = rng.standard_normal((BATCH, TIME, HIDDEN)).astype(np.float32)
+        second = first if op == "linear_recurrence" else np.ones(HIDDEN, np.float32)
+        args: list[Any] = [first, second]
+    else:
+        layers = 1 if op == "act" else LAYERS
+        x = rng.standard_normal((BATCH, TIME, INPUT)).astype(np.float32)
+        args = [x, rnnspec.init_params(op, input_size=INPUT, hidden_size=HIDDEN, num_layers=layers, seed=2)]
+    kwargs = {"lengths": np.array([TIME, 3])}
+    return args, kwargs, getattr(rnnspec.get_backend("numpy"), op)(*args, **kwargs)
+
+
+def ones_like(a: np.ndarray, shape: tuple[int, ...] | None = None, dtype: Any = None) -> np.ndarray:
+    return np.ones(a.shape if shape is None else shape, a.dtype if dtype is None else dtype)
+
+
+def _state_with(result: Any, layer: int, **entries: Any) -> list[dict[str, Any]]:
+    state = [{k: ones_like(v) for k, v in s.items()} for s in result.state]
+    state[layer].update(entries)
+    return state
+
+
+#: (op, what, cotangents from the result, error, argument, actual)
+BAD_COTANGENTS: list[tuple[str, str, Callable[[Any], Any], type[CallError], str, str]] = [
+    ("gru", "a misspelt field", lambda r: {"output": ones_like(r.outputs)}, UnknownArgumentError, "cotangents",
+     "a key 'output'"),
+    ("linear_recurrence", "a field a primitive has not", lambda r: {"outputs": ones_like(r)}, UnknownArgumentError,
+     "cotangents", "a key 'outputs'"),
+    ("act", "a misspelt ponder field", lambda r: {"ponder_step": ones_like(r.ponder_cost)}, UnknownArgumentError,
+     "cotangents", "a key 'ponder_step'"),
+    ("gru", "an unknown state entry", lambda r: {"state": _state_with(r, 1, c=ones_like(r.state[1]["h"]))},
+     UnknownArgumentError, "cotangents['state'][1]", "a key 'c'"),
+    ("lstm", "a state cotangent for an extra layer", lambda r: {"state": [*_state_with(r, 0), {}]}, ShapeError,
+     "cotangents['state']", "a sequence of length 3"),
+    ("act", "a state cotangent for a second layer", lambda r: {"state": [{}, {}]}, ShapeError, "cotangents['state']",
+     "a sequence of length 2"),
+    ("gru", "a state that is one mapping for two layers", lambda r: {"state": {"h": ones_like(r.state[0]["h"])}},
+     ShapeError, "cotangents['state']", "dict"),
+    ("gru", "a state layer that is an array", lambda r: {"state": [ones_like(r.state[0]["h"]), {}]}, ShapeError,
+     "cotangents['state'][0]", "numpy.ndarray"),
+    ("qrnn", "outputs of shape (B, T, 1), which broadcasts", lambda r: {"outputs": ones_like(r.outputs, (2, 5, 1))},
+     ShapeError, "cotangents['outputs']", "shape (2, 5, 1)"),
+    ("linear_recurrence", "h of shape (B, T, 1), which broadcasts", lambda r: {"h": ones_like(r, (2, 5, 1))},
+     ShapeError, "cotangents['h']", "shape (2, 5, 1)"),
+    ("lstm", "a cell state of another hidden size", lambda r: {"state": _state_with(r, 1, c=ones_like(r.outputs,
+     (2, 5)))}, ShapeError, "cotangents['state'][1]['c']", "shape (2, 5)"),
+    ("skip_gru", "the top layer's update_prob of shape (B,)", lambda r: {"state": _state_with(r, 1,
+     update_prob=ones_like(r.outputs, (2,)))}, ShapeError, "cotangents['state'][1]['update_prob']", "shape (2,)"),
+    ("skip_rnn", "update_gate of shape (B, T, H)", lambda r: {"update_gate": ones_like(r.outputs)}, ShapeError,
+     "cotangents['update_gate']", "shape (2, 5, 4)"),
+    ("rnn", "outputs as a list", lambda r: {"outputs": r.outputs.tolist()}, DtypeError, "cotangents['outputs']",
+     "an object of type list"),
+    ("indrnn", "outputs of an integer dtype", lambda r: {"outputs": ones_like(r.outputs, dtype=np.int64)},
+     DtypeError, "cotangents['outputs']", "dtype int64"),
+    ("rnn", "cotangents that are a list", lambda r: [ones_like(r.outputs)], ShapeError, "cotangents", "list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("op", "make", "error", "argument", "actual"),
+    [pytest.param(op, make, error, argument, actual, id=f"{op}: {what}") for op, what, make, error, argument, actual
+     in BAD_COTANGENTS],
+)  # fmt: skip
+def test_vjp_refuses_cotangents_outside_the_results_structure_before_the_backend_runs(
+    op: str, make: Callable[[Any], Any], error: type[CallError], argument: str, actual: str
+) -> None:
+    args, kwargs, result = vjp_call(op)
+    backend, implementation = recording_backend()
+    with pytest.raises(error) as info:
+        backend.vjp(op, make(result), *args, **kwargs)
+    assert (info.value.op, info.value.argument, info.value.actual, info.value.backend) == (
+        op,
+        argument,
+        actual,
+        "recording",
+    )
+    assert implementation.handed == []
+
+
+def test_a_cotangents_expected_shape_names_the_result_field_it_belongs_to() -> None:
+    args, kwargs, result = vjp_call("qrnn")
+    with pytest.raises(ShapeError) as info:
+        rnnspec.get_backend("numpy").vjp("qrnn", {"outputs": ones_like(result.outputs, (2, 5, 1))}, *args, **kwargs)
+    assert str(info.value) == (
+        "qrnn [backend 'numpy']: argument cotangents['outputs']: expected shape (2, 5, 4) (batch, time, H), "
+        "the shape of the result's outputs, got shape (2, 5, 1)"
+    )
+
+
+def test_vjp_hands_the_backend_its_cotangents_normalised_and_without_absent_entries() -> None:
+    args, kwargs, result = vjp_call("lstm")
+    backend, implementation = recording_backend()
+    d_c = ones_like(result.state[1]["c"])
+    d_out = ones_like(result.outputs).astype(np.float64)  # another floating dtype: cast by the backend
+    grads = backend.vjp("lstm", {"outputs": d_out, "state": [None, {"h": None, "c": d_c}]}, *args, **kwargs)
+    (handed,) = implementation.handed
+    assert set(handed) == {"outputs", "state"}
+    assert handed["outputs"] is d_out
+    assert type(handed["state"]) is tuple
+    assert handed["state"][0] == {}
+    assert list(handed["state"][1]) == ["c"]
+    assert handed["state"][1]["c"] is d_c
+    want = rnnspec.get_backend("numpy").vjp("lstm", {"outputs": d_out, "state": [{}, {"c": d_c}]}, *args, **kwargs)
+    assert_same_tree(grads, want)
+
+
+def test_a_single_layers_state_cotangent_may_be_one_mapping_as_its_initial_state_may() -> None:
+    args, kwargs, result = vjp_call("act")
+    d_h = ones_like(result.state[0]["h"])
+    backend, implementation = recording_backend()
+    as_mapping = backend.vjp("act", {"state": {"h": d_h}}, *args, **kwargs)
+    assert implementation.handed[0]["state"] == ({"h": d_h},)
+    assert_same_tree(as_mapping, backend.vjp("act", {"state": [{"h": d_h}]}, *args, **kwargs))
+
+
+# -- sizes every backend can run --------------------------------------------------------
+
+
+def _zero_sized_params(op: str, *, input_size: int, hidden_size: int, layers: int = 1) -> list[dict[str, Any]]:
+    """Params of ``op`` by the record's layout, of any sizes (init_params takes only positive ones)."""
+    spec = OPS[op]
+    options = {"cell": "rnn"} if op == "act" else {}
+    params = []
+    for k in range(layers):
+        dims = {**spec.fixed_dims(options), "I": input_size if k == 0 else HIDDEN, "H": hidden_size, "K": 2}
+        if k < layers - 1:
+            dims["H"] = HIDDEN
+        top = k == layers - 1
+        layout = spec.layer_params(top=top, options=options)
+        params.append({p.name: np.zeros([evaluate(e, dims) for e in p.shape], np.float32) for p in layout})
+    return params
+
+
+@pytest.mark.parametrize("op", ["rnn", "lstm", "gru", "skip_lstm", "act", "indrnn", "qrnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_layer_of_hidden_size_zero_is_a_parameter_error_naming_the_hidden_size(op: str, layers: int) -> None:
+    if op == "act" and layers == 2:
+        pytest.skip("act takes one layer")
+    params = _zero_sized_params(op, input_size=INPUT, hidden_size=0, layers=layers)
+    x = np.zeros((BATCH, TIME, INPUT), np.float32)
+    with pytest.raises(ParameterError) as info:
+        getattr(rnnspec.get_backend("numpy"), op)(x, params)
+    top = layers - 1
+    first = next(iter(params[top]))
+    want = (f"params[{top}][{first!r}]", f"shape {params[top][first].shape}")
+    assert (info.value.argument, info.value.actual) == want
+    assert "H >= 1 (the hidden size)" in info.value.expected
+
+
+@pytest.mark.parametrize("op", ["rnn", "lstm", "gru", "skip_gru", "act", "indrnn", "qrnn"])
+def test_x_without_input_features_is_a_shape_error_even_where_the_params_agree(op: str) -> None:
+    params = _zero_sized_params(op, input_size=0, hidden_size=HIDDEN)
+    x = np.zeros((BATCH, TIME, 0), np.float32)
+    with pytest.raises(ShapeError) as info:
+        getattr(rnnspec.get_backend("numpy"), op)(x, params)
+    assert (info.value.argument, info.value.actual) == ("x", f"shape {x.shape}")
+    assert "input_size >= 1" in info.value.expected
+
+
+@pytest.mark.parametrize("op", ["linear_recurrence", "indrnn_recurrence"])
+def test_a_primitive_over_zero_features_runs_and_gives_empty_results(op: str) -> None:
+    first = np.zeros((BATCH, TIME, 0), np.float32)
+    second = first if op == "linear_recurrence" else np.zeros(0, np.float32)
+    assert getattr(rnnspec.get_backend("numpy"), op)(first, second).shape == (BATCH, TIME, 0)
+
+
+# -- option values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [2**31, 2**63, np.int64(2**40), np.uint64(2**63)])
+def test_act_refuses_max_steps_beyond_what_a_32_bit_loop_counter_holds(value: Any) -> None:
+    x, params = vjp_call("act")[0]
+    with pytest.raises(OptionError) as info:
+        rnnspec.get_backend("numpy").act(x, params, max_steps=value)
+    assert (info.value.argument, info.value.actual) == ("max_steps", repr(value))
+    assert info.value.expected == "an integer in [1, 2**31 - 1]"
+
+
+def test_act_takes_the_largest_max_steps_a_32_bit_loop_counter_holds() -> None:
+    x, params = vjp_call("act")[0]
+    result = rnnspec.get_backend("numpy").act(x, params, max_steps=2**31 - 1)
+    assert result.ponder_steps.max() >= 1
+
+
+@pytest.mark.parametrize(
+    ("op", "option", "numpy_value", "value"),
+    [
+        ("gru", "reset_after", np.False_, False),
+        ("skip_gru", "reset_after", np.True_, True),
+        ("rnn", "activation", np.str_("relu"), "relu"),
+        ("act", "cell", np.str_("gru"), "gru"),
+        ("act", "max_steps", np.int32(3), 3),
+        ("lstm", "checkpoint_every", np.int64(2), 2),
+        ("qrnn", "mode", np.str_("ifo"), "ifo"),
+    ],
+)
+def test_options_take_numpy_scalars_and_hand_the_backend_the_python_value(
+    op: str, option: str, numpy_value: Any, value: Any
+) -> None:
+    backend = rnnspec.get_backend("numpy")
+    x = np.ones((BATCH, TIME, INPUT), np.float32)
+    params = rnnspec.init_params(op, input_size=INPUT, hidden_size=HIDDEN, **{option: value})
+    normalised = backend.check_call(op, x, params, **{option: numpy_value})
+    assert type(normalised[option]) is type(value)
+    assert normalised[option] == value
+    got = getattr(backend, op)(x, params, **{option: numpy_value})
+    assert_same_tree(got, getattr(backend, op)(x, params, **{option: value}))
+
+
+@pytest.mark.parametrize(("option", "value"), [("reset_after", np.int64(1)), ("reset_after", np.float64(0.0))])
+def test_a_numpy_number_is_no_bool_option_value(option: str, value: Any) -> None:
+    call = good_call("gru")
+    with pytest.raises(OptionError) as info:
+        rnnspec.get_backend("numpy").gru(*call.args, **{option: value})
+    assert info.value.actual == repr(value)
+
+
+# -- from_numpy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax", "tensorflow"])
+def test_from_numpy_takes_arrays_of_either_byte_order(framework: str) -> None:
+    pytest.importorskip(framework)
+    backend = rnnspec.get_backend(framework)
+    x = np.arange(BATCH * TIME * INPUT, dtype=">f4").reshape(BATCH, TIME, INPUT)
+    params = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in rnnspec.init_params("gru", input_size=INPUT,
+              hidden_size=HIDDEN)[0].items()}  # fmt: skip
+    converted = backend.from_numpy(x)
+    assert backend.implementation.dtype_name(converted) == "float32"
+    np.testing.assert_array_equal(backend.to_numpy(converted), x)
+    got = backend.to_numpy(backend.gru(converted, backend.from_numpy(params)))
+    want = rnnspec.get_backend("numpy").gru(x.astype(np.float32), {k: v.astype(np.float32) for k, v in params.items()})
+    np.testing.assert_allclose(got.outputs, want.outputs, rtol=1e-5, atol=1e-6)

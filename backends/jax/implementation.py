@@ -84,6 +84,8 @@ class JaxImplementation(Implementation):
 
     def asarray(self, value: np.ndarray) -> jax.Array:
         host = np.asarray(value)
+        if not host.dtype.isnative:  # jax takes no big-endian array: the same values, in native order
+            host = host.astype(host.dtype.newbyteorder("="))
         if host.dtype == np.float64 and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
             raise DtypeError(
                 "from_numpy",

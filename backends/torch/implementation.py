@@ -135,6 +135,8 @@ class TorchImplementation(Implementation):
 
     def asarray(self, value: np.ndarray) -> torch.Tensor:
         a = np.array(value)  # a copy: never aliases the caller's array
+        if not a.dtype.isnative:  # torch.from_numpy refuses a big-endian array: the same values, in native order
+            a = a.astype(a.dtype.newbyteorder("="))
         if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch.from_numpy refuses: same bits
             return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
         return torch.from_numpy(a)

@@ -48,10 +48,15 @@ def _is_epsilon(value: Any) -> bool:
     return 0.0 < number < 1.0 and math.isfinite(number)
 
 
+#: The most inner steps a call may ask for: backends count steps in 32-bit integers (jax without x64,
+#: TensorFlow's loop counters), where a larger bound overflows or wraps to no steps at all.
+MAX_STEPS_LIMIT = 2**31 - 1
+
+
 def _is_max_steps(value: Any) -> bool:
     if isinstance(value, bool):  # True is an Integral, but not a step count
         return False
-    return isinstance(value, numbers.Integral) and int(value) >= 1
+    return isinstance(value, numbers.Integral) and 1 <= int(value) <= MAX_STEPS_LIMIT
 
 
 ACT = OpSpec(
@@ -82,9 +87,9 @@ ACT = OpSpec(
             "max_steps",
             100,
             (),
-            "the most inner steps per input step (N(t) <= max_steps)",
+            "the most inner steps per input step (N(t) <= max_steps), at most 2**31 - 1",
             check=_is_max_steps,
-            expected="an integer >= 1",
+            expected="an integer in [1, 2**31 - 1]",
         ),
         CHECKPOINT_EVERY,
     ),
