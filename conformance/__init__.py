@@ -2,7 +2,7 @@
 
 Run it on a backend (yours or a built-in one)::
 
-    pip install "rnnspec[conformance]"
+    pip install -e ".[conformance]"
     pytest --pyargs rnnspec.conformance --rnnspec-backend=NAME
 
 (or set ``RNNSPEC_BACKEND=NAME``). The suite is a pytest plugin that does

@@ -94,17 +94,23 @@ def _import_foreign(name: str) -> Callable[[np.ndarray], Any]:
 def foreign_maker(backend: Backend) -> tuple[str, Callable[[np.ndarray], Any]] | None:
     """A framework other than ``backend``'s, and a function making its arrays from NumPy ones.
 
-    For every backend but NumPy's own, that framework is NumPy. For the NumPy
-    backend it is the first of torch, jax and tensorflow already imported, else
-    the first installed; ``None`` when none is.
+    For a backend that refuses NumPy arrays, that framework is NumPy. For the
+    NumPy backend and those that take NumPy arrays too
+    (:attr:`~rnnspec.Implementation.accepts_numpy`) it is the first of torch,
+    jax and tensorflow (not the backend's own) already imported, else the first
+    installed; for the latter, nested Python lists when none is; ``None`` for
+    the NumPy backend when none is.
     """
     framework = backend.implementation.framework
-    if framework != "numpy":
+    if framework != "numpy" and not backend.implementation.accepts_numpy:
         return "numpy", lambda a: np.array(a)
-    loaded = [name for name in _FOREIGN if name in sys.modules]
-    installed = [name for name in _FOREIGN if importlib.util.find_spec(name) is not None]
+    others = [name for name in _FOREIGN if name != framework]
+    loaded = [name for name in others if name in sys.modules]
+    installed = [name for name in others if importlib.util.find_spec(name) is not None]
     for name in loaded or installed:
         return name, _import_foreign(name)
+    if framework != "numpy":  # it takes NumPy arrays, and no other framework is here: nested lists are no array
+        return "list", lambda a: np.asarray(a).tolist()
     return None
 
 

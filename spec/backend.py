@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+import numpy as np
+
 from .cotangents import check_cotangents
 from .docstrings import render_op_docstring
 from .errors import CallError, OptionError, UnknownArgumentError, UnsupportedOpError
@@ -20,6 +22,7 @@ from .implementation import Implementation
 from .ops import OPS
 from .result_check import check_result
 from .results import ACTResult, SequenceResult, SkipResult
+from .tree import tree_leaves, tree_map
 from .validate import CallSizes, checked_call
 
 __all__ = ["LATER_KEYWORDS", "Backend", "op_signature"]
@@ -147,6 +150,11 @@ class Backend:
             )
         try:
             arguments = _bind(op, op_signature(op), args, kwargs)
+            if self.implementation.accepts_numpy:
+                arguments = {
+                    name: value if name == "lengths" else self._from_numpy_argument(op, name, value)
+                    for name, value in arguments.items()
+                }
             normalised, sizes = checked_call(OPS[op], arguments, self.implementation)
             for name in self._lacking.get(op, ()):
                 value = normalised.pop(name)
@@ -161,6 +169,16 @@ class Backend:
             return normalised, sizes
         except CallError as err:
             raise err.with_backend(self.name) from None
+
+    def _from_numpy_argument(self, op: str, name: str, value: Any) -> Any:
+        """``value`` with its NumPy arrays made this backend's (:attr:`Implementation.accepts_numpy`);
+        a conversion the backend refuses (float64 without jax's x64) names the op and the argument."""
+        if not any(isinstance(leaf, np.ndarray) for leaf in tree_leaves(value)):
+            return value
+        try:
+            return tree_map(lambda a: self.implementation.asarray(a) if isinstance(a, np.ndarray) else a, value)
+        except CallError as err:
+            raise type(err)(op, name, err.expected, err.actual) from None
 
     def vjp(self, op: str, cotangents: Mapping[str, Any], *args: Any, **options: Any) -> dict[str, Any]:
         """Reverse mode of ``op`` at the call ``op(*args, **options)``, by this backend's autodiff.
@@ -204,6 +222,8 @@ class Backend:
         try:
             # Here, not in each backend's autodiff: there a misspelt field reads as no cotangent and
             # a (batch, time, 1) array broadcasts, with no error at all.
+            if self.implementation.accepts_numpy:
+                cotangents = self._from_numpy_argument(op, "cotangents", cotangents)
             read = check_cotangents(OPS[op], cotangents, sizes, self.implementation)
         except CallError as err:
             raise err.with_backend(self.name) from None

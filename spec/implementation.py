@@ -66,6 +66,12 @@ class Implementation:
 
     # -- array adapters ---------------------------------------------------------
 
+    #: Whether the op methods take NumPy arrays too, as the framework's own functions do (jax, TensorFlow): the
+    #: :class:`~rnnspec.Backend` then converts every NumPy array of a call (``x``, params, states, array options,
+    #: a primitive's arrays, ``vjp``'s cotangents; ``lengths`` stays as given) with :meth:`asarray` before
+    #: validating it. False where the framework's convention is to refuse them (torch).
+    accepts_numpy: ClassVar[bool] = False
+
     def is_array(self, value: Any) -> bool:
         """Whether ``value`` is an array of this backend."""
         raise NotImplementedError

@@ -65,7 +65,10 @@ def _array_kind(impl: Implementation) -> str:
 
 def _check_array(op: str, argument: str, value: Any, impl: Implementation) -> tuple[tuple[int, ...], str]:
     if not impl.is_array(value):
-        raise DtypeError(op, argument, _array_kind(impl), f"an object of type {_type_name(value)}")
+        expected = _array_kind(impl)
+        if isinstance(value, np.ndarray):  # say what to do: the backend's convention is its framework's arrays only
+            expected += " (convert NumPy arrays with rnnspec.get_backend(...).from_numpy(tree))"
+        raise DtypeError(op, argument, expected, f"an object of type {_type_name(value)}")
     return impl.shape(value), impl.dtype_name(value)
 
 

@@ -478,11 +478,31 @@ def test_float64_without_x64_is_refused_rather_than_computed_in_float32() -> Non
     assert "backend 'jax'" in str(info.value)
 
 
-def test_a_numpy_array_is_refused_naming_the_op_argument_and_backend() -> None:
-    """The validation refuses a NumPy x on the jax backend, saying a jax array was expected."""
+def test_numpy_arrays_are_taken_as_every_jax_function_takes_them() -> None:
+    """NumPy x, params, initial state and cotangents give what their jax arrays give."""
+    numpy_params = rnnspec.init_params("lstm", input_size=3, hidden_size=4, seed=2)
+    x = np.random.default_rng(2).standard_normal((2, 5, 3)).astype(np.float32)
+    with_numpy = B.lstm(x, numpy_params, lengths=np.array([5, 2]))
+    with_jax = B.lstm(jnp.asarray(x), B.from_numpy(numpy_params), lengths=np.array([5, 2]))
+    assert isinstance(with_numpy.outputs, jax.Array)
+    np.testing.assert_array_equal(np.asarray(with_numpy.outputs), np.asarray(with_jax.outputs))
+    d_out = np.ones((2, 5, 4), np.float32)
+    grads = B.vjp("lstm", {"outputs": d_out}, x, numpy_params)
+    want = B.vjp("lstm", {"outputs": jnp.asarray(d_out)}, jnp.asarray(x), B.from_numpy(numpy_params))
+    np.testing.assert_array_equal(np.asarray(grads["x"]), np.asarray(want["x"]))
+
+
+def test_a_float64_numpy_x_without_x64_is_refused_naming_the_op_and_x() -> None:
+    params = rnnspec.init_params("lstm", input_size=3, hidden_size=4)
+    refused = r"lstm \[backend 'jax'\]: argument x: .*jax_enable_x64"
+    with jax.enable_x64(False), pytest.raises(DtypeError, match=refused):
+        B.lstm(np.zeros((2, 3, 3)), params)
+
+
+def test_an_object_that_is_no_array_is_refused_naming_the_op_argument_and_backend() -> None:
     params = B.from_numpy(rnnspec.init_params("lstm", input_size=3, hidden_size=4))
     with pytest.raises(DtypeError, match=r"lstm \[backend 'jax'\]: argument x: expected a jax array"):
-        B.lstm(np.zeros((2, 3, 3), np.float32), params)
+        B.lstm(np.zeros((2, 3, 3), np.float32).tolist(), params)
     with pytest.raises(ShapeError, match=r"backend 'jax'"):
         B.lstm(jnp.zeros((2, 3), jnp.float32), params)
 

@@ -303,3 +303,13 @@ def test_indrnn_constrain_clips_tensorflow_tensors_and_variables_eagerly_and_in_
         return rnnspec.indrnn_constrain(t, 1.0)
 
     np.testing.assert_array_equal(constrain(tf.constant(u)).numpy(), want)
+
+
+def test_numpy_arrays_are_taken_as_every_tensorflow_function_takes_them() -> None:
+    backend = rnnspec.get_backend("tensorflow")
+    params = rnnspec.init_params("gru", input_size=3, hidden_size=4, seed=1)
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)
+    with_numpy = backend.gru(x, params)
+    with_tf = backend.gru(tf.constant(x), backend.from_numpy(params))
+    assert isinstance(with_numpy.outputs, tf.Tensor)
+    np.testing.assert_array_equal(with_numpy.outputs.numpy(), with_tf.outputs.numpy())

@@ -271,3 +271,12 @@ def test_cuda_agrees_with_the_cpu(variant: tuple[str, dict[str, Any]]) -> None:
     assert got.outputs.is_cuda
     assert_close(got, want, tol=1e-9)
     assert_close(B.vjp(op, cuda[3], *cuda[:2], **cuda[2]), grads, tol=1e-9)
+
+
+def test_numpy_params_are_refused_saying_how_to_convert_them() -> None:
+    """torch's convention is tensors only; the error says what to do instead."""
+    backend = rnnspec.get_backend("torch")
+    params = rnnspec.init_params("gru", input_size=3, hidden_size=4)
+    refused = r"argument params\[0\]\['w_ih'\]: expected a torch array \(convert NumPy"
+    with pytest.raises(rnnspec.errors.DtypeError, match=refused):
+        backend.gru(torch.zeros(2, 3, 3), params)

@@ -49,6 +49,8 @@ class JaxImplementation(Implementation):
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16", "float32", "float64")
     framework: ClassVar[str] = "jax"
     capabilities: ClassVar[frozenset[str]] = frozenset({"vjp", "compile"})
+    #: As every jax function, the ops take NumPy arrays too (converted once, by the Backend, with asarray).
+    accepts_numpy: ClassVar[bool] = True
     expected_failures: ClassVar[Mapping[str, str]] = {}
 
     def framework_version(self) -> str:
