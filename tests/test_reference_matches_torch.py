@@ -117,7 +117,7 @@ def test_reverse_direction_of_bidirectional_module_matches_reverse_run(
     state0 = tuple(torch.tensor(init[name]) for name in STATE_NAMES[op])
     with torch.no_grad():
         out, final = torch_run(module, torch.tensor(x), lengths, state0)
-    forward_params = from_torch(module)
+    forward_params = from_torch(module, direction="forward")
     reverse_params = from_torch(module, direction="reverse")
     assert len(forward_params) == len(reverse_params) == 1
     for direction, params, columns in ((0, forward_params, slice(0, hidden)), (1, reverse_params, slice(hidden, None))):
