@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rnnspec.backend import Backend
@@ -37,6 +37,7 @@ from rnnspec.tree import tree_leaves, tree_map
 from .assertions import assert_tree_close
 from .cases import Case, CaseSpec
 from .checks_common import SIZES, context, dtypes_of, flip_valid, full_lengths, needs_vjp, wide_margin
+from .plugin import targeted_examples
 from .strategies import draw_case
 from .tolerances import Tolerance, tolerance
 
@@ -253,6 +254,8 @@ def test_a_nan_in_the_padding_changes_nothing(rnnspec_backend: Backend, op: str,
     assert_tree_close(got, clean.run(rnnspec_backend), _value_tolerance(clean), context=where)
 
 
+# Targeted: each drawn call compiles again on jit backends, and a few cases cover the three poisons.
+@settings(max_examples=targeted_examples())
 @given(data=st.data())
 def test_a_nan_in_the_padding_reaches_no_gradient(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
     """A NaN or an infinity past a row's length reaches no cotangent: the reverse mode equals the call's
