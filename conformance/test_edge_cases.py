@@ -109,3 +109,42 @@ def test_the_same_call_twice_gives_bitwise_equal_results_on_cpu(
         cotangents = case.cotangents(first, seed=spec.seed + 1)
         grads = case.vjp(rnnspec_backend, cotangents)
         _assert_bitwise_equal(grads, case.vjp(rnnspec_backend, cotangents), "gradients", where)
+
+
+# -- a NaN halting unit ---------------------------------------------------------------
+
+
+def test_act_with_a_nan_in_x_halts_that_row_at_once_however_large_max_steps(rnnspec_backend: Backend, op: str) -> None:
+    """act with ``max_steps = 10**6`` and a NaN in ``x`` returns: from the NaN's step on, its row halts
+    at the first inner step with NaN remainder, cost and outputs (act's page, "A NaN halting unit");
+    the rest equals the call without the NaN. Under ``sum >= 1 - epsilon`` the row would ponder
+    every one of the 10**6 inner steps."""
+    from .assertions import assert_tree_close  # (imported here: this check was added at the end of the file)
+    from .checks_common import option_defaults
+    from .tolerances import tolerance
+
+    if op != "act":
+        pytest.skip("halting belongs to act only")
+    clean = long_case(op, 3, options=option_defaults(op, max_steps=10**6))  # the second row is 2 steps long
+    poisoned = clean.spec.with_(nan_at=(0, 1, 0)).build()
+    where = context(rnnspec_backend, poisoned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's invalid-value warnings on the NaN
+        got, want = poisoned.run(rnnspec_backend), clean.run(rnnspec_backend)
+    steps = np.asarray(got.ponder_steps, np.float64)
+    assert np.array_equal(steps[0, 1:], [1.0, 1.0]), f"ponder_steps of the NaN's row: {steps[0]}\n{where}"
+    for name in ("ponder_remainder", "ponder_cost", "outputs"):
+        field = np.asarray(getattr(got, name), np.float64)
+        assert np.isnan(field[0, 1:]).all(), f"{name} of the NaN's row from its step on is not NaN\n{where}"
+    # The other row, and the NaN's row before its step, as without the NaN (the backend against itself).
+
+    def unaffected(result: Any) -> dict[str, Any]:
+        fields = ("outputs", "ponder_steps", "ponder_remainder", "ponder_cost")
+        part: dict[str, Any] = {
+            f: (np.asarray(getattr(result, f))[1], np.asarray(getattr(result, f))[0, :1]) for f in fields
+        }
+        part["state"] = {k: np.asarray(v)[1] for k, v in result.state[0].items()}
+        return part
+
+    tol = tolerance(clean.spec.dtype, steps=clean.spec.time * 4)
+    assert_tree_close(unaffected(got), unaffected(want), tol, context=where)

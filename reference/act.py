@@ -1,7 +1,8 @@
 """Adaptive Computation Time over one layer of a base cell, forward and reverse mode.
 
 Each input step runs the cell repeatedly on ``[x_t, flag]`` until the halting
-units reach ``1 - epsilon`` or ``max_steps``; rows halt independently. Rows that
+units reach ``1 - epsilon`` or ``max_steps``; rows halt independently. A NaN
+halting unit halts its row at once, with a NaN remainder. Rows that
 have halted keep being computed (with weight 0) while others ponder, which
 keeps the arithmetic batched; their values never reach a result or a gradient.
 """
@@ -93,12 +94,15 @@ class ACTRun:
             xin = np.concatenate([x, flag0 if n == 1 else flag1], axis=1)
             s, _, cache = self.cell.step(self.p, s, xin)
             h = sigmoid(s["h"] @ self.p["w_halt"].T + self.p["b_halt"])
-            stop = active & ((total + h >= 1.0 - self.epsilon) | (n == self.max_steps))
-            weight = np.where(stop, 1.0 - total, np.where(active, h, 0.0))
+            # "Not below" rather than ">=": a NaN halting sum halts the row at once, as the spec says,
+            # where ">=" would never hold and the row would ponder max_steps.
+            stop = active & (~(total + h < 1.0 - self.epsilon) | (n == self.max_steps))
+            rest = np.where(np.isnan(h), h, 1.0 - total)  # R(t): NaN where the halting unit is NaN
+            weight = np.where(stop, rest, np.where(active, h, 0.0))
             for k in mean:
                 mean[k] = mean[k] + weight * s[k]
             steps = np.where(stop[:, 0], n, steps)
-            remainder = np.where(stop[:, 0], 1.0 - total[:, 0], remainder)
+            remainder = np.where(stop[:, 0], rest[:, 0], remainder)
             gap = np.where(active, np.abs(total + h - (1.0 - self.epsilon)), np.inf)
             inner.append({"cache": cache, "s": s, "h": h, "weight": weight, "active": active, "stop": stop, "gap": gap})
             total = np.where(active, total + h, total)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import test_act_nan_halting as nan_cases  # the NaN cases, shared with the backends' tests
 from helpers_adaptive import (
     ACT_CELLS,
     EPS,
@@ -356,6 +357,66 @@ def test_a_halting_sum_exactly_at_one_minus_epsilon_halts() -> None:
     past_threshold = B.act(x, params, cell="gru", epsilon=0.25)
     np.testing.assert_array_equal(past_threshold.ponder_steps, np.full((2, 3), 2.0))
     np.testing.assert_array_equal(past_threshold.ponder_remainder, np.full((2, 3), 0.5))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", ACT_CELLS)
+def test_a_nan_in_x_halts_its_row_at_once_there_and_at_every_later_step(cell: str, reverse: bool) -> None:
+    # Under ">= 1 - epsilon" the NaN's row would ponder all 10**6 inner steps (minutes); it takes one.
+    x, params = nan_cases.nan_case(cell)
+    clean = x.copy()
+    clean[nan_cases.ROW, nan_cases.STEP, 0] = 0.5
+    options = {"cell": cell, "max_steps": nan_cases.HUGE, "lengths": np.array(nan_cases.LENGTHS), "reverse": reverse}
+    got = nan_cases.within_deadline(lambda: B.act(x, params, **options))
+    want = nan_cases.within_deadline(lambda: B.act(clean, params, **options))
+    nan_cases.assert_the_nan_row_halts_at_once(got, reverse)
+    # Every other row, and the NaN's row before it, are those of the call without the NaN.
+    before = ~nan_cases.later_in_order(reverse)
+    others = [r for r in range(x.shape[0]) if r != nan_cases.ROW]
+    for name in ("outputs", "ponder_steps", "ponder_remainder", "ponder_cost"):
+        g, w = np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+        np.testing.assert_allclose(g[others], w[others], rtol=1e-13, atol=0, err_msg=name)
+        np.testing.assert_allclose(g[nan_cases.ROW, before], w[nan_cases.ROW, before], rtol=1e-13, atol=0, err_msg=name)
+    for name, entry in got.state[0].items():
+        np.testing.assert_allclose(entry[others], want.state[0][name][others], rtol=1e-13, atol=0, err_msg=name)
+
+
+def test_a_halting_unit_that_turns_nan_at_a_later_inner_step_stops_there_with_a_nan_remainder() -> None:
+    x, params = nan_cases.overflow_case()
+    got = nan_cases.within_deadline(lambda: B.act(x, params, cell="indrnn", max_steps=5))
+    tiny = 1.0 / (1.0 + np.exp(50.0))  # sigmoid(-50), the halting unit of every finite step
+    # Row 0: sigmoid(-50) twice, then NaN at the third inner step: N = 3; its NaN state then halts
+    # the next step at once. Row 1 never halts: N = max_steps, R = 1 - 4 sigmoid(-50), h = 0.
+    np.testing.assert_array_equal(got.ponder_steps, [[3.0, 1.0], [5.0, 5.0]])
+    assert np.isnan(got.ponder_remainder[0]).all()
+    assert np.isnan(got.ponder_cost[0]).all()
+    assert np.isnan(got.outputs[0]).all()
+    assert np.isnan(got.state[0]["h"][0]).all()
+    np.testing.assert_allclose(got.ponder_remainder[1], 1.0 - 4.0 * tiny, rtol=1e-15)
+    np.testing.assert_array_equal(got.outputs[1], 0.0)
+
+
+def test_a_nan_halting_bias_gives_nan_outputs_even_where_the_cell_state_is_finite() -> None:
+    x, params = nan_cases.nan_case("lstm")
+    params[0]["b_halt"] = np.array([np.nan])
+    got = nan_cases.within_deadline(lambda: B.act(np.nan_to_num(x), params, cell="lstm", max_steps=nan_cases.HUGE))
+    np.testing.assert_array_equal(got.ponder_steps, 1.0)
+    for field in (got.outputs, got.ponder_remainder, got.ponder_cost, got.state[0]["h"], got.state[0]["c"]):
+        assert np.isnan(field).all()
+
+
+@pytest.mark.parametrize("cell", ACT_CELLS)
+def test_reverse_mode_through_a_nan_row_returns_and_leaves_other_rows_gradients_unchanged(cell: str) -> None:
+    x, params = nan_cases.nan_case(cell)
+    clean = x.copy()
+    clean[nan_cases.ROW, nan_cases.STEP, 0] = 0.5
+    options = {"cell": cell, "max_steps": nan_cases.HUGE, "lengths": np.array(nan_cases.LENGTHS)}
+    cotangents = nan_cases.cotangents_of(B.act(clean, params, **options), seed=2)
+    got = nan_cases.within_deadline(lambda: reference.vjp("act", cotangents, x, params, **options))
+    want = reference.vjp("act", cotangents, clean, params, **options)
+    others = [r for r in range(x.shape[0]) if r != nan_cases.ROW]
+    np.testing.assert_allclose(got["x"][others], want["x"][others], rtol=1e-13, atol=0)
+    assert np.isnan(got["x"][nan_cases.ROW, nan_cases.STEP]).all()
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])

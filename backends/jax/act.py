@@ -4,8 +4,10 @@ As the reference (:mod:`rnnspec.reference.act`): at each input step the cell
 runs on ``[x_t, flag]`` (flag 0 on the first inner step, 1 after) until the
 halting units reach ``1 - epsilon`` or ``max_steps``::
 
-    h^n = sigmoid(w_halt . h(s^n) + b_halt),  N = min(M, min{n : h^1 + ... + h^n >= 1 - epsilon})
-    R = 1 - (h^1 + ... + h^{N-1}),  s_t = sum_{n<N} h^n s^n + R s^N,  ponder_cost = N + R
+    h^n = sigmoid(w_halt . h(s^n) + b_halt),  N = min(M, min{n : not (h^1 + ... + h^n < 1 - epsilon)})
+    R = 1 - (h^1 + ... + h^{N-1}) (NaN where h^N is),  s_t = sum_{n<N} h^n s^n + R s^N,  ponder_cost = N + R
+
+A NaN halting unit passes the test "not below 1 - epsilon": its row halts there, with ``R`` NaN.
 
 Rows halt independently: the inner loop stays batched, with a per-row mask of
 the rows still pondering. ``N`` comes from comparisons and carries no gradient;
@@ -72,12 +74,14 @@ def _ponderer(cell: Cell, threshold: float, max_steps: int) -> Ponder:
         active = ~halted
         s = cell.step(p, s, jnp.where(n == 1, projected, projected + flag))
         h = sigmoid(linear(s["h"], p["w_halt"], p["b_halt"]))
-        stop = active & ((total + h >= threshold) | (n == max_steps))
+        # "Not below", not ">=": a NaN halting unit stops its row (the spec's rule), with R NaN.
+        stop = active & (~(total + h < threshold) | (n == max_steps))
+        rest = jnp.where(jnp.isnan(h), h, 1.0 - total)
         zero = jnp.zeros((), h.dtype)
-        weight = jnp.where(stop, 1.0 - total, jnp.where(active, h, zero))
+        weight = jnp.where(stop, rest, jnp.where(active, h, zero))
         mean = {k: mean[k] + weight * s[k] for k in mean}
         steps = jnp.where(stop[:, 0], n.astype(steps.dtype), steps)
-        remainder = jnp.where(stop[:, 0], 1.0 - total[:, 0], remainder)
+        remainder = jnp.where(stop[:, 0], rest[:, 0], remainder)
         total = jnp.where(active, total + h, total)
         return s, total, halted | stop, steps, remainder, mean
 

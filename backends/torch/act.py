@@ -2,7 +2,8 @@
 
 As the reference (:mod:`rnnspec.reference.act`): at each input step the cell
 runs on ``[x_t, flag]`` (flag 0 on the first inner step, 1 after) until the
-halting units reach ``1 - epsilon`` or ``max_steps``. ``N(t)`` is decided from
+halting units reach ``1 - epsilon`` or ``max_steps``, or one is NaN (which
+stops its row, with ``R(t)`` NaN). ``N(t)`` is decided from
 detached values and carries no gradient, while ``R(t) = 1 - sum_{n<N} h^n``
 stays in the graph; the weights sum to 1, also at the cap. The input projection
 of ``x_t`` (without the flag column) is one matmul over every time step; the
@@ -105,10 +106,12 @@ def _ponder_rows(
     for n in range(1, max_steps + 1):
         s = cell.step(p, s, gi if n == 1 else gi + flag)
         h = torch.sigmoid(F.linear(s["h"], p["w_halt"], p["b_halt"]))
-        stop = torch.ones_like(h, dtype=torch.bool) if n == max_steps else total + h >= threshold
-        weight = torch.where(stop, 1.0 - total, h)
+        # As act_autograd.halt: a NaN halting unit stops its row, with R NaN.
+        stop = torch.ones_like(h, dtype=torch.bool) if n == max_steps else ~(total + h < threshold)
+        rest = torch.where(torch.isnan(h), h, 1.0 - total)
+        weight = torch.where(stop, rest, h)
         mean = {k: mean[k] + weight * s[k] for k in mean}
-        left = 1.0 - total[:, 0]
+        left = rest[:, 0]
         total = total + h
         halts = stop[:, 0].cpu().numpy()
         if halts.all():

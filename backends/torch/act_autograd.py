@@ -104,14 +104,16 @@ def halt(
     """After inner step ``n`` (state ``s``, halting unit ``h``; ``count`` is ``n``): (run, active, stop, weight).
 
     ``N`` is decided by a comparison, which passes no gradient (as on detached values); the
-    weight of the stopping step is ``R = 1 - total``. ``total + h`` and ``1 - total`` are formed
-    once each: fewer operations a step, and fewer nodes in the autograd loop's graph.
+    weight of the stopping step is ``R = 1 - total``. A row whose halting unit is NaN stops
+    there, with ``R`` NaN (the spec's rule; ``summed >= threshold`` would never stop it).
+    ``total + h`` and ``1 - total`` are formed once each: fewer operations a step, and fewer
+    nodes in the autograd loop's graph.
     """
     total = run.total
     active = ~run.halted
     summed = total + h
-    stop = active if n == cap else active & (summed >= threshold)
-    rest = one - total
+    stop = active if n == cap else active & ~(summed < threshold)
+    rest = torch.where(torch.isnan(h), h, one - total)
     weight = torch.where(stop, rest, torch.where(active, h, zero))
     ends = stop[:, 0]
     after = Pondering(

@@ -65,8 +65,8 @@ ACT = OpSpec(
     equations=(
         "s^0_t = s_{t-1};  s^n_t = S(s^{n-1}_t, [x_t, flag_n])    (flag_1 = 0, flag_n = 1 for n > 1)",
         "h^n_t = sigmoid(w_halt . h(s^n_t) + b_halt)",
-        "N(t) = min(max_steps, min{n : h^1_t + ... + h^n_t >= 1 - epsilon})",
-        "R(t) = 1 - (h^1_t + ... + h^{N(t)-1}_t)",
+        "N(t) = min(max_steps, min{n : not (h^1_t + ... + h^n_t < 1 - epsilon)})    (a NaN sum halts)",
+        "R(t) = 1 - (h^1_t + ... + h^{N(t)-1}_t), or NaN where h^{N(t)}_t is NaN",
         "p^n_t = h^n_t for n < N(t);  p^{N(t)}_t = R(t)",
         "s_t = sum_n p^n_t s^n_t;  y_t = sum_n p^n_t h(s^n_t)",
         "ponder_cost_t = N(t) + R(t)",
@@ -79,7 +79,7 @@ ACT = OpSpec(
             "epsilon",
             0.01,
             (),
-            "halting threshold: stop once the halting units sum to 1 - epsilon",
+            "halting threshold: stop once the halting units sum to 1 - epsilon (or their sum is NaN)",
             check=_is_epsilon,
             expected="a number in (0, 1)",
         ),
@@ -98,7 +98,8 @@ ACT = OpSpec(
         "N(t) is piecewise constant and carries no gradient; the halting units receive gradient only through "
         "the weights p^n (n < N(t)) and through R(t) = 1 - sum_{n<N} h^n, so d ponder_cost / d h^n = -1 for "
         "n < N(t) and the last unit h^{N(t)} receives none. Everything else is exact reverse mode through "
-        "the inner steps. Steps past a row's length receive no gradient."
+        "the inner steps. Steps past a row's length receive no gradient. A step that halts on a NaN halting "
+        "unit (R(t) NaN) goes through the same formulas, so its NaN reaches the gradient."
     ),
     params_for=_params,
     state_for=_state,
