@@ -49,12 +49,14 @@ class LateHaltingRun(ACTRun):
             xin = np.concatenate([x, flag0 if n == 1 else flag1], axis=1)
             s, _, cache = self.cell.step(self.p, s, xin)
             h = sigmoid(s["h"] @ self.p["w_halt"].T + self.p["b_halt"])
-            stop = active & ((total + h > 1.0 - self.epsilon) | (n == self.max_steps))  # the bug: > for >=
-            weight = np.where(stop, 1.0 - total, np.where(active, h, 0.0))
+            # the bug: "not <=" for "not <" (a sum exactly on 1 - epsilon does not halt; a NaN still does)
+            stop = active & (~(total + h <= 1.0 - self.epsilon) | (n == self.max_steps))
+            rest = np.where(np.isnan(h), h, 1.0 - total)
+            weight = np.where(stop, rest, np.where(active, h, 0.0))
             for k in mean:
                 mean[k] = mean[k] + weight * s[k]
             steps = np.where(stop[:, 0], n, steps)
-            remainder = np.where(stop[:, 0], 1.0 - total[:, 0], remainder)
+            remainder = np.where(stop[:, 0], rest[:, 0], remainder)
             gap = np.where(active, np.abs(total + h - (1.0 - self.epsilon)), np.inf)
             inner.append({"cache": cache, "s": s, "h": h, "weight": weight, "active": active, "stop": stop, "gap": gap})
             total = np.where(active, total + h, total)
