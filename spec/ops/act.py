@@ -61,6 +61,7 @@ def _is_max_steps(value: Any) -> bool:
 
 ACT = OpSpec(
     name="act",
+    layer="ACT",
     summary="Adaptive Computation Time: each step ponders the cell until the halting units sum to 1 - epsilon.",
     equations=(
         "s^0_t = s_{t-1};  s^n_t = S(s^{n-1}_t, [x_t, flag_n])    (flag_1 = 0, flag_n = 1 for n > 1)",

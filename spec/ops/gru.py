@@ -7,6 +7,8 @@ from .record import OpSpec, OptionSpec, ParamSpec
 
 GRU = OpSpec(
     name="gru",
+    layer="GRU",
+    module="classic",
     summary="Gated recurrent unit with gate blocks r, z, n (PyTorch's order).",
     equations=(
         "r = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)",

@@ -9,6 +9,8 @@ _ACTIVATION = OptionSpec("activation", "relu", ("relu", "tanh"), "the nonlineari
 
 INDRNN = OpSpec(
     name="indrnn",
+    layer="IndRNN",
+    module="independent",
     summary="Independently recurrent layer: one recurrent weight per unit, h_t = act(W x_t + b + u * h_{t-1}).",
     equations=("h_t = act(W_ih x_t + b_ih + u * h_{t-1})", "y_t = h_t"),
     params=(
@@ -25,6 +27,7 @@ INDRNN = OpSpec(
 
 INDRNN_RECURRENCE = OpSpec(
     name="indrnn_recurrence",
+    module="recurrences",
     summary="The recurrence of IndRNN alone, over precomputed pre-activations: h_t = act(pre_t + u * h_{t-1}).",
     equations=("h_t = act(pre_t + u * h_{t-1})",),
     params=(

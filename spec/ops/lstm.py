@@ -7,6 +7,8 @@ from .record import OpSpec, ParamSpec, StateSpec
 
 LSTM = OpSpec(
     name="lstm",
+    layer="LSTM",
+    module="classic",
     summary="Long short-term memory layer with gate blocks i, f, g, o (PyTorch's order).",
     equations=(
         "[i, f, g, o] = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh",

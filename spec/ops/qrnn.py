@@ -19,6 +19,7 @@ def _gate_count(options: Mapping[str, Any]) -> dict[str, int]:
 
 QRNN = OpSpec(
     name="qrnn",
+    layer="QRNN",
     summary="Quasi-recurrent layer: gates from a causal convolution of window K, then f-, fo- or ifo-pooling.",
     equations=(
         "[z, f, (i), (o)] = conv1d([x_prev, x], w)_t + b    (x_prev: the K-1 inputs before the first step)",
@@ -61,6 +62,7 @@ QRNN = OpSpec(
 
 LINEAR_RECURRENCE = OpSpec(
     name="linear_recurrence",
+    module="recurrences",
     summary="First-order elementwise linear recurrence h_t = a_t * h_{t-1} + b_t (QRNN pooling).",
     equations=("h_t = a_t * h_{t-1} + b_t",),
     params=(

@@ -97,6 +97,17 @@ class OpSpec:
     state_for: Callable[[Mapping[str, Any]], tuple[StateSpec, ...]] | None = None
     #: The most layers a call may stack (``None``: any number).
     max_layers: int | None = None
+    #: The module of each framework backend that implements the op (``backends/<framework>/<module>.py``;
+    #: ``None``: the op's name). A sequence op's module has ``run(call)`` for every op it serves; a
+    #: primitive's has a function named after the op (see :mod:`rnnspec.backends.common.ops`).
+    module: str | None = None
+    #: The class name of the op's layer in every framework (``torch.nn``, Flax NNX, Keras); ``None``: no layer.
+    layer: str | None = None
+
+    @property
+    def module_name(self) -> str:
+        """The framework backends' module that implements the op."""
+        return self.module or self.name
 
     @property
     def value_options(self) -> tuple[OptionSpec, ...]:

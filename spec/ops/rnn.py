@@ -7,6 +7,8 @@ from .record import OpSpec, OptionSpec, ParamSpec
 
 RNN = OpSpec(
     name="rnn",
+    layer="RNN",
+    module="classic",
     summary="Elman recurrent layer: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).",
     equations=("h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)", "y_t = h_t"),
     params=(

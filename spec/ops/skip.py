@@ -46,6 +46,8 @@ _GRADIENT = (
 def _skip(base: OpSpec, extra_params: tuple[ParamSpec, ...]) -> OpSpec:
     return OpSpec(
         name=f"skip_{base.name}",
+        module="skip",
+        layer=f"Skip{base.layer}",
         summary=f"Skip RNN over {base.name}: a learnt binary state-update gate decides at each step whether "
         "the state is updated or copied.",
         equations=_EQUATIONS,
