@@ -110,6 +110,14 @@ class OpSpec:
         return self.module or self.name
 
     @property
+    def per_step(self) -> tuple[str, ...]:
+        """The arguments holding one entry per step on axis 1: a sequence op's ``x`` and array options
+        (``zoneout_mask``); a primitive's ``(B, T, ...)`` arrays (``a``, ``b``; ``pre``)."""
+        if self.kind == "primitive":
+            return tuple(p.name for p in self.params if p.shape[:2] == ("B", "T"))
+        return ("x", *(o.name for o in self.options if o.kind == "array"))
+
+    @property
     def value_options(self) -> tuple[OptionSpec, ...]:
         """The options chosen from a fixed set of values."""
         return tuple(o for o in self.options if o.kind == "value")
