@@ -16,15 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["PER_STEP_INPUTS", "ZeroPast", "without_padding"]
+from .ops import OPS
 
-#: The per-step inputs (axis 1 is time) whose padding is zeroed, by op; every other op: ``x``.
-#: qrnn's ``zoneout_mask`` is left alone: it only selects between two values of the cell's own.
-PER_STEP_INPUTS: dict[str, tuple[str, ...]] = {"linear_recurrence": ("a", "b"), "indrnn_recurrence": ("pre",)}
+__all__ = ["ZeroPast", "padded_inputs", "without_padding"]
 
 #: A framework's ``zero_past(value, lengths)``: ``value`` (batch, time, ...) with the steps at or past each
 #: row's length set to zero, out of place; ``lengths`` is not None.
 ZeroPast = Callable[[Any, Any], Any]
+
+
+def padded_inputs(op: str) -> tuple[str, ...]:
+    """The per-step inputs of ``op`` whose padding is zeroed: its record's ``per_step`` but the array
+    options (qrnn's ``zoneout_mask`` only selects between two values of the cell's own)."""
+    spec = OPS[op]
+    options = {o.name for o in spec.options}
+    return tuple(name for name in spec.per_step if name not in options)
 
 
 def without_padding(op: str, arguments: Mapping[str, Any], zero_past: ZeroPast) -> dict[str, Any]:
@@ -36,7 +42,7 @@ def without_padding(op: str, arguments: Mapping[str, Any], zero_past: ZeroPast) 
     lengths = arguments.get("lengths")
     if lengths is None:
         return out
-    for name in PER_STEP_INPUTS.get(op, ("x",)):
+    for name in padded_inputs(op):
         if out.get(name) is not None:
             out[name] = zero_past(out[name], lengths)
     return out

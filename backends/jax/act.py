@@ -29,27 +29,22 @@ The inner loop, two ways, one function (:func:`_ponderer`, a ``jax.custom_jvp``)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnspec.backends.common.cells import cell_defaults
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import initial_states
 from rnnspec.results import ACTResult
 
 from .cells import Cell, Params, linear, make_cell, sigmoid
-from .sequence import UNROLL, State, initial_states, normalise_lengths, reverse_valid, time_major
+from .sequence import ARRAY_OPS, UNROLL, State, reverse_valid, time_major
 
-__all__ = ["act"]
-
-#: The pondered cell runs with its own options at their defaults.
-_CELL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rnn": {"activation": "tanh"},
-    "lstm": {},
-    "gru": {"reset_after": True},
-    "indrnn": {"activation": "relu"},
-}
+__all__ = ["run"]
 
 #: The inner loop's carry: (s^n, sum of halting units so far, halted, N, R, the mean-field state).
 Carry = tuple[State, jax.Array, jax.Array, jax.Array, jax.Array, State]
@@ -120,29 +115,20 @@ def _ponderer(cell: Cell, threshold: float, max_steps: int) -> Ponder:
     return ponder
 
 
-def act(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    cell: str,
-    epsilon: float,
-    max_steps: int,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> ACTResult:
+def run(call: SequenceCall) -> ACTResult:
     """ACT over one layer of ``cell`` (its own options at their defaults)."""
+    x, params, options, reverse = call.x, call.params, call.options, call.reverse
+    cell, epsilon, max_steps = options["cell"], options["epsilon"], options["max_steps"]
     batch, time, features = x.shape
-    options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps}
     (p,) = params
-    norm = normalise_lengths(lengths, batch, time)
+    norm = ARRAY_OPS.lengths(call.lengths, x)
     valid = norm.valid()
-    (state,) = initial_states("act", x, params, options, initial_state)
+    (state,) = initial_states("act", x, params, options, call.initial_state, ARRAY_OPS)
     inp = reverse_valid(x, norm) if reverse else x
     w_ih = p["w_ih"]
     projected = linear(inp, w_ih[:, :features], p["b_ih"])  # x_t's part, every step at once
     flag = w_ih[:, features]  # the flag column, added on inner steps n > 1
-    ponder = _ponderer(make_cell(cell, _CELL_DEFAULTS[cell]), 1.0 - float(epsilon), int(max_steps))
+    ponder = _ponderer(make_cell(cell, cell_defaults(cell)), 1.0 - float(epsilon), int(max_steps))
     keep_all = valid if valid is not None else jnp.ones((batch, time), dtype=bool)
 
     def step(s: State, xs_t: tuple[jax.Array, jax.Array]) -> tuple[State, tuple[jax.Array, ...]]:

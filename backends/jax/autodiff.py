@@ -1,6 +1,6 @@
 """Reverse mode of every op through ``jax.vjp``, in the structure the spec defines.
 
-Without an ``initial_state``, a sequence op starts from :func:`.state.start_state`,
+Without an ``initial_state``, a sequence op starts from :func:`rnnspec.backends.common.state.start_state`,
 which is built from the params (skip's learnt ``h0``/``c0``). The spec asks for
 the cotangent of that start state as well as of the params through it, so the
 differentiated function takes a zero offset added to the start state: its
@@ -18,12 +18,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnnspec.backends.common.state import start_state
 from rnnspec.ops import OPS
 
-from .dispatch import STATIC_OPTIONS
 from .paths import plain_forced, plain_path
-from .run import lengths_array, run_op
-from .state import start_state
+from .run import STATIC_OPTIONS, lengths_array, run_op
+from .sequence import ARRAY_OPS
 
 __all__ = ["vjp"]
 
@@ -79,7 +79,9 @@ def _sequence_vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, A
             # In the compute dtype: the gradient of h0 spread over the batch is a sum, taken in float32 for
             # half precision as run_op computes.
             wide = jnp.float32 if x.dtype in _HALF else x.dtype
-            base = start_state(op, x.astype(wide), [{k: v.astype(wide) for k, v in p.items()} for p in params], options)
+            base = start_state(
+                op, x.astype(wide), [{k: v.astype(wide) for k, v in p.items()} for p in params], options, ARRAY_OPS
+            )
             initial = tuple(
                 {k: base[j][k] + v.astype(wide) for k, v in layer.items()} for j, layer in enumerate(initial)
             )
@@ -87,7 +89,9 @@ def _sequence_vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, A
 
     params = [dict(p) for p in arguments["params"]]
     if given is None:
-        initial = tuple({k: jnp.zeros_like(v) for k, v in s.items()} for s in start_state(op, x, params, options))
+        initial = tuple(
+            {k: jnp.zeros_like(v) for k, v in s.items()} for s in start_state(op, x, params, options, ARRAY_OPS)
+        )
     else:
         initial = tuple(dict(s) for s in given)
     result, pullback = jax.vjp(run, x, params, initial)

@@ -1,6 +1,6 @@
 """Gradient checkpointing of any op (the option ``checkpoint_every=K``) with ``jax.checkpoint``.
 
-The time axis is cut into segments of K steps as :mod:`rnnspec.backends.segments`
+The time axis is cut into segments of K steps as :mod:`rnnspec.backends.common.segments`
 says (lengths, reverse, the state carried from segment to segment). The
 ``T // K`` full segments are one ``lax.scan`` whose body, the op's own function
 on one segment, is wrapped in ``jax.checkpoint``: reverse mode keeps the state
@@ -11,7 +11,7 @@ with T/K. When K does not divide T, the last ``T % K`` steps are one more
 checkpointed segment, run after the scan (before it when ``reverse=True``,
 where the scan runs last to first).
 
-Without an ``initial_state`` the carry starts from :func:`.state.start_state`
+Without an ``initial_state`` the carry starts from :func:`rnnspec.backends.common.state.start_state`
 (built from the params, as the op itself starts), so gradients reach skip's
 ``h0``/``c0`` the same way; a primitive's starts from zeros.
 """
@@ -24,24 +24,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnspec.backends import segments
-from rnnspec.backends.segments import PER_STEP
+from rnnspec.backends.common import segments
+from rnnspec.backends.common.state import start_state
 
-from .state import start_state
+from .sequence import ARRAY_OPS
 
-__all__ = ["PER_STEP", "checkpointed", "with_checkpointing"]
+__all__ = ["checkpointed", "with_checkpointing"]
 
 _NOT_OPTIONS = ("x", "params", "lengths", "initial_state", "reverse")
-
-
-def _final(h: jax.Array, lengths: jax.Array | None, carry: jax.Array, reverse: bool) -> jax.Array:
-    """A primitive's state after a segment, read off its h: the step each row processed last."""
-    last = h[:, 0] if reverse else h[:, -1]
-    if lengths is None:
-        return last
-    index = jnp.zeros_like(lengths) if reverse else jnp.maximum(lengths - 1, 0)
-    picked = jnp.take_along_axis(h, index[:, None, None], axis=1)[:, 0]
-    return jnp.where((lengths > 0)[:, None], picked, carry)
 
 
 def _split(value: Any, count: int, every: int) -> Any:
@@ -66,7 +56,7 @@ def _start(plan: segments.Plan, arguments: dict[str, Any]) -> Any:
         return jnp.zeros((first.shape[0], first.shape[2]), first.dtype)
     if carry is None:
         options = {k: v for k, v in arguments.items() if k not in _NOT_OPTIONS}
-        return start_state(plan.op, arguments["x"], arguments["params"], options)
+        return start_state(plan.op, arguments["x"], arguments["params"], options, ARRAY_OPS)
     return carry if plan.primitive else tuple(dict(layer) for layer in carry)
 
 
@@ -83,7 +73,7 @@ def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[st
         seg_lengths = None if lengths is None else jnp.clip(lengths - start, 0, width)
         result = fn(**{**arguments, **steps, "lengths": seg_lengths, plan.carry_name: carry})
         if plan.primitive:
-            return _final(result, seg_lengths, carry, reverse), result
+            return ARRAY_OPS.final_state(result, seg_lengths, carry, reverse), result
         fields = result._asdict()
         state = tuple(dict(layer) for layer in fields.pop("state"))
         return state, fields

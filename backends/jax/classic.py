@@ -22,20 +22,21 @@ that batch or sequence crosses the threshold again with the projection alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import jax
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, initial_states, run_layers
 from rnnspec.results import SequenceResult
 
 from . import cudnn
 from .cells import Cell, make_cell, prepare
 from .lstm_layer import lstm_layer
 from .paths import record_path
-from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, run_stack, scan, time_major
+from .sequence import ARRAY_OPS, Lengths, State, scan, time_major
 
-__all__ = ["gru", "lstm", "plain_layer", "rnn"]
+__all__ = ["plain_layer", "run"]
 
 
 def plain_layer(cell: Cell, p: Mapping[str, jax.Array]) -> LayerFn:
@@ -56,61 +57,15 @@ def plain_layer(cell: Cell, p: Mapping[str, jax.Array]) -> LayerFn:
     return run
 
 
-def _run(
-    op: str,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SequenceResult:
-    batch, time = x.shape[:2]
-    norm = normalise_lengths(lengths, batch, time)
-    initial = initial_states(op, x, params, options, initial_state)
+def run(call: SequenceCall) -> SequenceResult:
+    """rnn, lstm or gru over a stack of layers: cuDNN's LSTM where it applies, else the plain path."""
+    op, x = call.op, call.x
     if cudnn.why_plain(op, x) is None:
         record_path(op, cudnn.FAST_PATH)
-        outputs, state = cudnn.run_cudnn_lstm(x, params, norm, initial, reverse)
-    else:
-        record_path(op, "plain")
-        cell = make_cell(op, options)
-        outputs, state = run_stack([plain_layer(cell, p) for p in params], x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
-
-
-def rnn(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """Elman rnn (tanh or relu) over a stack of layers."""
-    return _run("rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
-
-
-def lstm(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """LSTM over a stack of layers."""
-    return _run("lstm", x, params, lengths, initial_state, reverse, {})
-
-
-def gru(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    reset_after: bool,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """GRU (reset after the matmul, cuDNN's; or before, Cho's) over a stack of layers."""
-    return _run("gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})
+        norm = ARRAY_OPS.lengths(call.lengths, x)
+        initial = initial_states(op, x, call.params, call.options, call.initial_state, ARRAY_OPS)
+        outputs, state = cudnn.run_cudnn_lstm(x, call.params, norm, initial, call.reverse)
+        return SequenceResult(outputs, state)
+    record_path(op, "plain")
+    cell = make_cell(op, call.options)
+    return run_layers(call, lambda _, p: plain_layer(cell, p), ARRAY_OPS)

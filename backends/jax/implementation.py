@@ -1,6 +1,6 @@
 """The JAX backend's implementation: adapters, jit, reverse mode, dispatch to the ops.
 
-Every op is a pure function of jax arrays (:data:`.dispatch.OP_FUNCTIONS`):
+Every op is a pure function of jax arrays (:data:`.run.OP_FUNCTIONS`):
 its control flow depends on shapes and on the static options only, its loops
 over time are ``lax.scan`` (no Python loop over time), so it traces under
 ``jax.jit``, batches under ``jax.vmap`` and differentiates under ``jax.grad``
@@ -30,10 +30,9 @@ from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
 
 from . import cudnn
-from .dispatch import OP_FUNCTIONS
 from .paths import PLAIN_ENV, plain_forced
 from .recurrences import ASSOCIATIVE_MIN_TIME, pallas_available
-from .run import jitted
+from .run import OP_FUNCTIONS, jitted
 
 __all__ = ["JaxImplementation"]
 

@@ -16,14 +16,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnspec.backends.common.ops import op_table
+from rnnspec.ops import OPS
 from rnnspec.padding import without_padding
 from rnnspec.tree import tree_leaves, tree_map
 
-from .dispatch import OP_FUNCTIONS, STATIC_OPTIONS
+from .checkpointing import with_checkpointing
 from .paths import plain_forced, plain_path
 from .sequence import zero_past
 
-__all__ = ["jitted", "lengths_array", "run_op"]
+__all__ = ["OP_FUNCTIONS", "STATIC_OPTIONS", "jitted", "lengths_array", "run_op"]
+
+#: op name -> pure function of jax arrays and the normalised arguments (keywords, ``checkpoint_every``
+#: included: a static option, it shapes the program), from the modules the op records name.
+OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    op: with_checkpointing(op, fn) for op, fn in op_table("rnnspec.backends.jax").items()
+}
+
+#: op name -> the keyword arguments that are Python values (strings, booleans, numbers), static under
+#: ``jax.jit``: the op's value options and ``reverse``. Arrays (``zoneout_mask``, ``lengths``) are traced.
+STATIC_OPTIONS: dict[str, tuple[str, ...]] = {
+    op: (*(o.name for o in OPS[op].options if o.kind == "value"), "reverse") for op in OP_FUNCTIONS
+}
 
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 

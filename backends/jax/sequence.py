@@ -6,8 +6,8 @@
   how ``reverse=True`` is realised, as in the reference;
 - :func:`scan`: the masked time loop as one ``lax.scan`` (past a row's length
   the state is frozen and the output is zero);
-- :func:`run_stack`: layers bottom to top, each reading the outputs of the one below;
-- :func:`initial_states`: the caller's initial state, or :func:`.state.start_state`.
+- :data:`ARRAY_OPS`: JAX's array operations for the framework-free core
+  (:mod:`rnnspec.backends.common`: start states, the stack of layers, segments).
 
 Everything here is a pure function of jax arrays whose control flow depends on
 shapes only, so it traces under ``jax.jit`` and ``jax.vmap``.
@@ -24,17 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .state import start_state
+from rnnspec.backends.common.arrays import ArrayOps
 
 __all__ = [
+    "ARRAY_OPS",
     "UNROLL",
-    "LayerFn",
     "Lengths",
     "State",
-    "initial_states",
     "normalise_lengths",
     "reverse_valid",
-    "run_stack",
     "scan",
     "time_major",
     "zero_past",
@@ -162,39 +160,32 @@ def scan(
     return time_major(ys), final
 
 
-#: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
-LayerFn = Callable[[jax.Array, State, Lengths], tuple[jax.Array, State]]
+def _filled(x: jax.Array, tail: tuple[int, ...], value: float) -> jax.Array:
+    return jnp.full((x.shape[0], *tail), value, x.dtype)
 
 
-def run_stack(
-    layers: Sequence[LayerFn],
-    x: jax.Array,
-    lengths: Lengths,
-    initial: Sequence[Mapping[str, jax.Array]],
-    reverse: bool,
-) -> tuple[jax.Array, tuple[State, ...]]:
-    """Run the layers bottom to top, each reading the outputs of the one below.
-
-    ``reverse=True`` reverses each row's valid prefix before the first layer and
-    the outputs back after the last, as the reference does.
-    """
-    inp = reverse_valid(x, lengths) if reverse else x
-    finals = []
-    for layer, state in zip(layers, initial, strict=True):  # over layers, not time
-        inp, final = layer(inp, dict(state), lengths)
-        finals.append(final)
-    outputs = reverse_valid(inp, lengths) if reverse else inp
-    return outputs, tuple(finals)
+def _broadcast(x: jax.Array, p: jax.Array, tail: tuple[int, ...]) -> jax.Array:
+    return jnp.broadcast_to(p, (x.shape[0], *tail))
 
 
-def initial_states(
-    op: str,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    options: Mapping[str, Any],
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-) -> tuple[State, ...]:
-    """The caller's initial state, one dict per layer, or the op's start state when it is None."""
-    if initial_state is None:
-        return start_state(op, x, params, options)
-    return tuple(dict(s) for s in initial_state)
+def _final(h: jax.Array, lengths: jax.Array | None, carry: jax.Array, reverse: bool) -> jax.Array:
+    """A primitive's state after a segment, read off its h: the step each row processed last."""
+    last = h[:, 0] if reverse else h[:, -1]
+    if lengths is None:
+        return last
+    index = jnp.zeros_like(lengths) if reverse else jnp.maximum(lengths - 1, 0)
+    picked = jnp.take_along_axis(h, index[:, None, None], axis=1)[:, 0]
+    return jnp.where((lengths > 0)[:, None], picked, carry)
+
+
+#: JAX's array operations for the framework-free core.
+ARRAY_OPS = ArrayOps(
+    is_array=lambda value: isinstance(value, jax.Array),
+    lengths=lambda lengths, x: normalise_lengths(lengths, x.shape[0], x.shape[1]),
+    filled=_filled,
+    broadcast=_broadcast,
+    reverse_valid=reverse_valid,
+    clip_lengths=lambda lengths, start, width: jnp.clip(jnp.asarray(lengths).astype(jnp.int32) - start, 0, width),
+    concat=lambda pieces: jnp.concatenate(pieces, axis=1),
+    final_state=_final,
+)

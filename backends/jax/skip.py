@@ -49,14 +49,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import initial_states
 from rnnspec.results import SkipResult
 
 from .cells import make_cell, prepare, sigmoid
 from .paths import plain_forced
-from .sequence import UNROLL, Lengths, State, initial_states, normalise_lengths, reverse_valid, time_major
+from .sequence import ARRAY_OPS, UNROLL, Lengths, State, reverse_valid, time_major
 from .skipping import candidates as skipping_candidates
 
-__all__ = ["skip_gru", "skip_lstm", "skip_rnn"]
+__all__ = ["run"]
 
 
 def _mix(on: jax.Array, through: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
@@ -96,7 +98,7 @@ def _loop(
     gate_input = "c" if "c" in names else "h"
     lengths = Lengths(lengths_values, x.shape[1])
     valid = lengths.valid()
-    states = list(initial_states(op, x, params, options, initial_state))
+    states = list(initial_states(op, x, params, options, initial_state, ARRAY_OPS))
     top = params[-1]
     inp = reverse_valid(x, lengths) if reverse else x
     projected = cell.project(params[0], inp)  # layer 0's input projection, every step at once
@@ -144,17 +146,17 @@ def _loop(
     return SkipResult(out, tuple(final), gate, prob)
 
 
-def _skip(
-    op: str,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    lengths_arg: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SkipResult:
-    batch, time = x.shape[:2]
-    lengths = normalise_lengths(lengths_arg, batch, time).values
+def run(call: SequenceCall) -> SkipResult:
+    """skip_rnn, skip_lstm or skip_gru: the base cell's stack under the state-update gate."""
+    op, x, params, initial_state, reverse, options = (
+        call.op,
+        call.x,
+        call.params,
+        call.initial_state,
+        call.reverse,
+        call.options,
+    )
+    lengths = ARRAY_OPS.lengths(call.lengths, x).values
 
     # One loop, two ways (see the module's docstring). The static arguments are bound; the arrays (the integer
     # lengths too) are the functions' arguments, ``(x, params, lengths, initial_state)``, so that jit, vmap and
@@ -170,41 +172,3 @@ def _skip(
 
     result: SkipResult = run(x, list(params), lengths, initial_state)
     return result
-
-
-def skip_rnn(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over rnn cells."""
-    return _skip("skip_rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
-
-
-def skip_lstm(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over lstm cells (the gate reads the top layer's candidate c)."""
-    return _skip("skip_lstm", x, params, lengths, initial_state, reverse, {})
-
-
-def skip_gru(
-    *,
-    x: jax.Array,
-    params: Sequence[Mapping[str, jax.Array]],
-    reset_after: bool,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, jax.Array]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over gru cells."""
-    return _skip("skip_gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})

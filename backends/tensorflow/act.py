@@ -31,28 +31,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 from tensorflow.python.eager import record  # TensorFlow's own test of whether a tape records an op
 
+from rnnspec.backends.common.cells import cell_defaults
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import initial_states
 from rnnspec.results import ACTResult
 
 from .cells import Cell, Params, linear, make_cell
 from .graphs import EAGER_ENV
-from .sequence import State, dim, initial_states, normalise_lengths, reverse_valid, scan
+from .sequence import ARRAY_OPS, State, reverse_valid, scan
 
-__all__ = ["act"]
-
-#: The pondered cell runs with its own options at their defaults.
-_CELL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rnn": {"activation": "tanh"},
-    "lstm": {},
-    "gru": {"reset_after": True},
-    "indrnn": {"activation": "relu"},
-}
-
+__all__ = ["run"]
 
 #: An input step's inner loop carry: (n, s^{n-1}, the mean-field state so far, halted, the sum of
 #: the halting units so far, N where a row has stopped, R where a row has stopped).
@@ -123,7 +116,7 @@ def _compiled(name: str, p: Params, xla: bool) -> Callable[..., Carry]:
     with _COMPILED_LOCK:
         found = _COMPILED.get(key)
         if found is None:
-            cell = make_cell(name, _CELL_DEFAULTS[name])
+            cell = make_cell(name, cell_defaults(name))
 
             def loop(
                 p: Params, projected: tf.Tensor, flag: tf.Tensor, threshold: tf.Tensor, cap: tf.Tensor, carry: Carry
@@ -198,25 +191,16 @@ def _ponder(
     return carry[2], carry[5], carry[6]
 
 
-def act(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    cell: str,
-    epsilon: float,
-    max_steps: int,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> ACTResult:
+def run(call: SequenceCall) -> ACTResult:
     """ACT over one layer of ``cell`` (its own options at their defaults)."""
+    x, params, options, reverse = call.x, call.params, call.options, call.reverse
+    cell, epsilon, max_steps = options["cell"], options["epsilon"], options["max_steps"]
     features = int(x.shape[2])
-    options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps}
-    base = make_cell(cell, _CELL_DEFAULTS[cell])
+    base = make_cell(cell, cell_defaults(cell))
     (p,) = params
     hidden = int(p["w_halt"].shape[1])
-    norm = normalise_lengths(lengths, dim(x, 0), dim(x, 1))
-    (state,) = initial_states("act", x, params, options, initial_state)
+    norm = ARRAY_OPS.lengths(call.lengths, x)
+    (state,) = initial_states("act", x, params, options, call.initial_state, ARRAY_OPS)
     inp = reverse_valid(x, norm) if reverse else x
     w_ih = p["w_ih"]
     projected = linear(inp, w_ih[:, :features], p["b_ih"])  # x_t's part, every step at once

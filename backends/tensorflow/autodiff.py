@@ -7,10 +7,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.state import start_state
 from rnnspec.ops import OPS
 from rnnspec.tree import tree_leaves, tree_map
 
-from .state import start_state
+from .sequence import ARRAY_OPS
 
 __all__ = ["vjp"]
 
@@ -84,7 +85,7 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
             # precision as run_op computes.
             wide = tf.float32 if x.dtype in _HALF else x.dtype
             start = start_state(
-                op, tf.cast(x, wide), [{k: tf.cast(v, wide) for k, v in p.items()} for p in params], options
+                op, tf.cast(x, wide), [{k: tf.cast(v, wide) for k, v in p.items()} for p in params], options, ARRAY_OPS
             )
             initial = tuple({k: _fresh(v) for k, v in s.items()} for s in start)
         else:

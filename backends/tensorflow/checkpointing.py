@@ -1,6 +1,6 @@
 """Gradient checkpointing of any op (the option ``checkpoint_every=K``) with ``tf.recompute_grad``.
 
-The time axis is cut into segments of K steps as :mod:`rnnspec.backends.segments`
+The time axis is cut into segments of K steps as :mod:`rnnspec.backends.common.segments`
 says (lengths, reverse, the state carried from segment to segment). Each
 segment runs the op's own function under ``tf.recompute_grad``. The tape then
 records each segment as one operation on its inputs, and recomputes the
@@ -37,12 +37,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from rnnspec.backends import segments
-from rnnspec.backends.segments import PER_STEP
+from rnnspec.backends.common import segments
 
 from . import graphs
+from .sequence import ARRAY_OPS
 
-__all__ = ["PER_STEP", "checkpointed", "with_checkpointing"]
+__all__ = ["checkpointed", "with_checkpointing"]
 
 #: Arguments that are never differentiated: constants of a segment.
 _CONSTANT = ("lengths", "zoneout_mask")
@@ -50,29 +50,6 @@ _CONSTANT = ("lengths", "zoneout_mask")
 
 def _is_tensor(value: Any) -> bool:
     return isinstance(value, (tf.Tensor, tf.Variable))
-
-
-def _clip_lengths(lengths: tf.Tensor, start: int, width: int) -> tf.Tensor:
-    return tf.clip_by_value(tf.cast(lengths, tf.int32) - start, 0, width)
-
-
-def _concat(pieces: list[tf.Tensor]) -> tf.Tensor:
-    return tf.concat(pieces, axis=1)
-
-
-def _final(h: tf.Tensor, lengths: Any, initial: tf.Tensor | None, reverse: bool) -> tf.Tensor:
-    """A primitive's state after a segment, read off its h: the step each row processed last."""
-    last = h[:, 0] if reverse else h[:, -1]
-    if lengths is None:
-        return last
-    steps = tf.cast(tf.convert_to_tensor(lengths), tf.int32)
-    index = tf.zeros_like(steps) if reverse else tf.maximum(steps - 1, 0)
-    picked = tf.gather(h, index, axis=1, batch_dims=1)
-    before = tf.zeros_like(last) if initial is None else initial
-    return tf.where((steps > 0)[:, None], picked, before)
-
-
-_OPS = segments.ArrayOps(is_array=_is_tensor, clip_lengths=_clip_lengths, concat=_concat, final_state=_final)
 
 
 def _chain_first(result: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
@@ -99,7 +76,7 @@ def _segment_runner(op: str, graph: bool) -> segments.RunSegment:
     def run_segment(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
         differentiable = {k: v for k, v in arguments.items() if k not in _CONSTANT}
         leaves = tf.nest.flatten(differentiable)
-        where = [i for i, leaf in enumerate(leaves) if _is_tensor(leaf) and leaf.dtype.is_floating]
+        where = [i for i, leaf in enumerate(leaves) if ARRAY_OPS.is_array(leaf) and leaf.dtype.is_floating]
         found: dict[str, Any] = {}
 
         def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
@@ -125,7 +102,7 @@ def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[st
     if plan is None:
         return fn(**arguments)
     runner = _segment_runner(op, graphs.wants_graph(op, arguments))
-    return segments.run_in_segments(plan, fn, arguments, _OPS, runner)
+    return segments.run_in_segments(plan, fn, arguments, ARRAY_OPS, runner)
 
 
 def with_checkpointing(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,18 +11,19 @@ tells which path a call took.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, initial_states, run_layers
 from rnnspec.results import SequenceResult
 
 from . import cudnn
 from .cells import Cell, make_cell
 from .paths import record_path
-from .sequence import LayerFn, Lengths, State, dim, initial_states, normalise_lengths, run_stack, scan
+from .sequence import ARRAY_OPS, Lengths, State, scan
 
-__all__ = ["gru", "lstm", "plain_layer", "rnn"]
+__all__ = ["plain_layer", "run"]
 
 
 def plain_layer(cell: Cell, p: Mapping[str, tf.Tensor]) -> LayerFn:
@@ -41,61 +42,16 @@ def plain_layer(cell: Cell, p: Mapping[str, tf.Tensor]) -> LayerFn:
     return run
 
 
-def _run(
-    op: str,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SequenceResult:
-    norm = normalise_lengths(lengths, dim(x, 0), dim(x, 1))
-    initial = initial_states(op, x, params, options, initial_state)
+def run(call: SequenceCall) -> SequenceResult:
+    """rnn, lstm or gru over a stack of layers: cuDNN's kernels where they apply, else the plain path."""
+    op, x, options = call.op, call.x, call.options
     mode = cudnn.rnn_mode(op, options)
     if mode is not None and cudnn.why_plain(op, x, options) is None:
         record_path(op, cudnn.FAST_PATH)
-        outputs, state = cudnn.run_cudnn(x, params, norm, initial, reverse, mode)
-    else:
-        record_path(op, "plain")
-        cell = make_cell(op, options)
-        outputs, state = run_stack([plain_layer(cell, p) for p in params], x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
-
-
-def rnn(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """Elman rnn (tanh or relu) over a stack of layers."""
-    return _run("rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
-
-
-def lstm(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """LSTM over a stack of layers."""
-    return _run("lstm", x, params, lengths, initial_state, reverse, {})
-
-
-def gru(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    reset_after: bool,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """GRU (reset after the matmul, cuDNN's; or before, Cho's) over a stack of layers."""
-    return _run("gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})
+        norm = ARRAY_OPS.lengths(call.lengths, x)
+        initial = initial_states(op, x, call.params, options, call.initial_state, ARRAY_OPS)
+        outputs, state = cudnn.run_cudnn(x, call.params, norm, initial, call.reverse, mode)
+        return SequenceResult(outputs, state)
+    record_path(op, "plain")
+    cell = make_cell(op, options)
+    return run_layers(call, lambda _, p: plain_layer(cell, p), ARRAY_OPS)

@@ -68,8 +68,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.state import LayerFn, run_stack
+
 from .paths import in_xla, on_gpu, plain_forced
-from .sequence import Dim, LayerFn, Lengths, State, dim, run_stack
+from .sequence import ARRAY_OPS, Dim, Lengths, State, dim
 
 __all__ = [
     "FAST_PATH",
@@ -222,7 +224,7 @@ def run_cudnn(
     are static and nonzero (:func:`why_plain`): cuDNN rejects an empty one.
     """
     run = kernel if kernel is not None else _kernel()
-    return run_stack([cudnn_layer(p, mode, run) for p in params], x, lengths, initial, reverse)
+    return run_stack([cudnn_layer(p, mode, run) for p in params], x, lengths, initial, reverse, ARRAY_OPS)
 
 
 def describe() -> str:

@@ -6,7 +6,7 @@ input dtype (the accumulation a half-precision user expects).
 
 Each op lives in a module of its family and is a plain function of tf tensors
 that runs the same eagerly and inside ``tf.function`` (its time loop is a
-``tf.while_loop``); :data:`~.dispatch.OP_FUNCTIONS` maps names to them.
+``tf.while_loop``); :data:`OP_FUNCTIONS` maps names to them.
 An eager call over a long sequence runs the op as a cached ``tf.function``
 (:mod:`.graphs`), since the eager loop dispatches every step's ops from Python.
 Reverse mode is ``tf.GradientTape`` (:mod:`.autodiff`); compiled mode is the op
@@ -22,18 +22,25 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow as tf
 
+from rnnspec.backends.common.ops import op_table
 from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
 from rnnspec.padding import without_padding
 from rnnspec.tree import tree_leaves, tree_map
 
-from .dispatch import OP_FUNCTIONS
+from .checkpointing import with_checkpointing
 from .graphs import as_graph, wants_graph
 from .sequence import host_array, zero_past
 
 __all__ = ["TensorflowImplementation", "run_op"]
 
 _HALF = (tf.float16, tf.bfloat16)
+
+#: op name -> function of the normalised arguments (keywords, ``checkpoint_every`` included), from the
+#: modules the op records name (:func:`rnnspec.backends.common.ops.op_table`).
+OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    op: with_checkpointing(op, fn) for op, fn in op_table("rnnspec.backends.tensorflow").items()
+}
 
 
 def _is_tf(value: Any) -> bool:

@@ -6,18 +6,19 @@ elementwise recurrence (:func:`.recurrences.indrnn_scan`) runs over time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import tensorflow as tf
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, run_layers
 from rnnspec.results import SequenceResult
 
 from .cells import linear
 from .recurrences import indrnn_scan
-from .sequence import LayerFn, Lengths, State, dim, initial_states, normalise_lengths, run_stack
+from .sequence import ARRAY_OPS, Lengths, State
 
-__all__ = ["indrnn"]
+__all__ = ["run"]
 
 
 def _layer(p: Mapping[str, tf.Tensor], activation: str) -> LayerFn:
@@ -29,17 +30,7 @@ def _layer(p: Mapping[str, tf.Tensor], activation: str) -> LayerFn:
     return run
 
 
-def indrnn(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
+def run(call: SequenceCall) -> SequenceResult:
     """IndRNN over a stack of layers."""
-    norm = normalise_lengths(lengths, dim(x, 0), dim(x, 1))
-    initial = initial_states("indrnn", x, params, {"activation": activation}, initial_state)
-    outputs, state = run_stack([_layer(p, activation) for p in params], x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
+    activation = call.options["activation"]
+    return run_layers(call, lambda _, p: _layer(p, activation), ARRAY_OPS)

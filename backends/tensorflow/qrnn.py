@@ -10,19 +10,21 @@ is each row's last ``K-1`` inputs before its length, in processing order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, run_layers
 from rnnspec.ops import QRNN_GATES
 from rnnspec.results import SequenceResult
 
 from .cells import linear
 from .recurrences import linear_scan
-from .sequence import LayerFn, Lengths, State, dim, initial_states, normalise_lengths, reverse_valid, run_stack
+from .sequence import ARRAY_OPS, Lengths, State, dim, reverse_valid
 
-__all__ = ["qrnn"]
+__all__ = ["run"]
 
 
 def _gates(padded: tf.Tensor, w: tf.Tensor, b: tf.Tensor, time: Any) -> tf.Tensor:
@@ -64,23 +66,11 @@ def _layer(p: Mapping[str, tf.Tensor], mode: str, mask: tf.Tensor | None) -> Lay
     return run
 
 
-def qrnn(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    mode: str,
-    zoneout_mask: Sequence[tf.Tensor] | None,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
+def run(call: SequenceCall) -> SequenceResult:
     """QRNN (f-, fo- or ifo-pooling, any window K) over a stack of layers."""
-    norm = normalise_lengths(lengths, dim(x, 0), dim(x, 1))
-    options = {"mode": mode, "zoneout_mask": zoneout_mask}
-    initial = initial_states("qrnn", x, params, options, initial_state)
-    masks: list[tf.Tensor | None] = [None] * len(params)
+    zoneout_mask = call.arrays["zoneout_mask"]
+    masks: list[tf.Tensor | None] = [None] * len(call.params)
     if zoneout_mask is not None:
-        masks = [reverse_valid(tf.convert_to_tensor(m), norm) if reverse else m for m in zoneout_mask]
-    layers = [_layer(p, mode, m) for p, m in zip(params, masks, strict=True)]
-    outputs, state = run_stack(layers, x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
+        norm = ARRAY_OPS.lengths(call.lengths, call.x)
+        masks = [reverse_valid(tf.convert_to_tensor(m), norm) if call.reverse else m for m in zoneout_mask]
+    return run_layers(call, lambda k, p: _layer(p, call.options["mode"], masks[k]), ARRAY_OPS)

@@ -7,34 +7,32 @@
 - :func:`scan`: the masked time loop, a ``tf.while_loop`` over ``tf.TensorArray``\\ s,
   so a traced graph does not grow with the number of steps (past a row's length
   the state is frozen and the per-step outputs are zero);
-- :func:`run_stack`: layers bottom to top, each reading the outputs of the one below;
-- :func:`initial_states`: the caller's initial state, or :func:`.state.start_state`.
+- :data:`ARRAY_OPS`: TensorFlow's array operations for the framework-free core
+  (:mod:`rnnspec.backends.common`: start states, the stack of layers, segments).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 import tensorflow as tf
 
-from .state import start_state
+from rnnspec.backends.common.arrays import ArrayOps
 
 __all__ = [
+    "ARRAY_OPS",
     "Dim",
-    "LayerFn",
     "Lengths",
     "State",
     "chunk_steps",
     "dim",
     "fresh",
     "host_array",
-    "initial_states",
     "normalise_lengths",
     "reverse_valid",
-    "run_stack",
     "scan",
     "zero_past",
 ]
@@ -236,39 +234,36 @@ def scan(
     return [_time_major(a.stack()) for a in arrays], fresh(final)
 
 
-#: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
-LayerFn = Callable[[tf.Tensor, State, Lengths], tuple[tf.Tensor, State]]
+def _batch_shape(x: tf.Tensor, tail: tuple[int, ...]) -> tf.Tensor:
+    """The shape ``(batch, *tail)``, with x's batch known at run time inside a trace."""
+    return tf.stack([dim(x, 0), *tail])
 
 
-def run_stack(
-    layers: Sequence[LayerFn],
-    x: tf.Tensor,
-    lengths: Lengths,
-    initial: Sequence[Mapping[str, tf.Tensor]],
-    reverse: bool,
-) -> tuple[tf.Tensor, tuple[State, ...]]:
-    """Run the layers bottom to top, each reading the outputs of the one below.
-
-    ``reverse=True`` reverses each row's valid prefix before the first layer and
-    the outputs back after the last, as the reference does.
-    """
-    inp = reverse_valid(x, lengths) if reverse else x
-    finals = []
-    for layer, state in zip(layers, initial, strict=True):
-        inp, final = layer(inp, dict(state), lengths)
-        finals.append(final)
-    outputs = reverse_valid(inp, lengths) if reverse else inp
-    return outputs, tuple(finals)
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, (tf.Tensor, tf.Variable))
 
 
-def initial_states(
-    op: str,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    options: Mapping[str, Any],
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-) -> tuple[State, ...]:
-    """The caller's initial state, one dict per layer, or the op's start state when it is None."""
-    if initial_state is None:
-        return start_state(op, x, params, options)
-    return tuple({k: tf.convert_to_tensor(v) for k, v in s.items()} for s in initial_state)
+def _final(h: tf.Tensor, lengths: Any, initial: tf.Tensor | None, reverse: bool) -> tf.Tensor:
+    """A primitive's state after a segment, read off its h: the step each row processed last."""
+    last = h[:, 0] if reverse else h[:, -1]
+    if lengths is None:
+        return last
+    steps = tf.cast(tf.convert_to_tensor(lengths), tf.int32)
+    index = tf.zeros_like(steps) if reverse else tf.maximum(steps - 1, 0)
+    picked = tf.gather(h, index, axis=1, batch_dims=1)
+    before = tf.zeros_like(last) if initial is None else initial
+    return tf.where((steps > 0)[:, None], picked, before)
+
+
+#: TensorFlow's array operations for the framework-free core.
+ARRAY_OPS = ArrayOps(
+    is_array=_is_tensor,
+    lengths=lambda lengths, x: normalise_lengths(lengths, dim(x, 0), dim(x, 1)),
+    filled=lambda x, tail, value: tf.fill(_batch_shape(x, tail), tf.constant(value, x.dtype)),
+    broadcast=lambda x, p, tail: tf.broadcast_to(tf.convert_to_tensor(p), _batch_shape(x, tail)),
+    reverse_valid=reverse_valid,
+    clip_lengths=lambda lengths, start, width: tf.clip_by_value(tf.cast(lengths, tf.int32) - start, 0, width),
+    concat=lambda pieces: tf.concat(pieces, axis=1),
+    final_state=_final,
+    carried=tf.convert_to_tensor,
+)

@@ -36,15 +36,17 @@ from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import initial_states
 from rnnspec.results import SkipResult
 
 from .cells import Cell, linear, make_cell
-from .sequence import Lengths, State, dim, initial_states, normalise_lengths, reverse_valid, scan
+from .sequence import ARRAY_OPS, Lengths, State, reverse_valid, scan
 from .skipping import candidates as skipping_candidates
 from .skipping import choose_path
 from .skipping import scan as skipping_scan
 
-__all__ = ["binarize", "gate_mix", "skip_gru", "skip_lstm", "skip_rnn"]
+__all__ = ["binarize", "gate_mix", "run"]
 
 
 def _binarize(u_tilde: tf.Tensor) -> Any:
@@ -220,18 +222,12 @@ def _recomputing(run: Callable[[Any, bool], Loop], arguments: Any) -> Loop:
     return tf.nest.pack_sequence_as(structure[0], out)  # type: ignore[no-any-return]
 
 
-def _skip(
-    op: str,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    lengths_arg: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SkipResult:
+def run(call: SequenceCall) -> SkipResult:
+    """skip_rnn, skip_lstm or skip_gru: the base cell's stack under the state-update gate."""
+    op, x, params, options, reverse = call.op, call.x, call.params, call.options, call.reverse
     cell = make_cell(op.removeprefix("skip_"), options)
-    lengths = normalise_lengths(lengths_arg, dim(x, 0), dim(x, 1))
-    states = initial_states(op, x, params, options, initial_state)
+    lengths = ARRAY_OPS.lengths(call.lengths, x)
+    states = initial_states(op, x, params, options, call.initial_state, ARRAY_OPS)
     # Tensors throughout (a variable is read here): the recomputing path's custom gradient takes tensors only.
     arguments = (
         tf.convert_to_tensor(x),
@@ -240,49 +236,11 @@ def _skip(
     )
     path = choose_path(op, tf.nest.flatten(arguments))
 
-    def run(args: Any, skipping: bool) -> Loop:
+    def loop(args: Any, skipping: bool) -> Loop:
         return _loop(cell, args[0], args[1], args[2], lengths, reverse, skipping)
 
     if path == "skipping-recompute":
-        out, final, gate, prob = _recomputing(run, arguments)
+        out, final, gate, prob = _recomputing(loop, arguments)
     else:
-        out, final, gate, prob = run(arguments, path == "skipping")
+        out, final, gate, prob = loop(arguments, path == "skipping")
     return SkipResult(out, tuple(final), gate, prob)
-
-
-def skip_rnn(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over rnn cells."""
-    return _skip("skip_rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
-
-
-def skip_lstm(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over lstm cells (the gate reads the top layer's candidate c)."""
-    return _skip("skip_lstm", x, params, lengths, initial_state, reverse, {})
-
-
-def skip_gru(
-    *,
-    x: tf.Tensor,
-    params: Sequence[Mapping[str, tf.Tensor]],
-    reset_after: bool,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, tf.Tensor]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over gru cells."""
-    return _skip("skip_gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})

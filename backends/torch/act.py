@@ -24,29 +24,21 @@ autograd graph.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnspec.backends.common.cells import cell_defaults
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import initial_states
 from rnnspec.results import ACTResult
 
 from . import act_autograd, skip_autograd
 from .cells import Cell, Params, make_cell
-from .sequence import Lengths, State, fresh, initial_states, normalise_lengths, reverse_valid
+from .sequence import ARRAY_OPS, Lengths, State, fresh, reverse_valid
 from .skipping import choose_path, row_index, select_rows
 
-__all__ = ["act"]
-
-#: The pondered cell runs with its own options at their defaults.
-_CELL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rnn": {"activation": "tanh"},
-    "lstm": {},
-    "gru": {"reset_after": True},
-    "indrnn": {"activation": "relu"},
-}
+__all__ = ["run"]
 
 
 def _ponder(
@@ -193,25 +185,16 @@ def _skipping(
     return out, state, torch.stack(n_steps, 1), torch.stack(remainders, 1)
 
 
-def act(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    cell: str,
-    epsilon: float,
-    max_steps: int,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> ACTResult:
+def run(call: SequenceCall) -> ACTResult:
     """ACT over one layer of ``cell`` (its own options at their defaults)."""
+    x, params, options, reverse = call.x, call.params, call.options, call.reverse
+    cell, epsilon, max_steps = options["cell"], options["epsilon"], options["max_steps"]
     batch, time, features = x.shape
-    options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps}
-    base = make_cell(cell, _CELL_DEFAULTS[cell])
+    base = make_cell(cell, cell_defaults(cell))
     (p,) = params
     hidden = p["w_halt"].shape[1]
-    norm = normalise_lengths(lengths, batch, time, x.device)
-    (state,) = initial_states("act", x, params, options, initial_state)
+    norm = ARRAY_OPS.lengths(call.lengths, x)
+    (state,) = initial_states("act", x, params, options, call.initial_state, ARRAY_OPS)
     path = choose_path("act", [x, *p.values(), *state.values()])
     if time == 0:
         empty = x.new_zeros((batch, 0))
@@ -225,7 +208,7 @@ def act(
     if path == "skipping":
         out, state, ponder_steps, ponder_remainder = _skipping(base, p, state, projected, flag, norm, eps, cap)
     elif skip_autograd.usable(leaves):
-        defaults = _CELL_DEFAULTS[cell]
+        defaults = cell_defaults(cell)
         layout = act_autograd.ACTLayout(
             cell,
             str(defaults.get("activation", "tanh")),

@@ -7,15 +7,15 @@ from typing import Any
 
 import torch
 
+from rnnspec.backends.common.state import start_state
 from rnnspec.ops import OPS
 from rnnspec.tree import tree_leaves, tree_map
 
-from .state import start_state
+from .sequence import ARRAY_OPS
 
 __all__ = ["vjp"]
 
 _HALF = (torch.float16, torch.bfloat16)
-_PRIMITIVE_INPUTS = {"linear_recurrence": ("a", "b", "initial"), "indrnn_recurrence": ("pre", "u", "initial")}
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
 
     with torch.enable_grad():
         if OPS[op].kind == "primitive":
-            names = _PRIMITIVE_INPUTS[op]
+            names = tuple(p.name for p in OPS[op].params)
             args = dict(arguments)
             if args["initial"] is None:
                 first = args[names[0]]
@@ -83,7 +83,7 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
             wide = [{k: v.to(compute) for k, v in p.items()} for p in params]
             initial = tuple(
                 {k: v if v.requires_grad else v.requires_grad_(True) for k, v in s.items()}
-                for s in start_state(op, x.to(compute), wide, options)
+                for s in start_state(op, x.to(compute), wide, options, ARRAY_OPS)
             )
         else:
             initial = tuple({k: _leaf(v) for k, v in s.items()} for s in args["initial_state"])

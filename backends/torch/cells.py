@@ -10,13 +10,14 @@ state, whose ``"h"`` is the step's output. The equations are the spec's (see
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from rnnspec.backends.common.cells import bind_cell
 
 __all__ = ["ACTIVATIONS", "Cell", "Params", "make_cell"]
 
@@ -82,14 +83,10 @@ class Cell:
         return self.fn(p, state, gi)
 
 
+#: Each cell's step, by the cell's op name (its options are bound by :func:`make_cell`).
+STEPS: dict[str, Callable[..., State]] = {"rnn": _rnn, "lstm": _lstm, "gru": _gru, "indrnn": _indrnn}
+
+
 def make_cell(name: str, options: Mapping[str, Any]) -> Cell:
     """The cell ``name`` (rnn, lstm, gru, indrnn) with its options (only its own are read)."""
-    if name == "rnn":
-        return Cell(name, ("h",), functools.partial(_rnn, activation=options["activation"]))
-    if name == "lstm":
-        return Cell(name, ("h", "c"), _lstm)
-    if name == "gru":
-        return Cell(name, ("h",), functools.partial(_gru, reset_after=options["reset_after"]))
-    if name == "indrnn":
-        return Cell(name, ("h",), functools.partial(_indrnn, activation=options["activation"]))
-    raise KeyError(name)
+    return Cell(*bind_cell(STEPS, name, options))

@@ -6,18 +6,19 @@ The plain path runs the cells of :mod:`.cells` in the masked time loop of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, initial_states, run_layers
 from rnnspec.results import SequenceResult
 
 from . import fused
 from .cells import Cell, make_cell
-from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, run_stack, scan
+from .sequence import ARRAY_OPS, Lengths, State, scan
 
-__all__ = ["gru", "lstm", "plain_layer", "rnn"]
+__all__ = ["plain_layer", "run"]
 
 
 def plain_layer(cell: Cell, p: Mapping[str, torch.Tensor]) -> LayerFn:
@@ -31,61 +32,15 @@ def plain_layer(cell: Cell, p: Mapping[str, torch.Tensor]) -> LayerFn:
     return run
 
 
-def _run(
-    op: str,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SequenceResult:
-    batch, time = x.shape[:2]
-    norm = normalise_lengths(lengths, batch, time, x.device)
-    initial = initial_states(op, x, params, options, initial_state)
+def run(call: SequenceCall) -> SequenceResult:
+    """rnn, lstm or gru over a stack of layers: torch's fused kernel where it applies, else the plain path."""
+    op, x, options = call.op, call.x, call.options
     if fused.why_plain(op, x, options) is None:
         fused.record_path(op, "fused")
-        outputs, state = fused.run_fused(op, x, params, norm, initial, reverse, options)
-    else:
-        fused.record_path(op, "plain")
-        cell = make_cell(op, options)
-        outputs, state = run_stack([plain_layer(cell, p) for p in params], x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
-
-
-def rnn(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """Elman rnn (tanh or relu) over a stack of layers."""
-    return _run("rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
-
-
-def lstm(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """LSTM over a stack of layers."""
-    return _run("lstm", x, params, lengths, initial_state, reverse, {})
-
-
-def gru(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    reset_after: bool,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
-    """GRU (reset after the matmul, cuDNN's; or before, Cho's) over a stack of layers."""
-    return _run("gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})
+        norm = ARRAY_OPS.lengths(call.lengths, x)
+        initial = initial_states(op, x, call.params, options, call.initial_state, ARRAY_OPS)
+        outputs, state = fused.run_fused(op, x, call.params, norm, initial, call.reverse, options)
+        return SequenceResult(outputs, state)
+    fused.record_path(op, "plain")
+    cell = make_cell(op, options)
+    return run_layers(call, lambda _, p: plain_layer(cell, p), ARRAY_OPS)

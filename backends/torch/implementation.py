@@ -46,15 +46,18 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from rnnspec.backends.common.ops import op_table
 from rnnspec.implementation import Implementation
+from rnnspec.memo import memoized
 from rnnspec.methods import spec_method
 from rnnspec.padding import without_padding
 from rnnspec.tree import tree_leaves, tree_map
 
 from . import fused
+from .checkpointing import with_checkpointing
 from .compiled import CompiledOp
-from .dispatch import OP_FUNCTIONS, fast_paths_available
 from .functorch import is_vmapped, outside_graph, transform_plan
+from .fused import fast_paths_available
 from .sequence import zero_past
 
 __all__ = ["COMPILE_BACKEND_ENV", "TorchImplementation"]
@@ -63,6 +66,12 @@ __all__ = ["COMPILE_BACKEND_ENV", "TorchImplementation"]
 COMPILE_BACKEND_ENV = "RNNSPEC_TORCH_COMPILE_BACKEND"
 
 _HALF = (torch.float16, torch.bfloat16)
+
+#: op name -> function of the normalised arguments (keywords, ``checkpoint_every`` included), from the
+#: modules the op records name (:func:`rnnspec.backends.common.ops.op_table`).
+OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    op: with_checkpointing(op, fn) for op, fn in op_table("rnnspec.backends.torch").items()
+}
 
 
 def _compute_dtype(arguments: Mapping[str, Any]) -> tuple[torch.dtype, torch.dtype]:
@@ -77,22 +86,15 @@ def _cast(tree: Any, dtype: torch.dtype) -> Any:
     return tree_map(lambda a: a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a, tree)
 
 
-#: rnn, lstm and gru as torch.compile runs them when autograd is on: outside its graph (made by _outside_graph).
-_OUTSIDE_GRAPH: dict[str, Callable[..., Any]] = {}
-
-
+@memoized
 def _outside_graph(op: str) -> Callable[..., Any]:
-    """``op`` (rnn, lstm or gru) wrapped in ``torch.compiler.disable``, made on first use.
+    """``op`` (rnn, lstm or gru) wrapped in ``torch.compiler.disable``: how torch.compile runs it when autograd is on.
 
-    Not at import: ``torch.compiler.disable`` imports dynamo, and dynamo imports Triton when it is
-    installed, which aborts a process that has loaded TensorFlow before (an LLVM conflict). A dict,
-    not ``functools.cache``, which dynamo refuses to trace through.
+    Made on first use, not at import: ``torch.compiler.disable`` imports dynamo, and dynamo imports Triton
+    when it is installed, which aborts a process that has loaded TensorFlow before (an LLVM conflict).
     """
-    if op not in _OUTSIDE_GRAPH:
-        disable: Callable[..., Callable[..., Any]] = torch.compiler.disable  # untyped in torch's annotations
-        reason = "torch's fused RNN kernels cannot be traced with autograd"
-        _OUTSIDE_GRAPH[op] = disable(OP_FUNCTIONS[op], reason=reason)
-    return _OUTSIDE_GRAPH[op]
+    disable: Callable[..., Callable[..., Any]] = torch.compiler.disable  # untyped in torch's annotations
+    return disable(OP_FUNCTIONS[op], reason="torch's fused RNN kernels cannot be traced with autograd")
 
 
 def run_op(op: str, arguments: Mapping[str, Any]) -> Any:

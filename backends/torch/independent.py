@@ -6,18 +6,19 @@ elementwise recurrence (:func:`.recurrences.indrnn_scan`) runs over time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, run_layers
 from rnnspec.results import SequenceResult
 
 from .recurrences import indrnn_scan
-from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, run_stack
+from .sequence import ARRAY_OPS, Lengths, State
 
-__all__ = ["indrnn"]
+__all__ = ["run"]
 
 
 def _layer(p: Mapping[str, torch.Tensor], activation: str) -> LayerFn:
@@ -29,18 +30,7 @@ def _layer(p: Mapping[str, torch.Tensor], activation: str) -> LayerFn:
     return run
 
 
-def indrnn(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
+def run(call: SequenceCall) -> SequenceResult:
     """IndRNN over a stack of layers."""
-    batch, time = x.shape[:2]
-    norm = normalise_lengths(lengths, batch, time, x.device)
-    initial = initial_states("indrnn", x, params, {"activation": activation}, initial_state)
-    outputs, state = run_stack([_layer(p, activation) for p in params], x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
+    activation = call.options["activation"]
+    return run_layers(call, lambda _, p: _layer(p, activation), ARRAY_OPS)

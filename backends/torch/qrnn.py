@@ -7,19 +7,20 @@ each row's last ``K-1`` inputs before its length, in processing order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import LayerFn, run_layers
 from rnnspec.ops import QRNN_GATES
 from rnnspec.results import SequenceResult
 
 from .recurrences import linear_scan
-from .sequence import LayerFn, Lengths, State, initial_states, normalise_lengths, reverse_valid, run_stack
+from .sequence import ARRAY_OPS, Lengths, State, reverse_valid
 
-__all__ = ["qrnn"]
+__all__ = ["run"]
 
 
 def _gates(padded: torch.Tensor, w: torch.Tensor, b: torch.Tensor, time: int) -> torch.Tensor:
@@ -60,24 +61,11 @@ def _layer(p: Mapping[str, torch.Tensor], mode: str, mask: torch.Tensor | None) 
     return run
 
 
-def qrnn(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    mode: str,
-    zoneout_mask: Sequence[torch.Tensor] | None,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SequenceResult:
+def run(call: SequenceCall) -> SequenceResult:
     """QRNN (f-, fo- or ifo-pooling, any window K) over a stack of layers."""
-    batch, time = x.shape[:2]
-    norm = normalise_lengths(lengths, batch, time, x.device)
-    options = {"mode": mode, "zoneout_mask": zoneout_mask}
-    initial = initial_states("qrnn", x, params, options, initial_state)
-    masks: list[torch.Tensor | None] = [None] * len(params)
+    zoneout_mask = call.arrays["zoneout_mask"]
+    masks: list[torch.Tensor | None] = [None] * len(call.params)
     if zoneout_mask is not None:
-        masks = [reverse_valid(m, norm) if reverse else m for m in zoneout_mask]
-    layers = [_layer(p, mode, m) for p, m in zip(params, masks, strict=True)]
-    outputs, state = run_stack(layers, x, norm, initial, reverse)
-    return SequenceResult(outputs, state)
+        norm = ARRAY_OPS.lengths(call.lengths, call.x)
+        masks = [reverse_valid(m, norm) if call.reverse else m for m in zoneout_mask]
+    return run_layers(call, lambda k, p: _layer(p, call.options["mode"], masks[k]), ARRAY_OPS)

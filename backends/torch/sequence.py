@@ -6,8 +6,8 @@
   how ``reverse=True`` is realised, as in the reference;
 - :func:`scan`: the masked time loop (past a row's length the state is frozen
   and the output is zero);
-- :func:`run_stack`: layers bottom to top, each reading the outputs of the one below;
-- :func:`initial_states`: the caller's initial state, or :func:`.state.start_state`.
+- :data:`ARRAY_OPS`: torch's array operations for the framework-free core
+  (:mod:`rnnspec.backends.common`: start states, the stack of layers, segments).
 """
 
 from __future__ import annotations
@@ -19,17 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .state import start_state
+from rnnspec.backends.common.arrays import ArrayOps
 
 __all__ = [
-    "LayerFn",
+    "ARRAY_OPS",
     "Lengths",
     "State",
     "fresh",
-    "initial_states",
     "normalise_lengths",
     "reverse_valid",
-    "run_stack",
     "scan",
     "zero_past",
 ]
@@ -155,39 +153,42 @@ def scan(
     return torch.stack(outputs, dim=1), current
 
 
-#: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
-LayerFn = Callable[[torch.Tensor, State, Lengths], tuple[torch.Tensor, State]]
+def _filled(x: torch.Tensor, tail: tuple[int, ...], value: float) -> torch.Tensor:
+    return x.new_full((x.shape[0], *tail), value)
 
 
-def run_stack(
-    layers: Sequence[LayerFn],
-    x: torch.Tensor,
-    lengths: Lengths,
-    initial: Sequence[Mapping[str, torch.Tensor]],
-    reverse: bool,
-) -> tuple[torch.Tensor, tuple[State, ...]]:
-    """Run the layers bottom to top, each reading the outputs of the one below.
-
-    ``reverse=True`` reverses each row's valid prefix before the first layer and
-    the outputs back after the last, as the reference does.
-    """
-    inp = reverse_valid(x, lengths) if reverse else x
-    finals = []
-    for layer, state in zip(layers, initial, strict=True):
-        inp, final = layer(inp, dict(state), lengths)
-        finals.append(final)
-    outputs = reverse_valid(inp, lengths) if reverse else inp
-    return outputs, tuple(finals)
+def _broadcast(x: torch.Tensor, p: torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
+    return p.expand((x.shape[0], *tail))
 
 
-def initial_states(
-    op: str,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    options: Mapping[str, Any],
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-) -> tuple[State, ...]:
-    """The caller's initial state, one dict per layer, or the op's start state when it is None."""
-    if initial_state is None:
-        return start_state(op, x, params, options)
-    return tuple(dict(s) for s in initial_state)
+def _clip_lengths(lengths: torch.Tensor, start: int, width: int) -> torch.Tensor:
+    return (lengths.to(torch.int64) - start).clamp(0, width)
+
+
+def _concat(pieces: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(pieces, dim=1)
+
+
+def _final(h: torch.Tensor, lengths: Any, initial: torch.Tensor | None, reverse: bool) -> torch.Tensor:
+    """A primitive's state after a segment, read off its h: the step each row processed last."""
+    last = h[:, 0] if reverse else h[:, -1]
+    if lengths is None:
+        return last
+    steps = torch.as_tensor(lengths, device=h.device).to(torch.int64)
+    index = torch.zeros_like(steps) if reverse else (steps - 1).clamp(min=0)
+    picked = h[torch.arange(h.shape[0], device=h.device), index]
+    before = torch.zeros_like(last) if initial is None else initial
+    return torch.where((steps > 0)[:, None], picked, before)
+
+
+#: torch's array operations for the framework-free core.
+ARRAY_OPS = ArrayOps(
+    is_array=torch.is_tensor,
+    lengths=lambda lengths, x: normalise_lengths(lengths, x.shape[0], x.shape[1], x.device),
+    filled=_filled,
+    broadcast=_broadcast,
+    reverse_valid=reverse_valid,
+    clip_lengths=_clip_lengths,
+    concat=_concat,
+    final_state=_final,
+)

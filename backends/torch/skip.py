@@ -31,20 +31,21 @@ those handle.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnspec.backends.common.ops import SequenceCall
+from rnnspec.backends.common.state import initial_states
 from rnnspec.results import SkipResult
 
 from . import skip_autograd
 from .cells import Cell, make_cell
-from .sequence import Lengths, State, fresh, initial_states, normalise_lengths, reverse_valid
+from .sequence import ARRAY_OPS, Lengths, State, fresh, reverse_valid
 from .skipping import choose_path, host_dtype, row_index, select_rows
 
-__all__ = ["skip_gru", "skip_lstm", "skip_rnn"]
+__all__ = ["run"]
 
 
 def _sigmoid(a: torch.Tensor) -> torch.Tensor:
@@ -169,19 +170,13 @@ def _skipping(
     return out, layers, torch.from_numpy(gate).to(device), torch.from_numpy(tilde).to(device)
 
 
-def _skip(
-    op: str,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    lengths_arg: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-    options: Mapping[str, Any],
-) -> SkipResult:
+def run(call: SequenceCall) -> SkipResult:
+    """skip_rnn, skip_lstm or skip_gru: the base cell's stack under the state-update gate."""
+    op, x, params, options, reverse = call.op, call.x, call.params, call.options, call.reverse
     cell = make_cell(op.removeprefix("skip_"), options)
     batch, time = x.shape[:2]
-    lengths = normalise_lengths(lengths_arg, batch, time, x.device)
-    states = list(initial_states(op, x, params, options, initial_state))
+    lengths = ARRAY_OPS.lengths(call.lengths, x)
+    states = list(initial_states(op, x, params, options, call.initial_state, ARRAY_OPS))
     leaves = [x, *(v for p in params for v in p.values()), *(v for s in states for v in s.values())]
     path = choose_path(op, leaves)
     hidden = params[-1]["w_hh"].shape[1]
@@ -206,41 +201,3 @@ def _skip(
     if reverse:
         out, gate, prob = (reverse_valid(a, lengths) for a in (out, gate, prob))
     return SkipResult(out, tuple(states), gate, prob)
-
-
-def skip_rnn(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    activation: str,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over rnn cells."""
-    return _skip("skip_rnn", x, params, lengths, initial_state, reverse, {"activation": activation})
-
-
-def skip_lstm(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over lstm cells (the gate reads the top layer's candidate c)."""
-    return _skip("skip_lstm", x, params, lengths, initial_state, reverse, {})
-
-
-def skip_gru(
-    *,
-    x: torch.Tensor,
-    params: Sequence[Mapping[str, torch.Tensor]],
-    reset_after: bool,
-    lengths: Any,
-    initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-    reverse: bool,
-) -> SkipResult:
-    """Skip RNN over gru cells."""
-    return _skip("skip_gru", x, params, lengths, initial_state, reverse, {"reset_after": reset_after})

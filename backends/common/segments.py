@@ -12,10 +12,11 @@ return h alone, so the state they pass on is read off h: the step processed
 last in the segment (``lengths - 1``, or step 0 when reversed), or the carried
 state for a row with no step in it.
 
-This module is that logic, framework-free. Each framework backend's
-``checkpointing`` module brings the rest: the framework's checkpoint (how a
-segment is recomputed while its backward runs) and its array operations
-(:class:`ArrayOps`). :func:`run_in_segments` is the Python loop over segments
+This module is that logic, framework-free, reading each op's per-step
+arguments off its record (:attr:`rnnspec.ops.OpSpec.per_step`). Each framework
+backend's ``checkpointing`` module brings the rest: the framework's checkpoint
+(how a segment is recomputed while its backward runs); its array operations
+are its :class:`~.arrays.ArrayOps`. :func:`run_in_segments` is the Python loop over segments
 that torch and TensorFlow use; JAX scans over the segments instead, and takes
 :func:`plan` and :func:`result_type` from here.
 """
@@ -28,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from rnnspec.ops import OPS
 from rnnspec.results import ACTResult, SequenceResult, SkipResult
 
+from .arrays import ArrayOps
+
 __all__ = [
-    "PER_STEP",
-    "ArrayOps",
     "Checkpointed",
     "Plan",
     "RunSegment",
@@ -44,29 +46,10 @@ __all__ = [
     "with_checkpointing",
 ]
 
-#: The arguments of each op that hold one entry per step on axis 1 (sequence ops: x and zoneout_mask).
-PER_STEP: dict[str, tuple[str, ...]] = {"linear_recurrence": ("a", "b"), "indrnn_recurrence": ("pre",)}
-_SEQUENCE_PER_STEP = ("x", "zoneout_mask")
-
 #: A backend's ``checkpointed(op, fn, every, arguments)``: ``fn(**arguments)`` run in segments of ``every`` steps.
 Checkpointed = Callable[[str, Callable[..., Any], int, dict[str, Any]], Any]
 #: ``run(fn, arguments)``: one segment's call of ``fn`` under the framework's checkpoint.
 RunSegment = Callable[[Callable[..., Any], dict[str, Any]], Any]
-
-
-@dataclass(frozen=True)
-class ArrayOps:
-    """The array operations of one framework that :func:`run_in_segments` needs."""
-
-    #: Whether a value is an array of the framework (lengths given as one stay one, on their device).
-    is_array: Callable[[Any], bool]
-    #: ``(lengths, start, width) -> clip(lengths - start, 0, width)``, integers, for lengths that are arrays.
-    clip_lengths: Callable[[Any, int, int], Any]
-    #: The arrays of a list concatenated along the time axis (axis 1).
-    concat: Callable[[list[Any]], Any]
-    #: ``(h, lengths, carry, reverse) -> state``: a primitive's state after a segment, read off its h
-    #: (``carry`` is the state it started from, None for zeros).
-    final_state: Callable[[Any, Any, Any, bool], Any]
 
 
 @dataclass(frozen=True)
@@ -105,11 +88,12 @@ def plan(op: str, every: int, arguments: dict[str, Any]) -> Plan | None:
         ``every``, or unknown (a trace over a ``None`` dimension, which cannot
         be cut in Python).
     """
-    names = tuple(n for n in PER_STEP.get(op, _SEQUENCE_PER_STEP) if arguments.get(n) is not None)
+    spec = OPS[op]
+    names = tuple(n for n in spec.per_step if arguments.get(n) is not None)
     time = arguments[names[0]].shape[1]
     if time is None or int(time) <= every:
         return None
-    primitive = op in PER_STEP
+    primitive = spec.kind == "primitive"
     carry_name = "initial" if primitive else "initial_state"
     return Plan(op, every, names, int(time), primitive, carry_name, bool(arguments["reverse"]))
 

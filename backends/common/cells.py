@@ -1,0 +1,46 @@
+"""The cells the sequence ops are built of, from their records: state entries and options.
+
+A framework backend writes each cell's step (``_rnn``, ``_lstm``, ...) and
+registers it under the cell's op name; :func:`bind_cell` gives the step its
+options and the cell's state entries, as the records say. So ``make_cell`` is
+one line in every framework, and a cell's options are named once, in its record.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rnnspec.ops import OPS
+
+__all__ = ["bind_cell", "cell_defaults", "cell_options"]
+
+#: Options that shape how an op runs, not what a cell computes.
+_RUN_OPTIONS = frozenset({"checkpoint_every"})
+
+
+def cell_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of cell ``name`` (its op's value options) taken from ``options``."""
+    return {o.name: options[o.name] for o in OPS[name].value_options if o.name not in _RUN_OPTIONS}
+
+
+def cell_defaults(name: str) -> dict[str, Any]:
+    """Cell ``name``'s options at their defaults (ACT ponders a cell so)."""
+    return {o.name: o.default for o in OPS[name].value_options if o.name not in _RUN_OPTIONS}
+
+
+def bind_cell(
+    steps: Mapping[str, Callable[..., Any]], name: str, options: Mapping[str, Any]
+) -> tuple[str, tuple[str, ...], Callable[..., Any]]:
+    """``(name, state entry names, step)`` of cell ``name``: the framework's step with its options bound.
+
+    Raises
+    ------
+    KeyError
+        The framework has no step for ``name``.
+    """
+    step = steps[name]
+    state_names = tuple(s.name for s in OPS[name].state)
+    bound = cell_options(name, options)
+    return name, state_names, functools.partial(step, **bound) if bound else step

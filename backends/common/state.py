@@ -1,0 +1,114 @@
+"""Layer sizes, start states and the stack of layers, for every sequence op of every framework.
+
+Everything here reads the op's record: a layer's sizes come from its params
+through the spec's shape solver (:func:`rnnspec.shapes.solve`), its state
+entries and their shapes from :meth:`~rnnspec.ops.OpSpec.layer_state`. The
+framework's arrays are made through its :class:`~.arrays.ArrayOps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rnnspec.ops import OPS
+from rnnspec.results import SequenceResult
+from rnnspec.shapes import evaluate, solve
+
+from .arrays import ArrayOps
+from .ops import SequenceCall
+
+__all__ = ["LayerFn", "initial_states", "layer_dims", "run_layers", "run_stack", "start_state"]
+
+#: The state entries that start at one rather than zero: Skip RNN's first step always updates.
+_START_AT_ONE = frozenset({"update_prob"})
+
+#: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
+LayerFn = Callable[[Any, dict[str, Any], Any], tuple[Any, dict[str, Any]]]
+
+
+def layer_dims(op: str, p: Mapping[str, Any], options: Mapping[str, Any], *, top: bool = True) -> dict[str, int]:
+    """A layer's sizes (``H``, ``I``, ``K``, ...) read off its params' static shapes by the shape solver."""
+    spec = OPS[op]
+    pairs = [
+        (expr, int(size))
+        for param in spec.layer_params(top=top, options=options)
+        if param.name in p
+        for expr, size in zip(param.shape, p[param.name].shape, strict=True)
+    ]
+    return solve(pairs, spec.fixed_dims(options))
+
+
+def start_state(
+    op: str, x: Any, params: Sequence[Mapping[str, Any]], options: Mapping[str, Any], ops: ArrayOps
+) -> tuple[dict[str, Any], ...]:
+    """The state a sequence op starts from when the caller passes none: zeros, except the learnt
+    ``h0``/``c0`` when the params hold them (``<entry>0``) and Skip RNN's ``update_prob = 1``.
+
+    Built from the params, so the framework's autodiff reaches ``h0``/``c0`` through it.
+    """
+    spec = OPS[op]
+    states = []
+    for k, p in enumerate(params):
+        top = k == len(params) - 1
+        dims = layer_dims(op, p, options, top=top)
+        layer = {}
+        for entry in spec.layer_state(top=top, options=options):
+            tail = tuple(evaluate(e, dims) for e in entry.shape)
+            if entry.name in _START_AT_ONE:
+                layer[entry.name] = ops.filled(x, tail, 1.0)
+            elif f"{entry.name}0" in p:
+                layer[entry.name] = ops.broadcast(x, p[f"{entry.name}0"], tail)
+            else:
+                layer[entry.name] = ops.filled(x, tail, 0.0)
+        states.append(layer)
+    return tuple(states)
+
+
+def initial_states(
+    op: str,
+    x: Any,
+    params: Sequence[Mapping[str, Any]],
+    options: Mapping[str, Any],
+    initial_state: Sequence[Mapping[str, Any]] | None,
+    ops: ArrayOps,
+) -> tuple[dict[str, Any], ...]:
+    """The caller's initial state, one dict per layer, or the op's :func:`start_state` when it is None."""
+    if initial_state is None:
+        return start_state(op, x, params, options, ops)
+    return tuple({k: ops.carried(v) for k, v in s.items()} for s in initial_state)
+
+
+def run_stack(
+    layers: Sequence[LayerFn],
+    x: Any,
+    lengths: Any,
+    initial: Sequence[Mapping[str, Any]],
+    reverse: bool,
+    ops: ArrayOps,
+) -> tuple[Any, tuple[dict[str, Any], ...]]:
+    """Run the layers bottom to top, each reading the outputs of the one below.
+
+    ``reverse=True`` reverses each row's valid prefix before the first layer and
+    the outputs back after the last, as the reference does.
+    """
+    inp = ops.reverse_valid(x, lengths) if reverse else x
+    finals = []
+    for layer, state in zip(layers, initial, strict=True):  # over layers, not time
+        inp, final = layer(inp, dict(state), lengths)
+        finals.append(final)
+    outputs = ops.reverse_valid(inp, lengths) if reverse else inp
+    return outputs, tuple(finals)
+
+
+def run_layers(
+    call: SequenceCall, make_layer: Callable[[int, Mapping[str, Any]], LayerFn], ops: ArrayOps
+) -> SequenceResult:
+    """A stacked sequence op whose layers run one after another (rnn, lstm, gru, indrnn, qrnn):
+    ``make_layer(k, params[k])`` is layer k's function; the result is the top layer's outputs and every final state."""
+    lengths = ops.lengths(call.lengths, call.x)
+    options = {**call.options, **call.arrays}
+    initial = initial_states(call.op, call.x, call.params, options, call.initial_state, ops)
+    layers = [make_layer(k, p) for k, p in enumerate(call.params)]
+    outputs, state = run_stack(layers, call.x, lengths, initial, call.reverse, ops)
+    return SequenceResult(outputs, state)
