@@ -19,6 +19,7 @@ from .cotangents import check_cotangents
 from .docstrings import render_op_docstring
 from .errors import CallError, OptionError, UnknownArgumentError, UnsupportedOpError
 from .implementation import Implementation
+from .memo import memoized
 from .ops import OPS
 from .result_check import check_result
 from .results import ACTResult, SequenceResult, SkipResult
@@ -48,17 +49,11 @@ def _op(stub: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
-#: Signatures by op, made once: every call reads one. A dict rather than functools.cache, which
-#: torch.compile refuses to trace through (the validation runs inside compiled models).
-_SIGNATURES: dict[str, inspect.Signature] = {}
-
-
+@memoized  # made once per op: every call reads one, and the validation runs inside compiled models
 def op_signature(op: str) -> inspect.Signature:
     """The spec's signature of ``op``, without ``self``."""
-    if op not in _SIGNATURES:
-        sig = inspect.signature(getattr(Backend, op))
-        _SIGNATURES[op] = sig.replace(parameters=list(sig.parameters.values())[1:])
-    return _SIGNATURES[op]
+    sig = inspect.signature(getattr(Backend, op))
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
 #: Keywords the spec gained after backends were written against it. An implementation written

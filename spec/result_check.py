@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import SpecMismatchError
 from .implementation import Implementation
+from .memo import Memo
 from .ops import OPS, OpSpec
 from .results import ACTResult, SequenceResult, SkipResult
 from .shapes import evaluate, solve
@@ -38,9 +39,8 @@ _SIZE_WORDS = {"B": "batch", "T": "time"}
 
 #: What the result of a sequence op must be, by op, shape of x, the layers' parameter shapes and options: working
 #: it out costs more than a short sequence's kernel, and a model calls an op with the same shapes again and again.
-#: A dict, not functools.cache, which torch.compile refuses to trace through (this runs inside compiled models).
-_PLANS: dict[Hashable, _Plan] = {}
-_PLANS_LIMIT = 4096
+#: This runs inside compiled models: a :class:`~rnnspec.memo.Memo`, which torch.compile traces through.
+_PLANS: Memo[_Plan] = Memo(limit=4096)
 
 
 def _type_name(value: Any) -> str:
@@ -104,11 +104,8 @@ def _plan(
 ) -> _Plan:
     """What the result of a validated call of ``spec`` must be."""
     shapes = tuple(tuple((name, impl.shape(array)) for name, array in layer.items()) for layer in layers)
-    memo: Hashable | None = (spec.name, x_shape, shapes, tuple(options.items()))
-    try:
-        plan = _PLANS.get(memo)
-    except TypeError:  # an option value that is not hashable: work it out every time
-        memo, plan = None, None
+    memo: Hashable = (spec.name, x_shape, shapes, tuple(options.items()))
+    plan = _PLANS.get(memo)  # None also for an option value that is not hashable: worked out every time
     if plan is not None:
         return plan
     batch, time, input_size = x_shape[0], x_shape[1], x_shape[2]
@@ -129,9 +126,7 @@ def _plan(
         )
         input_size = dims.get("H", -1)
     plan = _Plan(_expected(("H",), dims, (batch, time)), tuple(state), (batch, time))
-    if memo is not None and len(_PLANS) < _PLANS_LIMIT:
-        _PLANS[memo] = plan
-    return plan
+    return _PLANS.put(memo, plan)
 
 
 def check_result(backend: str, op: str, arguments: Mapping[str, Any], result: Any, impl: Implementation) -> None:

@@ -13,25 +13,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from .memo import memoized
+
 __all__ = ["evaluate", "format_shape", "solve", "symbols"]
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_]\w*)|([+*-]))")
 
 
-#: Parsed expressions: every call of an op evaluates the same few. A dict rather than functools.cache,
-#: which torch.compile refuses to trace through (the spec's validation runs inside compiled models).
-_PARSED: dict[str, tuple[tuple[int | str, ...], ...]] = {}
-
-
+@memoized  # every call of an op evaluates the same few expressions; the validation runs inside compiled models
 def _parse(expr: str) -> tuple[tuple[int | str, ...], ...]:
     """Parse ``expr`` into a sum of products; each product a tuple of factors."""
-    parsed = _PARSED.get(expr)
-    if parsed is None:
-        parsed = _PARSED[expr] = _parse_uncached(expr)
-    return parsed
-
-
-def _parse_uncached(expr: str) -> tuple[tuple[int | str, ...], ...]:
     terms: list[list[int | str]] = [[]]
     pos = 0
     expect_factor = True
