@@ -11,8 +11,7 @@ import pytest
 import rnnspec
 from rnnspec.backend import Backend
 from rnnspec.ops import OPS
-from rnnspec.reference import decision_margin
-from rnnspec.reference.stack import reverse_valid
+from rnnspec.reference import decision_margin, reverse_valid
 
 from .assertions import assert_tree_close
 from .cases import Case, CaseSpec, in_float64

@@ -3,6 +3,11 @@
 Forward results come from the ``"numpy"`` backend (``rnnspec.get_backend("numpy")``,
 or the functions re-exported here, which validate the same way); the reverse
 mode of every op is :func:`vjp`. Both compute in float64.
+
+The names in ``__all__`` are the reference's public API, the only part of it
+the conformance suite uses: the ops, :func:`vjp`, :func:`decision_margin`, the
+:class:`Reference` implementation and :func:`reverse_valid`, the spec's
+convention for ``reverse=True``. Its submodules are private.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from rnnspec.results import SequenceResult
 
 from .implementation import Reference
 from .runs import start
+from .stack import reverse_valid
 from .vjp import _BACKEND, vjp
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "linear_recurrence",
     "lstm",
     "qrnn",
+    "reverse_valid",
     "rnn",
     "vjp",
 ]

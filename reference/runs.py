@@ -1,31 +1,31 @@
 """Forward runs of every op in float64, keeping what the reverse mode needs.
 
-:func:`start` turns validated, normalised arguments into a run; a run gives
-the op's result (rounded to the input dtype) and its reverse mode. The layers
-of each sequence op come from :data:`LAYERS`; the primitives are one-layer
-runs of their cell.
+:func:`start` turns validated, normalised arguments into a run, of the kind
+the op's record says by its result type; a run gives the op's result (rounded
+to the input dtype) and its reverse mode. The layer of each sequence op comes
+from :data:`.layers.LAYERS` and the cell of each primitive from
+:data:`.layers.PRIMITIVE_CELLS`; everything else (sizes, initial state,
+per-step inputs) is read off the op's record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from rnnspec.ops import OPS
-from rnnspec.results import SequenceResult
-from rnnspec.shapes import evaluate
+from rnnspec.results import ACTResult, SequenceResult, SkipResult
+from rnnspec.shapes import evaluate, solve
 
 from .act import ACTRun
 from .activations import Array
-from .cells import GRUCell, LSTMCell, RNNCell
 from .cotangents import cotangent, read_sequence_cotangents
-from .independent import IndRNNCell, IndRNNRecurrenceCell, LinearCell
+from .layers import LAYERS, PRIMITIVE_CELLS
 from .precision import round_to
-from .qrnn import QRNNLayer
 from .skip import SkipRun
-from .stack import Layer, ScanLayer, full_lengths, reverse_valid, run_stack, run_stack_vjp
+from .stack import ScanLayer, full_lengths, reverse_valid, run_stack, run_stack_vjp
 
 __all__ = ["PrimitiveRun", "SequenceRun", "start"]
 
@@ -36,50 +36,43 @@ def _f64(a: Any) -> Array:
     return np.asarray(a, dtype=np.float64)
 
 
-# op -> build the layer k from (float64 params, options, lengths, reverse)
-LayerFactory = Callable[[int, Mapping[str, Array], Mapping[str, Any], np.ndarray, bool], Layer]
-
-
-def _qrnn_layer(k: int, p: Mapping[str, Array], options: Mapping[str, Any], lengths: np.ndarray, rev: bool) -> Layer:
-    masks = options["zoneout_mask"]
-    mask = None if masks is None else _f64(masks[k])
-    if mask is not None and rev:
-        mask = reverse_valid(mask, lengths)  # align with the reversed time axis the layer sees
-    return QRNNLayer(p, options["mode"], mask)
-
-
-LAYERS: dict[str, LayerFactory] = {
-    "rnn": lambda k, p, o, n, r: ScanLayer(RNNCell(activation=o["activation"]), p),
-    "lstm": lambda k, p, o, n, r: ScanLayer(LSTMCell(), p),
-    "gru": lambda k, p, o, n, r: ScanLayer(GRUCell(reset_after=o["reset_after"]), p),
-    "indrnn": lambda k, p, o, n, r: ScanLayer(IndRNNCell(activation=o["activation"]), p),
-    "qrnn": _qrnn_layer,
-}
-
-
 class SequenceRun:
-    """A run of a sequence op (rnn, lstm, gru, indrnn, qrnn)."""
+    """A run of a sequence op whose layers stack independently (rnn, lstm, gru, indrnn, qrnn)."""
 
     def __init__(self, op: str, args: Mapping[str, Any]) -> None:
+        spec = OPS[op]
         x = args["x"]
-        batch, time, _ = x.shape
+        batch, time, input_size = x.shape
         self.op = op
         self.dtype = x.dtype
         self.reverse = args["reverse"]
         self.lengths = full_lengths(args["lengths"], batch, time)
-        options = {k: v for k, v in args.items() if k not in _SEQUENCE_ARGS}
+        options = {o.name: args[o.name] for o in spec.value_options}
         self.params = [{k: _f64(v) for k, v in p.items()} for p in args["params"]]
-        self.layers = [LAYERS[op](k, p, options, self.lengths, self.reverse) for k, p in enumerate(self.params)]
-        if args["initial_state"] is None:
-            initial = []
-            for p in self.params:
-                dims = _layer_dims(p, options)
-                initial.append(
-                    {s.name: np.zeros((batch, *(evaluate(e, dims) for e in s.shape))) for s in OPS[op].state}
-                )
-        else:
+        self.layers = []
+        initial = []
+        for k, p in enumerate(self.params):
+            top = k == len(self.params) - 1
+            inputs = {o.name: self._layer_array(args[o.name], k, o.shape) for o in spec.array_options}
+            self.layers.append(LAYERS[op](p, options, inputs))
+            dims = _layer_dims(op, p, options, input_size, top=top)
+            input_size = dims["H"]
+            if args["initial_state"] is None:
+                entries = spec.layer_state(top=top, options=options)
+                initial.append({s.name: np.zeros((batch, *(evaluate(e, dims) for e in s.shape))) for s in entries})
+        if args["initial_state"] is not None:
             initial = [{k: _f64(v) for k, v in s.items()} for s in args["initial_state"]]
         self.outputs, self.state, self.tape = run_stack(self.layers, _f64(x), self.lengths, initial, self.reverse)
+
+    def _layer_array(self, arrays: Any, k: int, shape: tuple[str, ...]) -> Array | None:
+        """Layer ``k``'s array option in float64; one of one entry per step aligned with the reversed
+        time axis the layer sees."""
+        if arrays is None:
+            return None
+        a = _f64(arrays[k])
+        if self.reverse and shape[:2] == ("B", "T"):
+            a = reverse_valid(a, self.lengths)
+        return a
 
     def result(self) -> SequenceResult:
         """The result, rounded to the input dtype."""
@@ -99,33 +92,38 @@ class SequenceRun:
         }
 
 
-def _layer_dims(p: Mapping[str, Array], options: Mapping[str, Any]) -> dict[str, int]:
-    """A layer's sizes read off its params: H, and for qrnn I and K."""
-    if "w_hh" in p:
-        return {"H": int(p["w_hh"].shape[1])}
-    if "u" in p:
-        return {"H": int(p["u"].shape[0])}
-    blocks, inputs, window = p["w"].shape
-    return {"H": blocks // OPS["qrnn"].fixed_dims(options)["G"], "I": inputs, "K": window}
+def _layer_dims(
+    op: str, p: Mapping[str, Array], options: Mapping[str, Any], input_size: int, *, top: bool
+) -> dict[str, int]:
+    """A layer's sizes (``H``, and the op's own such as qrnn's ``K``), solved from its params' shapes
+    against the record's layout."""
+    spec = OPS[op]
+    layout = spec.layer_params(top=top, options=options)
+    pairs = [(e, n) for q in layout if q.name in p for e, n in zip(q.shape, p[q.name].shape, strict=True)]
+    return solve(pairs, {**spec.fixed_dims(options), "I": input_size})
 
 
 class PrimitiveRun:
-    """A run of ``linear_recurrence`` or ``indrnn_recurrence``: one layer of a cell."""
+    """A run of a primitive (``linear_recurrence``, ``indrnn_recurrence``): one layer of its cell, whose
+    input is the per-step arguments side by side and whose params are the other required arguments."""
 
     def __init__(self, op: str, args: Mapping[str, Any]) -> None:
+        spec = OPS[op]
         self.op = op
-        first = args["a"] if op == "linear_recurrence" else args["pre"]
-        if op == "linear_recurrence":
-            cell: Any = LinearCell()
-            self.params: dict[str, Array] = {}
-            x = np.concatenate([_f64(args["a"]), _f64(args["b"])], axis=2)
-        else:
-            cell = IndRNNRecurrenceCell(activation=args["activation"])
-            self.params = {"u": _f64(args["u"])}
-            x = _f64(args["pre"])
+        self.per_step = spec.per_step
+        first = args[self.per_step[0]]
+        options = {o.name: args[o.name] for o in spec.value_options}
+        cell = PRIMITIVE_CELLS[op](options)
+        self.params: dict[str, Array] = {
+            p.name: _f64(args[p.name]) for p in spec.params if p.required and p.name not in self.per_step
+        }
+        x = np.concatenate([_f64(args[name]) for name in self.per_step], axis=2)
         self.dtype = first.dtype
         batch, time, hidden = first.shape
-        initial = np.zeros((batch, hidden)) if args["initial"] is None else _f64(args["initial"])
+        # The optional argument is h_0 (zeros when None).
+        (optional,) = (p.name for p in spec.params if not p.required)
+        self.initial_name = optional
+        initial = np.zeros((batch, hidden)) if args[optional] is None else _f64(args[optional])
         self.reverse = args["reverse"]
         self.layer = ScanLayer(cell, self.params)
         lengths = full_lengths(args["lengths"], batch, time)
@@ -142,21 +140,19 @@ class PrimitiveRun:
             d_h = cotangent(self.op, "cotangents['h']", cotangents["h"], self.h.shape)
         zero = {"h": np.zeros((self.h.shape[0], self.h.shape[2]))}  # also when time is 0
         d_x, d_params, d_initial = run_stack_vjp([self.layer], self.tape, self.reverse, d_h, [zero])
-        if self.op == "linear_recurrence":
-            d_a, d_b = np.split(d_x, 2, axis=2)
-            grads = {"a": d_a, "b": d_b}
-        else:
-            grads = {"pre": d_x, "u": d_params[0]["u"]}
-        grads["initial"] = d_initial[0]["h"]
+        grads = dict(zip(self.per_step, np.split(d_x, len(self.per_step), axis=2), strict=True))
+        grads.update({name: d_params[0][name] for name in self.params})
+        grads[self.initial_name] = d_initial[0]["h"]
         return round_to(grads, self.dtype)  # type: ignore[no-any-return]
 
 
 def start(op: str, args: Mapping[str, Any]) -> SequenceRun | PrimitiveRun | SkipRun | ACTRun:
-    """Run ``op`` forward on validated, normalised arguments."""
-    if OPS[op].kind == "primitive":
+    """Run ``op`` forward on validated, normalised arguments: the run its record's result type asks for."""
+    result = OPS[op].result
+    if result is None:
         return PrimitiveRun(op, args)
-    if op == "act":
+    if result is ACTResult:
         return ACTRun(op, args)
-    if op.startswith("skip_"):
+    if result is SkipResult:
         return SkipRun(op, args)
     return SequenceRun(op, args)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnspec.ops import OPS
 from rnnspec.results import SkipResult
 
 from .activations import Array, sigmoid
@@ -39,7 +40,8 @@ class SkipRun:
     """A run of ``skip_<base>`` on validated, normalised arguments."""
 
     def __init__(self, op: str, args: Mapping[str, Any]) -> None:
-        base = op.removeprefix("skip_")
+        base = OPS[op].base
+        assert base is not None, f"{op} wraps no base op"
         x = args["x"]
         batch, time, _ = x.shape
         self.op = op

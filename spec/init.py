@@ -19,7 +19,7 @@ import numpy as np
 
 from .constraints import check_mag, check_seq_len, indrnn_bound
 from .errors import OptionError, ShapeError, UnknownArgumentError
-from .ops import OPS, OpSpec
+from .ops import ACT_CELLS, OPS, OpSpec
 from .shapes import evaluate
 
 __all__ = ["init_params"]
@@ -122,9 +122,10 @@ def _act(
     # Graves 2016 (seed code): halting bias 1; the cell as its own init (IndRNN without seq_len).
     if name == "b_halt":
         return np.ones(shape)
-    if options["cell"] == "indrnn" and name != "w_halt":
-        return _indrnn(rng, name, shape, dims, {"seq_len": None, "mag": 2.0, "last_layer_init": False})
-    return _uniform_fan_in(rng, name, shape, dims, options)
+    cell = _INITIALISERS[ACT_CELLS[options["cell"]].init]
+    if name == "w_halt":
+        return _uniform_fan_in(rng, name, shape, dims, options)
+    return cell.draw(rng, name, shape, dims, {**options, **cell.defaults})
 
 
 @dataclass(frozen=True)
@@ -141,18 +142,16 @@ class _Init:
     optional: Callable[[Mapping[str, Any]], bool] = lambda options: False
 
 
+#: The initialisation schemes, by the name an op's record gives in ``init``.
 _INITIALISERS: dict[str, _Init] = {
-    "rnn": _Init(_uniform_fan_in),
-    "lstm": _Init(_uniform_fan_in),
-    "gru": _Init(_uniform_fan_in),
+    "uniform_fan_in": _Init(_uniform_fan_in),
     "indrnn": _Init(_indrnn, {"seq_len": None, "mag": 2.0, "last_layer_init": False}, _indrnn_dims),
-    "qrnn": _Init(_uniform_conv_fan_in, {"window": 1}, _qrnn_dims),
+    "uniform_conv_fan_in": _Init(_uniform_conv_fan_in, {"window": 1}, _qrnn_dims),
     "act": _Init(_act),
-    **{
-        op: _Init(_skip, {"trainable_initial_state": False}, _skip_dims, lambda o: bool(o["trainable_initial_state"]))
-        for op in ("skip_rnn", "skip_lstm", "skip_gru")
-    },
+    "skip": _Init(_skip, {"trainable_initial_state": False}, _skip_dims, lambda o: bool(o["trainable_initial_state"])),
 }
+#: The ops ``init_params`` initialises: every sequence op.
+_SEQUENCE_OPS = sorted(name for name, spec in OPS.items() if spec.kind == "sequence")
 
 
 def _check_size(name: str, value: Any) -> int:
@@ -215,12 +214,12 @@ def init_params(
     [(32, 3), (32, 8)]
     """
     if op in OPS and OPS[op].kind == "primitive":
-        expected = f"a sequence op among {sorted(_INITIALISERS)}; {op!r} is a primitive: its arguments are arrays"
+        expected = f"a sequence op among {_SEQUENCE_OPS}; {op!r} is a primitive: its arguments are arrays"
         raise UnknownArgumentError("init_params", "op", expected + " and it has no parameters to initialise", repr(op))
-    if op not in OPS or op not in _INITIALISERS:
-        raise UnknownArgumentError("init_params", "op", f"one of {sorted(_INITIALISERS)}", repr(op))
+    if op not in _SEQUENCE_OPS:
+        raise UnknownArgumentError("init_params", "op", f"one of {_SEQUENCE_OPS}", repr(op))
     spec: OpSpec = OPS[op]
-    init = _INITIALISERS[op]
+    init = _INITIALISERS[spec.init]
     # Array options (qrnn's zoneout_mask) are inputs of a call; they shape no parameter.
     op_defaults = {opt.name: opt.default for opt in spec.value_options}
     for key in options:

@@ -25,15 +25,10 @@ from .errors import SpecMismatchError
 from .implementation import Implementation
 from .memo import Memo
 from .ops import OPS, OpSpec
-from .results import ACTResult, SequenceResult, SkipResult
 from .shapes import evaluate, solve
 
 __all__ = ["check_result", "smoke_call"]
 
-#: The result type of a sequence op, by its record's result fields.
-_RESULT_TYPES: dict[tuple[str, ...], type[SequenceResult | SkipResult | ACTResult]] = {
-    cls._fields: cls for cls in (SequenceResult, SkipResult, ACTResult)
-}
 #: How the messages name the sizes of a primitive's arrays.
 _SIZE_WORDS = {"B": "batch", "T": "time"}
 
@@ -147,14 +142,14 @@ def check_result(backend: str, op: str, arguments: Mapping[str, Any], result: An
     """
     spec = OPS[op]
     check = _Check(backend, op, impl)
-    if spec.kind == "primitive":
+    cls = spec.result
+    if cls is None:
         # The result is h, of the shape of the first array argument: (B, T, H).
         first = spec.params[0]
         want = _known_shape(impl, arguments[first.name])
         sizes = "(" + ", ".join(_SIZE_WORDS.get(e, e) for e in first.shape) + ")"
         check.array("result", result, want, sizes)
         return
-    cls = _RESULT_TYPES[spec.result_fields]
     if not isinstance(result, cls):
         raise check.mismatch("result", f"a {cls.__name__} ({', '.join(cls._fields)})", _type_name(result))
     options = {o.name: arguments.get(o.name, o.default) for o in spec.value_options}
@@ -182,8 +177,8 @@ def check_result(backend: str, op: str, arguments: Mapping[str, Any], result: An
 def smoke_call(op: str) -> tuple[Any, ...]:
     """A small valid call of ``op``, as NumPy float32 arrays: its positional arguments.
 
-    Two layers where the op stacks them, a window of 2 for ``qrnn`` (so its
-    state ``x_prev`` is not empty), every option at its default.
+    Two layers where the op stacks them, sizes the init options fix at 2 (qrnn's
+    window, so that its state ``x_prev`` is not empty), every option at its default.
     """
     from .init import init_params  # here: init imports nothing of the backends, but this module is imported early
 
@@ -197,7 +192,7 @@ def smoke_call(op: str) -> tuple[Any, ...]:
             if p.required
         )
     layers = min(2, spec.max_layers or 2)
-    init_options: dict[str, Any] = {"window": 2} if op == "qrnn" else {}
+    init_options: dict[str, Any] = {name: 2 for name in spec.init_sizes.values()}
     params = init_params(op, input_size=3, hidden_size=4, num_layers=layers, **init_options)
     x = rng.standard_normal((2, 3, 3)).astype(np.float32)
     return (x, params)

@@ -32,6 +32,8 @@ _LEAST_SIZES: dict[str, int] = {"K": 1}
 #: jax's lstm, TensorFlow's act). A primitive's H is only an array axis, which may be empty.
 _LEAST_LAYER_SIZES: dict[str, int] = {**_LEAST_SIZES, "H": 1}
 _SIZE_MEANING: dict[str, str] = {"K": "the convolution window", "H": "the hidden size"}
+#: How the messages name the sizes of an array option's shape.
+_SHAPE_WORDS: dict[str, str] = {"B": "batch", "T": "time"}
 
 
 class CallSizes(NamedTuple):
@@ -319,8 +321,7 @@ def _checked_sequence_call(
         raise ShapeError(spec.name, "x", expected, f"shape {(batch, time, features)}")
     array_options = {
         opt.name: _check_array_option(spec, opt, arguments[opt.name], batch, time, layer_dims, dtype, impl)
-        for opt in spec.options
-        if opt.kind == "array"
+        for opt in spec.array_options
     }
     normalised = {
         "x": arguments["x"],
@@ -352,26 +353,37 @@ def _check_array_option(
     dtype: str,
     impl: Implementation,
 ) -> tuple[Any, ...] | None:
-    """An optional (batch, time, H) array of {0, 1}: one for every layer, or one per layer."""
+    """An optional array of the shape ``opt.shape`` says over ``B``, ``T`` and each layer's sizes, of x's
+    dtype and (if ``opt.values``) of those values: one for every layer, or (``opt.per_layer``) one per layer."""
     if value is None:
         return None
     n = len(layer_dims)
+    words = f"({', '.join(_SHAPE_WORDS.get(e, e) for e in opt.shape)})"
     values = [value] * n if impl.is_array(value) else value
-    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) != n:
+    if (
+        not isinstance(values, Sequence)
+        or isinstance(values, (str, bytes))
+        or len(values) != n
+        or not (opt.per_layer or impl.is_array(value))
+    ):
         # A value of the wrong structure (another framework's array among them), as for initial_state.
-        expected = f"None, {_array_kind(impl)} (batch, time, H), or a sequence of {n} such arrays (one per layer)"
+        expected = f"None, {_array_kind(impl)} {words}"
+        expected += f", or a sequence of {n} such arrays (one per layer)" if opt.per_layer else ""
         raise ShapeError(spec.name, opt.name, expected, _type_name(value))
-    for k, (mask, dims) in enumerate(zip(values, layer_dims, strict=True)):
+    for k, (array, dims) in enumerate(zip(values, layer_dims, strict=True)):
         arg = opt.name if impl.is_array(value) else f"{opt.name}[{k}]"
-        shape, mdtype = _check_array(spec.name, arg, mask, impl)
-        want = (batch, time, dims["H"])
+        shape, adtype = _check_array(spec.name, arg, array, impl)
+        want = tuple(evaluate(e, {**dims, "B": batch, "T": time}) for e in opt.shape)
         if shape != want:
-            raise ShapeError(spec.name, arg, f"shape {want} (batch, time, H) of layer {k}", f"shape {shape}")
-        if mdtype != dtype:
-            raise DtypeError(spec.name, arg, f"dtype {dtype} (the dtype of x)", f"dtype {mdtype}")
-        host = impl.host_values(mask)
-        if host is not None and not np.all((host == 0) | (host == 1)):
-            raise OptionError(spec.name, arg, "values in {0, 1}", "other values")
+            raise ShapeError(spec.name, arg, f"shape {want} {words} of layer {k}", f"shape {shape}")
+        if adtype != dtype:
+            raise DtypeError(spec.name, arg, f"dtype {dtype} (the dtype of x)", f"dtype {adtype}")
+        if opt.values is None:
+            continue
+        host = impl.host_values(array)
+        if host is not None and not np.all(np.isin(host, opt.values)):
+            allowed = ", ".join(f"{v:g}" for v in opt.values)
+            raise OptionError(spec.name, arg, f"values in {{{allowed}}}", "other values")
     return tuple(values)
 
 

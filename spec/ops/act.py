@@ -8,12 +8,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from ..results import ACTResult
 from .common import CHECKPOINT_EVERY
 from .gru import GRU
 from .indrnn import INDRNN
 from .lstm import LSTM
-from .record import OpSpec, OptionSpec, ParamSpec, StateSpec
+from .record import CaseHints, OpSpec, OptionSpec, ParamSpec, StateSpec
 from .rnn import RNN
+
+__all__ = ["ACT", "ACT_CELLS", "MAX_STEPS_LIMIT"]
 
 #: The cells ACT can ponder with, by the value of its ``cell`` option.
 ACT_CELLS: dict[str, OpSpec] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "indrnn": INDRNN}
@@ -105,4 +108,18 @@ ACT = OpSpec(
     params_for=_params,
     state_for=_state,
     max_layers=1,
+    result=ACTResult,
+    init="act",
+    hints=CaseHints(
+        option_draws={"epsilon": (0.01, 0.1, 0.3), "max_steps": range(1, 5)},
+        decision="halting",
+        # With w_halt = b_halt = 0 every halting unit is 1/2: the first sum is exactly 1 - epsilon. One
+        # step more than the tie needs: a comparison the wrong way round would take it.
+        tie_options={"epsilon": 0.5, "max_steps": 2},
+        # Halting units near 0.3 sum to 0.9 and 1.2 around 1 - epsilon.
+        clear_options={"epsilon": 0.01},
+        inner_steps="max_steps",
+        # IndRNN's relu grows without bound under saturating weights: the other cells saturate.
+        saturating={"cell": ("rnn", "lstm", "gru")},
+    ),
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from .record import OptionSpec, StateSpec
+from .record import CaseHints, OptionSpec, StateSpec
+
+__all__ = ["CHECKPOINT_EVERY", "EXACT_GRADIENT", "HIDDEN_STATE", "RELU_HINTS"]
 
 #: The hidden state entry every recurrent layer carries.
 HIDDEN_STATE = StateSpec("h", ("H",), "hidden state h_t")
@@ -35,4 +37,10 @@ CHECKPOINT_EVERY = OptionSpec(
     "backward pass (same values and gradients, less memory; None keeps every step)",
     check=_is_checkpoint_every,
     expected="None or an integer >= 1",
+)
+
+#: Case hints of an op whose ``activation`` may be a relu: a ``"ties"`` case puts its pre-activations on
+#: the kink at 0; the saturated-gates checks pin tanh, which saturates (a relu grows without bound).
+RELU_HINTS = CaseHints(
+    tie_options={"activation": "relu"}, relu=("activation", "relu"), saturating={"activation": ("tanh",)}
 )

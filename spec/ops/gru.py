@@ -5,6 +5,8 @@ from __future__ import annotations
 from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
 from .record import OpSpec, OptionSpec, ParamSpec
 
+__all__ = ["GRU"]
+
 GRU = OpSpec(
     name="gru",
     layer="GRU",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
+from dataclasses import replace
+
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE, RELU_HINTS
 from .record import OpSpec, OptionSpec, ParamSpec
+
+__all__ = ["INDRNN", "INDRNN_RECURRENCE"]
 
 _ACTIVATION = OptionSpec("activation", "relu", ("relu", "tanh"), "the nonlinearity act (the paper's is relu)")
 
@@ -23,6 +27,8 @@ INDRNN = OpSpec(
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " For relu, act'(0) = 0. No projection of u happens inside the op; "
     "rnnspec.indrnn_constrain(u, bound) is applied by the caller before the forward.",
+    init="indrnn",
+    hints=replace(RELU_HINTS, recurrent=("u",), drawn_params=True),
 )
 
 INDRNN_RECURRENCE = OpSpec(
@@ -40,4 +46,6 @@ INDRNN_RECURRENCE = OpSpec(
     result_fields=("h",),
     gradient=EXACT_GRADIENT,
     kind="primitive",
+    result=None,
+    hints=replace(RELU_HINTS, recurrent=("u",), scaled=("pre",)),
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
 from .record import OpSpec, ParamSpec, StateSpec
 
+__all__ = ["LSTM"]
+
 LSTM = OpSpec(
     name="lstm",
     layer="LSTM",

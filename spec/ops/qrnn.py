@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .common import CHECKPOINT_EVERY, EXACT_GRADIENT
-from .record import OpSpec, OptionSpec, ParamSpec, StateSpec
+from .record import CaseHints, OpSpec, OptionSpec, ParamSpec, StateSpec
+
+__all__ = ["LINEAR_RECURRENCE", "QRNN", "QRNN_GATES"]
 
 #: Gate blocks of each pooling mode, in row order of ``w`` and ``b``.
 QRNN_GATES: dict[str, tuple[str, ...]] = {"f": ("z", "f"), "fo": ("z", "f", "o"), "ifo": ("z", "f", "i", "o")}
@@ -52,12 +54,17 @@ QRNN = OpSpec(
             "1 (modes f and fo then keep the previous state; mode ifo adds i * z to it). The caller draws it in "
             "training and passes None in evaluation",
             kind="array",
+            shape=("B", "T", "H"),
+            per_layer=True,
+            values=(0.0, 1.0),
         ),
         CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " The zoneout mask is a constant: no gradient reaches it, nor f where it is 1.",
     fixed_dims=_gate_count,
+    init="uniform_conv_fan_in",
+    init_sizes={"K": "window"},
 )
 
 LINEAR_RECURRENCE = OpSpec(
@@ -75,4 +82,7 @@ LINEAR_RECURRENCE = OpSpec(
     result_fields=("h",),
     gradient=EXACT_GRADIENT,
     kind="primitive",
+    result=None,
+    # No gate: the multipliers a are the caller's, drawn within the recurrent bound.
+    hints=CaseHints(recurrent=("a",), saturating=None),
 )

@@ -6,7 +6,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["FLOAT_DTYPES", "OpSpec", "OptionSpec", "ParamSpec", "StateSpec"]
+from ..results import ACTResult, SequenceResult, SkipResult
+from ..shapes import symbols
+
+__all__ = ["FLOAT_DTYPES", "CaseHints", "OpSpec", "OptionSpec", "ParamSpec", "StateSpec"]
+
+#: The result types of the sequence ops (:mod:`rnnspec.results`).
+ResultType = type[SequenceResult] | type[SkipResult] | type[ACTResult]
 
 #: Floating dtypes an op may accept, by name. float32 and float64 are required of
 #: every backend; float16 and bfloat16 are optional and follow the dtype policy.
@@ -57,6 +63,13 @@ class OptionSpec:
     #: For options over a range (``epsilon``, ``max_steps``): the test, and what it asks for.
     check: Callable[[Any], bool] | None = None
     expected: str = ""
+    #: For ``kind="array"``: the array's symbolic shape over ``B`` (batch), ``T`` (time) and the
+    #: sizes of the layer it is passed to (``H``, ``I``...); ``(B, T, ...)`` holds one entry per step.
+    shape: tuple[str, ...] = ()
+    #: For ``kind="array"``: whether a sequence of one array per layer may stand for one array for every layer.
+    per_layer: bool = False
+    #: For ``kind="array"``: the values its entries may take (``None``: any).
+    values: tuple[float, ...] | None = None
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is allowed (``True`` is not taken for ``1``)."""
@@ -67,6 +80,42 @@ class OptionSpec:
     def describe_allowed(self) -> str:
         """What the option accepts, for error messages and pages."""
         return self.expected or " or ".join(repr(a) for a in self.allowed)
+
+
+@dataclass(frozen=True)
+class CaseHints:
+    """What the conformance suite needs to draw the interesting cases of an op.
+
+    The suite draws sizes, options and arrays from the record alone; these are
+    the few facts about an op's behaviour that its shapes and options do not say.
+    """
+
+    #: Values drawn for the options over a range (the others are drawn from ``allowed``): a tuple is
+    #: sampled from, a range's integers are drawn (ACT's ``epsilon`` and ``max_steps``).
+    option_draws: Mapping[str, tuple[Any, ...] | range] = field(default_factory=dict)
+    #: The op's discrete decision, whose thresholds ``"ties"`` and ``"clear"`` cases place:
+    #: ``"skip_gate"`` (Skip RNN's binary update gate), ``"halting"`` (ACT's halting sum) or ``None``.
+    decision: Literal["skip_gate", "halting"] | None = None
+    #: The options of a ``"ties"`` case (``None``: the op makes no decision a tie can place).
+    tie_options: Mapping[str, Any] | None = None
+    #: The options a ``"clear"`` case needs: its margins from the thresholds assume them.
+    clear_options: Mapping[str, Any] = field(default_factory=dict)
+    #: The option value under which the recurrence runs through a relu (a kink at 0), such as
+    #: ``("activation", "relu")``; a ``"ties"`` case then puts pre-activations on the kink.
+    relu: tuple[str, Any] | None = None
+    #: The option bounding the inner steps of one input step (ACT's ``max_steps``), for the tolerances.
+    inner_steps: str | None = None
+    #: The parameters (a primitive: the arguments) drawn in ``[-recurrent_bound, recurrent_bound]``:
+    #: recurrent weights whose range decides whether the recurrence grows (IndRNN's ``u``).
+    recurrent: tuple[str, ...] = ()
+    #: A primitive's arguments that the case's weight scale multiplies (a sequence op: its weights).
+    scaled: tuple[str, ...] = ()
+    #: Whether cases draw the parameters themselves (weights of fan-in scale, small biases) rather
+    #: than from ``init_params``, whose init would be degenerate (IndRNN's ``w_ih`` of std 0.001).
+    drawn_params: bool = False
+    #: The options pinned (a single value) or drawn (several) by the saturated-gates checks;
+    #: ``None``: the op has no gate to saturate (``linear_recurrence``'s multipliers are the caller's).
+    saturating: Mapping[str, tuple[Any, ...]] | None = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +152,22 @@ class OpSpec:
     module: str | None = None
     #: The class name of the op's layer in every framework (``torch.nn``, Flax NNX, Keras); ``None``: no layer.
     layer: str | None = None
+    #: The type of the op's result (its fields are ``result_fields``); ``None``: a primitive's one
+    #: array, of the shape of its first argument.
+    result: ResultType | None = SequenceResult
+    #: Sizes the params use that ``init_params`` takes as init options, by symbol: ``{"K": "window"}``.
+    init_sizes: Mapping[str, str] = field(default_factory=dict)
+    #: How ``init_params`` draws the parameters: the name of a scheme of :mod:`rnnspec.init`.
+    init: str = "uniform_fan_in"
+    #: The op this op wraps with a gate of its own (``skip_lstm``'s ``lstm``), if any.
+    base: str | None = None
+    #: Hints for the conformance suite's draws.
+    hints: CaseHints = field(default_factory=CaseHints)
+
+    def __post_init__(self) -> None:
+        fields = ("h",) if self.result is None else self.result._fields
+        if fields != self.result_fields:
+            raise ValueError(f"op {self.name!r}: result fields {self.result_fields} but a result of fields {fields}")
 
     @property
     def module_name(self) -> str:
@@ -111,11 +176,23 @@ class OpSpec:
 
     @property
     def per_step(self) -> tuple[str, ...]:
-        """The arguments holding one entry per step on axis 1: a sequence op's ``x`` and array options
-        (``zoneout_mask``); a primitive's ``(B, T, ...)`` arrays (``a``, ``b``; ``pre``)."""
+        """The arguments holding one entry per step on axis 1: a sequence op's ``x`` and its array
+        options of shape ``(B, T, ...)`` (``zoneout_mask``); a primitive's ``(B, T, ...)`` arrays
+        (``a``, ``b``; ``pre``)."""
         if self.kind == "primitive":
             return tuple(p.name for p in self.params if p.shape[:2] == ("B", "T"))
-        return ("x", *(o.name for o in self.options if o.kind == "array"))
+        return ("x", *(o.name for o in self.array_options if o.shape[:2] == ("B", "T")))
+
+    @property
+    def array_options(self) -> tuple[OptionSpec, ...]:
+        """The options that take an optional array (qrnn's ``zoneout_mask``)."""
+        return tuple(o for o in self.options if o.kind == "array")
+
+    @property
+    def sizes(self) -> frozenset[str]:
+        """Every size the op's default layout of params and state uses (``I``, ``H``, ``G``, ``K``...)."""
+        shapes = [p.shape for p in self.layer_params(top=True)] + [s.shape for s in self.layer_state(top=True)]
+        return frozenset(name for shape in shapes for e in shape for name in symbols(e))
 
     @property
     def value_options(self) -> tuple[OptionSpec, ...]:

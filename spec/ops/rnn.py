@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
+from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE, RELU_HINTS
 from .record import OpSpec, OptionSpec, ParamSpec
+
+__all__ = ["RNN"]
 
 RNN = OpSpec(
     name="rnn",
@@ -21,4 +23,5 @@ RNN = OpSpec(
     options=(OptionSpec("activation", "tanh", ("tanh", "relu"), "the nonlinearity act"), CHECKPOINT_EVERY),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT + " For relu, act'(0) = 0.",
+    hints=RELU_HINTS,
 )

@@ -8,10 +8,13 @@ gradient.
 
 from __future__ import annotations
 
+from ..results import SkipResult
 from .gru import GRU
 from .lstm import LSTM
-from .record import OpSpec, ParamSpec, StateSpec
+from .record import CaseHints, OpSpec, ParamSpec, StateSpec
 from .rnn import RNN
+
+__all__ = ["SKIP_GRU", "SKIP_LSTM", "SKIP_RNN"]
 
 _GATE_PARAMS = (
     ParamSpec("w_gate", ("1", "H"), "update-gate weights, read the top layer's candidate", layers="top"),
@@ -56,6 +59,13 @@ def _skip(base: OpSpec, extra_params: tuple[ParamSpec, ...]) -> OpSpec:
         options=base.options,
         result_fields=("outputs", "state", "update_gate", "update_prob"),
         gradient=_GRADIENT,
+        result=SkipResult,
+        init="skip",
+        base=base.name,
+        # The gate is the decision a "ties" case places (the base's relu may be drawn too).
+        hints=CaseHints(
+            decision="skip_gate", tie_options={}, relu=base.hints.relu, saturating=base.hints.saturating
+        ),
     )
 
 
