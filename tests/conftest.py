@@ -148,6 +148,14 @@ class PluginInstaller:
 
 
 @pytest.fixture
+def x64() -> Iterator[None]:
+    """float64 jax arrays for the duration of a test (jax makes float32 otherwise)."""
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture
 def fresh_registry() -> Iterator[None]:
     """A registry that rediscovers plugins at first use, and forgets them afterwards."""
     rnnspec.registry._reset_for_tests()

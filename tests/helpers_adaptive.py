@@ -28,6 +28,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from helpers import (  # noqa: F401  (the shared helpers, also re-exported to the tests that import them from here)
+    assert_relative_close,
+    assert_trees_close,
+    assert_trees_equal,
+    central_difference,
+    grad_of,
+    leaf,
+    valid_steps,
+    variant_id,
+)
 
 import rnnspec
 
@@ -59,16 +69,6 @@ TORCH_RTOL = 1e-10
 #: Discrete decisions (binarisation at 0.5, min's switch, halting at 1 - epsilon, relu's kink)
 #: stay at least this far from their thresholds in the smooth cases, so a +-EPS step never flips one.
 MARGIN = 1e-3
-
-
-def variant_id(variant: tuple[str, Mapping[str, Any]]) -> str:
-    """A readable pytest id such as ``skip_rnn-relu`` or ``skip_gru-reset_after=False``."""
-    op, options = variant
-    if "activation" in options:
-        return f"{op}-{options['activation']}"
-    if "reset_after" in options:
-        return f"{op}-reset_after={options['reset_after']}"
-    return op
 
 
 # -- array namespaces ------------------------------------------------------------------
@@ -739,16 +739,6 @@ def _dot(cot: np.ndarray, value: Any) -> Any:
     return float(np.sum(np.asarray(cot, dtype=np.float64) * np.asarray(value, dtype=np.float64)))
 
 
-def leaf(array: np.ndarray) -> torch.Tensor:
-    """A float64 torch leaf tensor requiring grad, holding a copy of ``array``."""
-    return torch.tensor(np.array(array, dtype=np.float64), requires_grad=True)
-
-
-def grad_of(t: torch.Tensor) -> np.ndarray:
-    """``t.grad`` as NumPy (zeros when autograd never reached ``t``)."""
-    return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.detach().numpy().copy()
-
-
 def to_numpy(tree: Any) -> Any:
     """Nested dicts/lists of torch tensors as NumPy arrays."""
     if isinstance(tree, Mapping):
@@ -787,72 +777,6 @@ def torch_gradients(
     if s_t is not None:
         grads["initial_state"] = [{k: grad_of(v) for k, v in layer.items()} for layer in s_t]
     return to_numpy(result), grads
-
-
-def central_difference(loss: Callable[[], float], array: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """d loss / d array by central differences, perturbing ``array`` in place (and restoring it)."""
-    grad = np.zeros(array.shape)
-    for index in np.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = loss()
-        array[index] = original - eps
-        minus = loss()
-        array[index] = original
-        grad[index] = (plus - minus) / (2.0 * eps)
-    return grad
-
-
-def assert_relative_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
-    """Elementwise ``|actual - expected| <= rtol * max(1, |expected|)``, same shapes."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    if actual.size == 0:
-        return
-    assert np.all(np.isfinite(actual)), f"{what}: not finite"
-    err = np.abs(actual - expected) / np.maximum(1.0, np.abs(expected))
-    assert np.all(err <= rtol), f"{what}: max scaled error {np.max(err):.3e} beyond rtol {rtol}"
-
-
-def assert_trees_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
-    """Same nested structure (mappings by keys, sequences by length); leaves within ``rtol``."""
-    if isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), f"{what}: not a mapping"
-        assert sorted(actual) == sorted(expected), f"{what}: keys {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_trees_close(actual[key], expected[key], rtol, f"{what}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)), f"{what}: not a sequence"
-        assert len(actual) == len(expected), f"{what}: length {len(actual)} != {len(expected)}"
-        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_trees_close(a, e, rtol, f"{what}[{k}]")
-    else:
-        assert_relative_close(actual, expected, rtol, what)
-
-
-def assert_trees_equal(actual: Any, expected: Any, what: str) -> None:
-    """Same structure, same dtypes, bitwise-equal arrays."""
-    if isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), what
-        assert sorted(actual) == sorted(expected), what
-        for key in expected:
-            assert_trees_equal(actual[key], expected[key], f"{what}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)), what
-        assert len(actual) == len(expected), what
-        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_trees_equal(a, e, f"{what}[{k}]")
-    else:
-        assert isinstance(actual, np.ndarray), f"{what}: not an array"
-        assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-        np.testing.assert_array_equal(actual, expected, err_msg=what)
-
-
-def valid_steps(lengths: Any, batch: int, time: int) -> np.ndarray:
-    """(batch, time) bool: True where the step lies within the row's length."""
-    full = np.full(batch, time) if lengths is None else np.asarray(lengths)
-    return np.arange(time)[None, :] < full[:, None]
 
 
 def take_rows(tree: Any, rows: Any) -> Any:

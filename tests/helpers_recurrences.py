@@ -13,7 +13,6 @@ valid prefix and runs forward.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,6 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from helpers import (  # noqa: F401  (the shared helpers, also re-exported to the tests that import them from here)
+    assert_relative_close,
+    assert_trees_close,
+    assert_trees_equal,
+    central_difference,
+    deep_copy,
+    grad_of,
+    leaf,
+    valid_steps,
+)
 
 import rnnspec
 
@@ -40,72 +49,6 @@ RELU_MARGIN = 1e-3
 
 
 # -- comparisons ------------------------------------------------------------------
-
-
-def central_difference(loss: Callable[[], float], array: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """d loss / d array by central differences, perturbing ``array`` in place (and restoring it)."""
-    grad = np.zeros(array.shape)
-    for index in np.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = loss()
-        array[index] = original - eps
-        minus = loss()
-        array[index] = original
-        grad[index] = (plus - minus) / (2.0 * eps)
-    return grad
-
-
-def assert_relative_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
-    """Elementwise ``|actual - expected| <= rtol * max(1, |expected|)``, same shapes."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    if actual.size == 0:
-        return
-    err = np.abs(actual - expected) / np.maximum(1.0, np.abs(expected))
-    assert np.all(err <= rtol), f"{what}: max scaled error {np.max(err):.3e} beyond rtol {rtol}"
-
-
-def assert_trees_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
-    """Same nested structure (mappings by keys, sequences by length); leaves within ``rtol``."""
-    if isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), f"{what}: not a mapping"
-        assert sorted(actual) == sorted(expected), f"{what}: keys {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_trees_close(actual[key], expected[key], rtol, f"{what}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)), f"{what}: not a sequence"
-        assert len(actual) == len(expected), f"{what}: length {len(actual)} != {len(expected)}"
-        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_trees_close(a, e, rtol, f"{what}[{k}]")
-    else:
-        assert_relative_close(actual, expected, rtol, what)
-
-
-def assert_trees_equal(actual: Any, expected: Any, what: str) -> None:
-    """Same structure, same dtypes, bitwise-equal arrays."""
-    if isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), what
-        assert sorted(actual) == sorted(expected), what
-        for key in expected:
-            assert_trees_equal(actual[key], expected[key], f"{what}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)), what
-        assert len(actual) == len(expected), what
-        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_trees_equal(a, e, f"{what}[{k}]")
-    elif expected is None:
-        assert actual is None, what
-    else:
-        assert isinstance(actual, np.ndarray), f"{what}: not an array"
-        assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-        np.testing.assert_array_equal(actual, expected, err_msg=what)
-
-
-def deep_copy(tree: Any) -> Any:
-    """A deep copy of nested dicts/lists/tuples of arrays."""
-    return copy.deepcopy(tree)
 
 
 def fill_leaves(tree: Any, value: float) -> None:
@@ -128,11 +71,6 @@ def full_lengths(lengths: Any, batch: int, time: int) -> np.ndarray:
     if lengths is None:
         return np.full((batch,), time, dtype=np.int64)
     return np.asarray(lengths, dtype=np.int64)
-
-
-def valid_steps(lengths: Any, batch: int, time: int) -> np.ndarray:
-    """(batch, time) bool: True where the step lies within the row's length."""
-    return np.arange(time)[None, :] < full_lengths(lengths, batch, time)[:, None]
 
 
 def flip_valid_prefix(a: np.ndarray, lengths: Any) -> np.ndarray:
@@ -405,16 +343,6 @@ def torch_qrnn(
         finals.append({"c": final, "x_prev": torch_qrnn_last_inputs(inp, x_prev, lengths, reverse)})
         inp = c if mode == "f" else torch.sigmoid(gates["o"]) * c
     return inp, finals
-
-
-def leaf(array: np.ndarray) -> torch.Tensor:
-    """A float64 torch leaf tensor requiring grad, holding a copy of ``array``."""
-    return torch.tensor(np.array(array, dtype=np.float64), requires_grad=True)
-
-
-def grad_of(t: torch.Tensor) -> np.ndarray:
-    """``t.grad`` as NumPy (zeros when autograd never reached ``t``)."""
-    return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.detach().numpy()
 
 
 def torch_state_vjp(

@@ -8,13 +8,19 @@ differences and the scalar loss ``<cotangents, result>`` whose gradient is a VJP
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from helpers import (  # noqa: F401  (the shared helpers, also re-exported to the tests that import them from here)
+    assert_relative_close,
+    assert_trees_equal,
+    central_difference,
+    deep_copy,
+    variant_id,
+)
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnspec.reference as reference
@@ -33,16 +39,6 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("gru", {"reset_after": True}),
     ("gru", {"reset_after": False}),
 )
-
-
-def variant_id(variant: tuple[str, Mapping[str, Any]]) -> str:
-    """A readable pytest id such as ``rnn-relu`` or ``gru-reset_after=False``."""
-    op, options = variant
-    if op == "rnn":
-        return f"rnn-{options['activation']}"
-    if op == "gru":
-        return f"gru-reset_after={options['reset_after']}"
-    return op
 
 
 def has_torch_module(op: str, options: Mapping[str, Any]) -> bool:
@@ -214,53 +210,6 @@ def inner_product(cotangents: Mapping[str, Any], result: Any) -> float:
         for name, cot in cot_layer.items():
             total += float(np.sum(cot * np.asarray(res_layer[name], dtype=np.float64)))
     return total
-
-
-def central_difference(loss: Callable[[], float], array: np.ndarray, eps: float) -> np.ndarray:
-    """d loss / d array by central differences, perturbing ``array`` in place (and restoring it)."""
-    grad = np.zeros(array.shape)
-    for index in np.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = loss()
-        array[index] = original - eps
-        minus = loss()
-        array[index] = original
-        grad[index] = (plus - minus) / (2.0 * eps)
-    return grad
-
-
-def assert_relative_close(actual: np.ndarray, expected: np.ndarray, rtol: float, what: str) -> None:
-    """Elementwise ``|actual - expected| <= rtol * max(1, |expected|)``."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    bound = rtol * np.maximum(1.0, np.abs(expected))
-    err = np.abs(actual - expected)
-    assert np.all(err <= bound), f"{what}: max error {np.max(err - bound + rtol):.3e} (scaled) beyond rtol {rtol}"
-
-
-def deep_copy(tree: Any) -> Any:
-    """A deep copy of nested dicts/lists/tuples of arrays."""
-    return copy.deepcopy(tree)
-
-
-def assert_trees_equal(actual: Any, expected: Any, what: str) -> None:
-    """Same structure, same dtypes, bitwise-equal arrays."""
-    if isinstance(expected, Mapping):
-        assert isinstance(actual, Mapping), what
-        assert sorted(actual) == sorted(expected), what
-        for key in expected:
-            assert_trees_equal(actual[key], expected[key], f"{what}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), what
-        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_trees_equal(a, e, f"{what}[{k}]")
-    elif expected is None:
-        assert actual is None, what
-    else:
-        assert actual.dtype == expected.dtype, f"{what}: dtype changed"
-        np.testing.assert_array_equal(actual, expected, err_msg=what)
 
 
 # -- torch ----------------------------------------------------------------------

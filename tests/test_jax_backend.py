@@ -62,13 +62,6 @@ CASES = {
 OP_IDS = list(CASES)
 
 
-@pytest.fixture
-def x64() -> Iterator[None]:
-    """float64 arrays for the duration of a test (jax makes float32 otherwise)."""
-    with jax.enable_x64(True):
-        yield
-
-
 def decided(spec: CaseSpec) -> Case:
     """The case of ``spec`` with the first seed whose discrete decisions lie clear of their thresholds."""
     for seed in range(50):

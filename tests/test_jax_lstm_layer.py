@@ -32,13 +32,6 @@ BATCH, TIME, INPUTS, HIDDEN = 3, 6, 4, 5
 LENGTHS = (TIME, 2, 0)
 
 
-@pytest.fixture
-def x64() -> Iterator[None]:
-    """float64 arrays for the duration of a test (jax makes float32 otherwise)."""
-    with jax.enable_x64(True):
-        yield
-
-
 def arguments(masked: bool, seed: int = 0) -> tuple[tuple[jax.Array, ...], jax.Array | None]:
     """``lstm_layer``'s differentiable arguments ``(gi, b_ih, w_hh, b_hh, h0, c0)`` in float64, and ``valid``."""
     rng = np.random.default_rng(seed)

@@ -21,12 +21,11 @@ training loop, every candidate at every step. Checked here:
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import logit
 
 jax = pytest.importorskip("jax")
 
@@ -45,10 +44,6 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
-
-
 def _params(op: str, layers: int, seed: int, dtype: Any, gate: float | None = None) -> list[dict[str, Any]]:
     """Random params; ``gate`` forces ``du~ = gate`` at every update (``w_gate = 0``), as the benchmarks do."""
     init_options = {"activation": "tanh"} if op == "skip_rnn" else {}
@@ -59,7 +54,7 @@ def _params(op: str, layers: int, seed: int, dtype: Any, gate: float | None = No
         top["w_gate"] = 0.5 * rng.standard_normal(top["w_gate"].shape)
         top["b_gate"] = np.array([rng.uniform(-2.5, -1.0)])
     else:
-        top["w_gate"], top["b_gate"] = np.zeros_like(top["w_gate"]), np.array([_logit(gate)])
+        top["w_gate"], top["b_gate"] = np.zeros_like(top["w_gate"]), np.array([logit(gate)])
     return [{k: jnp.asarray(np.asarray(v, dtype)) for k, v in p.items()} for p in host]
 
 
@@ -84,12 +79,6 @@ def _both(op: str, x: Any, params: Any, **kwargs: Any) -> tuple[dict[str, np.nda
     with paths.plain_path():
         want = _call(op, x, params, **kwargs)
     return got, want
-
-
-@pytest.fixture
-def x64() -> Iterator[None]:
-    with jax.enable_x64(True):
-        yield
 
 
 # -- values -----------------------------------------------------------------------------

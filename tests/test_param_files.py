@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import random_bits
 
 import rnnspec
 from rnnspec.errors import (
@@ -37,13 +38,6 @@ from rnnspec.errors import (
 from rnnspec.param_files import HEADER, load_numpy_params
 
 SUFFIXES = (".npz", ".safetensors")
-
-
-def random_bits(dtype: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """An array of ``dtype`` whose bytes are random: every kind of float value, NaN payloads included."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.random.default_rng(seed).integers(0, 256, size=int(np.prod(shape)) * itemsize, dtype=np.uint8)
-    return raw.view(dtype).reshape(shape)
 
 
 def signature(array: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import variant_id
 
 tf = pytest.importorskip("tensorflow")
 
@@ -45,11 +46,6 @@ VARIANTS: list[tuple[str, tuple[tuple[str, Any], ...]]] = [
     ("act", (("cell", "indrnn"), ("epsilon", 0.3))),
     ("indrnn_recurrence", (("activation", "tanh"),)),
 ]
-
-
-def variant_id(variant: tuple[str, tuple[tuple[str, Any], ...]]) -> str:
-    op, options = variant
-    return "-".join([op, *(str(v) for _, v in options)])
 
 
 def case_of(op: str, options: tuple[tuple[str, Any], ...] = (), dtype: str = "float64", **changes: Any) -> Case:

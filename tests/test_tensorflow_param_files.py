@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import random_bits
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -20,13 +21,6 @@ from rnnspec.backends.tensorflow import keras as layers  # noqa: E402
 from rnnspec.errors import OptionError, ParamFileMismatchError  # noqa: E402
 
 SUFFIXES = (".npz", ".safetensors")
-
-
-def random_bits(dtype: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """An array of ``dtype`` whose bytes are random: every kind of float value, NaN payloads included."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.random.default_rng(seed).integers(0, 256, size=int(np.prod(shape)) * itemsize, dtype=np.uint8)
-    return raw.view(dtype).reshape(shape)
 
 
 def tf_bits(dtype: str, shape: tuple[int, ...], seed: int) -> Any:

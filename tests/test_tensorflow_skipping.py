@@ -22,12 +22,12 @@ tape watching the inputs they run the training loop. Checked here:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import logit
 
 tf = pytest.importorskip("tensorflow")
 
@@ -47,10 +47,6 @@ LAYERS, HIDDEN, FEATURES, TIME = 2, 4, 3, 12
 MODES = ("eager", "graph", "xla")
 
 
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
-
-
 def _params(op: str, seed: int, rate: str) -> list[dict[str, tf.Tensor]]:
     """Random params; ``rate`` "mixed" gives gates that open and close, "0" and "1" force ``du~`` near 0 and 1."""
     init_options = {"activation": "tanh"} if op == "skip_rnn" else {}
@@ -62,7 +58,7 @@ def _params(op: str, seed: int, rate: str) -> list[dict[str, tf.Tensor]]:
         top["w_gate"] = 0.5 * np.random.default_rng(seed).standard_normal(top["w_gate"].shape)
         top["b_gate"] = np.array([-1.5])
     else:
-        top["w_gate"], top["b_gate"] = np.zeros_like(top["w_gate"]), np.array([_logit(0.999 if rate == "1" else 0.001)])
+        top["w_gate"], top["b_gate"] = np.zeros_like(top["w_gate"]), np.array([logit(0.999 if rate == "1" else 0.001)])
     return [{k: tf.constant(np.asarray(v, np.float64)) for k, v in p.items()} for p in host]
 
 
@@ -297,7 +293,7 @@ def test_keras_predict_skips_and_fit_trains_with_the_training_loop() -> None:
     model = keras.Model(inputs, layer(inputs))
     for weight in layer.weights:  # du~ near 0.3: updates at about every second step
         if weight.path.endswith("b_gate"):
-            weight.assign([_logit(0.3)])
+            weight.assign([logit(0.3)])
     x = np.random.default_rng(0).standard_normal((16, TIME, FEATURES)).astype(np.float32)
     got = model.predict(x, verbose=0)
     assert paths.last_path("skip_gru") == "skipping-recompute"

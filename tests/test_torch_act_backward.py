@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import leaf
 
 torch = pytest.importorskip("torch")
 
@@ -41,16 +42,12 @@ def _inputs(cell: str, with_state: bool, seed: int) -> tuple[np.ndarray, dict[st
     return x, host, state
 
 
-def _leaf(a: np.ndarray) -> Any:
-    return torch.tensor(a, dtype=torch.float64, requires_grad=True)
-
-
 def _run(cell: str, shape: str, *, plain: bool, seed: int = 0) -> tuple[list[Any], Any]:
     lengths, with_state, reverse, epsilon, max_steps = SHAPES[shape]
     x_host, host, state_host = _inputs(cell, with_state, seed)
-    x = _leaf(x_host)
-    p = {k: _leaf(v) for k, v in host.items()}
-    state = None if state_host is None else [{k: _leaf(v) for k, v in s.items()} for s in state_host]
+    x = leaf(x_host)
+    p = {k: leaf(v) for k, v in host.items()}
+    state = None if state_host is None else [{k: leaf(v) for k, v in s.items()} for s in state_host]
     with fused.plain_path() if plain else contextlib.nullcontext():
         result = B.act(
             x,
@@ -87,9 +84,9 @@ def test_the_hand_written_backward_equals_autograd_of_the_loop(cell: str, shape:
 def test_the_hand_written_backward_equals_the_reference(cell: str) -> None:
     lengths, _, reverse, epsilon, max_steps = SHAPES["everything-capped"]
     x_host, host, state_host = _inputs(cell, True, seed=3)
-    x = _leaf(x_host)
-    p = {k: _leaf(v) for k, v in host.items()}
-    state = [{k: _leaf(v) for k, v in s.items()} for s in state_host]
+    x = leaf(x_host)
+    p = {k: leaf(v) for k, v in host.items()}
+    state = [{k: leaf(v) for k, v in s.items()} for s in state_host]
     options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps, "reverse": reverse}
     result = B.act(x, [p], lengths=lengths, initial_state=state, **options)
     assert type(result.state[0]["h"].grad_fn).__name__ == "_ACTFunctionBackward"
@@ -110,9 +107,9 @@ def test_checkpointing_gives_the_same_gradients_and_no_row_valid_passes_the_stat
     x_host, host, state_host = _inputs("gru", True, seed=7)
 
     def grads(every: int | None, lengths: Any) -> list[Any]:
-        x = _leaf(x_host)
-        p = {k: _leaf(v) for k, v in host.items()}
-        state = [{k: _leaf(v) for k, v in s.items()} for s in state_host]
+        x = leaf(x_host)
+        p = {k: leaf(v) for k, v in host.items()}
+        state = [{k: leaf(v) for k, v in s.items()} for s in state_host]
         result = B.act(x, [p], cell="gru", lengths=lengths, initial_state=state, checkpoint_every=every)
         loss = (result.outputs**2).sum() + result.ponder_cost.sum() + result.state[0]["h"].sum()
         return list(torch.autograd.grad(loss, [x, *p.values(), state[0]["h"]], materialize_grads=True))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import variant_id
 
 torch = pytest.importorskip("torch")
 
@@ -50,11 +51,6 @@ SHAPES = [
     ((3, 4), [5, 5, 5], True, True),
     ((4, 4), [0, 0, 0], True, False),
 ]
-
-
-def variant_id(variant: tuple[str, dict[str, Any]]) -> str:
-    op, options = variant
-    return "-".join([op, *(str(v) for v in options.values())])
 
 
 def make_call(

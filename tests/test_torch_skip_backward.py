@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import leaf
 
 torch = pytest.importorskip("torch")
 
@@ -56,17 +57,13 @@ def _inputs(op: str, options: dict[str, Any], layers: int, with_state: bool, see
     return x, host, state
 
 
-def _leaf(a: np.ndarray) -> Any:
-    return torch.tensor(a, dtype=torch.float64, requires_grad=True)
-
-
 def _run(op: str, options: dict[str, Any], shape: str, *, plain: bool, seed: int = 0) -> tuple[list[Any], Any]:
     """The result fields and the gradients of a random weighting of them, from the fast path or the autograd loop."""
     layers, lengths, with_state, reverse = SHAPES[shape]
     x_host, host, state_host = _inputs(op, options, layers, with_state, seed)
-    x = _leaf(x_host)
-    params = [{k: _leaf(v) for k, v in p.items()} for p in host]
-    state = None if state_host is None else [{k: _leaf(v) for k, v in s.items()} for s in state_host]
+    x = leaf(x_host)
+    params = [{k: leaf(v) for k, v in p.items()} for p in host]
+    state = None if state_host is None else [{k: leaf(v) for k, v in s.items()} for s in state_host]
     with fused.plain_path() if plain else contextlib.nullcontext():
         result = getattr(B, op)(x, params, lengths=lengths, initial_state=state, reverse=reverse, **options)
     fields = [result.outputs, *(v for s in result.state for v in s.values()), result.update_gate, result.update_prob]
@@ -96,9 +93,9 @@ def test_the_hand_written_backward_equals_the_reference(variant: tuple[str, dict
     op, options = variant
     layers, lengths, _, reverse = SHAPES["stacked-everything"]
     x_host, host, state_host = _inputs(op, options, layers, True, seed=3)
-    x = _leaf(x_host)
-    params = [{k: _leaf(v) for k, v in p.items()} for p in host]
-    state = [{k: _leaf(v) for k, v in s.items()} for s in state_host or []]
+    x = leaf(x_host)
+    params = [{k: leaf(v) for k, v in p.items()} for p in host]
+    state = [{k: leaf(v) for k, v in s.items()} for s in state_host or []]
     result = getattr(B, op)(x, params, lengths=lengths, initial_state=state, reverse=reverse, **options)
     assert type(result.state[-1]["h"].grad_fn).__name__ == "_SkipFunctionBackward"
     rng = np.random.default_rng(4)
@@ -131,9 +128,9 @@ def test_a_nan_update_prob_gives_the_autograd_loops_nan_positions() -> None:
         x_host, host, state_host = _inputs("skip_gru", {}, 1, True, seed=5)
         assert state_host is not None
         state_host[0]["update_prob"][1, 0] = np.nan
-        x = _leaf(x_host)
-        params = [{k: _leaf(v) for k, v in p.items()} for p in host]
-        state = [{k: _leaf(v) for k, v in s.items()} for s in state_host]
+        x = leaf(x_host)
+        params = [{k: leaf(v) for k, v in p.items()} for p in host]
+        state = [{k: leaf(v) for k, v in s.items()} for s in state_host]
         with fused.plain_path() if plain else contextlib.nullcontext():
             result = B.skip_gru(x, params, initial_state=state)
         loss = result.outputs.sum() + result.update_prob.sum() + sum(v.sum() for v in result.state[0].values())
@@ -149,9 +146,9 @@ def test_a_nan_update_prob_gives_the_autograd_loops_nan_positions() -> None:
 
 def test_the_inputs_are_neither_modified_nor_aliased() -> None:
     x_host, host, state_host = _inputs("skip_lstm", {}, 2, True, seed=6)
-    x = _leaf(x_host)
-    params = [{k: _leaf(v) for k, v in p.items()} for p in host]
-    state = [{k: _leaf(v) for k, v in s.items()} for s in state_host or []]
+    x = leaf(x_host)
+    params = [{k: leaf(v) for k, v in p.items()} for p in host]
+    state = [{k: leaf(v) for k, v in s.items()} for s in state_host or []]
     before = [
         t.detach().clone()
         for t in [x, *(v for p in params for v in p.values()), *(v for s in state for v in s.values())]
