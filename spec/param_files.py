@@ -77,6 +77,7 @@ from .implementation import Implementation
 from .ops import OPS
 from .registry import get_backend, list_backends, loaded_backends
 from .shapes import format_shape
+from .structure import param_layers, type_name
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEADER", "load_numpy_params", "load_params", "save_params"]
 
@@ -199,17 +200,8 @@ def save_params(
 
 
 def _structure(params: Any) -> tuple[list[Mapping[Any, Any]], str]:
-    expected = "a mapping of named arrays, or a non-empty sequence of such mappings (one per layer)"
-    if isinstance(params, Mapping):
-        return [params], "dict"
-    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
-        if len(params) == 0:
-            raise ParameterError("save_params", "params", expected, "an empty sequence")
-        for k, layer in enumerate(params):
-            if not isinstance(layer, Mapping):
-                raise ParameterError("save_params", f"params[{k}]", "a mapping of named arrays", _type_name(layer))
-        return list(params), "layers"
-    raise ParameterError("save_params", "params", expected, _type_name(params))
+    """The layers of ``params``, and how the file records their structure: ``"dict"`` (one layer) or ``"layers"``."""
+    return param_layers("save_params", params), "dict" if isinstance(params, Mapping) else "layers"
 
 
 def _to_host(argument: str, value: Any, chosen: Backend | None) -> tuple[np.ndarray, str]:
@@ -235,7 +227,7 @@ def _to_host(argument: str, value: Any, chosen: Backend | None) -> tuple[np.ndar
 def _implementation_of(argument: str, value: Any, chosen: Backend | None) -> Implementation:
     if chosen is not None:
         if not chosen.implementation.is_array(value):
-            raise DtypeError("save_params", argument, f"an array of backend {chosen.name!r}", _type_name(value))
+            raise DtypeError("save_params", argument, f"an array of backend {chosen.name!r}", type_name(value))
         return chosen.implementation
     for loaded in loaded_backends():
         if loaded.implementation.is_array(value):
@@ -253,7 +245,7 @@ def _implementation_of(argument: str, value: Any, chosen: Backend | None) -> Imp
         "save_params",
         argument,
         "a NumPy array or an array of a backend (name it with backend=)",
-        _type_name(value),
+        type_name(value),
     )
 
 
@@ -827,7 +819,7 @@ def _backend_argument(caller: str, backend: Any) -> Backend | None:
         return backend
     if isinstance(backend, str):
         return get_backend(backend)
-    raise UnknownArgumentError(caller, "backend", "None, a backend's name or an rnnspec.Backend", _type_name(backend))
+    raise UnknownArgumentError(caller, "backend", "None, a backend's name or an rnnspec.Backend", type_name(backend))
 
 
 def _safetensors(action: str, path: str) -> Any:
@@ -839,8 +831,3 @@ def _safetensors(action: str, path: str) -> Any:
             f"{_SAFETENSORS_EXTRA}"
         ) from err
     return safetensors.numpy
-
-
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"

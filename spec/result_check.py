@@ -26,6 +26,7 @@ from .implementation import Implementation
 from .memo import Memo
 from .ops import OPS, OpSpec
 from .shapes import evaluate, solve
+from .structure import type_name
 
 __all__ = ["check_result", "smoke_call"]
 
@@ -36,11 +37,6 @@ _SIZE_WORDS = {"B": "batch", "T": "time"}
 #: it out costs more than a short sequence's kernel, and a model calls an op with the same shapes again and again.
 #: This runs inside compiled models: a :class:`~rnnspec.memo.Memo`, which torch.compile traces through.
 _PLANS: Memo[_Plan] = Memo(limit=4096)
-
-
-def _type_name(value: Any) -> str:
-    cls = type(value)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _known_shape(impl: Implementation, value: Any) -> tuple[int, ...] | None:
@@ -67,7 +63,7 @@ class _Check:
     def array(self, field: str, value: Any, want: tuple[int, ...] | None, sizes: str) -> None:
         shape = "" if want is None else f" of shape {want} {sizes}"
         if not self.impl.is_array(value):
-            raise self.mismatch(field, f"a {self.impl.framework} array{shape}", _type_name(value))
+            raise self.mismatch(field, f"a {self.impl.framework} array{shape}", type_name(value))
         got = _known_shape(self.impl, value)
         if want is not None and got is not None and got != want:
             raise self.mismatch(field, f"an array{shape}", f"shape {got}")
@@ -151,7 +147,7 @@ def check_result(backend: str, op: str, arguments: Mapping[str, Any], result: An
         check.array("result", result, want, sizes)
         return
     if not isinstance(result, cls):
-        raise check.mismatch("result", f"a {cls.__name__} ({', '.join(cls._fields)})", _type_name(result))
+        raise check.mismatch("result", f"a {cls.__name__} ({', '.join(cls._fields)})", type_name(result))
     options = {o.name: arguments.get(o.name, o.default) for o in spec.value_options}
     layers = arguments["params"]
     plan = _plan(spec, impl.shape(arguments["x"]), layers, options, impl)
@@ -160,13 +156,13 @@ def check_result(backend: str, op: str, arguments: Mapping[str, Any], result: An
     count = len(plan.state)
     expected = f"a sequence of {count} layer states (one per layer)"
     if not isinstance(state, Sequence) or isinstance(state, (str, bytes)):
-        raise check.mismatch("result.state", expected, _type_name(state))
+        raise check.mismatch("result.state", expected, type_name(state))
     if len(state) != count:
         raise check.mismatch("result.state", expected, f"a sequence of length {len(state)}")
     for k, (entry, (names, entries)) in enumerate(zip(state, plan.state, strict=True)):
         where = f"result.state[{k}]"
         if not isinstance(entry, Mapping) or set(entry) != set(names):
-            got = f"keys {sorted(entry, key=str)}" if isinstance(entry, Mapping) else _type_name(entry)
+            got = f"keys {sorted(entry, key=str)}" if isinstance(entry, Mapping) else type_name(entry)
             raise check.mismatch(where, f"a mapping with keys {names}", got)
         for name, want, sizes in entries:
             check.array(f"{where}[{name!r}]", entry[name], want, sizes)

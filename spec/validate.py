@@ -20,6 +20,8 @@ from .errors import CallError, DtypeError, LengthsError, OptionError, ParameterE
 from .implementation import Implementation
 from .ops.record import OpSpec, OptionSpec, ParamSpec
 from .shapes import evaluate, format_shape, solve, symbols
+from .structure import param_layers
+from .structure import type_name as _type_name
 
 __all__ = ["CallSizes", "check_call", "check_primitive_call", "check_sequence_call", "checked_call"]
 
@@ -54,11 +56,6 @@ class CallSizes(NamedTuple):
     time: int
     layers: tuple[Mapping[str, int], ...]
     options: Mapping[str, Any]
-
-
-def _type_name(value: Any) -> str:
-    cls = type(value)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _array_kind(impl: Implementation) -> str:
@@ -117,17 +114,7 @@ def _check_options(spec: OpSpec, arguments: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _layers(spec: OpSpec, params: Any) -> list[Mapping[str, Any]]:
-    expected = "a mapping of named arrays, or a non-empty sequence of such mappings (one per layer)"
-    if isinstance(params, Mapping):
-        return [params]
-    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
-        if len(params) == 0:
-            raise ParameterError(spec.name, "params", expected, "an empty sequence")
-        for k, layer in enumerate(params):
-            if not isinstance(layer, Mapping):
-                raise ParameterError(spec.name, f"params[{k}]", "a mapping of named arrays", _type_name(layer))
-        return list(params)
-    raise ParameterError(spec.name, "params", expected, _type_name(params))
+    return param_layers(spec.name, params)
 
 
 #: The sizes solved from a layer's shapes, by op, layer, shapes and options: a model calls an op with the
