@@ -26,6 +26,7 @@ import jax.numpy as jnp  # noqa: E402  (after the skip)
 import rnnspec  # noqa: E402
 from rnnspec.backends.jax import act  # noqa: E402
 from rnnspec.backends.jax.cells import Cell, make_cell  # noqa: E402
+from rnnspec.backends.jax.run import OP_FUNCTIONS  # noqa: E402
 
 #: halting unit q -> inner steps with epsilon = 0.01: ceil(0.99 / q).
 PONDER = {0.995: 1, 0.5: 2, 0.25: 4}
@@ -58,7 +59,7 @@ def _inputs(q: float) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def _act(x: Any, params: Any) -> Any:
-    return act.act(
+    return OP_FUNCTIONS["act"](
         x=x,
         params=params,
         cell="gru",

@@ -34,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402  (after the skip)
 import rnnspec  # noqa: E402
 from rnnspec.backends.jax import paths, skip, skipping  # noqa: E402
 from rnnspec.backends.jax.cells import Cell, make_cell  # noqa: E402
+from rnnspec.backends.jax.run import OP_FUNCTIONS  # noqa: E402
 from rnnspec.conformance.assertions import flatten  # noqa: E402
 
 B = rnnspec.get_backend("jax")
@@ -211,7 +212,7 @@ def _forced(batch: int, time: int, rate: float) -> tuple[Any, Any, list[dict[str
 
 def _run(x: Any, params: Any, state: Any, **options: Any) -> Any:
     """skip_gru under a fresh ``jax.jit``: the backend's jit cache may hold a program traced without the counter."""
-    fn = jax.jit(lambda x, params, state: skip.skip_gru(**_arguments(x, params, state)))
+    fn = jax.jit(lambda x, params, state: OP_FUNCTIONS["skip_gru"](**_arguments(x, params, state)))
     return fn(x, params, state) if not options else jax.jit(_with(options))(x, params, state)
 
 
@@ -220,8 +221,6 @@ def _arguments(x: Any, params: Any, state: Any) -> dict[str, Any]:
 
 
 def _with(options: dict[str, Any]) -> Any:
-    from rnnspec.backends.jax.dispatch import OP_FUNCTIONS
-
     return lambda x, params, state: OP_FUNCTIONS["skip_gru"](**_arguments(x, params, state), **options)
 
 
@@ -256,7 +255,7 @@ def test_every_row_at_every_step_under_reverse_mode(monkeypatch: pytest.MonkeyPa
     """The straight-through gradient reads every candidate: jax.vjp runs the training loop."""
     counter = _Counter(monkeypatch)
     x, params, state = _forced(16, 8, 0.25)
-    result, pullback = jax.vjp(lambda x: skip.skip_gru(**_arguments(x, params, state)), x)
+    result, pullback = jax.vjp(lambda x: OP_FUNCTIONS["skip_gru"](**_arguments(x, params, state)), x)
     jax.effects_barrier()
     assert counter.rows == [16] * 8
     (dx,) = pullback(jax.tree_util.tree_map(jnp.ones_like, result))

@@ -18,7 +18,7 @@ from rnnspec.shapes import evaluate, solve
 from .arrays import ArrayOps
 from .ops import SequenceCall
 
-__all__ = ["LayerFn", "initial_states", "layer_dims", "run_layers", "run_stack", "start_state"]
+__all__ = ["LayerFn", "initial_states", "layer_dims", "run_layers", "run_recurrence", "run_stack", "start_state"]
 
 #: The state entries that start at one rather than zero: Skip RNN's first step always updates.
 _START_AT_ONE = frozenset({"update_prob"})
@@ -112,3 +112,24 @@ def run_layers(
     layers = [make_layer(k, p) for k, p in enumerate(call.params)]
     outputs, state = run_stack(layers, call.x, lengths, initial, call.reverse, ops)
     return SequenceResult(outputs, state)
+
+
+def run_recurrence(
+    scan: Callable[..., tuple[Any, Any]],
+    inputs: Sequence[Any],
+    initial: Any,
+    lengths: Any,
+    reverse: bool,
+    ops: ArrayOps,
+) -> Any:
+    """A primitive recurrence (``linear_recurrence``, ``indrnn_recurrence``): ``scan(*inputs, h0, valid)``
+    over the per-step ``inputs`` (``(batch, time, H)``), from ``initial`` (None: zeros), returning ``h``.
+
+    ``reverse=True`` runs each row's valid prefix backwards, as the sequence ops do.
+    """
+    first = inputs[0]
+    norm = ops.lengths(lengths, first)
+    h0 = ops.filled(first, (int(first.shape[2]),), 0.0) if initial is None else ops.carried(initial)
+    steps = [ops.reverse_valid(a, norm) for a in inputs] if reverse else list(inputs)
+    h, _ = scan(*steps, h0, norm.valid())
+    return ops.reverse_valid(h, norm) if reverse else h

@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnspec.backends.common.state import run_recurrence
+
 from .cells import ACTIVATIONS
 from .paths import on_gpu, plain_forced, record_path
-from .sequence import UNROLL, normalise_lengths, reverse_valid, time_major
+from .sequence import ARRAY_OPS, UNROLL, time_major
 
 __all__ = [
     "ASSOCIATIVE_MIN_TIME",
@@ -199,29 +201,17 @@ def linear_recurrence(
     *, a: jax.Array, b: jax.Array, initial: jax.Array | None, lengths: Any, reverse: bool
 ) -> jax.Array:
     """``h_t = a_t * h_{t-1} + b_t``, ``h`` of shape ``(batch, time, H)``."""
-    batch, time, hidden = a.shape
-    norm = normalise_lengths(lengths, batch, time)
-    h0 = jnp.zeros((batch, hidden), a.dtype) if initial is None else initial
-    if reverse:
-        a, b = reverse_valid(a, norm), reverse_valid(b, norm)
-    h, _ = linear_scan(a, b, h0, norm.valid())
-    return reverse_valid(h, norm) if reverse else h
+    h: jax.Array = run_recurrence(linear_scan, [a, b], initial, lengths, reverse, ARRAY_OPS)
+    return h
 
 
 def indrnn_recurrence(
-    *,
-    pre: jax.Array,
-    u: jax.Array,
-    initial: jax.Array | None,
-    activation: str,
-    lengths: Any,
-    reverse: bool,
+    *, pre: jax.Array, u: jax.Array, initial: jax.Array | None, activation: str, lengths: Any, reverse: bool
 ) -> jax.Array:
     """``h_t = act(pre_t + u * h_{t-1})``, ``h`` of shape ``(batch, time, H)``."""
-    batch, time, hidden = pre.shape
-    norm = normalise_lengths(lengths, batch, time)
-    h0 = jnp.zeros((batch, hidden), pre.dtype) if initial is None else initial
-    if reverse:
-        pre = reverse_valid(pre, norm)
-    h, _ = indrnn_scan(pre, u, h0, activation, norm.valid())
-    return reverse_valid(h, norm) if reverse else h
+
+    def scan(pre: jax.Array, h0: jax.Array, valid: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        return indrnn_scan(pre, u, h0, activation, valid)
+
+    h: jax.Array = run_recurrence(scan, [pre], initial, lengths, reverse, ARRAY_OPS)
+    return h

@@ -7,6 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.autodiff import paired
 from rnnspec.backends.common.state import start_state
 from rnnspec.ops import OPS
 from rnnspec.tree import tree_leaves, tree_map
@@ -33,23 +34,6 @@ def _grads(
         unconnected_gradients=tf.UnconnectedGradients.ZERO,
     )
     return [tf.convert_to_tensor(g) for g in found]  # IndexedSlices (from gathers) made dense
-
-
-def _paired(result: Any, cotangents: Mapping[str, Any]) -> tuple[list[tf.Tensor], list[Any]]:
-    """Result tensors and their cotangents (None where the caller gave none)."""
-    outs, cots = [], []
-    for name, value in result._asdict().items():
-        given = cotangents.get(name)
-        if name == "state":
-            for k, layer in enumerate(value):
-                layer_ct = (given[k] if given is not None else None) or {}
-                for entry, tensor in layer.items():
-                    outs.append(tensor)
-                    cots.append(layer_ct.get(entry))
-        else:
-            outs.append(value)
-            cots.append(given)
-    return outs, cots
 
 
 def _fresh(value: Any) -> tf.Tensor:
@@ -93,7 +77,7 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
         tape.watch(tree_leaves(initial))
         args.update(x=x, params=params, initial_state=initial)
         result = run_op(op, args)
-    outs, cots = _paired(result, cotangents)
+    outs, cots = paired(result, cotangents)
     inputs = [x, *tree_leaves(params), *tree_leaves(initial)]
     found = iter(_grads(tape, outs, cots, inputs))
     d_x = next(found)

@@ -13,9 +13,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from rnnspec.backends.common.state import run_recurrence
+
 from . import linear_gradient
 from .cells import ACTIVATIONS
-from .sequence import dim, normalise_lengths, reverse_valid, scan
+from .sequence import ARRAY_OPS, scan
 
 __all__ = ["indrnn_recurrence", "indrnn_scan", "linear_recurrence", "linear_scan"]
 
@@ -39,38 +41,21 @@ def indrnn_scan(
     return h, final
 
 
-def _start(first: tf.Tensor, initial: tf.Tensor | None) -> tf.Tensor:
-    """``initial``, or zeros ``(batch, H)`` of ``first``'s dtype."""
-    if initial is not None:
-        return tf.convert_to_tensor(initial)
-    return tf.zeros(tf.stack([dim(first, 0), dim(first, 2)]), first.dtype)
-
-
 def linear_recurrence(
     *, a: tf.Tensor, b: tf.Tensor, initial: tf.Tensor | None, lengths: Any, reverse: bool
 ) -> tf.Tensor:
     """``h_t = a_t * h_{t-1} + b_t``, ``h`` of shape ``(batch, time, H)``."""
-    norm = normalise_lengths(lengths, dim(a, 0), dim(a, 1))
-    h0 = _start(a, initial)
-    if reverse:
-        a, b = reverse_valid(a, norm), reverse_valid(b, norm)
-    h, _ = linear_scan(a, b, h0, norm.valid())
-    return reverse_valid(h, norm) if reverse else h
+    h: tf.Tensor = run_recurrence(linear_scan, [a, b], initial, lengths, reverse, ARRAY_OPS)
+    return h
 
 
 def indrnn_recurrence(
-    *,
-    pre: tf.Tensor,
-    u: tf.Tensor,
-    initial: tf.Tensor | None,
-    activation: str,
-    lengths: Any,
-    reverse: bool,
+    *, pre: tf.Tensor, u: tf.Tensor, initial: tf.Tensor | None, activation: str, lengths: Any, reverse: bool
 ) -> tf.Tensor:
     """``h_t = act(pre_t + u * h_{t-1})``, ``h`` of shape ``(batch, time, H)``."""
-    norm = normalise_lengths(lengths, dim(pre, 0), dim(pre, 1))
-    h0 = _start(pre, initial)
-    if reverse:
-        pre = reverse_valid(pre, norm)
-    h, _ = indrnn_scan(pre, u, h0, activation, norm.valid())
-    return reverse_valid(h, norm) if reverse else h
+
+    def scan(pre: tf.Tensor, h0: tf.Tensor, valid: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        return indrnn_scan(pre, u, h0, activation, valid)
+
+    h: tf.Tensor = run_recurrence(scan, [pre], initial, lengths, reverse, ARRAY_OPS)
+    return h

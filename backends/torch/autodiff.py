@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from rnnspec.backends.common.autodiff import paired
 from rnnspec.backends.common.state import start_state
 from rnnspec.ops import OPS
 from rnnspec.tree import tree_leaves, tree_map
@@ -35,24 +36,6 @@ def _grads(outputs: list[torch.Tensor], cotangents: list[Any], inputs: list[torc
         torch.zeros_like(i) if g is None else g.clone() if g.numel() and g.untyped_storage().data_ptr() in given else g
         for g, i in zip(found, inputs, strict=True)
     ]
-
-
-def _paired(result: Any, cotangents: Mapping[str, Any]) -> tuple[list[torch.Tensor], list[Any]]:
-    """Result tensors and their cotangents (None where the caller gave none)."""
-    outs, cots = [], []
-    fields = result._asdict()
-    for name, value in fields.items():
-        given = cotangents.get(name)
-        if name == "state":
-            for k, layer in enumerate(value):
-                layer_ct = (given[k] if given is not None else None) or {}
-                for entry, tensor in layer.items():
-                    outs.append(tensor)
-                    cots.append(layer_ct.get(entry))
-        else:
-            outs.append(value)
-            cots.append(given)
-    return outs, cots
 
 
 def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +72,7 @@ def vjp(op: str, arguments: dict[str, Any], cotangents: Mapping[str, Any]) -> di
             initial = tuple({k: _leaf(v) for k, v in s.items()} for s in args["initial_state"])
         args.update(x=x, params=params, initial_state=initial)
         result = run_op(op, args)
-        outs, cots = _paired(result, cotangents)
+        outs, cots = paired(result, cotangents)
         initial_leaves = tree_leaves(initial)
         inputs = [x, *tree_leaves(params), *initial_leaves]
         found = iter(_grads(outs, cots, inputs))

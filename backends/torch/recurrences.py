@@ -29,12 +29,13 @@ from typing import Any, Literal
 
 import torch
 
+from rnnspec.backends.common.state import run_recurrence
 from rnnspec.errors import BackendError
 
 from . import fused
 from .cells import ACTIVATIONS
 from .recurrence_autograd import indrnn_scan_kernel, linear_scan_kernel
-from .sequence import State, normalise_lengths, reverse_valid, scan
+from .sequence import ARRAY_OPS, State, scan
 
 __all__ = [
     "TRITON_ENV",
@@ -175,29 +176,17 @@ def linear_recurrence(
     *, a: torch.Tensor, b: torch.Tensor, initial: torch.Tensor | None, lengths: Any, reverse: bool
 ) -> torch.Tensor:
     """``h_t = a_t * h_{t-1} + b_t``, ``h`` of shape ``(batch, time, H)``."""
-    batch, time, hidden = a.shape
-    norm = normalise_lengths(lengths, batch, time, a.device)
-    h0 = a.new_zeros((batch, hidden)) if initial is None else initial
-    if reverse:
-        a, b = reverse_valid(a, norm), reverse_valid(b, norm)
-    h, _ = linear_scan(a, b, h0, norm.valid())
-    return reverse_valid(h, norm) if reverse else h
+    h: torch.Tensor = run_recurrence(linear_scan, [a, b], initial, lengths, reverse, ARRAY_OPS)
+    return h
 
 
 def indrnn_recurrence(
-    *,
-    pre: torch.Tensor,
-    u: torch.Tensor,
-    initial: torch.Tensor | None,
-    activation: str,
-    lengths: Any,
-    reverse: bool,
+    *, pre: torch.Tensor, u: torch.Tensor, initial: torch.Tensor | None, activation: str, lengths: Any, reverse: bool
 ) -> torch.Tensor:
     """``h_t = act(pre_t + u * h_{t-1})``, ``h`` of shape ``(batch, time, H)``."""
-    batch, time, hidden = pre.shape
-    norm = normalise_lengths(lengths, batch, time, pre.device)
-    h0 = pre.new_zeros((batch, hidden)) if initial is None else initial
-    if reverse:
-        pre = reverse_valid(pre, norm)
-    h, _ = indrnn_scan(pre, u, h0, activation, norm.valid())
-    return reverse_valid(h, norm) if reverse else h
+
+    def scan(pre: torch.Tensor, h0: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return indrnn_scan(pre, u, h0, activation, valid)
+
+    h: torch.Tensor = run_recurrence(scan, [pre], initial, lengths, reverse, ARRAY_OPS)
+    return h
