@@ -28,20 +28,17 @@ __all__ = ["CLEAR_EPSILON", "TIE_EPSILON", "Case", "CaseSpec", "Decisions", "in_
 #: How a case places the op's discrete decisions (:attr:`CaseSpec.decisions`).
 Decisions = Literal["drawn", "ties", "clear"]
 
-_SKIP_BASE = {"skip_rnn": "rnn", "skip_lstm": "lstm", "skip_gru": "gru"}
-#: The ops whose recurrence may run through a relu (option ``activation``), and so has a kink at 0.
-_RELU_OPS = ("rnn", "skip_rnn", "indrnn", "indrnn_recurrence")
 #: Bias entries that ``bias`` does not shift: the skip gate's and ACT's halting unit, drawn around their thresholds.
 _DECISION_BIASES = ("b_gate", "b_halt")
 #: The values of the skip gate's initial state in a ``ties`` case: exact in every float format, so
 #: ``u~ = cum + min(p, 1 - cum)`` lands on 0.5, and ``p`` on ``1 - cum``, in any correct arithmetic.
 _TIE_PROBS = (0.25, 0.5, 0.75, 1.0)
 _TIE_CUMS = (0.0, 0.25, 0.5)
-#: ACT's epsilon in a ``"ties"`` case: with ``w_halt = 0`` and ``b_halt = 0`` every halting unit is
-#: sigmoid(0) = 1/2, so the first halting sum is exactly ``1 - epsilon``.
-TIE_EPSILON = 0.5
+#: ACT's epsilon in a ``"ties"`` case (its record's hint): with ``w_halt = 0`` and ``b_halt = 0`` every
+#: halting unit is sigmoid(0) = 1/2, so the first halting sum is exactly ``1 - epsilon``.
+TIE_EPSILON: float = (OPS["act"].hints.tie_options or {})["epsilon"]
 #: ACT's epsilon in a ``"clear"`` case: halting units near 0.3 sum to 0.9 and 1.2 around ``1 - epsilon``.
-CLEAR_EPSILON = 0.01
+CLEAR_EPSILON: float = OPS["act"].hints.clear_options["epsilon"]
 #: The skip gate's biases in a ``"clear"`` case: ``du~`` near 0.37 skips every other step (``u~`` near
 #: 0.37, then 0.74), near 0.7 updates at every step.
 _CLEAR_GATE_BIASES = (-0.53, 0.85)
@@ -68,7 +65,8 @@ class CaseSpec:
     options
         The op's keyword options, as ``(name, value)`` pairs.
     window, zoneout
-        qrnn only: the convolution width K, and whether a zoneout mask is passed.
+        For an op whose params use a size its init options fix (qrnn's convolution width K): that
+        size; for an op with array options (qrnn's zoneout mask): whether they are passed.
     scale
         Multiplies the weights: large values drive gates into saturation.
     seed
@@ -128,9 +126,15 @@ class CaseSpec:
 
     def build(self) -> Case:
         """Draw the case's arrays (float64 first, then cast to ``dtype``)."""
-        wanted = {"ties": TIE_EPSILON, "clear": CLEAR_EPSILON}.get(self.decisions)
-        if self.op == "act" and wanted is not None and dict(self.options).get("epsilon") != wanted:
-            raise ValueError(f"a {self.decisions!r} case of act needs the option epsilon={wanted}: {self}")
+        hints = OPS[self.op].hints
+        if hints.decision is not None and self.decisions != "drawn":
+            # The options the decisions' placement assumes (ACT's epsilon); max_steps may vary.
+            wanted = hints.clear_options if self.decisions == "clear" else dict(hints.tie_options or {})
+            options = dict(self.options)
+            for name in hints.clear_options:
+                if options.get(name) != wanted.get(name):
+                    need = f"{name}={wanted.get(name)}"
+                    raise ValueError(f"a {self.decisions!r} case of {self.op} needs the option {need}: {self}")
         rng = np.random.default_rng(self.seed)
         if OPS[self.op].kind == "primitive":
             args, kwargs = self._primitive(rng)
@@ -161,7 +165,10 @@ class CaseSpec:
     @property
     def steps(self) -> int:
         """Cell applications along the longest path, for the tolerance policy."""
-        inner = dict(self.options).get("max_steps", 100) if self.op == "act" else 1
+        inner_steps = OPS[self.op].hints.inner_steps
+        inner = (
+            1 if inner_steps is None else dict(self.options).get(inner_steps, OPS[self.op].option(inner_steps).default)
+        )
         return max(self.time, 1) * self.num_layers * inner
 
     def repro(self, backend: str, *, call: str = "run") -> str:
@@ -180,22 +187,32 @@ class CaseSpec:
         return None if self.lengths is None else np.asarray(self.lengths, dtype=np.int64)
 
     def _primitive(self, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        shape = (self.batch, self.time, self.hidden_size)
+        spec = OPS[self.op]
+        dims = {"B": self.batch, "T": self.time, "H": self.hidden_size}
+        # The optional argument (h_0) first, then the others in order: recurrent weights within the bound.
         initial = rng.standard_normal((self.batch, self.hidden_size)) if self.initial_state else None
         bound = self.recurrent_bound
-        if self.op == "linear_recurrence":
-            args: tuple[Any, ...] = (rng.uniform(-bound, bound, shape), rng.standard_normal(shape), initial)
-        else:
-            pre = rng.standard_normal(shape) * self.scale
-            args = (pre, rng.uniform(-bound, bound, self.hidden_size), initial)
+        drawn: list[Any] = []
+        for p in spec.params:
+            shape = tuple(evaluate(e, dims) for e in p.shape)
+            if not p.required:
+                drawn.append(initial)
+            elif p.name in spec.hints.recurrent:
+                drawn.append(rng.uniform(-bound, bound, shape))
+            else:
+                drawn.append(rng.standard_normal(shape) * (self.scale if p.name in spec.hints.scaled else 1.0))
+        args = tuple(drawn)
         kwargs = {k: v for k, v in self.options}
         kwargs.update(lengths=self._lengths(), reverse=self.reverse)
         return args, kwargs
 
     def _params(self, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+        spec = OPS[self.op]
+        hints = spec.hints
         options = dict(self.options)
         sizes = {"input_size": self.input_size, "hidden_size": self.hidden_size, "seed": int(rng.integers(2**31))}
-        if self.op in _SKIP_BASE:
+        init_sizes = {name: self.window for name in spec.init_sizes.values()}
+        if hints.decision == "skip_gate":
             params = init_params(self.op, num_layers=self.num_layers, dtype="float64", **sizes, **options)
             top = params[-1]
             # A gate that sometimes skips: weights and bias spread around the threshold.
@@ -206,24 +223,15 @@ class CaseSpec:
             elif self.decisions == "clear":  # du~ within about 0.03 of sigmoid(b_gate)
                 top["w_gate"] = top["w_gate"] * 0.02 / (self.hidden_size * self.scale)
                 top["b_gate"] = np.full_like(top["b_gate"], rng.choice(_CLEAR_GATE_BIASES))
-            for layer in params:
-                for name in ("h0", "c0") if "lstm" in self.op else ("h0",):
-                    layer[name] = rng.standard_normal(self.hidden_size) * 0.5
-        elif self.op == "indrnn":
-            params = []
-            for k in range(self.num_layers):
-                inputs = self.input_size if k == 0 else self.hidden_size
-                params.append(
-                    {
-                        "w_ih": rng.standard_normal((self.hidden_size, inputs)) / np.sqrt(inputs),
-                        "b_ih": rng.standard_normal(self.hidden_size) * 0.1,
-                        "u": rng.uniform(-self.recurrent_bound, self.recurrent_bound, self.hidden_size),
-                    }
-                )
+            for k, layer in enumerate(params):  # the trainable initial state (h0, c0), drawn
+                for p in spec.layer_params(top=k == self.num_layers - 1, options=options):
+                    if not p.required:
+                        layer[p.name] = rng.standard_normal(self.hidden_size) * 0.5
+        elif hints.drawn_params:
+            params = [self._drawn_layer(rng, k) for k in range(self.num_layers)]
         else:
-            extra = {"window": self.window} if self.op == "qrnn" else {}
-            params = init_params(self.op, num_layers=self.num_layers, dtype="float64", **sizes, **options, **extra)
-            if self.op == "act":
+            params = init_params(self.op, num_layers=self.num_layers, dtype="float64", **sizes, **options, **init_sizes)
+            if hints.decision == "halting":
                 params[0]["b_halt"] = rng.uniform(-2.0, 1.0, (1,))
         for layer in params:
             for name in layer:
@@ -231,12 +239,37 @@ class CaseSpec:
                     layer[name] = layer[name] * self.scale
                 elif (name.startswith("b_") or name == "b") and name not in _DECISION_BIASES:
                     layer[name] = layer[name] + self.bias
-        if self.op == "act" and self.decisions == "ties":  # every halting unit is sigmoid(0) = 1/2
+        halting = hints.decision == "halting"
+        if halting and self.decisions == "ties":  # every halting unit is sigmoid(0) = 1/2
             params[0]["w_halt"], params[0]["b_halt"] = np.zeros_like(params[0]["w_halt"]), np.zeros((1,))
-        elif self.op == "act" and self.decisions == "clear":  # halting units within about 0.02 of 0.3
+        elif halting and self.decisions == "clear":  # halting units within about 0.02 of 0.3
             params[0]["w_halt"] = params[0]["w_halt"] * 0.01 / (self.hidden_size * self.scale)
             params[0]["b_halt"] = np.full((1,), np.log(0.3 / 0.7))
         return params
+
+    def _drawn_layer(self, rng: np.random.Generator, k: int) -> dict[str, np.ndarray]:
+        """Layer ``k``'s params drawn in the record's order: weights of fan-in scale, biases near 0.1,
+        recurrent weights within the bound."""
+        spec = OPS[self.op]
+        options = dict(self.options)
+        dims = {
+            **spec.fixed_dims(options),
+            "I": self.input_size if k == 0 else self.hidden_size,
+            "H": self.hidden_size,
+            "K": self.window,
+        }
+        layer = {}
+        for p in spec.layer_params(top=k == self.num_layers - 1, options=options):
+            if not p.required:
+                continue
+            shape = tuple(evaluate(e, dims) for e in p.shape)
+            if p.name in spec.hints.recurrent:
+                layer[p.name] = rng.uniform(-self.recurrent_bound, self.recurrent_bound, shape)
+            elif len(shape) >= 2:
+                layer[p.name] = rng.standard_normal(shape) / np.sqrt(int(np.prod(shape[1:])))
+            else:
+                layer[p.name] = rng.standard_normal(shape) * 0.1
+        return layer
 
     def _sequence(self, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
         spec = OPS[self.op]
@@ -252,14 +285,20 @@ class CaseSpec:
                 entries = {}
                 for s in spec.layer_state(top=k == self.num_layers - 1, options=options):
                     shape = (self.batch, *(evaluate(e, dims) for e in s.shape))
-                    if s.name in ("update_prob", "cum_update_prob"):
+                    if spec.hints.decision == "skip_gate" and s.layers == "top":  # the gate's state
                         entries[s.name] = self._gate_state(rng, s.name, shape)
                     else:
                         entries[s.name] = rng.standard_normal(shape) * 0.5
                 state.append(entries)
             kwargs["initial_state"] = tuple(state)
-        if self.op == "qrnn" and self.zoneout:
-            kwargs["zoneout_mask"] = (rng.random((self.batch, self.time, self.hidden_size)) < 0.3).astype(np.float64)
+        if self.zoneout:
+            dims = {"B": self.batch, "T": self.time, "H": self.hidden_size}
+            for opt in spec.array_options:
+                shape = tuple(evaluate(e, dims) for e in opt.shape)
+                if opt.values is None:
+                    kwargs[opt.name] = rng.standard_normal(shape)
+                else:  # the first value (a zoneout mask's 0) at 70%, the last at 30%
+                    kwargs[opt.name] = np.where(rng.random(shape) < 0.3, opt.values[-1], opt.values[0])
         return (x, params), kwargs
 
     def _gate_state(self, rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -271,7 +310,8 @@ class CaseSpec:
         return rng.uniform(0.0, 1.0, shape) if name == "update_prob" else rng.uniform(0.0, 0.45, shape)
 
     def _relu(self) -> bool:
-        return self.op in _RELU_OPS and dict(self.options).get("activation") == "relu"
+        relu = OPS[self.op].hints.relu
+        return relu is not None and dict(self.options).get(relu[0]) == relu[1]
 
     def _relu_ties(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Zero biases, and zero input and initial ``h`` on every even row: there every relu's

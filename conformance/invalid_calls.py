@@ -254,7 +254,7 @@ def draw_base(data: st.DataObject, op: str, *, dtypes: Sequence[str]) -> Case:
         lengths=lengths,
         has_lengths=True,
         initial_state=True,
-        zoneout=op == "qrnn",
+        zoneout=True,  # every array option passed (qrnn's zoneout mask)
         scale=1.0,
     )
     return spec.build()
@@ -375,8 +375,11 @@ def _param_unknown(data: st.DataObject, call: _Call) -> str:
 def _param_misshapen(data: st.DataObject, call: _Call) -> str:
     k, name = _draw_param(data, call)
     a = call.params[k][name]
-    # qrnn's window K is read off w's last axis: any K >= 1 is valid there.
-    axes = [i for i in range(a.ndim) if not (call.spec.op == "qrnn" and name == "w" and i == 2)]
+    # A size only the params fix (qrnn's window K, read off w's last axis) takes any value >= 1 there.
+    spec = OPS[call.spec.op]
+    free = set(spec.init_sizes)
+    layout = {p.name: p for p in spec.layer_params(top=k == len(call.params) - 1, options=dict(call.spec.options))}
+    axes = [i for i, e in enumerate(layout[name].shape) if not symbols(e) & free]
     call.params[k][name] = _draw_resize(data, a, f"params[{k}][{name!r}]", axes=axes)
     return f"params[{k}][{name!r}] of shape {call.params[k][name].shape}"
 
@@ -414,14 +417,18 @@ def _params_container(data: st.DataObject, call: _Call) -> str:
     return str(label)
 
 
-def _act_two_layers(data: st.DataObject, call: _Call) -> None:
-    call.args[1] = [call.params[0], dict(call.params[0])]
+def _too_many_layers(data: st.DataObject, call: _Call) -> str:
+    most = OPS[call.spec.op].max_layers or 1
+    call.args[1] = [call.params[0], *(dict(call.params[0]) for _ in range(most))]
+    return f"{most + 1} layers"
 
 
-def _qrnn_window_zero(data: st.DataObject, call: _Call) -> str:
+def _window_zero(data: st.DataObject, call: _Call) -> str:
     k = _draw_layer(data, call)
-    call.params[k]["w"] = call.params[k]["w"][..., :0]
-    return f"params[{k}]['w'] of shape {call.params[k]['w'].shape}"
+    sizes = sorted(OPS[call.spec.op].init_sizes)
+    size = sizes[0] if len(sizes) == 1 else data.draw(st.sampled_from(sizes), label="size")
+    _sized(call, k, size, 0)  # a size >= 1 that only the params fix (qrnn's window K)
+    return f"params[{k}] with {size} = 0"
 
 
 def _sized(call: _Call, k: int, size: str, value: int) -> None:
@@ -565,32 +572,45 @@ def _positional_and_keyword(data: st.DataObject, call: _Call) -> None:
     call.kwargs[_positional_names(call.spec.op)[0]] = call.args[0]
 
 
-# -- qrnn's zoneout mask -------------------------------------------------------------
+# -- array options (qrnn's zoneout mask) ----------------------------------------------
 
 
-def _mask_shape(data: st.DataObject, call: _Call) -> None:
-    call.kwargs["zoneout_mask"] = _draw_resize(data, call.kwargs["zoneout_mask"], "zoneout_mask")
+def _draw_array_option(data: st.DataObject, call: _Call) -> str:
+    options = OPS[call.spec.op].array_options
+    return str(options[0].name if len(options) == 1 else data.draw(st.sampled_from([o.name for o in options])))
 
 
-def _mask_dtype(data: st.DataObject, call: _Call) -> None:
-    mask = call.kwargs["zoneout_mask"]
+def _mask_shape(data: st.DataObject, call: _Call) -> str:
+    name = _draw_array_option(data, call)
+    call.kwargs[name] = _draw_resize(data, call.kwargs[name], name)
+    return name
+
+
+def _mask_dtype(data: st.DataObject, call: _Call) -> str:
+    name = _draw_array_option(data, call)
+    mask = call.kwargs[name]
     dtype = data.draw(st.sampled_from([_other_float(mask.dtype), np.dtype("int32")]), label="dtype")
-    call.kwargs["zoneout_mask"] = mask.astype(dtype)
+    call.kwargs[name] = mask.astype(dtype)
+    return name
 
 
 def _mask_values(data: st.DataObject, call: _Call) -> str:
-    mask = call.kwargs["zoneout_mask"].copy()
+    options = [o for o in OPS[call.spec.op].array_options if o.values is not None]
+    opt = options[0] if len(options) == 1 else data.draw(st.sampled_from(options), label="array option")
+    mask = call.kwargs[opt.name].copy()
     if mask.size == 0:
         raise NotApplicable("an empty mask (batch or time 0) has no value to break")
-    value = data.draw(st.sampled_from([0.5, 2.0, -1.0, math.nan]), label="value")
+    bad = [v for v in (0.5, 2.0, -1.0, math.nan) if v not in (opt.values or ())]
+    value = data.draw(st.sampled_from(bad), label="value")
     mask.flat[data.draw(st.integers(0, mask.size - 1), label="index")] = value
-    call.kwargs["zoneout_mask"] = mask
-    return repr(value)
+    call.kwargs[opt.name] = mask
+    return f"{opt.name}: {value!r}"
 
 
-def _mask_count(data: st.DataObject, call: _Call) -> None:
-    mask = call.kwargs["zoneout_mask"]
-    call.kwargs["zoneout_mask"] = [mask] * (len(call.params) + 1)
+def _mask_count(data: st.DataObject, call: _Call) -> str:
+    name = _draw_array_option(data, call)
+    call.kwargs[name] = [call.kwargs[name]] * (len(call.params) + 1)
+    return name
 
 
 # -- primitives ----------------------------------------------------------------------
@@ -727,8 +747,24 @@ def _at(cotangents: dict[str, Any], path: tuple[Any, ...]) -> Any:
     return node
 
 
-def _qrnn(op: str) -> bool:
-    return op == "qrnn"
+def _has_array_options(op: str) -> bool:
+    return bool(OPS[op].array_options)
+
+
+def _has_value_restricted_arrays(op: str) -> bool:
+    return any(o.values is not None for o in OPS[op].array_options)
+
+
+def _has_per_layer_arrays(op: str) -> bool:
+    return any(o.per_layer for o in OPS[op].array_options)
+
+
+def _has_free_sizes(op: str) -> bool:
+    return bool(OPS[op].init_sizes)
+
+
+def _stacks_few_layers(op: str) -> bool:
+    return OPS[op].max_layers is not None
 
 
 #: Every breaker, with the error class the spec decides for it.
@@ -744,8 +780,8 @@ BREAKERS: tuple[Breaker, ...] = (
     Breaker("a parameter of another dtype than x", DtypeError, _param_dtype, _is_sequence),
     Breaker("a parameter that is a list", DtypeError, _param_as_list, _is_sequence, worded_by_backend=True),
     Breaker("params that are not mappings", ParameterError, _params_container, _is_sequence, worded_by_backend=True),
-    Breaker("two layers of act", ParameterError, _act_two_layers, lambda op: op == "act"),
-    Breaker("a qrnn window of width 0", ParameterError, _qrnn_window_zero, _qrnn),
+    Breaker("more layers than the op stacks", ParameterError, _too_many_layers, _stacks_few_layers),
+    Breaker("a window of width 0", ParameterError, _window_zero, _has_free_sizes),
     Breaker("a layer of hidden size 0", ParameterError, _hidden_zero, _is_sequence),
     Breaker("x and params of input size 0", ShapeError, _input_zero, _is_sequence),
     Breaker("a negative length", LengthsError, _lengths_negative, native_lengths=True),
@@ -765,10 +801,11 @@ BREAKERS: tuple[Breaker, ...] = (
     Breaker("too many positional arguments", UnknownArgumentError, _too_many_positional),
     Breaker("a required argument left out", UnknownArgumentError, _missing_required),
     Breaker("an argument given by position and by keyword", UnknownArgumentError, _positional_and_keyword),
-    Breaker("a zoneout mask of the wrong shape", ShapeError, _mask_shape, _qrnn),
-    Breaker("a zoneout mask of another dtype than x", DtypeError, _mask_dtype, _qrnn),
-    Breaker("a zoneout mask with values outside {0, 1}", OptionError, _mask_values, _qrnn),
-    Breaker("zoneout masks for another number of layers", ShapeError, _mask_count, _qrnn, worded_by_backend=True),
+    Breaker("an array option of the wrong shape", ShapeError, _mask_shape, _has_array_options),
+    Breaker("an array option of another dtype than x", DtypeError, _mask_dtype, _has_array_options),
+    Breaker("an array option with values outside its set", OptionError, _mask_values, _has_value_restricted_arrays),
+    Breaker("array options for another number of layers", ShapeError, _mask_count, _has_per_layer_arrays,
+            worded_by_backend=True),
     Breaker("a misshapen array argument", ShapeError, _primitive_shape, _is_primitive),
     Breaker("an array argument of another dtype than the first", DtypeError, _primitive_mixed_dtype, _is_primitive),
     Breaker("a cotangent under a misspelt field", UnknownArgumentError, _cotangent_misspelt, reverse_mode=True),

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from rnnspec.ops import OPS
 
-from .cases import CLEAR_EPSILON, TIE_EPSILON, CaseSpec
+from .cases import CaseSpec
 
 __all__ = [
     "LARGE_SIZES",
@@ -54,10 +54,10 @@ class Limits:
     saturating_bias: float = 4.0
 
 
-#: The ops with a recurrent weight whose range :attr:`.CaseSpec.recurrent_bound` sets.
-RECURRENT_BOUND_OPS = ("indrnn", "indrnn_recurrence", "linear_recurrence")
-#: The ops with cell biases that :attr:`.CaseSpec.bias` shifts.
-BIASED_OPS = ("rnn", "lstm", "gru", "skip_rnn", "skip_lstm", "skip_gru", "act", "indrnn", "qrnn")
+#: The ops with a recurrent weight whose range :attr:`.CaseSpec.recurrent_bound` sets (their records' hints).
+RECURRENT_BOUND_OPS = tuple(name for name, spec in OPS.items() if spec.hints.recurrent)
+#: The ops with cell biases that :attr:`.CaseSpec.bias` shifts: the sequence ops (a primitive's are the caller's).
+BIASED_OPS = tuple(name for name, spec in OPS.items() if spec.kind == "sequence")
 
 #: Fixed edges of the parameters' ranges that the values and gradients checks always visit, by name:
 #: recurrent weights up to 2 in magnitude (the recurrence grows, over a short sequence), and biases
@@ -71,11 +71,13 @@ TARGETED_SIZES: dict[str, Any] = {"batch": 4, "input_size": 2, "hidden_size": 3}
 
 
 def option_values(op: str, name: str) -> st.SearchStrategy[Any]:
-    """The values drawn for option ``name`` of ``op``."""
-    if op == "act" and name == "epsilon":
-        return st.sampled_from([0.01, 0.1, 0.3])
-    if op == "act" and name == "max_steps":
-        return st.integers(1, Limits.max_ponder)
+    """The values drawn for option ``name`` of ``op``: its record's hint for an option over a range,
+    else its allowed values."""
+    hint = OPS[op].hints.option_draws.get(name)
+    if isinstance(hint, range):
+        return st.integers(hint.start, hint.stop - 1)
+    if hint is not None:
+        return st.sampled_from(list(hint))
     return st.sampled_from(OPS[op].option(name).allowed)
 
 
@@ -114,9 +116,9 @@ def draw_case(
     short = time <= limits.max_time
     recurrent_bound = draw(
         "recurrent_bound",
-        st.sampled_from([1.0, limits.max_recurrent_bound]) if short and op in RECURRENT_BOUND_OPS else st.just(1.0),
+        st.sampled_from([1.0, limits.max_recurrent_bound]) if short and spec.hints.recurrent else st.just(1.0),
     )
-    bias = draw("bias", st.sampled_from([0.0, limits.saturating_bias]) if op in BIASED_OPS else st.just(0.0))
+    bias = draw("bias", st.sampled_from([0.0, limits.saturating_bias]) if spec.kind == "sequence" else st.just(0.0))
     return CaseSpec(
         op=op,
         dtype=draw("dtype", st.sampled_from(list(dtypes))),
@@ -129,8 +131,8 @@ def draw_case(
         initial_state=draw("initial_state", st.booleans()),
         reverse=draw("reverse", st.booleans()),
         options=tuple(options),
-        window=draw("window", st.integers(1, limits.max_window)) if op == "qrnn" else 1,
-        zoneout=draw("zoneout", st.booleans()) if op == "qrnn" else False,
+        window=draw("window", st.integers(1, limits.max_window)) if spec.init_sizes else 1,
+        zoneout=draw("zoneout", st.booleans()) if spec.array_options else False,
         scale=draw("scale", st.sampled_from([0.5, 1.0, 4.0])),
         seed=draw("seed", st.integers(0, 2**32 - 1)),
         recurrent_bound=recurrent_bound,
@@ -140,15 +142,9 @@ def draw_case(
 
 
 #: The ops with a discrete decision that a ``"ties"`` case puts on its threshold, and the options that
-#: decision needs: the skip gate, ACT's halting, a relu's kink (relu'(0) = 0).
+#: decision needs (their records' hints): the skip gate, ACT's halting, a relu's kink (relu'(0) = 0).
 TIE_OPTIONS: dict[str, dict[str, Any]] = {
-    "skip_rnn": {},
-    "skip_lstm": {},
-    "skip_gru": {},
-    "act": {"epsilon": TIE_EPSILON, "max_steps": 2},  # one step more than the tie needs: > would take it
-    "rnn": {"activation": "relu"},
-    "indrnn": {"activation": "relu"},
-    "indrnn_recurrence": {"activation": "relu"},
+    name: dict(spec.hints.tie_options) for name, spec in OPS.items() if spec.hints.tie_options is not None
 }
 
 
@@ -191,10 +187,11 @@ def large_case(op: str, size: LargeSize, seed: int, *, dtypes: Sequence[str]) ->
     rng = np.random.default_rng([seed, size.batch, size.time])
     options = []
     for opt in spec.value_options:
-        if op == "act" and opt.name == "epsilon":
-            value: Any = CLEAR_EPSILON
-        elif op == "act" and opt.name == "max_steps":
-            value = int(rng.integers(1, Limits.max_ponder + 1))
+        hint = spec.hints.option_draws.get(opt.name)
+        if opt.name in spec.hints.clear_options:
+            value: Any = spec.hints.clear_options[opt.name]
+        elif isinstance(hint, range):
+            value = int(rng.integers(hint.start, hint.stop))
         else:
             value = opt.allowed[int(rng.integers(len(opt.allowed)))]
         options.append((opt.name, value))
@@ -215,8 +212,8 @@ def large_case(op: str, size: LargeSize, seed: int, *, dtypes: Sequence[str]) ->
         initial_state=bool(rng.integers(2)),
         reverse=bool(rng.integers(2)),
         options=tuple(options),
-        window=int(rng.integers(1, Limits.max_window + 1)) if op == "qrnn" else 1,
-        zoneout=bool(rng.integers(2)) if op == "qrnn" else False,
+        window=int(rng.integers(1, Limits.max_window + 1)) if spec.init_sizes else 1,
+        zoneout=bool(rng.integers(2)) if spec.array_options else False,
         seed=seed,
         decisions="clear",
     )

@@ -31,7 +31,7 @@ from rnnspec.backend import Backend
 from rnnspec.ops import OPS
 
 from .assertions import flatten
-from .checks_common import LONG_TIME, SATURATING, SIZES, TANH, context, long_case
+from .checks_common import LONG_TIME, SATURATING, SIZES, context, long_case
 from .strategies import draw_case
 
 pytestmark = pytest.mark.rnnspec_check("edge_cases")
@@ -66,11 +66,14 @@ def test_saturated_gates_give_finite_values_and_gradients(
     rnnspec_backend: Backend, op: str, data: st.DataObject
 ) -> None:
     """Weights of 1e3 to 1e4 times their usual size: every result and gradient is finite."""
-    if op == "linear_recurrence":
-        pytest.skip("linear_recurrence has no gate: its multipliers are the caller's")
-    fixed: dict[str, Any] = {k: v for k, v in TANH.items() if any(o.name == k for o in OPS[op].options)}
-    if op == "act":
-        fixed["cell"] = data.draw(st.sampled_from(["rnn", "lstm", "gru"]), label="cell")
+    saturating = OPS[op].hints.saturating
+    if saturating is None:
+        pytest.skip(f"{op} has no gate: its multipliers are the caller's")
+    # Options pinned (one value: tanh, which saturates) or drawn (ACT's cells but IndRNN's relu).
+    fixed: dict[str, Any] = {k: v for k, (v, *more) in saturating.items() if not more}
+    for name, values in saturating.items():
+        if len(values) > 1:
+            fixed[name] = data.draw(st.sampled_from(list(values)), label=name)
     spec = draw_case(data, op, dtypes=("float32",), **SIZES, **fixed, scale=data.draw(st.sampled_from(SATURATING)))
     case = spec.build()
     with warnings.catch_warnings():
@@ -123,7 +126,7 @@ def test_act_with_a_nan_in_x_halts_that_row_at_once_however_large_max_steps(rnns
     from .checks_common import option_defaults
     from .tolerances import tolerance
 
-    if op != "act":
+    if OPS[op].hints.decision != "halting":
         pytest.skip("halting belongs to act only")
     clean = long_case(op, 3, options=option_defaults(op, max_steps=10**6))  # the second row is 2 steps long
     poisoned = clean.spec.with_(nan_at=(0, 1, 0)).build()

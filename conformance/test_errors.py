@@ -124,8 +124,7 @@ def _array_paths(bad: InvalidCall) -> list[tuple[Any, ...]]:
     paths: list[tuple[Any, ...]] = [("args", 0)]
     paths += [("args", 1, k, name) for k, layer in enumerate(bad.args[1]) for name in layer]
     paths += [("kwargs", "initial_state", k, name) for k, s in enumerate(bad.kwargs["initial_state"]) for name in s]
-    if bad.kwargs.get("zoneout_mask") is not None:
-        paths.append(("kwargs", "zoneout_mask"))
+    paths += [("kwargs", o.name) for o in OPS[bad.op].array_options if bad.kwargs.get(o.name) is not None]
     return paths
 
 
@@ -139,15 +138,16 @@ def test_an_array_of_another_framework_is_refused_naming_the_argument(
     base = draw_base(data, op, dtypes=[d for d in _REQUIRED if d in dtypes_of(rnnspec_backend)])
     bad = InvalidCall(op, "", list(base.args), dict(base.kwargs), DtypeError, worded_by_backend=True)
     paths = _array_paths(bad)
+    array_options = {o.name for o in OPS[op].array_options}
     if framework == "list":  # lists are valid lengths, and a list of masks is qrnn's per-layer form
-        paths = [p for p in paths if p[-1] != "zoneout_mask"]
+        paths = [p for p in paths if p[-1] not in array_options]
     elif framework != "numpy":  # NumPy lengths are every backend's own; another framework's are no one's
         paths.append(("kwargs", "lengths"))
     path = data.draw(st.sampled_from(paths), label="argument from another framework")
     value = bad.at(path)
     if path[-1] == "lengths":
         bad.error = LengthsError
-    elif path[-1] == "zoneout_mask":
+    elif path[-1] in array_options:
         bad.error = ShapeError  # neither the backend's array nor a sequence: the structure is wrong
 
     def foreign_to(backend: Backend) -> Any:

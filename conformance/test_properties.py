@@ -43,9 +43,12 @@ from .tolerances import Tolerance, tolerance
 
 pytestmark = pytest.mark.rnnspec_check("properties")
 
-_SKIP_OPS = ("skip_rnn", "skip_lstm", "skip_gru")
-#: The positions of a primitive's (batch, time, H) array arguments.
-_PRIMITIVE_TIME_ARGS = {"linear_recurrence": (0, 1), "indrnn_recurrence": (0,)}
+#: The positions of a primitive's (batch, time, H) array arguments: its record's per-step arguments.
+_PRIMITIVE_TIME_ARGS = {
+    name: tuple(i for i, p in enumerate(spec.params) if p.name in spec.per_step)
+    for name, spec in OPS.items()
+    if spec.kind == "primitive"
+}
 
 
 # -- rewriting a case's call ------------------------------------------------------
@@ -71,12 +74,14 @@ def _map_time(
     case: Case, fn: Callable[[np.ndarray], np.ndarray], mask_fn: Callable[[np.ndarray], np.ndarray] | None = None
 ) -> Case:
     """Apply ``fn`` to every (batch, time, ...) array of the call: x (a, b / pre), and ``mask_fn``
-    (``fn`` by default) to qrnn's zoneout mask."""
+    (``fn`` by default) to the per-step array options of a set of values (qrnn's zoneout mask)."""
     if _primitive(case):
         return _with(case, args={i: fn(case.args[i]) for i in _PRIMITIVE_TIME_ARGS[case.spec.op]})
+    spec = OPS[case.spec.op]
     changes: dict[str, Any] = {}
-    if case.kwargs.get("zoneout_mask") is not None:
-        changes["zoneout_mask"] = tree_map(mask_fn or fn, case.kwargs["zoneout_mask"])
+    for opt in spec.array_options:
+        if opt.name in spec.per_step and case.kwargs.get(opt.name) is not None:
+            changes[opt.name] = tree_map(mask_fn or fn if opt.values is not None else fn, case.kwargs[opt.name])
     return _with(case, args={0: fn(case.args[0])}, **changes)
 
 
@@ -304,15 +309,15 @@ def _stack_rows(rows: list[Any]) -> Any:
 @given(data=st.data())
 def test_skip_with_open_gate_equals_base_op(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
     """skip_<base> with the gate forced open (b_gate = +50) equals <base>, and updates at every step."""
-    if op not in _SKIP_OPS:
+    base_op = OPS[op].base
+    if base_op is None or OPS[op].hints.decision != "skip_gate":
         pytest.skip("the open-gate identity applies to skip_rnn, skip_lstm and skip_gru only")
-    base_op = op.removeprefix("skip_")
     if base_op not in rnnspec_backend.ops:
         pytest.skip(f"backend {rnnspec_backend.name!r} does not implement {base_op!r}, the base op of {op!r}")
     spec = draw_case(data, op, dtypes=dtypes_of(rnnspec_backend))
     case = spec.build()
     x, params = case.args
-    names = ("h", "c") if base_op == "lstm" else ("h",)
+    names = tuple(s.name for s in OPS[base_op].state)
     # b_gate = +50 opens the gate; w_gate = 0 keeps it open whatever the candidate (a relu
     # candidate grows without bound, and w_gate . g alone could close it).
     params = [dict(p) for p in params]
@@ -366,7 +371,7 @@ def test_skip_with_open_gate_equals_base_op(rnnspec_backend: Backend, op: str, d
 @given(data=st.data())
 def test_act_ponder_fields(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
     """1 <= N(t) <= max_steps (an integer), epsilon < R(t) <= 1, cost = N + R; all zero past lengths."""
-    if op != "act":
+    if OPS[op].hints.decision != "halting":
         pytest.skip("the ponder fields belong to act only")
     spec = draw_case(data, op, dtypes=dtypes_of(rnnspec_backend))
     case = spec.build()

@@ -32,13 +32,12 @@ from rnnspec.results import SkipResult
 from rnnspec.tree import tree_leaves
 
 from .assertions import assert_tree_close, flatten
-from .cases import CLEAR_EPSILON, Case
+from .cases import Case
 from .checks_common import (
     HALF_SIZES,
     LONG_TIME,
     SATURATING,
     SIZES,
-    TANH,
     assert_values_match_the_reference,
     context,
     dtypes_of,
@@ -113,8 +112,9 @@ def test_parameters_at_the_edges_of_their_range_equal_the_reference(
 def test_ten_thousand_steps_equal_the_reference_in_float64(rnnspec_backend: Backend, op: str) -> None:
     """float64 over T = 10,000, with the decisions kept clear of their thresholds: the reference's values."""
     fields: dict[str, Any] = {"decisions": "clear"}
-    if op == "act":
-        fields["options"] = option_defaults(op, max_steps=2, epsilon=CLEAR_EPSILON)
+    clear = OPS[op].hints.clear_options  # the options the clear decisions assume (ACT's epsilon)
+    if clear:
+        fields["options"] = option_defaults(op, max_steps=2, **clear)
     case = long_case(op, LONG_TIME, "float64", **fields)
     where = context(rnnspec_backend, case)
     assert wide_margin(case), f"the suite's clear decisions came within a margin of a threshold\n{where}"
@@ -125,9 +125,10 @@ def test_ten_thousand_steps_equal_the_reference_in_float64(rnnspec_backend: Back
 def test_saturated_gates_equal_the_reference_in_float64(rnnspec_backend: Backend, op: str, data: st.DataObject) -> None:
     """Weights of 1e3 to 1e4 times their usual size, in float64 (where no pre-activation loses its small
     part to rounding): the reference's values."""
-    if op == "linear_recurrence":
-        pytest.skip("linear_recurrence has no gate: its multipliers are the caller's")
-    fixed: dict[str, Any] = {k: v for k, v in TANH.items() if any(o.name == k for o in OPS[op].options)}
+    saturating = OPS[op].hints.saturating
+    if saturating is None:
+        pytest.skip(f"{op} has no gate: its multipliers are the caller's")
+    fixed: dict[str, Any] = {k: v for k, (v, *more) in saturating.items() if not more}
     scale = data.draw(st.sampled_from(SATURATING), label="scale")
     case = draw_case(data, op, dtypes=("float64",), **SIZES, **fixed, scale=scale).build()
     assume(wide_margin(case))
