@@ -22,7 +22,8 @@ from .errors import DtypeError, ShapeError, UnknownArgumentError
 from .implementation import Implementation
 from .ops.record import FLOAT_DTYPES, OpSpec
 from .shapes import evaluate
-from .validate import CallSizes, _check_array, _type_name
+from .structure import type_name
+from .validate import CallSizes, _check_array
 
 __all__ = ["check_cotangents", "cotangent_shapes"]
 
@@ -100,7 +101,7 @@ def check_cotangents(spec: OpSpec, cotangents: Any, sizes: CallSizes, impl: Impl
     fields = list(shapes)
     if not isinstance(cotangents, Mapping):
         expected = f"a mapping from the result's fields {fields} to arrays"
-        raise ShapeError(op, "cotangents", expected, _type_name(cotangents))
+        raise ShapeError(op, "cotangents", expected, type_name(cotangents))
     read: dict[str, Any] = {}
     for field, value in cotangents.items():
         if field not in shapes:
@@ -129,7 +130,7 @@ def _check_state(
         value = (value,)
     expected = f"a sequence of {n} mapping(s), one per layer (as the result's state)"
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
-        raise ShapeError(op, "cotangents['state']", expected, _type_name(value))
+        raise ShapeError(op, "cotangents['state']", expected, type_name(value))
     if len(value) != n:
         raise ShapeError(op, "cotangents['state']", expected, f"a sequence of length {len(value)}")
     layers: list[dict[str, Any]] = []
@@ -139,7 +140,7 @@ def _check_state(
             layers.append({})
             continue
         if not isinstance(entries, Mapping):
-            raise ShapeError(op, where, f"a mapping of the layer's state entries {list(want)}", _type_name(entries))
+            raise ShapeError(op, where, f"a mapping of the layer's state entries {list(want)}", type_name(entries))
         symbols = {s.name: ", ".join(("batch", *s.shape)) for s in spec.layer_state(top=k == n - 1, options=options)}
         layer: dict[str, Any] = {}
         for name, array in entries.items():
