@@ -8,3 +8,5 @@ The modules ``torch_paths``, ``torch_recurrences``, ``torch_skip_inference``,
 ``tensorflow_paths`` and ``jax_recurrences`` are the earlier, finer-grained scripts behind the
 backends' path choices, runnable on their own (``python -m rnnspec.bench.torch_paths``).
 """
+
+__all__: list[str] = []

@@ -38,6 +38,8 @@ from .rows import BEST_BACKEND, Row, compare, shape_text
 from .sizes import Shape, Sizes
 from .timing import alternate
 
+__all__ = ["SECTIONS", "act", "classic", "python_loops", "recurrences", "skip"]
+
 #: The skip gate's du~ that gives each update rate (see the module docstring).
 RATES = {1.0: 0.5, 0.5: 0.3, 0.25: 0.13}
 #: act's halting unit at every inner step, by the ponder steps it gives with epsilon = 0.01.

@@ -33,6 +33,8 @@ from .rows import Row
 from .system import machine
 from .timing import CLOCKS
 
+__all__ = ["main", "memory_rows", "run_backend"]
+
 BACKENDS = ("torch", "jax", "tensorflow")
 #: The pseudo-section of the memory measurements (:mod:`rnnspec.bench.memory`, when present).
 MEMORY = "memory"

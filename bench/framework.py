@@ -19,6 +19,8 @@ import numpy as np
 
 import rnnspec
 
+__all__ = ["ADAPTERS", "Framework", "leaves", "load"]
+
 #: The adapter module of each framework backend.
 ADAPTERS = {"torch": "fw_torch", "jax": "fw_jax", "tensorflow": "fw_tensorflow"}
 

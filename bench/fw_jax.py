@@ -11,6 +11,8 @@ import numpy as np
 
 from .framework import Framework
 
+__all__ = ["Adapter"]
+
 
 class Adapter(Framework):
     """jax: ``jax.jit`` when compiled, ``jax.grad`` for the backward pass, arrays on the default device."""

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from .framework import Framework, leaves
 
+__all__ = ["Adapter"]
+
 
 class Adapter(Framework):
     """tensorflow: ``tf.function(jit_compile=True)`` when compiled, ``tf.GradientTape`` for the backward pass."""

@@ -10,6 +10,8 @@ import torch
 
 from .framework import Framework, leaves
 
+__all__ = ["Adapter"]
+
 
 def _as_leaf(t: Any) -> Any:
     # A tensor that already requires grad (an nn.Module's parameter) stays: the module reads it.

@@ -14,6 +14,8 @@ from typing import Any
 
 from .framework import Framework
 
+__all__ = ["linear_recurrence", "qrnn_fo"]
+
 
 def linear_recurrence(fw: Framework, a: Any, b: Any) -> Any:
     """``h`` ``(B, T, H)`` of the linear recurrence from zero, in log space (``a``, ``b`` > 0)."""

@@ -9,6 +9,8 @@ from typing import Any
 
 from .rows import Row
 
+__all__ = ["plot"]
+
 #: Bar colour by verdict: met, missed, no target.
 COLOURS = {True: "tab:green", False: "tab:red", None: "tab:gray"}
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from .framework import Framework
 
+__all__ = ["Params", "act", "floor_arrays", "indrnn", "matmul_floor", "skip_cell"]
+
 Params = Sequence[Mapping[str, Any]]
 
 

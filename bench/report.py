@@ -13,6 +13,8 @@ from typing import Any
 
 from .rows import BEST_BACKEND, Row
 
+__all__ = ["main", "markdown", "summary", "targets_table", "write"]
+
 #: The lines of a section's traceback that the markdown shows.
 _ERROR_LINES = 8
 _COLUMNS = ("backend", "case", "shape", "mode", "rnnspec", "baseline", "ratio", "target", "note")

@@ -6,6 +6,8 @@ from typing import TypedDict
 
 from .timing import Timing
 
+__all__ = ["BEST_BACKEND", "Row", "compare", "shape_text"]
+
 #: In a target's words: the target is asked of the best backend, not of each (the summary judges it so).
 BEST_BACKEND = "in the best backend"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+__all__ = ["FULL", "QUICK", "Shape", "Sizes", "sizes"]
+
 Shape = tuple[int, int, int]  # (batch, time, hidden); inputs have hidden features too
 
 

@@ -12,6 +12,8 @@ import numpy as np
 
 import rnnspec
 
+__all__ = ["machine"]
+
 
 def _cpu_model() -> str:
     try:

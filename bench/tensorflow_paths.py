@@ -33,6 +33,8 @@ import tensorflow as tf
 import rnnspec
 from rnnspec.convert import from_keras
 
+__all__ = ["bench_case", "main"]
+
 #: The Keras layer each path is compared with, by the kind of path.
 _BASELINE = {"eager": "keras eager", "graph": "keras tf.function", "xla": "keras jit_compile"}
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+__all__ = ["CLOCKS", "Timing", "alternate", "use_clock"]
+
 
 @dataclass(frozen=True)
 class Timing:

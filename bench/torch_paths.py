@@ -26,6 +26,8 @@ import rnnspec
 from rnnspec.backends.torch import fused
 from rnnspec.convert import from_torch
 
+__all__ = ["bench_case", "main"]
+
 
 def _timer(device: str) -> Callable[[Callable[[], object]], float]:
     def run(fn: Callable[[], object]) -> float:

@@ -50,6 +50,8 @@ import torch
 from rnnspec.backends.torch import fused, recurrence_loops
 from rnnspec.backends.torch.recurrences import indrnn_scan, linear_scan
 
+__all__ = ["main"]
+
 SHAPES = ((16, 512, 256), (4, 1000, 256), (1, 2000, 64))
 #: (steps, batch, H) of the sweep: widths batch * H from 64 to 16384.
 SWEEP = tuple(

@@ -34,6 +34,8 @@ import torch
 import rnnspec
 from rnnspec.backends.torch import fused
 
+__all__ = ["main"]
+
 #: The skip_gru update rates and the du~ that gives each (see the module docstring).
 RATES = {1.0: 0.5, 0.5: 0.3, 0.25: 0.13}
 #: The act halting unit of every inner step, by the steps each gives with epsilon = 0.01 (None: varied by row).

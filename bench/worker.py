@@ -21,6 +21,8 @@ from .framework import load
 from .sizes import sizes
 from .timing import CLOCKS, use_clock
 
+__all__ = ["main", "run"]
+
 
 def run(
     backend: str, device: str, quick: bool, sections: list[str], repeats: int | None = None, clock: str = "wall"
