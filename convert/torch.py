@@ -15,7 +15,7 @@ import numpy as np
 
 from rnnspec.errors import OptionError, ParameterError
 
-__all__ = ["from_torch", "to_torch"]
+__all__ = ["from_torch", "module_op", "to_torch"]
 
 _MODES = {"RNN_TANH": "rnn", "RNN_RELU": "rnn", "LSTM": "lstm", "GRU": "gru"}
 _CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -27,6 +27,24 @@ def _to_numpy(tensor: Any) -> np.ndarray:
     if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
         t = t.float()  # NumPy has no bfloat16; float32 holds both exactly
     return np.array(t.numpy())  # a copy, never a view of the module's storage
+
+
+def module_op(module: Any) -> tuple[str, dict[str, Any]]:
+    """The op of a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` and the options it runs with.
+
+    ``rnn`` with ``activation=module.nonlinearity``, ``lstm``, or ``gru`` (torch's resets after the matmul,
+    ``reset_after=True``, the op's default).
+
+    Raises
+    ------
+    ParameterError
+        ``module`` is none of them.
+    """
+    mode = getattr(module, "mode", None)
+    if mode not in _MODES:
+        raise ParameterError("from_torch", "module", "a torch.nn.RNN, LSTM or GRU", type(module).__name__)
+    op = _MODES[mode]
+    return op, ({"activation": module.nonlinearity} if op == "rnn" else {})
 
 
 def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, np.ndarray]]:
@@ -59,9 +77,7 @@ def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, n
         direction of a stacked bidirectional module (whose upper layers read
         both directions).
     """
-    mode = getattr(module, "mode", None)
-    if mode not in _MODES:
-        raise ParameterError("from_torch", "module", "a torch.nn.RNN, LSTM or GRU", type(module).__name__)
+    module_op(module)
     if getattr(module, "proj_size", 0):
         raise ParameterError("from_torch", "module", "an LSTM with proj_size=0", f"proj_size={module.proj_size}")
     bidirectional = bool(module.bidirectional)
@@ -108,6 +124,7 @@ def to_torch(
     activation: str = "tanh",
     reset_after: bool = True,
     batch_first: bool = True,
+    bias: bool = True,
 ) -> Any:
     """A ``torch.nn.RNN``/``LSTM``/``GRU`` holding canonical ``params``.
 
@@ -124,6 +141,15 @@ def to_torch(
         For ``gru``: torch implements only ``True``; ``False`` raises.
     batch_first
         Passed to the module (rnnspec's own ops are always batch-first).
+    bias
+        False: a module without biases (``bias=False``), for params whose biases are all zero.
+
+    Raises
+    ------
+    OptionError
+        Another op, or options torch cannot express.
+    ParameterError
+        A missing key or a misshapen array; with ``bias=False``, a bias that is not zero.
     """
     import torch
 
@@ -141,6 +167,12 @@ def to_torch(
             raise ParameterError(
                 "to_torch", f"params[{k}]", "keys ['b_hh', 'b_ih', 'w_hh', 'w_ih']", f"missing {missing}"
             )
+    names = _NAMES if bias else _NAMES[:2]
+    for k, layer in enumerate(arrays):
+        for ours, _ in _NAMES[len(names) :]:
+            if np.any(layer[ours]):
+                expected = "zeros (a module without biases cannot hold others)"
+                raise ParameterError("to_torch", f"params[{k}][{ours!r}]", expected, "a non-zero bias")
     first = arrays[0]
     kwargs: dict[str, Any] = {}
     if op == "rnn":
@@ -150,14 +182,14 @@ def to_torch(
         input_size=first["w_ih"].shape[1],
         hidden_size=first["w_hh"].shape[1],
         num_layers=len(arrays),
-        bias=True,
+        bias=bias,
         batch_first=batch_first,
         dtype=dtype,
         **kwargs,
     )
     with torch.no_grad():
         for k, layer in enumerate(arrays):
-            for ours, theirs in _NAMES:
+            for ours, theirs in names:
                 target = getattr(module, f"{theirs}_l{k}")
                 if tuple(target.shape) != layer[ours].shape:
                     raise ParameterError(

@@ -49,102 +49,72 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnspec.backends.layers import (
-    CELL_BIASES,
-    TIME_FIELDS,
-    ParamFiles,
-    check_checkpoint_every,
-    check_layer_input,
-    layer_backend,
-)
-from rnnspec.errors import CallError, DtypeError, OptionError, ParameterError
-from rnnspec.init import init_params
+from rnnspec.backends.common.layers import ParamSlots, SizedLayer
+from rnnspec.errors import DtypeError, OptionError
+from rnnspec.ops import OPS
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
 
-class _Layer(nn.Module):  # type: ignore[misc,unused-ignore]
+class _Layer(ParamSlots, nn.Module):  # type: ignore[misc,unused-ignore]
     """The parameters (and, with ``bias=False``, the zero bias buffers) of one layer of the stack."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, arrays: Mapping[str, np.ndarray], left_out: frozenset[str], device: Any, dtype: Any) -> None:
         super().__init__()
-        self.names = tuple(names)
+        kept = self.hold(arrays, left_out)
+        for key, shape in self.shapes:
+            if key in kept:
+                self.register_parameter(key, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+            else:  # follows .to()/.double(), receives no gradient, stays out of state_dict
+                self.register_buffer(key, torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The layer's arrays by the spec's names, in the spec's order (the live parameters)."""
-        return {name: getattr(self, name) for name in self.names}
+        return {name: getattr(self, name) for name, _ in self.shapes}
 
 
-class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
-    """A stack of an rnnspec op's layers as a torch module; subclasses fix the op."""
+class _SpecModule(SizedLayer, nn.Module):  # type: ignore[misc,unused-ignore]
+    """A stack of an rnnspec op's layers as a torch module; subclasses fix the op.
 
-    #: The op of the spec.
-    op: ClassVar[str]
-    #: The backend whose op the layer calls.
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers, bias, batch_first
+        I, H, the depth of the stack, whether the cell biases are trained, the layout of ``x``.
+    checkpoint_every
+        None, or the segment length K of gradient checkpointing.
+    device, dtype
+        Where the parameters live and their dtype (torch's default dtype if None).
+    **options
+        The op's options, listed by each layer.
+    """
+
     backend_name: ClassVar[str] = "torch"
-    #: The options of ``init_params`` only (they shape or initialise params, the op never sees them).
-    init_option_names: ClassVar[tuple[str, ...]] = ()
+    common_parameters: ClassVar[str] = """\
+input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device, dtype
+    As :mod:`rnnspec.backends.torch.nn` says."""
 
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
-        num_layers: int,
-        bias: bool,
-        batch_first: bool,
-        options: Mapping[str, Any],
-        init_options: Mapping[str, Any],
-        device: Any,
-        dtype: Any,
-        checkpoint_every: int | None,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        *,
+        checkpoint_every: int | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        for flag, value in (("bias", bias), ("batch_first", batch_first)):
-            if not isinstance(value, bool):
-                raise OptionError(name, flag, "True or False", repr(value))
-        self.checkpoint_every = check_checkpoint_every(name, self.op, checkpoint_every)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.options = dict(options)
-        self.init_options = dict(init_options)
-        # init_params checks the sizes and every option, naming the argument; re-raised under the layer's name.
-        arrays = self._draw(seed=0)
+        arrays = self._configure_sizes(
+            input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, options
+        )
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        self.layers = nn.ModuleList()
-        for layer_arrays in arrays:
-            layer = _Layer(tuple(layer_arrays))
-            for key, array in layer_arrays.items():
-                tensor = torch.empty(array.shape, device=device, dtype=dtype)
-                if self._frozen(key):
-                    layer.register_buffer(key, tensor, persistent=False)
-                else:
-                    layer.register_parameter(key, nn.Parameter(tensor))
-            self.layers.append(layer)
+        self.layers = nn.ModuleList([_Layer(layer, self.left_out, device, dtype) for layer in arrays])
         self.reset_parameters()
 
     # -- parameters -----------------------------------------------------------------
-
-    def _frozen(self, key: str) -> bool:
-        return not self.bias and key in CELL_BIASES
-
-    def _draw(self, seed: int) -> list[dict[str, np.ndarray]]:
-        try:
-            return init_params(
-                self.op,
-                input_size=self.input_size,
-                hidden_size=self.hidden_size,
-                num_layers=self.num_layers,
-                seed=seed,
-                dtype="float64",
-                **self.options,
-                **self.init_options,
-            )
-        except CallError as err:
-            raise type(err)(type(self).__name__, err.argument, err.expected, err.actual) from None
 
     def reset_parameters(self) -> None:
         """Fill the parameters from :func:`rnnspec.init_params` (the op's paper init).
@@ -153,50 +123,28 @@ class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
         makes it reproducible. With ``bias=False`` the cell biases stay zero.
         """
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        self.load_canonical(self._draw(seed))
-
-    def load_canonical(self, params: Sequence[Mapping[str, Any]]) -> None:
-        """Copy canonical params (one mapping per layer, NumPy arrays or tensors) into the layer.
-
-        With ``bias=False`` the cell biases stay zero whatever ``params`` holds.
-        """
-        if len(params) != len(self.layers):
-            raise ParameterError(type(self).__name__, "params", f"{len(self.layers)} layers", f"{len(params)} layers")
-        with torch.no_grad():
-            for k, (layer, values) in enumerate(zip(self._stack(), params, strict=True)):
-                for key, target in layer.tensors().items():
-                    if key not in values:
-                        raise ParameterError(
-                            type(self).__name__, f"params[{k}]", f"a key {key!r}", repr(sorted(values))
-                        )
-                    if self._frozen(key):
-                        target.zero_()
-                        continue
-                    value = torch.as_tensor(
-                        np.asarray(values[key]) if not torch.is_tensor(values[key]) else values[key]
-                    )
-                    if tuple(value.shape) != tuple(target.shape):
-                        raise ParameterError(
-                            type(self).__name__,
-                            f"params[{k}][{key!r}]",
-                            f"shape {tuple(target.shape)}",
-                            f"shape {tuple(value.shape)}",
-                        )
-                    target.copy_(value)
+        self.load_canonical(self._draw(seed=seed))
 
     def canonical_params(self) -> list[dict[str, torch.Tensor]]:
         """The params as the op takes them: one dict per layer of the live tensors (autograd reaches them)."""
-        return [layer.tensors() for layer in self._stack()]
+        return [layer.tensors() for layer in self._layer_slots()]
 
-    def _stack(self) -> list[_Layer]:
+    def _layer_slots(self) -> list[_Layer]:
         return [cast(_Layer, layer) for layer in self.layers]
 
-    def numpy_params(self) -> list[dict[str, np.ndarray]]:
-        """A copy of the params as NumPy arrays (float32 for half-precision layers)."""
-        out = []
-        for layer in self.canonical_params():
-            out.append({k: _to_numpy(v) for k, v in layer.items()})
-        return out
+    def _as_array(self, k: int, key: str, value: Any) -> torch.Tensor:
+        return torch.as_tensor(value if torch.is_tensor(value) else np.asarray(value))
+
+    def _set_param(self, k: int, key: str, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            getattr(self.layers[k], key).copy_(value)
+
+    @staticmethod
+    def _to_numpy(value: torch.Tensor) -> np.ndarray:
+        t = value.detach().cpu()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        return np.array(t.numpy())
 
     # -- forward --------------------------------------------------------------------
 
@@ -206,93 +154,35 @@ class _SpecModule(ParamFiles, nn.Module):  # type: ignore[misc,unused-ignore]
         initial_state: Sequence[Mapping[str, torch.Tensor]] | None = None,
         lengths: Any = None,
         reverse: bool = False,
+        **arrays: Any,
     ) -> Any:
         """Run the op over ``x`` (``(batch, time, input_size)``, or time-major without ``batch_first``).
 
+        ``arrays`` are the op's per-step options (qrnn's ``zoneout_mask``), laid out as ``x``.
         Returns the op's result (``SequenceResult``, ``SkipResult`` or ``ACTResult``).
         """
-        return self._run(x, initial_state, lengths, reverse, {})
+        return self._call_op(x, initial_state, lengths, reverse, arrays)
 
-    def _run(
-        self,
-        x: Any,  # a torch.Tensor, checked: callers pass NumPy arrays too
-        initial_state: Sequence[Mapping[str, torch.Tensor]] | None,
-        lengths: Any,
-        reverse: bool,
-        arrays: Mapping[str, Any],
-    ) -> Any:
+    def _prepare_call(self, x: Any, initial_state: Any, arrays: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
         if not isinstance(x, torch.Tensor):
             # Refused here, before the layout is changed: NumPy's transpose(0, 1) would fail with its own error.
             expected = "a torch.Tensor (torch.from_numpy(x) for a NumPy array)"
             raise DtypeError(f"{type(self).__name__} layer", "x", expected, type(x).__name__, backend=self.backend_name)
-        params = self.canonical_params()
-        dtype = str(next(iter(params[0].values())).dtype).removeprefix("torch.")
-        check_layer_input(
-            f"{type(self).__name__} layer",
-            x,
-            input_size=self.input_size,
-            dtype=dtype,
-            backend=self.backend_name,
-            batch_first=self.batch_first,
-        )
-        if not self.batch_first:
-            x = x.transpose(0, 1)
-            arrays = {k: _transpose_arrays(v) for k, v in arrays.items()}
-        method = getattr(layer_backend(self.backend_name), self.op)
-        result = method(
-            x,
-            params,
-            **self.options,
-            **arrays,
-            lengths=lengths,
-            initial_state=initial_state,
-            reverse=reverse,
-            checkpoint_every=self.checkpoint_every,
-        )
-        if self.batch_first:
-            return result
-        return result._replace(**{f: getattr(result, f).transpose(0, 1) for f in TIME_FIELDS if f in result._fields})
+        return x, initial_state, arrays
+
+    @staticmethod
+    def _swap(a: Any) -> Any:
+        return a.transpose(0, 1)
 
     def extra_repr(self) -> str:
-        parts = [f"{self.input_size}", f"{self.hidden_size}"]
-        if self.num_layers != 1:
-            parts.append(f"num_layers={self.num_layers}")
-        if not self.bias:
-            parts.append("bias=False")
-        if not self.batch_first:
-            parts.append("batch_first=False")
-        parts += [f"{k}={v!r}" for k, v in {**self.options, **self.init_options}.items()]
-        if self.checkpoint_every is not None:
-            parts.append(f"checkpoint_every={self.checkpoint_every}")
-        return ", ".join(parts)
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    return np.array(t.numpy())
-
-
-def _transpose_arrays(value: Any) -> Any:
-    if value is None:
-        return None
-    if torch.is_tensor(value):
-        return value.transpose(0, 1)
-    return [v.transpose(0, 1) for v in value]
+        return self.describe()
 
 
 # -- the classic cells, with torch interop ----------------------------------------
 
 
 class _Classic(_SpecModule):
-    """rnn, lstm and gru: convertible from and to ``torch.nn.RNN``/``LSTM``/``GRU``."""
-
-    torch_class: ClassVar[str]
-
-    @classmethod
-    def _torch_kwargs(cls, module: Any) -> dict[str, Any]:
-        return {}
+    """rnn, lstm and gru: convertible from and to ``torch.nn.RNN``/``LSTM``/``GRU`` (of the layer's name)."""
 
     @classmethod
     def from_torch(cls, module: Any) -> Any:
@@ -303,10 +193,12 @@ class _Classic(_SpecModule):
         :class:`rnnspec.errors.OptionError` for a bidirectional or another class of module.
         """
         from rnnspec.convert import from_torch
+        from rnnspec.convert.torch import module_op
 
-        if type(module).__name__ != cls.torch_class or not isinstance(module, nn.RNNBase):
+        torch_class = OPS[cls.op].layer  # the class of torch.nn of the same name
+        if type(module).__name__ != torch_class or not isinstance(module, nn.RNNBase):
             raise OptionError(
-                f"{cls.__name__}.from_torch", "module", f"a torch.nn.{cls.torch_class}", type(module).__name__
+                f"{cls.__name__}.from_torch", "module", f"a torch.nn.{torch_class}", type(module).__name__
             )
         if module.bidirectional:
             raise OptionError(
@@ -325,7 +217,7 @@ class _Classic(_SpecModule):
             batch_first=bool(module.batch_first),
             device=weight.device,
             dtype=weight.dtype,
-            **cls._torch_kwargs(module),
+            **module_op(module)[1],
         )
         layer.load_canonical(params)
         return layer
@@ -337,305 +229,53 @@ class _Classic(_SpecModule):
         """
         from rnnspec.convert import to_torch
 
-        if self.options.get("reset_after", True) is not True:
+        options = dict(self.options)
+        if options.get("reset_after", True) is not True:
             expected = "True (torch's GRU resets after the matmul)"
             raise OptionError(f"{type(self).__name__}.to_torch", "reset_after", expected, "False")
-        params = self.numpy_params()
         first = self.canonical_params()[0]["w_ih"]
-        if self.bias:
-            module = to_torch(params, self.op, batch_first=self.batch_first, **self.options)
-        else:
-            kwargs = {"nonlinearity": self.options["activation"]} if self.op == "rnn" else {}
-            module = getattr(nn, self.torch_class)(
-                self.input_size,
-                self.hidden_size,
-                num_layers=self.num_layers,
-                bias=False,
-                batch_first=self.batch_first,
-                device=first.device,
-                dtype=first.dtype,
-                **kwargs,
-            )
-            with torch.no_grad():
-                for k, layer in enumerate(self.canonical_params()):
-                    getattr(module, f"weight_ih_l{k}").copy_(layer["w_ih"].detach())
-                    getattr(module, f"weight_hh_l{k}").copy_(layer["w_hh"].detach())
+        module = to_torch(self.numpy_params(), self.op, batch_first=self.batch_first, bias=self.bias, **options)
         return module.to(device=first.device, dtype=first.dtype)
 
 
 class RNN(_Classic):
-    """Elman RNN (``activation`` ``"tanh"`` or ``"relu"``), rnnspec op ``rnn``."""
-
     op = "rnn"
-    torch_class = "RNN"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        activation: str = "tanh",
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"activation": activation}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype, checkpoint_every
-        )
-
-    @classmethod
-    def _torch_kwargs(cls, module: Any) -> dict[str, Any]:
-        return {"activation": module.nonlinearity}
 
 
 class LSTM(_Classic):
-    """LSTM, rnnspec op ``lstm`` (PyTorch's layout and init)."""
+    """PyTorch's layout and init."""
 
     op = "lstm"
-    torch_class = "LSTM"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, {}, {}, device, dtype, checkpoint_every
-        )
 
 
 class GRU(_Classic):
-    """GRU, rnnspec op ``gru``; ``reset_after=False`` is Cho's placement (no torch equivalent)."""
+    """``reset_after=False`` is Cho's placement (no torch equivalent)."""
 
     op = "gru"
-    torch_class = "GRU"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        reset_after: bool = True,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"reset_after": reset_after}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype, checkpoint_every
-        )
-
-    @classmethod
-    def _torch_kwargs(cls, module: Any) -> dict[str, Any]:
-        return {"reset_after": True}
 
 
-# -- Skip RNN ---------------------------------------------------------------------
-
-
-class _Skip(_SpecModule):
-    init_option_names = ("trainable_initial_state",)
-
-
-class SkipRNN(_Skip):
-    """Skip RNN over rnn cells (Campos et al. 2018), rnnspec op ``skip_rnn``; ``b_gate`` starts at 1.
-
-    With ``trainable_initial_state=True`` every layer learns ``h0``, used when no
-    ``initial_state`` is passed.
-    """
-
+class SkipRNN(_SpecModule):
     op = "skip_rnn"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        activation: str = "tanh",
-        trainable_initial_state: bool = False,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"activation": activation}
-        init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
-        )
 
-
-class SkipLSTM(_Skip):
-    """Skip RNN over lstm cells, rnnspec op ``skip_lstm``; learns ``h0`` and ``c0`` with ``trainable_initial_state``."""
-
+class SkipLSTM(_SpecModule):
     op = "skip_lstm"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        trainable_initial_state: bool = False,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, {}, init, device, dtype, checkpoint_every
-        )
 
-
-class SkipGRU(_Skip):
-    """Skip RNN over gru cells, rnnspec op ``skip_gru``."""
-
+class SkipGRU(_SpecModule):
     op = "skip_gru"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        reset_after: bool = True,
-        trainable_initial_state: bool = False,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"reset_after": reset_after}
-        init = {"trainable_initial_state": trainable_initial_state}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
-        )
-
-
-# -- ACT, IndRNN, QRNN ------------------------------------------------------------
 
 
 class ACT(_SpecModule):
-    """Adaptive Computation Time over one layer of ``cell`` (Graves 2016), rnnspec op ``act``; ``b_halt`` starts at 1.
-
-    ``w_ih`` has ``input_size + 1`` columns (the last reads the flag). One layer only.
-    """
-
     op = "act"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        cell: str = "rnn",
-        epsilon: float = 0.01,
-        max_steps: int = 100,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"cell": cell, "epsilon": epsilon, "max_steps": max_steps}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, {}, device, dtype, checkpoint_every
-        )
 
 
 class IndRNN(_SpecModule):
-    """IndRNN (Li et al. 2018), rnnspec op ``indrnn``, with the authors' init.
-
-    ``seq_len``, ``mag`` and ``last_layer_init`` choose the range of ``u`` as
-    :func:`rnnspec.init_params` documents. No constraint is applied to ``u`` in
-    ``forward``: call :func:`rnnspec.indrnn_constrain` after optimizer steps.
-    """
-
     op = "indrnn"
-    init_option_names = ("seq_len", "mag", "last_layer_init")
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        activation: str = "relu",
-        seq_len: int | None = None,
-        mag: float | None = None,
-        last_layer_init: bool = False,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"activation": activation}
-        init: dict[str, Any] = {"seq_len": seq_len, "last_layer_init": last_layer_init}
-        if mag is not None:  # init_params refuses mag without seq_len, but only when given
-            init["mag"] = mag
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
-        )
 
 
 class QRNN(_SpecModule):
-    """QRNN (Bradbury et al. 2016), rnnspec op ``qrnn``: ``mode`` f, fo or ifo, convolution width ``window``.
-
-    ``forward`` also takes ``zoneout_mask`` (``None`` in evaluation; in training
-    a {0, 1} array shaped like the outputs, or one per layer, drawn by the caller).
-    """
+    """``forward`` also takes ``zoneout_mask`` (``None`` in evaluation; in training a {0, 1} array shaped like
+    the outputs, or one per layer, drawn by the caller)."""
 
     op = "qrnn"
-    init_option_names = ("window",)
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        *,
-        mode: str = "fo",
-        window: int = 1,
-        checkpoint_every: int | None = None,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        options = {"mode": mode}
-        init = {"window": window}
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, options, init, device, dtype, checkpoint_every
-        )
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        initial_state: Sequence[Mapping[str, torch.Tensor]] | None = None,
-        lengths: Any = None,
-        reverse: bool = False,
-        zoneout_mask: Any = None,
-    ) -> Any:
-        """Run qrnn over ``x``; ``zoneout_mask`` is laid out as ``x`` (time-major without ``batch_first``)."""
-        return self._run(x, initial_state, lengths, reverse, {"zoneout_mask": zoneout_mask})
