@@ -176,7 +176,7 @@ def check_checkpoint_every(layer: str, op: str, value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def input_size_of(op: str, first: Mapping[str, Any], options: Mapping[str, Any]) -> int:
+def input_size_of(layer: str, op: str, first: Mapping[str, Any], options: Mapping[str, Any]) -> int:
     """The input size that the first layer's params ``first`` imply (for a layer built from its params).
 
     Raises
@@ -186,7 +186,7 @@ def input_size_of(op: str, first: Mapping[str, Any], options: Mapping[str, Any])
     """
     param = OPS[op].layer_params(top=False, options=options)[0]
     if param.name not in first:
-        raise ParameterError(op, "params[0]", f"a key {param.name!r}", repr(sorted(first)))
+        raise ParameterError(layer, "params[0]", f"a key {param.name!r}", repr(sorted(first)))
     # The first weight reads the input along one axis, as I plus a constant (act's flag column).
     axis = next(j for j, expr in enumerate(param.shape) if "I" in expr)
     offset = evaluate(param.shape[axis], {"I": 0})
@@ -617,7 +617,8 @@ class LayerCore(ParamFiles):
         """
         name = type(self).__name__
         if len(params) != self.num_layers:
-            raise ParameterError(name, "params", f"{self.num_layers} layers", f"{len(params)} layers")
+            expected = f"a sequence of {self.num_layers} mappings (one per layer)"
+            raise ParameterError(name, "params", expected, f"{len(params)} layers")
         self._prepare_load(params)
         for k, (slots, values) in enumerate(zip(self._layer_slots(), params, strict=True)):
             for key, shape in slots.shapes:

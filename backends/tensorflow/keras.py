@@ -101,9 +101,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnnspec.backends.layers import CELL_BIASES, ParamFiles, check_checkpoint_every, layer_backend
-from rnnspec.errors import CallError, DtypeError, LengthsError, OptionError, ParameterError, ShapeError
-from rnnspec.init import init_params
+from rnnspec.backends.common.layers import (
+    CELL_BIASES,
+    LayerCore,
+    LayerOption,
+    ParamSlots,
+    input_size_of,
+    layer_backend,
+    time_fields,
+)
+from rnnspec.errors import CallError, DtypeError, LengthsError, OptionError, ShapeError
 from rnnspec.losses import skip_budget_loss
 from rnnspec.ops import OPS
 from rnnspec.shapes import evaluate
@@ -116,15 +123,6 @@ __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM",
 _BACKEND = "tensorflow"
 #: Seeds drawn for ``seed=None`` lie in [0, 2**31 - 1).
 _SEED_BOUND = 2**31 - 1
-#: The extra result fields each family returns with ``return_extras=True``, in order.
-_SKIP_EXTRAS = ("update_gate", "update_prob")
-_ACT_EXTRAS = ("ponder_steps", "ponder_remainder", "ponder_cost")
-
-
-def _check_flag(layer: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise OptionError(layer, name, "True or False", repr(value))
-    return value
 
 
 def _check_weight(layer: str, name: str, value: Any) -> float:
@@ -133,7 +131,13 @@ def _check_weight(layer: str, name: str, value: Any) -> float:
     return float(value)
 
 
-class CanonicalWeights(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
+def _check_probability(layer: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise OptionError(layer, name, "a probability in [0, 1)", repr(value))
+    return float(value)
+
+
+class CanonicalWeights(ParamSlots, keras.layers.Layer):  # type: ignore[misc,unused-ignore]
     """The weights of one layer of the stack, one Keras variable per spec name (a container, never called).
 
     Parameters
@@ -148,12 +152,8 @@ class CanonicalWeights(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
 
     def __init__(self, arrays: Mapping[str, np.ndarray], left_out: frozenset[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.shapes = tuple((name, tuple(int(n) for n in array.shape)) for name, array in arrays.items())
-        self.left_out = tuple(name for name in arrays if name in left_out)
         self._variables_by_name: dict[str, Any] = {}
-        for name, array in arrays.items():
-            if name in left_out:
-                continue
+        for name, array in self.hold(arrays, left_out).items():
             variable = self.add_weight(shape=array.shape, initializer="zeros", name=name, trainable=True)
             variable.assign(np.asarray(array, dtype=variable.dtype))
             self._variables_by_name[name] = variable
@@ -165,67 +165,87 @@ class CanonicalWeights(keras.layers.Layer):  # type: ignore[misc,unused-ignore]
 
     def tensors(self, dtype: Any) -> dict[str, tf.Tensor]:
         """The arrays as the op takes them, in ``dtype``, in the spec's order (zeros for the left-out biases)."""
-        out: dict[str, tf.Tensor] = {}
-        for name, shape in self.shapes:
-            if name in self.left_out:
-                out[name] = tf.zeros(shape, dtype)
-            else:
-                # Reading the variable inside a GradientTape (or model.fit) records the gradient path.
-                out[name] = tf.cast(tf.convert_to_tensor(self._variables_by_name[name]), dtype)
-        return out
+        # Reading the variable inside a GradientTape (or model.fit) records the gradient path.
+        return self.gather(
+            lambda name: tf.cast(tf.convert_to_tensor(self._variables_by_name[name]), dtype),
+            lambda shape: tf.zeros(shape, dtype),
+        )
 
 
-class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ignore]
-    """A stack of an rnnspec op's layers as a Keras layer; subclasses fix the op and its options."""
+class _SpecLayer(LayerCore, keras.layers.Layer):  # type: ignore[misc,unused-ignore]
+    """A stack of an rnnspec op's layers as a Keras layer; subclasses fix the op (and add their options).
 
-    #: The op of the spec.
-    op: ClassVar[str]
-    #: The backend whose op the layer calls.
+    Parameters
+    ----------
+    units, num_layers, use_bias, return_sequences, return_state, return_extras, seed, checkpoint_every
+        As the module's docstring says.
+    **kwargs
+        The op's options, listed by each layer, and Keras' layer arguments (``name``, ``dtype``, ``trainable``).
+    """
+
     backend_name: ClassVar[str] = "tensorflow"
-    #: The extra result fields ``return_extras=True`` appends (empty: the option is refused).
+    hidden_argument: ClassVar[str] = "units"
+    common_parameters: ClassVar[str] = """\
+units, num_layers, use_bias, return_sequences, return_state, seed, checkpoint_every
+    As :mod:`rnnspec.backends.tensorflow.keras` says.
+return_extras
+    Append the op's extra per-step fields ``(batch, time)`` to the returned list (its skip and ACT layers).
+**kwargs
+    Keras' layer arguments (``name``, ``dtype``, ``trainable``)."""
+    #: The extra result fields ``return_extras=True`` appends (empty: the option is refused), from the record.
     extra_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "op" in cls.__dict__:
+            cls.extra_fields = time_fields(cls.op)[1:]
+            keras.saving.register_keras_serializable(package="rnnspec")(cls)
+
+    @classmethod
+    def _takes(cls, keyword: str) -> bool:
+        return keyword != "return_extras" or bool(cls.extra_fields)
 
     def __init__(
         self,
         units: int,
-        num_layers: int,
+        num_layers: int = 1,
         *,
-        use_bias: bool,
-        return_sequences: bool,
-        return_state: bool,
-        return_extras: bool,
-        seed: int | None,
-        options: Mapping[str, Any],
-        init_options: Mapping[str, Any],
+        use_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        return_extras: bool = False,
+        seed: int | None = None,
         checkpoint_every: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         name = type(self).__name__
-        for flag, value in (
-            ("use_bias", use_bias),
-            ("return_sequences", return_sequences),
-            ("return_state", return_state),
-            ("return_extras", return_extras),
-        ):
-            _check_flag(name, flag, value)
-        if return_extras and not self.extra_fields:
-            raise OptionError(name, "return_extras", "False (this op has no extra result fields)", "True")
+        if return_extras is not False and not self.extra_fields:
+            raise OptionError(name, "return_extras", "False (this op has no extra result fields)", repr(return_extras))
+        ours = {o.name for o in self.all_options()}
+        super().__init__(**{k: v for k, v in kwargs.items() if k not in ours})
+        flags = {
+            "use_bias": use_bias,
+            "return_sequences": return_sequences,
+            "return_state": return_state,
+            "return_extras": return_extras,
+        }
+        options = {k: v for k, v in kwargs.items() if k in ours}
+        self._configure(num_layers=num_layers, checkpoint_every=checkpoint_every, flags=flags, options=options)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise OptionError(name, "seed", "None or an integer >= 0", repr(seed))
-        self.checkpoint_every = check_checkpoint_every(name, self.op, checkpoint_every)
         self.units = units
-        self.num_layers = num_layers
         self.use_bias = use_bias
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.return_extras = return_extras
         self.seed = None if seed is None else int(seed)
-        self.options = dict(options)
-        self.init_options = dict(init_options)
         self.supports_masking = True
         # Checks units, num_layers and every option now, naming the argument, rather than at the first call.
-        self._draw(input_size=1, seed=0)
+        self._draw(input_size=1, hidden_size=units, seed=0)
+        self._add_state()
+
+    def _add_state(self) -> None:
+        """Create what the layer tracks besides its weights (QRNN's zoneout seed)."""
 
     # -- configuration ------------------------------------------------------------------
 
@@ -240,34 +260,13 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
             "return_state": self.return_state,
             "seed": self.seed,
             "checkpoint_every": self.checkpoint_every,
-            **self.options,
-            **self.init_options,
-            **self._extra_config(),
+            **self.keyword_options(),
         }
         if self.extra_fields:
             config["return_extras"] = self.return_extras
         return config
 
-    def _extra_config(self) -> dict[str, Any]:
-        return {}
-
     # -- weights --------------------------------------------------------------------------
-
-    def _draw(self, input_size: int, seed: int) -> list[dict[str, np.ndarray]]:
-        try:
-            return init_params(
-                self.op,
-                input_size=input_size,
-                hidden_size=self.units,
-                num_layers=self.num_layers,
-                seed=seed,
-                dtype="float64",
-                **self.options,
-                **self.init_options,
-            )
-        except CallError as err:
-            argument = {"hidden_size": "units"}.get(err.argument, err.argument)
-            raise type(err)(type(self).__name__, argument, err.expected, err.actual) from None
 
     def build(self, input_shape: Any) -> None:
         """Create the weights for inputs ``(batch, time, input_size)`` and fill them with the op's init."""
@@ -277,7 +276,7 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
             raise ShapeError(type(self).__name__, "inputs", expected, f"shape {shape}")
         self.input_size = int(shape[-1])
         seed = self.seed if self.seed is not None else random.randrange(_SEED_BOUND)
-        arrays = self._draw(self.input_size, seed)
+        arrays = self._draw(input_size=self.input_size, hidden_size=self.units, seed=seed)
         left_out = frozenset() if self.use_bias else CELL_BIASES
         self.stack = [
             CanonicalWeights(layer, left_out, name=f"layer_{k}", dtype=self.dtype_policy)
@@ -286,48 +285,27 @@ class _SpecLayer(ParamFiles, keras.layers.Layer):  # type: ignore[misc,unused-ig
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: self.input_size})
         self.built = True
 
-    def load_canonical(self, params: Sequence[Mapping[str, Any]]) -> None:
-        """Copy canonical params (one mapping per layer of NumPy arrays or tf tensors) into the weights.
+    def _prepare_load(self, params: Sequence[Mapping[str, Any]]) -> None:
+        if not self.built:  # built for the input size that params imply
+            self.build((None, None, input_size_of(type(self).__name__, self.op, params[0], self.options)))
 
-        An unbuilt layer is built first for the input size that ``params`` imply.
-        Left-out biases (``use_bias=False``) stay zero whatever ``params`` holds.
+    def _layer_slots(self) -> list[CanonicalWeights]:
+        return list(self.stack)
 
-        Raises
-        ------
-        rnnspec.errors.ParameterError
-            A wrong number of layers, or a missing or misshapen entry, named.
-        """
-        name = type(self).__name__
-        if isinstance(params, Mapping) or len(params) != self.num_layers:
-            given = "one mapping" if isinstance(params, Mapping) else f"{len(params)} layers"
-            raise ParameterError(name, "params", f"a sequence of {self.num_layers} mappings (one per layer)", given)
-        if not self.built:
-            first = params[0]
-            key = "w" if "w" in first else "w_ih"
-            if key not in first:
-                raise ParameterError(name, "params[0]", f"a key {key!r}", repr(sorted(first)))
-            # Every op's first weight reads the input along its axis 1; act's has one more column (the flag).
-            size = int(np.shape(first[key])[1]) - (1 if self.op == "act" else 0)
-            self.build((None, None, size))
-        for k, (layer, values) in enumerate(zip(self.stack, params, strict=True)):
-            for key, shape in layer.shapes:
-                if key not in values:
-                    raise ParameterError(name, f"params[{k}]", f"a key {key!r}", repr(sorted(values)))
-                if key in layer.left_out:
-                    continue
-                value = np.asarray(values[key])
-                if value.shape != shape:
-                    raise ParameterError(name, f"params[{k}][{key!r}]", f"shape {shape}", f"shape {value.shape}")
-                variable = layer.variable(key)
-                variable.assign(value.astype(variable.dtype))  # assign copies: the caller's array is never aliased
+    def _as_array(self, k: int, key: str, value: Any) -> np.ndarray:
+        return np.asarray(value)
+
+    def _set_param(self, k: int, key: str, value: np.ndarray) -> None:
+        variable = self.stack[k].variable(key)
+        variable.assign(value.astype(variable.dtype))  # assign copies: the caller's array is never aliased
 
     def canonical_params(self) -> list[dict[str, tf.Tensor]]:
         """The params as the op takes them, in the weights' dtype: one dict per layer (gradients reach them)."""
         return [layer.tensors(self.variable_dtype) for layer in self.stack]
 
-    def numpy_params(self) -> list[dict[str, np.ndarray]]:
-        """A copy of the params as NumPy arrays."""
-        return [{k: np.array(v.numpy()) for k, v in layer.items()} for layer in self.canonical_params()]
+    @staticmethod
+    def _to_numpy(value: tf.Tensor) -> np.ndarray:
+        return np.array(value.numpy())
 
     def save_params(self, path: str | os.PathLike[str]) -> None:
         """Write the params to a parameter file, as :meth:`ParamFiles.save_params`; the layer must be built.
@@ -590,192 +568,35 @@ def _last_output(outputs: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
     return tf.where(tf.reshape(lengths > 0, [-1, 1]), last, tf.zeros_like(last))
 
 
-# -- the classic cells ------------------------------------------------------------------
+# -- the layers -------------------------------------------------------------------------
 
 
-@keras.saving.register_keras_serializable(package="rnnspec")
 class RNN(_SpecLayer):
-    """Elman RNN (``activation`` ``"tanh"`` or ``"relu"``), rnnspec op ``rnn``.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack (each layer reads the outputs of the one below).
-    activation
-        ``"tanh"`` or ``"relu"``.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments (``name``, ``dtype``, ``trainable``).
-    """
-
     op = "rnn"
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        activation: str = "tanh",
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=False,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options={"activation": activation},
-            init_options={},
-            **kwargs,
-        )
 
-
-@keras.saving.register_keras_serializable(package="rnnspec")
 class LSTM(_SpecLayer):
-    """LSTM, rnnspec op ``lstm`` (PyTorch's layout and init; gate blocks i, f, g, o).
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
-
     op = "lstm"
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=False,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options={},
-            init_options={},
-            **kwargs,
-        )
 
-
-@keras.saving.register_keras_serializable(package="rnnspec")
 class GRU(_SpecLayer):
-    """GRU, rnnspec op ``gru`` (gate blocks r, z, n); ``reset_after=False`` is Cho's placement.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack.
-    reset_after
-        True: the reset gate multiplies ``W_hn h + b_hn`` (Keras 3's and PyTorch's default);
-        False: it multiplies ``h`` before the matmul (Cho 2014, Keras' ``reset_after=False``).
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
-
     op = "gru"
-
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        reset_after: bool = True,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=False,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options={"reset_after": reset_after},
-            init_options={},
-            **kwargs,
-        )
-
-
-# -- Skip RNN ---------------------------------------------------------------------------
 
 
 class _Skip(_SpecLayer):
-    """The skip layers: ``update_gate``/``update_prob`` extras and the budget loss."""
+    """The skip layers: the budget loss."""
 
-    extra_fields = _SKIP_EXTRAS
-
-    def __init__(
-        self,
-        units: int,
-        num_layers: int,
-        *,
-        options: Mapping[str, Any],
-        trainable_initial_state: bool,
-        budget_loss_weight: float,
-        use_bias: bool,
-        return_sequences: bool,
-        return_state: bool,
-        return_extras: bool,
-        seed: int | None,
-        checkpoint_every: int | None,
-        **kwargs: Any,
-    ) -> None:
-        self.budget_loss_weight = _check_weight(type(self).__name__, "budget_loss_weight", budget_loss_weight)
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=return_extras,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options=options,
-            init_options={"trainable_initial_state": trainable_initial_state},
-            **kwargs,
-        )
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"budget_loss_weight": self.budget_loss_weight}
+    extra_options = (
+        LayerOption(
+            "budget_loss_weight",
+            0.0,
+            "float",
+            "lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss`` at every "
+            "call; 0 (the default) adds nothing.",
+            check=_check_weight,
+        ),
+    )
+    budget_loss_weight: float
 
     def _add_losses(self, result: Any) -> None:
         if self.budget_loss_weight > 0:
@@ -784,247 +605,31 @@ class _Skip(_SpecLayer):
             self.add_loss(skip_budget_loss(gate, self.budget_loss_weight))
 
 
-@keras.saving.register_keras_serializable(package="rnnspec")
 class SkipRNN(_Skip):
-    """Skip RNN over rnn cells (Campos et al. 2018), rnnspec op ``skip_rnn``; ``b_gate`` starts at 1.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack; one gate, read from the top layer, updates or copies every layer.
-    activation
-        ``"tanh"`` or ``"relu"``.
-    trainable_initial_state
-        Learn ``h0`` per layer, used when no ``initial_state`` is passed.
-    budget_loss_weight
-        lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss``
-        at every call; 0 (the default) adds nothing.
-    return_extras
-        Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
-
     op = "skip_rnn"
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        activation: str = "tanh",
-        trainable_initial_state: bool = False,
-        budget_loss_weight: float = 0.0,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        return_extras: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            units,
-            num_layers,
-            options={"activation": activation},
-            trainable_initial_state=trainable_initial_state,
-            budget_loss_weight=budget_loss_weight,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=return_extras,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            **kwargs,
-        )
 
-
-@keras.saving.register_keras_serializable(package="rnnspec")
 class SkipLSTM(_Skip):
-    """Skip RNN over lstm cells, rnnspec op ``skip_lstm``; ``b_gate`` starts at 1.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack; one gate, read from the top layer, updates or copies every layer.
-    trainable_initial_state
-        Learn ``h0`` and ``c0`` per layer, used when no ``initial_state`` is passed.
-    budget_loss_weight
-        lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss``
-        at every call; 0 (the default) adds nothing.
-    return_extras
-        Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
-
     op = "skip_lstm"
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        trainable_initial_state: bool = False,
-        budget_loss_weight: float = 0.0,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        return_extras: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            units,
-            num_layers,
-            options={},
-            trainable_initial_state=trainable_initial_state,
-            budget_loss_weight=budget_loss_weight,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=return_extras,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            **kwargs,
-        )
 
-
-@keras.saving.register_keras_serializable(package="rnnspec")
 class SkipGRU(_Skip):
-    """Skip RNN over gru cells, rnnspec op ``skip_gru``; ``b_gate`` starts at 1.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack; one gate, read from the top layer, updates or copies every layer.
-    reset_after
-        As :class:`GRU`'s.
-    trainable_initial_state
-        Learn ``h0`` per layer, used when no ``initial_state`` is passed.
-    budget_loss_weight
-        lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss``
-        at every call; 0 (the default) adds nothing.
-    return_extras
-        Append ``update_gate`` and ``update_prob`` ``(batch, time)`` to the returned list.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
-
     op = "skip_gru"
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        reset_after: bool = True,
-        trainable_initial_state: bool = False,
-        budget_loss_weight: float = 0.0,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        return_extras: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            units,
-            num_layers,
-            options={"reset_after": reset_after},
-            trainable_initial_state=trainable_initial_state,
-            budget_loss_weight=budget_loss_weight,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=return_extras,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            **kwargs,
-        )
 
-
-# -- ACT, IndRNN, QRNN -------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="rnnspec")
 class ACT(_SpecLayer):
-    """Adaptive Computation Time over one layer of ``cell`` (Graves 2016), rnnspec op ``act``; ``b_halt`` starts at 1.
-
-    ``w_ih`` has ``input_size + 1`` columns (the last reads the flag). One layer only.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        1 (the op ponders one layer).
-    cell
-        The cell pondered: ``"rnn"``, ``"lstm"``, ``"gru"`` or ``"indrnn"``.
-    epsilon, max_steps
-        The halting threshold and the cap M on the inner steps.
-    ponder_loss_weight
-        tau: ``tau * mean over the batch of the ponder cost summed over time`` is added with
-        ``add_loss`` at every call; 0 (the default) adds nothing.
-    return_extras
-        Append ``ponder_steps``, ``ponder_remainder`` and ``ponder_cost`` ``(batch, time)``.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
-
     op = "act"
-    extra_fields = _ACT_EXTRAS
-
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        cell: str = "rnn",
-        epsilon: float = 0.01,
-        max_steps: int = 100,
-        ponder_loss_weight: float = 0.0,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        return_extras: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.ponder_loss_weight = _check_weight(type(self).__name__, "ponder_loss_weight", ponder_loss_weight)
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=return_extras,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options={"cell": cell, "epsilon": epsilon, "max_steps": max_steps},
-            init_options={},
-            **kwargs,
-        )
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"ponder_loss_weight": self.ponder_loss_weight}
+    extra_options = (
+        LayerOption(
+            "ponder_loss_weight",
+            0.0,
+            "float",
+            "tau: ``tau * mean over the batch of the ponder cost summed over time`` is added with ``add_loss`` at "
+            "every call; 0 (the default) adds nothing.",
+            check=_check_weight,
+        ),
+    )
+    ponder_loss_weight: float
 
     def _add_losses(self, result: Any) -> None:
         if self.ponder_loss_weight > 0:
@@ -1032,128 +637,30 @@ class ACT(_SpecLayer):
             self.add_loss(tf.reduce_mean(tf.reduce_sum(cost, axis=1)) * self.ponder_loss_weight)
 
 
-@keras.saving.register_keras_serializable(package="rnnspec")
 class IndRNN(_SpecLayer):
-    """IndRNN (Li et al. 2018), rnnspec op ``indrnn``, with the authors' init.
-
-    No constraint is applied to ``u`` in ``call``: apply :func:`rnnspec.indrnn_constrain`
-    to ``stack[k].variable("u")`` after optimizer steps.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack.
-    activation
-        ``"relu"`` (the paper's) or ``"tanh"``.
-    seq_len, mag, last_layer_init
-        Choose the range of ``u`` as :func:`rnnspec.init_params` documents.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says.
-    **kwargs
-        Keras' layer arguments.
-    """
+    """The constraint applies to ``stack[k].variable("u")``."""
 
     op = "indrnn"
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        activation: str = "relu",
-        seq_len: int | None = None,
-        mag: float | None = None,
-        last_layer_init: bool = False,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        init: dict[str, Any] = {"seq_len": seq_len, "last_layer_init": last_layer_init}
-        if mag is not None:  # init_params refuses mag without seq_len, but only when given
-            init["mag"] = mag
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=False,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options={"activation": activation},
-            init_options=init,
-            **kwargs,
-        )
 
-    def _extra_config(self) -> dict[str, Any]:
-        return {"mag": self.init_options.get("mag")}
-
-
-@keras.saving.register_keras_serializable(package="rnnspec")
 class QRNN(_SpecLayer):
-    """QRNN (Bradbury et al. 2016), rnnspec op ``qrnn``: ``mode`` f, fo or ifo, convolution width ``window``.
-
-    Parameters
-    ----------
-    units
-        H, the state size.
-    num_layers
-        The depth of the stack.
-    mode
-        The pooling: ``"f"``, ``"fo"`` or ``"ifo"``.
-    window
-        K, the width of the causal convolution.
-    zoneout
-        The probability of setting ``f`` to 1 (keeping the state) at each step and unit,
-        drawn afresh at every call with ``training=True``; in evaluation no zoneout is applied.
-    use_bias, return_sequences, return_state, seed, checkpoint_every
-        As the module's docstring says; ``seed`` also seeds the zoneout draws.
-    **kwargs
-        Keras' layer arguments.
-    """
+    """``seed`` also seeds the zoneout draws."""
 
     op = "qrnn"
+    extra_options = (
+        LayerOption(
+            "zoneout",
+            0.0,
+            "float",
+            "The probability of setting ``f`` to 1 (keeping the state) at each step and unit, drawn afresh at "
+            "every call with ``training=True``; in evaluation no zoneout is applied.",
+            check=_check_probability,
+        ),
+    )
+    zoneout: float
 
-    def __init__(
-        self,
-        units: int,
-        num_layers: int = 1,
-        *,
-        mode: str = "fo",
-        window: int = 1,
-        zoneout: float = 0.0,
-        use_bias: bool = True,
-        return_sequences: bool = False,
-        return_state: bool = False,
-        seed: int | None = None,
-        checkpoint_every: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(zoneout, bool) or not isinstance(zoneout, (int, float)) or not 0.0 <= zoneout < 1.0:
-            raise OptionError(type(self).__name__, "zoneout", "a probability in [0, 1)", repr(zoneout))
-        self.zoneout = float(zoneout)
-        super().__init__(
-            units,
-            num_layers,
-            use_bias=use_bias,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            return_extras=False,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            options={"mode": mode},
-            init_options={"window": window},
-            **kwargs,
-        )
-        self.zoneout_seed = keras.random.SeedGenerator(seed) if self.zoneout > 0 else None
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"zoneout": self.zoneout}
+    def _add_state(self) -> None:
+        self.zoneout_seed = keras.random.SeedGenerator(self.seed) if self.zoneout > 0 else None
 
     def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
         if not training or self.zoneout_seed is None:
