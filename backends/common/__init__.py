@@ -17,3 +17,5 @@ operations as one :class:`~.arrays.ArrayOps`.
 
 Nothing here imports a framework.
 """
+
+__all__: list[str] = []  # the modules are imported by name, each with its own __all__

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rnnspec.ops import OPS
 
-__all__ = ["bind_cell", "cell_defaults", "cell_options"]
+__all__ = ["Cell", "bind_cell", "cell_defaults", "cell_options"]
 
 #: Options that shape how an op runs, not what a cell computes.
 _RUN_OPTIONS = frozenset({"checkpoint_every"})
@@ -30,10 +31,33 @@ def cell_defaults(name: str) -> dict[str, Any]:
     return {o.name: o.default for o in OPS[name].value_options if o.name not in _RUN_OPTIONS}
 
 
+@dataclass(frozen=True)
+class Cell:
+    """A cell of the spec with its options: its state entries, input projection and step."""
+
+    #: The cell's op name (rnn, lstm, gru, indrnn).
+    name: str
+    #: Its state entries, as its record names them (``("h", "c")`` for lstm).
+    state_names: tuple[str, ...]
+    #: ``(p, state, gi) -> new state``: the framework's step with the cell's options bound.
+    fn: Callable[[Mapping[str, Any], dict[str, Any], Any], dict[str, Any]]
+    #: The framework's ``linear(x, w, b) = x @ w.T + b`` over any leading axes.
+    linear: Callable[[Any, Any, Any], Any]
+
+    def project(self, p: Mapping[str, Any], x: Any) -> Any:
+        """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once)."""
+        return self.linear(x, p["w_ih"], p["b_ih"])
+
+    def step(self, p: Mapping[str, Any], state: dict[str, Any], gi: Any) -> dict[str, Any]:
+        """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""
+        return self.fn(p, state, gi)
+
+
 def bind_cell(
     steps: Mapping[str, Callable[..., Any]], name: str, options: Mapping[str, Any]
 ) -> tuple[str, tuple[str, ...], Callable[..., Any]]:
-    """``(name, state entry names, step)`` of cell ``name``: the framework's step with its options bound.
+    """``(name, state entry names, step)`` of cell ``name``: the framework's step with its options bound,
+    the first fields of a :class:`Cell`.
 
     Raises
     ------

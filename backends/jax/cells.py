@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnspec.backends.common.cells import Cell as CommonCell
 from rnnspec.backends.common.cells import bind_cell
 
 __all__ = ["ACTIVATIONS", "Cell", "LstmGates", "Params", "linear", "lstm_gates", "make_cell", "prepare", "sigmoid"]
@@ -163,12 +164,8 @@ def _indrnn(p: Params, state: State, gi: jax.Array, activation: str) -> State:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """A cell of the spec with its options: its state entries, input projection and step."""
-
-    name: str
-    state_names: tuple[str, ...]
-    fn: Callable[[Params, State, jax.Array], State]
+class Cell(CommonCell):
+    """A cell of the spec with its options; its projection may leave the bias out, or read ``w_ih_t``."""
 
     def project(self, p: Params, x: jax.Array, *, bias: bool = True) -> jax.Array:
         """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once).
@@ -182,10 +179,6 @@ class Cell:
             return y if b is None else y + b
         return linear(x, p["w_ih"], b)
 
-    def step(self, p: Params, state: State, gi: jax.Array) -> State:
-        """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""
-        return self.fn(p, state, gi)
-
 
 #: Each cell's step, by the cell's op name (its options are bound by :func:`make_cell`).
 STEPS: dict[str, Callable[..., State]] = {"rnn": _rnn, "lstm": _lstm, "gru": _gru, "indrnn": _indrnn}
@@ -193,4 +186,4 @@ STEPS: dict[str, Callable[..., State]] = {"rnn": _rnn, "lstm": _lstm, "gru": _gr
 
 def make_cell(name: str, options: Mapping[str, Any]) -> Cell:
     """The cell ``name`` (rnn, lstm, gru, indrnn) with its options (only its own are read)."""
-    return Cell(*bind_cell(STEPS, name, options))
+    return Cell(*bind_cell(STEPS, name, options), linear=linear)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rnnspec.hookspecs import BackendDeclaration, hookimpl
 from rnnspec.implementation import Implementation
 
+__all__ = ["rnnspec_backend"]
+
 
 def _load() -> Implementation:
     from rnnspec.reference import Reference

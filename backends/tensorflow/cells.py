@@ -11,12 +11,11 @@ projection of one step and the layer's state and returns the new state, whose
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from rnnspec.backends.common.cells import bind_cell
+from rnnspec.backends.common.cells import Cell, bind_cell
 
 __all__ = ["ACTIVATIONS", "Cell", "Params", "linear", "make_cell"]
 
@@ -69,27 +68,10 @@ def _indrnn(p: Params, state: State, gi: tf.Tensor, activation: str) -> State:
     return {"h": ACTIVATIONS[activation](gi + p["u"] * state["h"])}
 
 
-@dataclass(frozen=True)
-class Cell:
-    """A cell of the spec with its options: its state entries, input projection and step."""
-
-    name: str
-    state_names: tuple[str, ...]
-    fn: Callable[[Params, State, tf.Tensor], State]
-
-    def project(self, p: Params, x: tf.Tensor) -> tf.Tensor:
-        """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once)."""
-        return linear(x, p["w_ih"], p["b_ih"])
-
-    def step(self, p: Params, state: State, gi: tf.Tensor) -> State:
-        """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""
-        return self.fn(p, state, gi)
-
-
 #: Each cell's step, by the cell's op name (its options are bound by :func:`make_cell`).
 STEPS: dict[str, Callable[..., State]] = {"rnn": _rnn, "lstm": _lstm, "gru": _gru, "indrnn": _indrnn}
 
 
 def make_cell(name: str, options: Mapping[str, Any]) -> Cell:
     """The cell ``name`` (rnn, lstm, gru, indrnn) with its options (only its own are read)."""
-    return Cell(*bind_cell(STEPS, name, options))
+    return Cell(*bind_cell(STEPS, name, options), linear=linear)

@@ -11,13 +11,12 @@ state, whose ``"h"`` is the step's output. The equations are the spec's (see
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from rnnspec.backends.common.cells import bind_cell
+from rnnspec.backends.common.cells import Cell, bind_cell
 
 __all__ = ["ACTIVATIONS", "Cell", "Params", "make_cell"]
 
@@ -66,27 +65,10 @@ def _indrnn(p: Params, state: State, gi: torch.Tensor, activation: str) -> State
     return {"h": ACTIVATIONS[activation](gi + p["u"] * state["h"])}
 
 
-@dataclass(frozen=True)
-class Cell:
-    """A cell of the spec with its options: its state entries, input projection and step."""
-
-    name: str
-    state_names: tuple[str, ...]
-    fn: Callable[[Params, State, torch.Tensor], State]
-
-    def project(self, p: Params, x: torch.Tensor) -> torch.Tensor:
-        """``x @ w_ih.T + b_ih``, over any leading axes (every time step at once)."""
-        return F.linear(x, p["w_ih"], p["b_ih"])
-
-    def step(self, p: Params, state: State, gi: torch.Tensor) -> State:
-        """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""
-        return self.fn(p, state, gi)
-
-
 #: Each cell's step, by the cell's op name (its options are bound by :func:`make_cell`).
 STEPS: dict[str, Callable[..., State]] = {"rnn": _rnn, "lstm": _lstm, "gru": _gru, "indrnn": _indrnn}
 
 
 def make_cell(name: str, options: Mapping[str, Any]) -> Cell:
     """The cell ``name`` (rnn, lstm, gru, indrnn) with its options (only its own are read)."""
-    return Cell(*bind_cell(STEPS, name, options))
+    return Cell(*bind_cell(STEPS, name, options), linear=F.linear)
