@@ -63,9 +63,7 @@ def _skip(base: OpSpec, extra_params: tuple[ParamSpec, ...]) -> OpSpec:
         init="skip",
         base=base.name,
         # The gate is the decision a "ties" case places (the base's relu may be drawn too).
-        hints=CaseHints(
-            decision="skip_gate", tie_options={}, relu=base.hints.relu, saturating=base.hints.saturating
-        ),
+        hints=CaseHints(decision="skip_gate", tie_options={}, relu=base.hints.relu, saturating=base.hints.saturating),
     )
 
 
