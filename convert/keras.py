@@ -28,6 +28,8 @@ import numpy as np
 
 from rnnspec.errors import OptionError, ParameterError
 
+from ._classic import classic_params
+
 __all__ = ["from_keras", "to_keras"]
 
 #: Keras class name -> (rnnspec op, number of gate blocks G).
@@ -144,22 +146,12 @@ def to_keras(
     """
     import keras
 
-    if op not in _KERAS_CLASSES:
-        raise OptionError("to_keras", "op", "'rnn', 'lstm' or 'gru'", repr(op))
-    if op == "rnn" and activation not in ("tanh", "relu"):
-        raise OptionError("to_keras", "activation", "'tanh' or 'relu'", repr(activation))
+    stack = classic_params("to_keras", params, op, activation=activation)
     if op == "gru" and not isinstance(reset_after, bool):
         raise OptionError("to_keras", "reset_after", "True or False", repr(reset_after))
-    stack = [params] if isinstance(params, Mapping) else list(params)
     gates = _CLASSES[_KERAS_CLASSES[op]][1]
     out = []
-    for k, layer in enumerate(stack):
-        missing = [key for key in ("w_ih", "w_hh", "b_ih", "b_hh") if key not in layer]
-        if missing:
-            raise ParameterError(
-                "to_keras", f"params[{k}]", "keys ['b_hh', 'b_ih', 'w_hh', 'w_ih']", f"missing {missing}"
-            )
-        arrays = {key: np.asarray(layer[key]) for key in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    for k, arrays in enumerate(stack):
         hidden = arrays["w_hh"].shape[1]
         rows = gates * hidden
         inputs = arrays["w_ih"].shape[1]

@@ -15,9 +15,12 @@ import numpy as np
 
 from rnnspec.errors import OptionError, ParameterError
 
+from ._classic import classic_params
+
 __all__ = ["from_torch", "module_op", "to_torch"]
 
 _MODES = {"RNN_TANH": "rnn", "RNN_RELU": "rnn", "LSTM": "lstm", "GRU": "gru"}
+#: The class of torch.nn of each op.
 _CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 _NAMES = (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))
 
@@ -153,20 +156,9 @@ def to_torch(
     """
     import torch
 
-    if op not in _CLASSES:
-        raise OptionError("to_torch", "op", "'rnn', 'lstm' or 'gru'", repr(op))
+    arrays = classic_params("to_torch", params, op, activation=activation)
     if op == "gru" and reset_after is not True:
         raise OptionError("to_torch", "reset_after", "True (torch's GRU resets after the matmul)", repr(reset_after))
-    if op == "rnn" and activation not in ("tanh", "relu"):
-        raise OptionError("to_torch", "activation", "'tanh' or 'relu'", repr(activation))
-    layers = [params] if isinstance(params, Mapping) else list(params)
-    arrays = [{k: np.asarray(v) for k, v in layer.items()} for layer in layers]
-    for k, layer in enumerate(arrays):
-        missing = [ours for ours, _ in _NAMES if ours not in layer]
-        if missing:
-            raise ParameterError(
-                "to_torch", f"params[{k}]", "keys ['b_hh', 'b_ih', 'w_hh', 'w_ih']", f"missing {missing}"
-            )
     names = _NAMES if bias else _NAMES[:2]
     for k, layer in enumerate(arrays):
         for ours, _ in _NAMES[len(names) :]:

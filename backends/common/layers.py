@@ -642,6 +642,15 @@ class SizedLayer(LayerCore):
     ``batch_first``, called on ``x`` in either layout (the ``torch.nn`` and Flax NNX layers).
 
     The framework's base class supplies :meth:`_prepare_call` and :meth:`_swap`.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_layers, bias, batch_first
+        I, H, the depth of the stack, whether the cell biases are trained, the layout of ``x``.
+    checkpoint_every
+        None, or the segment length K of gradient checkpointing.
+    **options
+        The op's options, listed by each layer.
     """
 
     input_size: int

@@ -89,18 +89,8 @@ class LayerParams(ParamSlots, nnx.Module):  # type: ignore[misc,unused-ignore]
 class _SpecLayer(SizedLayer, nnx.Module):  # type: ignore[misc,unused-ignore]
     """A stack of an rnnspec op's layers as an NNX module; subclasses fix the op.
 
-    Parameters
-    ----------
-    input_size, hidden_size, num_layers, bias, batch_first
-        I, H, the depth of the stack, whether the cell biases are trained, the layout of ``x``.
-    checkpoint_every
-        None, or the segment length K of gradient checkpointing.
-    param_dtype
-        The parameters' dtype.
-    rngs
-        Flax's generators: the init seed is drawn from ``rngs.params()``.
-    **options
-        The op's options, listed by each layer.
+    Takes :class:`~rnnspec.backends.common.layers.SizedLayer`'s arguments and
+    ``param_dtype`` and ``rngs`` (the init seed is drawn from ``rngs.params()``).
     """
 
     backend_name: ClassVar[str] = "jax"

@@ -131,6 +131,12 @@ def _check_weight(layer: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def _loss_weight(name: str, loss: str) -> LayerOption:
+    """A layer's option weighing the loss it adds with ``add_loss`` at every call (0, the default, adds none)."""
+    description = f"{loss}, added with ``add_loss`` at every call; 0 (the default) adds nothing."
+    return LayerOption(name, 0.0, "float", description, check=_check_weight)
+
+
 def _check_probability(layer: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise OptionError(layer, name, "a probability in [0, 1)", repr(value))
@@ -587,14 +593,7 @@ class _Skip(_SpecLayer):
     """The skip layers: the budget loss."""
 
     extra_options = (
-        LayerOption(
-            "budget_loss_weight",
-            0.0,
-            "float",
-            "lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8), added with ``add_loss`` at every "
-            "call; 0 (the default) adds nothing.",
-            check=_check_weight,
-        ),
+        _loss_weight("budget_loss_weight", "lambda of :func:`rnnspec.skip_budget_loss` (Campos et al. eq. 8)"),
     )
     budget_loss_weight: float
 
@@ -620,14 +619,7 @@ class SkipGRU(_Skip):
 class ACT(_SpecLayer):
     op = "act"
     extra_options = (
-        LayerOption(
-            "ponder_loss_weight",
-            0.0,
-            "float",
-            "tau: ``tau * mean over the batch of the ponder cost summed over time`` is added with ``add_loss`` at "
-            "every call; 0 (the default) adds nothing.",
-            check=_check_weight,
-        ),
+        _loss_weight("ponder_loss_weight", "tau: ``tau * mean over the batch of the ponder cost summed over time``"),
     )
     ponder_loss_weight: float
 

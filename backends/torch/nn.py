@@ -76,16 +76,8 @@ class _Layer(ParamSlots, nn.Module):  # type: ignore[misc,unused-ignore]
 class _SpecModule(SizedLayer, nn.Module):  # type: ignore[misc,unused-ignore]
     """A stack of an rnnspec op's layers as a torch module; subclasses fix the op.
 
-    Parameters
-    ----------
-    input_size, hidden_size, num_layers, bias, batch_first
-        I, H, the depth of the stack, whether the cell biases are trained, the layout of ``x``.
-    checkpoint_every
-        None, or the segment length K of gradient checkpointing.
-    device, dtype
-        Where the parameters live and their dtype (torch's default dtype if None).
-    **options
-        The op's options, listed by each layer.
+    Takes :class:`~rnnspec.backends.common.layers.SizedLayer`'s arguments and
+    ``device`` and ``dtype`` (where the parameters live, their dtype: torch's default if None).
     """
 
     backend_name: ClassVar[str] = "torch"
