@@ -10,3 +10,5 @@ nothing unless a backend is named. Its pieces are reusable: :mod:`.cases`
 (reproducible calls), :mod:`.strategies` (hypothesis strategies of cases),
 :mod:`.tolerances` (the tolerance policy) and :mod:`.assertions`.
 """
+
+__all__: list[str] = []  # the suite's modules are imported by name, each with its own __all__

@@ -32,6 +32,8 @@ from .strategies import Limits, draw_case
 from .test_gradients import relu_kink_margin
 from .tolerances import DECISION_MARGIN, tolerance
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 pytestmark = pytest.mark.rnnspec_check("checkpointing")
 
 OPTION = "checkpoint_every"

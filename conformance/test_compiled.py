@@ -11,6 +11,8 @@ from rnnspec.backend import Backend
 from .checks_common import assert_values_match_the_reference, context, dtypes_of, wide_margin
 from .strategies import draw_case
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 pytestmark = pytest.mark.rnnspec_check("compiled")
 
 

@@ -19,6 +19,8 @@ of sizes (:data:`.checks_common.SIZES`): jax compiles once per shape.
 
 from __future__ import annotations
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 import warnings
 from typing import Any
 

@@ -26,6 +26,8 @@ framework is installed that test skips, saying so.
 
 from __future__ import annotations
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 from typing import Any
 
 import pytest

@@ -69,6 +69,8 @@ from .strategies import (
 )
 from .tolerances import DECISION_MARGIN
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 pytestmark = pytest.mark.rnnspec_check("gradients")
 
 

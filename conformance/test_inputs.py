@@ -36,6 +36,8 @@ from .checks_common import context, dtypes_of
 from .frameworks import in_place_writer
 from .strategies import draw_case
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 pytestmark = pytest.mark.rnnspec_check("inputs")
 
 #: The sizes of every case of this check (one compiled program per option set and time on jax).

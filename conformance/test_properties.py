@@ -21,6 +21,8 @@ property that does not apply to an op skips with the reason.
 
 from __future__ import annotations
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 import warnings
 from collections.abc import Callable
 from typing import Any

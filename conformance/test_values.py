@@ -59,6 +59,8 @@ from .strategies import (
 )
 from .tolerances import reference_tolerance
 
+__all__: list[str] = []  # a test module: pytest collects it, nothing to import
+
 pytestmark = pytest.mark.rnnspec_check("values")
 
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from rnnspec.errors import OptionError, ParameterError
 
+__all__ = ["CLASSIC_KEYS", "classic_params"]
+
 #: The keys of a classic layer's canonical params (rnn, lstm, gru), in the spec's order.
 CLASSIC_KEYS = ("w_ih", "w_hh", "b_ih", "b_hh")
 

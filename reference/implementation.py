@@ -15,6 +15,7 @@ import numpy as np
 
 from rnnspec.implementation import Implementation
 from rnnspec.methods import spec_method
+from rnnspec.ops import OPS
 from rnnspec.padding import without_padding
 
 from .act import ACTRun
@@ -38,19 +39,7 @@ def _start(op: str, arguments: dict[str, Any]) -> SequenceRun | PrimitiveRun | S
 class Reference(Implementation):
     """The NumPy reference implementation of every op of the spec."""
 
-    ops: ClassVar[tuple[str, ...]] = (
-        "rnn",
-        "lstm",
-        "gru",
-        "skip_rnn",
-        "skip_lstm",
-        "skip_gru",
-        "act",
-        "indrnn",
-        "indrnn_recurrence",
-        "qrnn",
-        "linear_recurrence",
-    )
+    ops: ClassVar[tuple[str, ...]] = tuple(OPS)  # every op of the spec
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "float32", "float64")
     framework: ClassVar[str] = "numpy"
     capabilities: ClassVar[frozenset[str]] = frozenset({"vjp"})

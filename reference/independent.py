@@ -7,14 +7,17 @@ Cells in the sense of :mod:`.cells`. The primitives read their per-step input
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .activations import ACTIVATIONS, Array
 from .cells import Cache, Params, State
+from .stack import Layer, ScanLayer
 
-__all__ = ["IndRNNCell", "IndRNNRecurrenceCell", "LinearCell"]
+__all__ = ["IndRNNCell", "IndRNNRecurrenceCell", "LinearCell", "layer"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,8 @@ class LinearCell:
     def step_vjp(self, p: Params, cache: Cache, d_state: State, d_y: Array) -> tuple[State, Array, dict[str, Array]]:
         d_new = d_state["h"] + d_y
         return {"h": d_new * cache["a"]}, np.concatenate([d_new * cache["h"], d_new], axis=1), {}
+
+
+def layer(op: str, p: Params, options: Mapping[str, Any], arrays: Mapping[str, Array | None]) -> Layer:
+    """One layer of indrnn with float64 params ``p`` and the call's value options."""
+    return ScanLayer(IndRNNCell(activation=options["activation"]), p)

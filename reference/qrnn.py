@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from .cells import Params
 from .independent import LinearCell
 from .scan import scan, scan_vjp
 
-__all__ = ["QRNNLayer", "causal_windows"]
+__all__ = ["QRNNLayer", "causal_windows", "layer"]
 
 _LINEAR = LinearCell()
 
@@ -95,3 +96,8 @@ class QRNNLayer:
         index = valid.sum(axis=1)[:, None] + np.arange(window - 1)[None, :]
         np.add.at(d_padded, (np.arange(d_out.shape[0])[:, None], index), d_final["x_prev"])
         return d_padded[:, window - 1 :], grads, {"c": d_state["h"], "x_prev": d_padded[:, : window - 1]}
+
+
+def layer(op: str, p: Params, options: Mapping[str, Any], arrays: Mapping[str, Array | None]) -> QRNNLayer:
+    """One layer of qrnn with float64 params ``p``, the call's mode and the layer's zoneout mask."""
+    return QRNNLayer(p, options["mode"], arrays["zoneout_mask"])

@@ -3,8 +3,8 @@
 :func:`start` turns validated, normalised arguments into a run, of the kind
 the op's record says by its result type; a run gives the op's result (rounded
 to the input dtype) and its reverse mode. The layer of each sequence op comes
-from :data:`.layers.LAYERS` and the cell of each primitive from
-:data:`.layers.PRIMITIVE_CELLS`; everything else (sizes, initial state,
+from :func:`.layers.layer_factory` and the cell of each primitive from
+:func:`.layers.primitive_cell`; everything else (sizes, initial state,
 per-step inputs) is read off the op's record.
 """
 
@@ -22,7 +22,7 @@ from rnnspec.shapes import evaluate, solve
 from .act import ACTRun
 from .activations import Array
 from .cotangents import cotangent, read_sequence_cotangents
-from .layers import LAYERS, PRIMITIVE_CELLS
+from .layers import layer_factory, primitive_cell
 from .precision import round_to
 from .skip import SkipRun
 from .stack import ScanLayer, full_lengths, reverse_valid, run_stack, run_stack_vjp
@@ -54,7 +54,7 @@ class SequenceRun:
         for k, p in enumerate(self.params):
             top = k == len(self.params) - 1
             inputs = {o.name: self._layer_array(args[o.name], k, o.shape) for o in spec.array_options}
-            self.layers.append(LAYERS[op](p, options, inputs))
+            self.layers.append(layer_factory(op)(p, options, inputs))
             dims = _layer_dims(op, p, options, input_size, top=top)
             input_size = dims["H"]
             if args["initial_state"] is None:
@@ -113,7 +113,7 @@ class PrimitiveRun:
         self.per_step = spec.per_step
         first = args[self.per_step[0]]
         options = {o.name: args[o.name] for o in spec.value_options}
-        cell = PRIMITIVE_CELLS[op](options)
+        cell = primitive_cell(op, options)
         self.params: dict[str, Array] = {
             p.name: _f64(args[p.name]) for p in spec.params if p.required and p.name not in self.per_step
         }

@@ -109,12 +109,6 @@ def test_every_path_the_checklist_names_exists_or_its_folder_does_for_a_placehol
     assert not missing, f"CONTRIBUTING.md's checklist names paths that do not exist: {missing}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #20 not done yet: the checklist names 14 files, as the code requires today: the reference still "
-    "lists its ops by hand (reference/implementation.py's Reference.ops, reference/layers.py's LAYERS) and "
-    "spec/ops/__init__.py registers each record by hand; remove this mark when the checklist is down to 12",
-)
 def test_the_checklist_names_at_most_twelve_files_for_a_new_sequence_op() -> None:
     files = _checklist_files()
     assert len(files) <= MOST_FILES, f"the checklist names {len(files)} files, more than {MOST_FILES}: {files}"

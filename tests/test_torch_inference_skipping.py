@@ -10,6 +10,7 @@ require grad take the training loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -106,7 +107,7 @@ def cell_rows(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
                 rows.append(int(gi.shape[0]))
                 return cell.fn(p, state, gi)
 
-            return Cell(cell.name, cell.state_names, step)
+            return dataclasses.replace(cell, fn=step)
 
         monkeypatch.setattr(module, "make_cell", make)
         return rows
