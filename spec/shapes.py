@@ -48,9 +48,10 @@ def _parse(expr: str) -> tuple[tuple[int | str, ...], ...]:
     return tuple(tuple(term) for term in terms)
 
 
-def symbols(expr: str) -> set[str]:
+@memoized
+def symbols(expr: str) -> frozenset[str]:
     """Return the names an expression uses."""
-    return {f for term in _parse(expr) for f in term if isinstance(f, str)}
+    return frozenset(f for term in _parse(expr) for f in term if isinstance(f, str))
 
 
 def evaluate(expr: str, dims: Mapping[str, int]) -> int:

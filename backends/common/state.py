@@ -18,7 +18,19 @@ from rnnspec.shapes import evaluate, solve
 from .arrays import ArrayOps
 from .ops import SequenceCall
 
-__all__ = ["LayerFn", "initial_states", "layer_dims", "run_layers", "run_recurrence", "run_stack", "start_state"]
+__all__ = [
+    "LayerFn",
+    "Scan",
+    "indrnn_recurrence",
+    "initial_states",
+    "layer_arrays",
+    "layer_dims",
+    "linear_recurrence",
+    "run_layers",
+    "run_recurrence",
+    "run_stack",
+    "start_state",
+]
 
 #: The state entries that start at one rather than zero: Skip RNN's first step always updates.
 _START_AT_ONE = frozenset({"update_prob"})
@@ -101,15 +113,34 @@ def run_stack(
     return outputs, tuple(finals)
 
 
+def layer_arrays(call: SequenceCall, lengths: Any, ops: ArrayOps) -> list[dict[str, Any]]:
+    """Each layer's array options (qrnn's ``zoneout_mask``), as its record lays them out: one per layer when
+    the option is ``per_layer`` (the :class:`~rnnspec.Backend` hands a sequence), and with each row's valid
+    prefix reversed for ``reverse=True`` when it holds one entry per step, so that it lines up with the
+    time axis the layer sees. None where the caller gave none."""
+    per_step = OPS[call.op].per_step
+    arrays: list[dict[str, Any]] = [{} for _ in call.params]
+    for option in OPS[call.op].array_options:
+        value = call.arrays.get(option.name)
+        for k, layer in enumerate(arrays):
+            mine = value[k] if value is not None and option.per_layer else value
+            if mine is not None and call.reverse and option.name in per_step:
+                mine = ops.reverse_valid(ops.carried(mine), lengths)
+            layer[option.name] = mine
+    return arrays
+
+
 def run_layers(
-    call: SequenceCall, make_layer: Callable[[int, Mapping[str, Any]], LayerFn], ops: ArrayOps
+    call: SequenceCall, make_layer: Callable[[Mapping[str, Any], dict[str, Any]], LayerFn], ops: ArrayOps
 ) -> SequenceResult:
     """A stacked sequence op whose layers run one after another (rnn, lstm, gru, indrnn, qrnn):
-    ``make_layer(k, params[k])`` is layer k's function; the result is the top layer's outputs and every final state."""
+    ``make_layer(params[k], arrays[k])`` is layer k's function, given its params and its array options
+    (:func:`layer_arrays`); the result is the top layer's outputs and every layer's final state."""
     lengths = ops.lengths(call.lengths, call.x)
     options = {**call.options, **call.arrays}
     initial = initial_states(call.op, call.x, call.params, options, call.initial_state, ops)
-    layers = [make_layer(k, p) for k, p in enumerate(call.params)]
+    arrays = layer_arrays(call, lengths, ops)
+    layers = [make_layer(p, a) for p, a in zip(call.params, arrays, strict=True)]
     outputs, state = run_stack(layers, call.x, lengths, initial, call.reverse, ops)
     return SequenceResult(outputs, state)
 
@@ -133,3 +164,30 @@ def run_recurrence(
     steps = [ops.reverse_valid(a, norm) for a in inputs] if reverse else list(inputs)
     h, _ = scan(*steps, h0, norm.valid())
     return ops.reverse_valid(h, norm) if reverse else h
+
+
+#: A framework's scan of a primitive: ``(*per-step inputs, h0, valid) -> (h, final h)``.
+Scan = Callable[..., tuple[Any, Any]]
+
+
+def linear_recurrence(scan: Scan, ops: ArrayOps) -> Callable[..., Any]:
+    """The op function of ``linear_recurrence`` (``h_t = a_t * h_{t-1} + b_t``) over a framework's
+    ``scan(a, b, h0, valid)``."""
+
+    def linear_recurrence(*, a: Any, b: Any, initial: Any, lengths: Any, reverse: bool) -> Any:
+        return run_recurrence(scan, [a, b], initial, lengths, reverse, ops)
+
+    return linear_recurrence
+
+
+def indrnn_recurrence(scan: Scan, ops: ArrayOps) -> Callable[..., Any]:
+    """The op function of ``indrnn_recurrence`` (``h_t = act(pre_t + u * h_{t-1})``) over a framework's
+    ``scan(pre, u, h0, activation, valid)``."""
+
+    def indrnn_recurrence(*, pre: Any, u: Any, initial: Any, activation: str, lengths: Any, reverse: bool) -> Any:
+        def scan_pre(steps: Any, h0: Any, valid: Any) -> tuple[Any, Any]:
+            return scan(steps, u, h0, activation, valid)
+
+        return run_recurrence(scan_pre, [pre], initial, lengths, reverse, ops)
+
+    return indrnn_recurrence

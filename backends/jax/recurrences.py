@@ -24,13 +24,12 @@ and :func:`indrnn_path` (never by catching an error):
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnspec.backends.common.state import run_recurrence
+from rnnspec.backends.common import state as common_state
 
 from .cells import ACTIVATIONS
 from .paths import on_gpu, plain_forced, record_path
@@ -197,21 +196,6 @@ def indrnn_scan(
     return sequential_indrnn_scan(pre, u, h0, activation, valid)
 
 
-def linear_recurrence(
-    *, a: jax.Array, b: jax.Array, initial: jax.Array | None, lengths: Any, reverse: bool
-) -> jax.Array:
-    """``h_t = a_t * h_{t-1} + b_t``, ``h`` of shape ``(batch, time, H)``."""
-    h: jax.Array = run_recurrence(linear_scan, [a, b], initial, lengths, reverse, ARRAY_OPS)
-    return h
-
-
-def indrnn_recurrence(
-    *, pre: jax.Array, u: jax.Array, initial: jax.Array | None, activation: str, lengths: Any, reverse: bool
-) -> jax.Array:
-    """``h_t = act(pre_t + u * h_{t-1})``, ``h`` of shape ``(batch, time, H)``."""
-
-    def scan(pre: jax.Array, h0: jax.Array, valid: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        return indrnn_scan(pre, u, h0, activation, valid)
-
-    h: jax.Array = run_recurrence(scan, [pre], initial, lengths, reverse, ARRAY_OPS)
-    return h
+#: The primitives' op functions: lengths, reverse and the zero start from the core, the scans from here.
+linear_recurrence = common_state.linear_recurrence(linear_scan, ARRAY_OPS)
+indrnn_recurrence = common_state.indrnn_recurrence(indrnn_scan, ARRAY_OPS)

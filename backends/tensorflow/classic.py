@@ -54,4 +54,4 @@ def run(call: SequenceCall) -> SequenceResult:
         return SequenceResult(outputs, state)
     record_path(op, "plain")
     cell = make_cell(op, options)
-    return run_layers(call, lambda _, p: plain_layer(cell, p), ARRAY_OPS)
+    return run_layers(call, lambda p, _: plain_layer(cell, p), ARRAY_OPS)

@@ -22,7 +22,7 @@ from rnnspec.results import SequenceResult
 
 from .cells import linear
 from .recurrences import linear_scan
-from .sequence import ARRAY_OPS, Lengths, State, dim, reverse_valid
+from .sequence import ARRAY_OPS, Lengths, State, dim
 
 __all__ = ["run"]
 
@@ -68,9 +68,5 @@ def _layer(p: Mapping[str, tf.Tensor], mode: str, mask: tf.Tensor | None) -> Lay
 
 def run(call: SequenceCall) -> SequenceResult:
     """QRNN (f-, fo- or ifo-pooling, any window K) over a stack of layers."""
-    zoneout_mask = call.arrays["zoneout_mask"]
-    masks: list[tf.Tensor | None] = [None] * len(call.params)
-    if zoneout_mask is not None:
-        norm = ARRAY_OPS.lengths(call.lengths, call.x)
-        masks = [reverse_valid(tf.convert_to_tensor(m), norm) if call.reverse else m for m in zoneout_mask]
-    return run_layers(call, lambda k, p: _layer(p, call.options["mode"], masks[k]), ARRAY_OPS)
+    mode = call.options["mode"]
+    return run_layers(call, lambda p, arrays: _layer(p, mode, arrays["zoneout_mask"]), ARRAY_OPS)

@@ -9,11 +9,10 @@ rather than TensorFlow's gradient of the loop (quadratic in the number of steps)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import tensorflow as tf
 
-from rnnspec.backends.common.state import run_recurrence
+from rnnspec.backends.common import state as common_state
 
 from . import linear_gradient
 from .cells import ACTIVATIONS
@@ -41,21 +40,6 @@ def indrnn_scan(
     return h, final
 
 
-def linear_recurrence(
-    *, a: tf.Tensor, b: tf.Tensor, initial: tf.Tensor | None, lengths: Any, reverse: bool
-) -> tf.Tensor:
-    """``h_t = a_t * h_{t-1} + b_t``, ``h`` of shape ``(batch, time, H)``."""
-    h: tf.Tensor = run_recurrence(linear_scan, [a, b], initial, lengths, reverse, ARRAY_OPS)
-    return h
-
-
-def indrnn_recurrence(
-    *, pre: tf.Tensor, u: tf.Tensor, initial: tf.Tensor | None, activation: str, lengths: Any, reverse: bool
-) -> tf.Tensor:
-    """``h_t = act(pre_t + u * h_{t-1})``, ``h`` of shape ``(batch, time, H)``."""
-
-    def scan(pre: tf.Tensor, h0: tf.Tensor, valid: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
-        return indrnn_scan(pre, u, h0, activation, valid)
-
-    h: tf.Tensor = run_recurrence(scan, [pre], initial, lengths, reverse, ARRAY_OPS)
-    return h
+#: The primitives' op functions: lengths, reverse and the zero start from the core, the scans from here.
+linear_recurrence = common_state.linear_recurrence(linear_scan, ARRAY_OPS)
+indrnn_recurrence = common_state.indrnn_recurrence(indrnn_scan, ARRAY_OPS)

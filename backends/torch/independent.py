@@ -33,4 +33,4 @@ def _layer(p: Mapping[str, torch.Tensor], activation: str) -> LayerFn:
 def run(call: SequenceCall) -> SequenceResult:
     """IndRNN over a stack of layers."""
     activation = call.options["activation"]
-    return run_layers(call, lambda _, p: _layer(p, activation), ARRAY_OPS)
+    return run_layers(call, lambda p, _: _layer(p, activation), ARRAY_OPS)

@@ -18,7 +18,7 @@ from rnnspec.ops import QRNN_GATES
 from rnnspec.results import SequenceResult
 
 from .recurrences import linear_scan
-from .sequence import ARRAY_OPS, Lengths, State, reverse_valid
+from .sequence import ARRAY_OPS, Lengths, State
 
 __all__ = ["run"]
 
@@ -63,9 +63,5 @@ def _layer(p: Mapping[str, torch.Tensor], mode: str, mask: torch.Tensor | None) 
 
 def run(call: SequenceCall) -> SequenceResult:
     """QRNN (f-, fo- or ifo-pooling, any window K) over a stack of layers."""
-    zoneout_mask = call.arrays["zoneout_mask"]
-    masks: list[torch.Tensor | None] = [None] * len(call.params)
-    if zoneout_mask is not None:
-        norm = ARRAY_OPS.lengths(call.lengths, call.x)
-        masks = [reverse_valid(m, norm) if call.reverse else m for m in zoneout_mask]
-    return run_layers(call, lambda k, p: _layer(p, call.options["mode"], masks[k]), ARRAY_OPS)
+    mode = call.options["mode"]
+    return run_layers(call, lambda p, arrays: _layer(p, mode, arrays["zoneout_mask"]), ARRAY_OPS)

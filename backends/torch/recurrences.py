@@ -25,11 +25,11 @@ import functools
 import importlib
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from rnnspec.backends.common.state import run_recurrence
+from rnnspec.backends.common import state as common_state
 from rnnspec.errors import BackendError
 
 from . import fused
@@ -172,21 +172,6 @@ def indrnn_scan(
     return h, final
 
 
-def linear_recurrence(
-    *, a: torch.Tensor, b: torch.Tensor, initial: torch.Tensor | None, lengths: Any, reverse: bool
-) -> torch.Tensor:
-    """``h_t = a_t * h_{t-1} + b_t``, ``h`` of shape ``(batch, time, H)``."""
-    h: torch.Tensor = run_recurrence(linear_scan, [a, b], initial, lengths, reverse, ARRAY_OPS)
-    return h
-
-
-def indrnn_recurrence(
-    *, pre: torch.Tensor, u: torch.Tensor, initial: torch.Tensor | None, activation: str, lengths: Any, reverse: bool
-) -> torch.Tensor:
-    """``h_t = act(pre_t + u * h_{t-1})``, ``h`` of shape ``(batch, time, H)``."""
-
-    def scan(pre: torch.Tensor, h0: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return indrnn_scan(pre, u, h0, activation, valid)
-
-    h: torch.Tensor = run_recurrence(scan, [pre], initial, lengths, reverse, ARRAY_OPS)
-    return h
+#: The primitives' op functions: lengths, reverse and the zero start from the core, the scans from here.
+linear_recurrence = common_state.linear_recurrence(linear_scan, ARRAY_OPS)
+indrnn_recurrence = common_state.indrnn_recurrence(indrnn_scan, ARRAY_OPS)
