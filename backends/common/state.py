@@ -21,6 +21,7 @@ from .ops import SequenceCall
 __all__ = [
     "LayerFn",
     "Scan",
+    "indrnn_layer",
     "indrnn_recurrence",
     "initial_states",
     "layer_arrays",
@@ -191,3 +192,15 @@ def indrnn_recurrence(scan: Scan, ops: ArrayOps) -> Callable[..., Any]:
         return run_recurrence(scan_pre, [pre], initial, lengths, reverse, ops)
 
     return indrnn_recurrence
+
+
+def indrnn_layer(p: Mapping[str, Any], activation: str, linear: Callable[[Any, Any, Any], Any], scan: Scan) -> LayerFn:
+    """One layer of indrnn: its input projection over every step at once (the framework's ``linear``), then
+    the elementwise recurrence over time (the framework's ``scan(pre, u, h0, activation, valid)``)."""
+
+    def run(inp: Any, state: dict[str, Any], lengths: Any) -> tuple[Any, dict[str, Any]]:
+        pre = linear(inp, p["w_ih"], p["b_ih"])
+        h, final = scan(pre, p["u"], state["h"], activation, lengths.valid())
+        return h, {"h": final}
+
+    return run

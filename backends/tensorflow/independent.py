@@ -6,31 +6,19 @@ elementwise recurrence (:func:`.recurrences.indrnn_scan`) runs over time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import tensorflow as tf
-
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import LayerFn, run_layers
+from rnnspec.backends.common.state import indrnn_layer, run_layers
 from rnnspec.results import SequenceResult
 
 from .cells import linear
 from .recurrences import indrnn_scan
-from .sequence import ARRAY_OPS, Lengths, State
+from .sequence import ARRAY_OPS
 
 __all__ = ["run"]
 
 
-def _layer(p: Mapping[str, tf.Tensor], activation: str) -> LayerFn:
-    def run(inp: tf.Tensor, state: State, lengths: Lengths) -> tuple[tf.Tensor, State]:
-        pre = linear(inp, p["w_ih"], p["b_ih"])
-        h, final = indrnn_scan(pre, p["u"], state["h"], activation, lengths.valid())
-        return h, {"h": final}
-
-    return run
-
-
 def run(call: SequenceCall) -> SequenceResult:
-    """IndRNN over a stack of layers."""
+    """IndRNN over a stack of layers (the layer is the core's :func:`~rnnspec.backends.common.state.indrnn_layer`)."""
     activation = call.options["activation"]
-    return run_layers(call, lambda p, _: _layer(p, activation), ARRAY_OPS)
+    scan = indrnn_scan
+    return run_layers(call, lambda p, _: indrnn_layer(p, activation, linear, scan), ARRAY_OPS)

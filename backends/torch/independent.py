@@ -6,31 +6,22 @@ elementwise recurrence (:func:`.recurrences.indrnn_scan`) runs over time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
 
-import torch
 import torch.nn.functional as F
 
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import LayerFn, run_layers
+from rnnspec.backends.common.state import indrnn_layer, run_layers
 from rnnspec.results import SequenceResult
 
 from .recurrences import indrnn_scan
-from .sequence import ARRAY_OPS, Lengths, State
+from .sequence import ARRAY_OPS
 
 __all__ = ["run"]
 
 
-def _layer(p: Mapping[str, torch.Tensor], activation: str) -> LayerFn:
-    def run(inp: torch.Tensor, state: State, lengths: Lengths) -> tuple[torch.Tensor, State]:
-        pre = F.linear(inp, p["w_ih"], p["b_ih"])
-        h, final = indrnn_scan(pre, p["u"], state["h"], activation, lengths.valid(), op="indrnn")
-        return h, {"h": final}
-
-    return run
-
-
 def run(call: SequenceCall) -> SequenceResult:
-    """IndRNN over a stack of layers."""
+    """IndRNN over a stack of layers (the layer is the core's :func:`~rnnspec.backends.common.state.indrnn_layer`)."""
     activation = call.options["activation"]
-    return run_layers(call, lambda p, _: _layer(p, activation), ARRAY_OPS)
+    scan = functools.partial(indrnn_scan, op="indrnn")
+    return run_layers(call, lambda p, _: indrnn_layer(p, activation, F.linear, scan), ARRAY_OPS)
