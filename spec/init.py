@@ -22,7 +22,7 @@ from .errors import OptionError, ShapeError, UnknownArgumentError
 from .ops import ACT_CELLS, OPS, OpSpec
 from .shapes import evaluate
 
-__all__ = ["init_params"]
+__all__ = ["init_options", "init_params"]
 
 #: An initialiser draws one parameter: (rng, param name, shape, layer sizes, options) -> float64 array.
 Initialiser = Callable[[np.random.Generator, str, tuple[int, ...], Mapping[str, int], Mapping[str, Any]], np.ndarray]
@@ -158,6 +158,12 @@ def _check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ShapeError("init_params", name, "a positive integer", repr(value))
     return int(value)
+
+
+def init_options(op: str) -> dict[str, Any]:
+    """The options :func:`init_params` takes for ``op`` besides the op's own (``trainable_initial_state``,
+    IndRNN's ``seq_len``/``mag``/``last_layer_init``, qrnn's ``window``), with their defaults."""
+    return dict(_INITIALISERS[OPS[op].init].defaults)
 
 
 def init_params(

@@ -1,6 +1,6 @@
 """What every layer's ``load_canonical`` refuses before it writes a weight: extra keys, non-numeric arrays, no layers.
 
-The checks live in :mod:`rnnspec.backends.layers` and wrap each framework's
+The checks live in :mod:`rnnspec.backends.common.layers` and wrap each framework's
 ``load_canonical``; PyTorch and Flax NNX layers stand for them here (Keras runs
 in its own session).
 """

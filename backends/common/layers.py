@@ -42,7 +42,7 @@ import numpy as np
 
 from rnnspec.backend import Backend
 from rnnspec.errors import CallError, DtypeError, OptionError, ParameterError, ShapeError, UnknownArgumentError
-from rnnspec.init import _INITIALISERS, init_params
+from rnnspec.init import init_options, init_params
 from rnnspec.ops import OPS
 from rnnspec.param_files import load_numpy_params, save_params
 from rnnspec.shapes import evaluate
@@ -140,9 +140,7 @@ def layer_options(op: str) -> tuple[LayerOption, ...]:
         kind = type(opt.allowed[0] if opt.allowed else opt.default).__name__
         description = f"{opt.description[0].upper()}{opt.description[1:]}: {opt.describe_allowed()}."
         out.append(LayerOption(opt.name, opt.default, kind, description, "op"))
-    # The record names its init scheme (``init``); records without one are named after the op.
-    scheme = getattr(spec, "init", None) or op
-    for name, default in _INITIALISERS[scheme].defaults.items():
+    for name, default in init_options(op).items():
         annotation, description = _INIT_OPTIONS[name]
         out.append(LayerOption(name, None if name in _GIVEN_ONLY else default, annotation, description, "init"))
     return tuple(out)
