@@ -18,7 +18,7 @@ backend's ``checkpointing`` module brings the rest: the framework's checkpoint
 (how a segment is recomputed while its backward runs); its array operations
 are its :class:`~.arrays.ArrayOps`. :func:`run_in_segments` is the Python loop over segments
 that torch and TensorFlow use; JAX scans over the segments instead, and takes
-:func:`plan` and :func:`result_type` from here.
+:func:`plan` from here (and the result type from the op's record).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from rnnspec.ops import OPS
-from rnnspec.results import ACTResult, SequenceResult, SkipResult
 
 from .arrays import ArrayOps
 
@@ -39,7 +38,6 @@ __all__ = [
     "Plan",
     "RunSegment",
     "plan",
-    "result_type",
     "run_in_segments",
     "segment_lengths",
     "steps_of",
@@ -112,13 +110,6 @@ def segment_lengths(lengths: Any, start: int, width: int, ops: ArrayOps) -> Any:
     if ops.is_array(lengths):
         return ops.clip_lengths(lengths, start, width)
     return np.clip(np.asarray(lengths).astype(np.int64) - start, 0, width)
-
-
-def result_type(op: str) -> Any:
-    """The NamedTuple ``op`` returns (a sequence op's)."""
-    if op == "act":
-        return ACTResult
-    return SkipResult if op.startswith("skip_") else SequenceResult
 
 
 def run_in_segments(

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from rnnspec.backends.common import segments
 from rnnspec.backends.common.state import start_state
+from rnnspec.ops import OPS
 
 from .sequence import ARRAY_OPS
 
@@ -102,7 +103,9 @@ def checkpointed(op: str, fn: Callable[..., Any], every: int, arguments: dict[st
         outputs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), outputs, tail)
     if plan.primitive:
         return outputs
-    return segments.result_type(op)(state=carry, **outputs)
+    result_type = OPS[op].result
+    assert result_type is not None  # a sequence op: the primitives returned above
+    return result_type(state=carry, **outputs)
 
 
 def with_checkpointing(op: str, fn: Callable[..., Any]) -> Callable[..., Any]:
