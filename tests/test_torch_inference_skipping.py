@@ -214,7 +214,7 @@ def test_large_batches_project_only_the_updating_rows_inputs(projection: str, mo
                 projected.append(int(np.prod(x.shape[:-1])))
                 return super().project(p, x)
 
-        return Counting(cell.name, cell.state_names, cell.fn)
+        return Counting(cell.name, cell.state_names, cell.fn, cell.linear)
 
     monkeypatch.setattr(skip_module, "make_cell", make)
     args, kwargs = _torch((case.x, case.params), "float64"), _torch(case.kwargs(), "float64")
