@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,9 +24,33 @@ if TYPE_CHECKING:
 #: and rounding error ~ 1e-16 * |L| / eps ~ 1e-10 * |L|: both far below a 1e-7 bound, and 1e-6 is
 #: close to the optimum (3 * 1.1e-16) ** (1/3) ~ 7e-6 of a cubic-error scheme.
 EPS = 1e-6
+#: The tolerance of a gradient against central differences (with :data:`EPS`), and of a float64
+#: result or gradient against torch autograd of an independent implementation.
+FD_RTOL = 1e-7
+TORCH_RTOL = 1e-10
+#: relu cases keep every valid pre-activation this far from 0, so a +-EPS step never crosses the kink.
+RELU_MARGIN = 1e-3
 
 
-# -- ids ----------------------------------------------------------------------------------
+# -- ids and case grids ---------------------------------------------------------------------
+
+#: (layers, lengths, given initial state, reverse) of a sequence op's parametrized cases:
+#: stacked layers, a 0-length and a full row, both directions.
+SEQUENCE_SHAPES: list[tuple[int, list[int] | None, bool, bool]] = [
+    (1, None, False, False),
+    (3, [0, 5, 3], True, False),
+    (2, [5, 0, 2], True, True),
+    (1, [3, 5, 0], True, True),
+    (2, None, False, True),
+]
+
+
+def shape_id(layers: int, lengths: Any, with_state: bool, reverse: bool) -> str:
+    """A readable pytest id of a sequence case's shape, such as ``L2-len-state-reverse``."""
+    return (
+        f"L{layers}-{'len' if lengths else 'full'}-{'state' if with_state else 'zeros'}"
+        f"-{'reverse' if reverse else 'forward'}"
+    )
 
 
 def variant_id(variant: tuple[str, Mapping[str, Any] | tuple[tuple[str, Any], ...]]) -> str:
@@ -55,10 +79,26 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def full_lengths(lengths: Any, batch: int, time: int) -> np.ndarray:
+    """``lengths`` as int64, or every row at full length."""
+    if lengths is None:
+        return np.full((batch,), time, dtype=np.int64)
+    return np.asarray(lengths, dtype=np.int64)
+
+
 def valid_steps(lengths: Any, batch: int, time: int) -> np.ndarray:
     """(batch, time) bool: True where the step lies within the row's length (every step when ``lengths`` is None)."""
-    full = np.full(batch, time, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
-    return np.arange(time)[None, :] < full[:, None]
+    return np.arange(time)[None, :] < full_lengths(lengths, batch, time)[:, None]
+
+
+def step_order(length: int, reverse: bool) -> range:
+    """The time indices ``0 .. length-1`` in processing order: backwards when ``reverse``."""
+    return range(length - 1, -1, -1) if reverse else range(length)
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """The logistic function, elementwise."""
+    return 1.0 / (1.0 + np.exp(-a))
 
 
 # -- gradients ------------------------------------------------------------------------------
@@ -88,6 +128,40 @@ def leaf(array: np.ndarray) -> torch.Tensor:
 def grad_of(t: torch.Tensor) -> np.ndarray:
     """``t.grad`` as NumPy (zeros when autograd never reached ``t``), a copy."""
     return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.detach().numpy().copy()
+
+
+def sequence_inner_product(cotangents: Mapping[str, Any], result: Any) -> float:
+    """The loss ``<cotangents, result>`` of a sequence result, over outputs and every state entry of every layer.
+
+    Its gradient with respect to the inputs is the VJP of ``cotangents``.
+    """
+    total = float(np.sum(np.asarray(cotangents["outputs"]) * np.asarray(result.outputs, dtype=np.float64)))
+    for cot_layer, res_layer in zip(cotangents["state"], result.state, strict=True):
+        for name, cot in cot_layer.items():
+            total += float(np.sum(cot * np.asarray(res_layer[name], dtype=np.float64)))
+    return total
+
+
+def numerical_sequence_vjp(
+    call: Callable[[np.ndarray, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]], Any],
+    x: np.ndarray,
+    params: Sequence[Mapping[str, np.ndarray]],
+    initial_state: Sequence[Mapping[str, np.ndarray]],
+    cotangents: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Central differences of ``<cotangents, call(x, params, initial_state)>`` w.r.t. every input array."""
+    x = np.array(x, dtype=np.float64)
+    params = [{k: np.array(v, dtype=np.float64) for k, v in p.items()} for p in params]
+    state = [{k: np.array(v, dtype=np.float64) for k, v in s.items()} for s in initial_state]
+
+    def loss() -> float:
+        return sequence_inner_product(cotangents, call(x, params, state))
+
+    return {
+        "x": central_difference(loss, x),
+        "params": [{k: central_difference(loss, v) for k, v in p.items()} for p in params],
+        "initial_state": [{k: central_difference(loss, v) for k, v in s.items()} for s in state],
+    }
 
 
 # -- comparisons ----------------------------------------------------------------------------

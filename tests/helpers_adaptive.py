@@ -24,22 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from helpers import (  # noqa: F401  (the shared helpers, also re-exported to the tests that import them from here)
-    assert_relative_close,
+from helpers import (
     assert_trees_close,
-    assert_trees_equal,
-    central_difference,
     grad_of,
     leaf,
+    step_order,
     valid_steps,
-    variant_id,
+    variant_id,  # noqa: F401  (test_torch_inference_skipping, not one of the reference tests, imports it from here)
 )
 
 import rnnspec
+import rnnspec.reference as reference
 
 #: The NumPy reference through the public backend interface.
 B = rnnspec.get_backend("numpy")
@@ -61,11 +60,6 @@ SKIP_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("skip_gru", {"reset_after": False}),
 )
 
-# Central differences: truncation error ~ eps**2 / 6 * |L'''| ~ 1e-13 and rounding error
-# ~ 1e-16 * |L| / eps ~ 1e-10 * |L|: both far below the 1e-7 bound.
-EPS = 1e-6
-FD_RTOL = 1e-7
-TORCH_RTOL = 1e-10
 #: Discrete decisions (binarisation at 0.5, min's switch, halting at 1 - epsilon, relu's kink)
 #: stay at least this far from their thresholds in the smooth cases, so a +-EPS step never flips one.
 MARGIN = 1e-3
@@ -251,10 +245,6 @@ def cell_step(
     return {"h": (1.0 - z) * n + z * h}
 
 
-def _row_order(length: int, reverse: bool) -> range:
-    return range(length - 1, -1, -1) if reverse else range(length)
-
-
 def _stack_rows(ops: Ops, rows: Sequence[Sequence[Any]], batch: int, time: int, width: int) -> Any:
     """rows[b][t] of shape (width,) -> (batch, time, width)."""
     if batch == 0 or time == 0:
@@ -307,7 +297,7 @@ def skip_forward(
         out = [ops.zeros(hidden) for _ in range(time)]
         gate = [ops.zeros(1) for _ in range(time)]
         tilde = [ops.zeros(1) for _ in range(time)]
-        for step, t in enumerate(_row_order(int(full[b]), reverse)):
+        for step, t in enumerate(step_order(int(full[b]), reverse)):
             u_tilde = cum + ops.where(prob <= 1.0 - cum, prob, 1.0 - cum)
             if trace is not None:
                 trace.u_tilde.append(ops.value(u_tilde))
@@ -535,7 +525,7 @@ def act_forward(
         n_row = [ops.zeros(1) for _ in range(time)]
         r_row = [ops.zeros(1) for _ in range(time)]
         c_row = [ops.zeros(1) for _ in range(time)]
-        for t in _row_order(int(full[b]), reverse):
+        for t in step_order(int(full[b]), reverse):
             inner, halts, states, total = s, [], [], 0.0
             for n in range(1, max_steps + 1):
                 flag = ops.zeros(1) if n == 1 else ops.ones(1)
@@ -590,6 +580,9 @@ class ACTCase:
     lengths: np.ndarray | None = None
     initial_state: list[dict[str, np.ndarray]] | None = None
     reverse: bool = False
+
+    #: The op's name, as ``reference.vjp`` takes it.
+    op: ClassVar[str] = "act"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -786,3 +779,45 @@ def take_rows(tree: Any, rows: Any) -> Any:
     if isinstance(tree, (list, tuple)):
         return [take_rows(v, rows) for v in tree]
     return None if tree is None else np.asarray(tree)[rows]
+
+
+# -- the checks both adaptive ops' tests make ----------------------------------------------
+
+#: The result fields that hold discrete decisions: compared for equality, not closeness.
+DISCRETE_FIELDS = ("update_gate", "ponder_steps")
+
+
+def assert_fields_match(got: Any, want: Any, rtol: float, what: str) -> None:
+    """Fields close, and the discrete ones (skip's update_gate, a {0, 1} decision; act's
+    ponder_steps, an integer count) equal."""
+    got, want = fields_of(got), fields_of(want)
+    for name in DISCRETE_FIELDS:
+        if name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{what}: {name}")
+    assert_trees_close(got, want, rtol, what)
+
+
+def reference_vjp(case: SkipCase | ACTCase, cotangents: Mapping[str, Any]) -> dict[str, Any]:
+    """The VJP under test: ``reference.vjp`` of the case's op at the case's inputs."""
+    return reference.vjp(case.op, cotangents, case.x, case.params, **case.kwargs())
+
+
+def torch_vjp(case: SkipCase | ACTCase, cotangents: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The torch result and autograd's VJP through the case's loop on :data:`TORCH`.
+
+    Skip: the straight-through binarisation. Without a given initial state, the params'
+    gradient (h0/c0 included) comes from the default run, and the initial state's from a second
+    run that passes the defaults explicitly. ACT: the halting count held constant, the loop
+    started from the given initial state or explicit zeros.
+    """
+
+    def forward(x: Any, params: Any, state: Any) -> dict[str, Any]:
+        return case.loop(TORCH, x=x, params=params, initial_state=state)
+
+    if isinstance(case, ACTCase):
+        return torch_gradients(forward, cotangents, case.x, case.params, case.state_or_zeros())
+    result, grads = torch_gradients(forward, cotangents, case.x, case.params, case.initial_state)
+    if case.initial_state is None:
+        _, explicit = torch_gradients(forward, cotangents, case.x, case.params, case.default_state())
+        grads["initial_state"] = explicit["initial_state"]
+    return result, grads

@@ -20,16 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from helpers import (  # noqa: F401  (the shared helpers, also re-exported to the tests that import them from here)
-    assert_relative_close,
-    assert_trees_close,
-    assert_trees_equal,
-    central_difference,
-    deep_copy,
-    grad_of,
-    leaf,
-    valid_steps,
-)
+from helpers import full_lengths, grad_of, leaf, step_order, valid_steps
 
 import rnnspec
 
@@ -38,14 +29,6 @@ B = rnnspec.get_backend("numpy")
 
 #: Gate blocks per QRNN pooling mode, in row order of w and b.
 QRNN_GATES = {"f": ("z", "f"), "fo": ("z", "f", "o"), "ifo": ("z", "f", "i", "o")}
-
-# Central differences: truncation error ~ eps**2 / 6 * |L'''| ~ 1e-13 and rounding error
-# ~ 1e-16 * |L| / eps ~ 1e-10 * |L|: both far below the 1e-7 bound.
-EPS = 1e-6
-FD_RTOL = 1e-7
-TORCH_RTOL = 1e-10
-#: relu cases keep every valid pre-activation this far from 0, so a +-EPS step never crosses the kink.
-RELU_MARGIN = 1e-3
 
 
 # -- comparisons ------------------------------------------------------------------
@@ -66,13 +49,6 @@ def fill_leaves(tree: Any, value: float) -> None:
 # -- lengths and time order ---------------------------------------------------------
 
 
-def full_lengths(lengths: Any, batch: int, time: int) -> np.ndarray:
-    """``lengths`` as int64, or every row at full length."""
-    if lengths is None:
-        return np.full((batch,), time, dtype=np.int64)
-    return np.asarray(lengths, dtype=np.int64)
-
-
 def flip_valid_prefix(a: np.ndarray, lengths: Any) -> np.ndarray:
     """Each row's first ``lengths[b]`` steps in reverse order; padding untouched. Built row by row."""
     out = np.array(a, copy=True)
@@ -89,15 +65,6 @@ def sequence_cotangents(
         "outputs": rng.normal(size=(batch, time, hidden)),
         "state": [{name: rng.normal(size=(batch, hidden)) for name in names} for _ in range(layers)],
     }
-
-
-def sequence_inner_product(cotangents: Mapping[str, Any], result: Any) -> float:
-    """``<cotangents, result>`` over outputs and every state entry of every layer."""
-    total = float(np.sum(np.asarray(cotangents["outputs"]) * np.asarray(result.outputs, dtype=np.float64)))
-    for cot_layer, res_layer in zip(cotangents["state"], result.state, strict=True):
-        for name, cot in cot_layer.items():
-            total += float(np.sum(cot * np.asarray(res_layer[name], dtype=np.float64)))
-    return total
 
 
 # -- random parameters -------------------------------------------------------------
@@ -161,7 +128,7 @@ def scalar_indrnn_layer(
     final = np.zeros((batch, hidden))
     for b in range(batch):
         n = int(lengths[b])
-        order = range(n - 1, -1, -1) if reverse else range(n)
+        order = step_order(n, reverse)
         for j in range(hidden):
             w = [float(v) for v in p["w_ih"][j]]
             bias, u = float(p["b_ih"][j]), float(p["u"][j])
@@ -198,10 +165,6 @@ def scalar_indrnn(
 # -- torch implementations ------------------------------------------------------------
 
 
-def _order(time: int, reverse: bool) -> range:
-    return range(time - 1, -1, -1) if reverse else range(time)
-
-
 def torch_elementwise_scan(
     step: Callable[[int, torch.Tensor], torch.Tensor],
     h0: torch.Tensor,
@@ -218,7 +181,7 @@ def torch_elementwise_scan(
     valid = torch.from_numpy(valid_steps(lengths, batch, time))
     h = h0
     outs: list[torch.Tensor | None] = [None] * time
-    for t in _order(time, reverse):
+    for t in step_order(time, reverse):
         new = step(t, h)
         keep = valid[:, t, None]
         h = torch.where(keep, new, h)
@@ -405,25 +368,3 @@ def torch_sequence_vjp(
 def result_tree(result: Any) -> dict[str, Any]:
     """A SequenceResult as ``{"outputs", "state": [per-layer dicts]}`` for tree comparisons."""
     return {"outputs": result.outputs, "state": [dict(s) for s in result.state]}
-
-
-def numerical_sequence_vjp(
-    call: Callable[[np.ndarray, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]], Any],
-    x: np.ndarray,
-    params: Sequence[Mapping[str, np.ndarray]],
-    initial_state: Sequence[Mapping[str, np.ndarray]],
-    cotangents: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Central differences of ``<cotangents, call(x, params, initial_state)>`` w.r.t. every input array."""
-    x = np.array(x, dtype=np.float64)
-    params = [{k: np.array(v, dtype=np.float64) for k, v in p.items()} for p in params]
-    state = [{k: np.array(v, dtype=np.float64) for k, v in s.items()} for s in initial_state]
-
-    def loss() -> float:
-        return sequence_inner_product(cotangents, call(x, params, state))
-
-    return {
-        "x": central_difference(loss, x),
-        "params": [{k: central_difference(loss, v) for k, v in p.items()} for p in params],
-        "initial_state": [{k: central_difference(loss, v) for k, v in s.items()} for s in state],
-    }

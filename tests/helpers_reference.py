@@ -3,7 +3,8 @@
 Everything here is written independently of ``rnnspec.reference``: random cases,
 a torch runner built straight on ``torch.nn.RNN``/``LSTM``/``GRU`` (never through
 ``rnnspec.convert``), a hand-written torch loop of the Cho GRU, central finite
-differences and the scalar loss ``<cotangents, result>`` whose gradient is a VJP.
+differences (``helpers.central_difference``) of the scalar loss ``<cotangents, result>``
+(``helpers.sequence_inner_product``), whose gradient is a VJP.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from helpers import (  # noqa: F401  (the shared helpers, also re-exported to the tests that import them from here)
-    assert_relative_close,
-    assert_trees_equal,
-    central_difference,
-    deep_copy,
-    variant_id,
-)
+from helpers import full_lengths, step_order
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnspec.reference as reference
@@ -107,9 +102,7 @@ class Case:
         return {**self.options, "lengths": self.lengths, "initial_state": self.initial_state, "reverse": self.reverse}
 
     def lengths_or_full(self) -> np.ndarray:
-        if self.lengths is None:
-            return np.full((self.batch,), self.time, dtype=np.int64)
-        return np.asarray(self.lengths, dtype=np.int64)
+        return full_lengths(self.lengths, self.batch, self.time)
 
     def state_or_zeros(self) -> list[dict[str, np.ndarray]]:
         if self.initial_state is not None:
@@ -175,7 +168,7 @@ def relu_preactivations(case: Case) -> np.ndarray:
     pre: list[np.ndarray] = []
     state = case.state_or_zeros()
     for b, n in enumerate(case.lengths_or_full()):
-        order = list(range(n - 1, -1, -1)) if case.reverse else list(range(n))
+        order = step_order(n, case.reverse)
         inp = case.x[b, :n]
         for k, p in enumerate(case.params):
             h = state[k]["h"][b]
@@ -189,7 +182,7 @@ def relu_preactivations(case: Case) -> np.ndarray:
     return np.concatenate(pre) if pre else np.zeros((0,))
 
 
-# -- cotangents, loss, finite differences ---------------------------------------
+# -- cotangents -----------------------------------------------------------------
 
 
 def random_cotangents(rng: np.random.Generator, case: Case) -> dict[str, Any]:
@@ -201,15 +194,6 @@ def random_cotangents(rng: np.random.Generator, case: Case) -> dict[str, Any]:
             for _ in range(case.layers)
         ],
     }
-
-
-def inner_product(cotangents: Mapping[str, Any], result: Any) -> float:
-    """The loss ``<cotangents, result>`` summed over outputs and every state entry of every layer."""
-    total = float(np.sum(np.asarray(cotangents["outputs"]) * np.asarray(result.outputs, dtype=np.float64)))
-    for cot_layer, res_layer in zip(cotangents["state"], result.state, strict=True):
-        for name, cot in cot_layer.items():
-            total += float(np.sum(cot * np.asarray(res_layer[name], dtype=np.float64)))
-    return total
 
 
 # -- torch ----------------------------------------------------------------------

@@ -16,31 +16,33 @@ from typing import Any
 import numpy as np
 import pytest
 import test_act_nan_halting as nan_cases  # the NaN cases, shared with the backends' tests
-from helpers_adaptive import (
-    ACT_CELLS,
+from helpers import (
     EPS,
     FD_RTOL,
+    TORCH_RTOL,
+    assert_relative_close,
+    assert_trees_close,
+    assert_trees_equal,
+    central_difference,
+    valid_steps,
+)
+from helpers_adaptive import (
+    ACT_CELLS,
     MARGIN,
     STATE_NAMES,
-    TORCH,
-    TORCH_RTOL,
     ACTCase,
     B,
     Trace,
     act_cotangents,
-    act_forward,
     act_margins,
-    assert_relative_close,
-    assert_trees_close,
-    assert_trees_equal,
+    assert_fields_match,
     cell_params,
-    central_difference,
     fields_of,
     inner_product,
     make_act_case,
+    reference_vjp,
     take_rows,
-    torch_gradients,
-    valid_steps,
+    torch_vjp,
 )
 
 import rnnspec
@@ -104,24 +106,6 @@ def build_case(
     )
     assert min(act_margins(case)) >= MARGIN
     return case
-
-
-def reference_vjp(case: ACTCase, cotangents: dict[str, Any]) -> dict[str, Any]:
-    return reference.vjp("act", cotangents, case.x, case.params, **case.kwargs())
-
-
-def torch_vjp(case: ACTCase, cotangents: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    def forward(x: Any, params: Any, state: Any) -> dict[str, Any]:
-        return act_forward(TORCH, case.cell, x, params, case.lengths, state, case.reverse, case.epsilon, case.max_steps)
-
-    return torch_gradients(forward, cotangents, case.x, case.params, case.state_or_zeros())
-
-
-def assert_fields_match(got: Any, want: Any, rtol: float, what: str) -> None:
-    """Fields close, and ponder_steps (an integer count) equal."""
-    got, want = fields_of(got), fields_of(want)
-    np.testing.assert_array_equal(got["ponder_steps"], want["ponder_steps"], err_msg=f"{what}: ponder_steps")
-    assert_trees_close(got, want, rtol, what)
 
 
 # -- forward and reverse mode against independent implementations ------------------------

@@ -11,52 +11,39 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import (
+    FD_RTOL,
+    RELU_MARGIN,
+    SEQUENCE_SHAPES,
+    TORCH_RTOL,
+    assert_relative_close,
+    assert_trees_equal,
+    deep_copy,
+    numerical_sequence_vjp,
+    shape_id,
+    variant_id,
+)
 from helpers_reference import (
     STATE_NAMES,
     VARIANTS,
     Case,
-    assert_relative_close,
-    assert_trees_equal,
-    central_difference,
-    deep_copy,
-    inner_product,
     make_case,
     random_cotangents,
     relu_preactivations,
     run_reference,
     torch_vjp,
-    variant_id,
 )
 
 import rnnspec.reference as reference
 
-# Central differences: truncation error ~ eps**2 / 6 * |L'''| ~ 1e-13 and rounding error
-# ~ 1e-16 * |L| / eps ~ 1e-10 * |L| (|L| is O(10) here): both far below the 1e-7 bound,
-# and eps = 1e-6 is close to the optimum (3 * 1.1e-16) ** (1/3) ~ 7e-6 of a cubic-error scheme.
-EPS = 1e-6
-FD_RTOL = 1e-7
-TORCH_RTOL = 1e-10
-#: relu cases keep every valid pre-activation this far from 0, so a +-EPS step
-#: (which moves a pre-activation by at most ~ 10 * EPS) never crosses the kink.
-RELU_MARGIN = 1e-3
+# Central differences (helpers.EPS): |L| is O(10) here, so the rounding error ~ 1e-16 * |L| / eps
+# stays far below the FD_RTOL bound, and a +-EPS step moves a relu pre-activation by at most
+# ~ 10 * EPS, well inside RELU_MARGIN.
 
-#: (layers, lengths, given initial state, reverse): stacked layers, a 0-length and a full row.
-SHAPES = [
-    (1, None, False, False),
-    (3, [0, 5, 3], True, False),
-    (2, [5, 0, 2], True, True),
-    (1, [3, 5, 0], True, True),
-    (2, None, False, True),
-]
 CASES = [
-    pytest.param(
-        variant,
-        *shape,
-        id=f"{variant_id(variant)}-L{shape[0]}-{'len' if shape[1] else 'full'}"
-        f"-{'state' if shape[2] else 'zeros'}-{'reverse' if shape[3] else 'forward'}",
-    )
+    pytest.param(variant, *shape, id=f"{variant_id(variant)}-{shape_id(*shape)}")
     for variant in VARIANTS
-    for shape in SHAPES
+    for shape in SEQUENCE_SHAPES
 ]
 
 
@@ -85,20 +72,15 @@ def build_case(variant: tuple[str, dict[str, Any]], layers: int, lengths: Any, w
 
 
 def numerical_vjp(case: Case, cotangents: dict[str, Any]) -> dict[str, Any]:
-    """Central differences of ``<cotangents, result>`` w.r.t. every input array."""
-    x = case.x.copy()
-    params = deep_copy(case.params)
-    state = deep_copy(case.state_or_zeros())  # zeros when the case gives none: the gradient is at zeros
-
-    def loss() -> float:
-        result = run_reference(case, x=x, params=params, initial_state=state)
-        return inner_product(cotangents, result)
-
-    return {
-        "x": central_difference(loss, x, EPS),
-        "params": [{k: central_difference(loss, v, EPS) for k, v in layer.items()} for layer in params],
-        "initial_state": [{k: central_difference(loss, v, EPS) for k, v in layer.items()} for layer in state],
-    }
+    """Central differences of ``<cotangents, result>`` w.r.t. every input array (the initial state: zeros
+    when the case gives none, so the gradient is at zeros)."""
+    return numerical_sequence_vjp(
+        lambda x, p, s: run_reference(case, x=x, params=p, initial_state=s),
+        case.x,
+        case.params,
+        case.state_or_zeros(),
+        cotangents,
+    )
 
 
 def assert_vjp_close(actual: dict[str, Any], expected: dict[str, Any], rtol: float, case: Case) -> None:

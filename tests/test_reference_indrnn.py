@@ -14,29 +14,32 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers_recurrences import (
+from helpers import (
     FD_RTOL,
     RELU_MARGIN,
     TORCH_RTOL,
-    B,
     assert_relative_close,
     assert_trees_close,
     assert_trees_equal,
     central_difference,
     deep_copy,
-    fill_leaves,
-    flip_valid_prefix,
     full_lengths,
-    indrnn_params,
     leaf,
     numerical_sequence_vjp,
+    step_order,
+    valid_steps,
+)
+from helpers_recurrences import (
+    B,
+    fill_leaves,
+    flip_valid_prefix,
+    indrnn_params,
     result_tree,
     scalar_indrnn,
     sequence_cotangents,
     torch_indrnn,
     torch_indrnn_recurrence,
     torch_sequence_vjp,
-    valid_steps,
 )
 
 import rnnspec.reference as reference
@@ -412,7 +415,7 @@ def make_recurrence(
         ok = True
         for reverse in (False, True):
             h = np.zeros((batch, hidden)) if initial is None else initial
-            for t in range(time - 1, -1, -1) if reverse else range(time):
+            for t in step_order(time, reverse):
                 a = pre[:, t] + u * h
                 ok = ok and bool(np.min(np.abs(a)) >= RELU_MARGIN)
                 h = np.maximum(a, 0.0)
@@ -442,7 +445,7 @@ def recurrence_pre_activations(
     out = []
     for b, n in enumerate(full_lengths(lengths, batch, time)):
         h = np.zeros(hidden) if initial is None else initial[b]
-        for t in range(n - 1, -1, -1) if reverse else range(n):
+        for t in step_order(n, reverse):
             a = pre[b, t] + u * h
             out.append(a)
             h = np.maximum(a, 0.0)

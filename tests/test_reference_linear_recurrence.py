@@ -12,20 +12,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers_recurrences import (
+from helpers import (
     FD_RTOL,
     TORCH_RTOL,
-    B,
     assert_relative_close,
     assert_trees_equal,
     central_difference,
     deep_copy,
-    flip_valid_prefix,
     full_lengths,
     leaf,
-    torch_linear_recurrence,
     valid_steps,
 )
+from helpers_recurrences import B, flip_valid_prefix, torch_linear_recurrence
 
 import rnnspec.reference as reference
 from rnnspec.errors import CallError, DtypeError, LengthsError, OptionError, ShapeError

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import assert_trees_equal, deep_copy, sigmoid, step_order, variant_id
 from helpers_reference import (
     STATE_NAMES,
     VARIANTS,
     Case,
-    assert_trees_equal,
-    deep_copy,
     has_torch_module,
     make_case,
     relu_preactivations,
@@ -28,7 +27,6 @@ from helpers_reference import (
     torch_initial_state,
     torch_module,
     torch_run,
-    variant_id,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -190,10 +188,6 @@ def test_torch_module_helper_holds_the_given_params() -> None:
 # -- GRU with reset_after=False (Cho et al. 2014): no torch counterpart --------------
 
 
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-a))
-
-
 def cho_gru_loop(case: Case) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
     """Per row, layer and step: r, z = sigma(..); n = tanh(W_in x + b_in + W_hn (r h) + b_hn); h' = (1-z) n + z h."""
     hidden = case.hidden
@@ -201,7 +195,7 @@ def cho_gru_loop(case: Case) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
     init = case.state_or_zeros()
     final = [{"h": np.zeros((case.batch, hidden))} for _ in range(case.layers)]
     for b, n_valid in enumerate(case.lengths_or_full()):
-        order = range(n_valid - 1, -1, -1) if case.reverse else range(n_valid)
+        order = step_order(n_valid, case.reverse)
         inp = case.x[b, :n_valid]
         for k, p in enumerate(case.params):
             w_ir, w_iz, w_in = p["w_ih"][:hidden], p["w_ih"][hidden : 2 * hidden], p["w_ih"][2 * hidden :]

@@ -18,25 +18,29 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers_recurrences import (
+from helpers import (
     FD_RTOL,
-    QRNN_GATES,
     TORCH_RTOL,
-    B,
     assert_relative_close,
     assert_trees_close,
     assert_trees_equal,
     deep_copy,
-    fill_leaves,
-    flip_valid_prefix,
     full_lengths,
     numerical_sequence_vjp,
+    sigmoid,
+    step_order,
+    valid_steps,
+)
+from helpers_recurrences import (
+    QRNN_GATES,
+    B,
+    fill_leaves,
+    flip_valid_prefix,
     qrnn_params,
     random_mask,
     result_tree,
     torch_qrnn,
     torch_state_vjp,
-    valid_steps,
 )
 
 import rnnspec.reference as reference
@@ -277,10 +281,6 @@ def numpy_gates(x: np.ndarray, p: dict[str, np.ndarray], mode: str, x_prev: np.n
     return dict(zip(QRNN_GATES[mode], np.split(pre, len(QRNN_GATES[mode]), axis=2), strict=True))
 
 
-def sigmoid(a: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-a))
-
-
 def last_valid(h: np.ndarray, lengths: np.ndarray, initial: np.ndarray) -> np.ndarray:
     """h at each row's last valid step, or ``initial`` for an empty row."""
     picked = h[np.arange(h.shape[0]), np.maximum(lengths - 1, 0)]
@@ -444,7 +444,7 @@ def test_the_final_x_prev_is_each_layers_last_inputs_in_processing_order(window:
     for k in range(2):
         x_prev = case.initial_state[k]["x_prev"]
         for r, n in enumerate(case.lengths):
-            steps = range(n - 1, -1, -1) if reverse else range(n)
+            steps = step_order(n, reverse)
             seen = [x_prev[r, j] for j in range(window - 1)] + [inputs[k][r, t] for t in steps]
             want = np.array(seen[len(seen) - (window - 1) :]).reshape(window - 1, inputs[k].shape[2])
             np.testing.assert_array_equal(result.state[k]["x_prev"][r], want, err_msg=f"layer {k}, row {r}")

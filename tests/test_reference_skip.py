@@ -17,34 +17,38 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers_adaptive import (
+from helpers import (
     EPS,
     FD_RTOL,
+    TORCH_RTOL,
+    assert_relative_close,
+    assert_trees_close,
+    assert_trees_equal,
+    central_difference,
+    valid_steps,
+    variant_id,
+)
+from helpers_adaptive import (
     GATE_STATE,
     MARGIN,
     SKIP_VARIANTS,
     STATE_NAMES,
     TORCH,
-    TORCH_RTOL,
     B,
     SkipCase,
     Trace,
-    assert_relative_close,
-    assert_trees_close,
-    assert_trees_equal,
+    assert_fields_match,
     cell_params,
-    central_difference,
     fields_of,
     inner_product,
     make_skip_case,
+    reference_vjp,
     skip_cotangents,
     skip_forward,
     skip_margins,
     skip_params,
     take_rows,
-    torch_gradients,
-    valid_steps,
-    variant_id,
+    torch_vjp,
 )
 
 import rnnspec
@@ -90,32 +94,6 @@ def build_case(
     )
     assert min(skip_margins(case)) >= MARGIN
     return case
-
-
-def reference_vjp(case: SkipCase, cotangents: dict[str, Any]) -> dict[str, Any]:
-    return reference.vjp(case.op, cotangents, case.x, case.params, **case.kwargs())
-
-
-def torch_vjp(case: SkipCase, cotangents: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Autograd through the straight-through loop. Without a given initial state, the params'
-    gradient (h0/c0 included) comes from the default run, and the initial state's from a second
-    run that passes the defaults explicitly."""
-
-    def forward(x: Any, params: Any, state: Any) -> dict[str, Any]:
-        return skip_forward(TORCH, case.op, case.options, x, params, case.lengths, state, case.reverse)
-
-    result, grads = torch_gradients(forward, cotangents, case.x, case.params, case.initial_state)
-    if case.initial_state is None:
-        _, explicit = torch_gradients(forward, cotangents, case.x, case.params, case.default_state())
-        grads["initial_state"] = explicit["initial_state"]
-    return result, grads
-
-
-def assert_fields_match(got: Any, want: Any, rtol: float, what: str) -> None:
-    """Fields close, and update_gate (a {0, 1} decision) equal."""
-    got, want = fields_of(got), fields_of(want)
-    np.testing.assert_array_equal(got["update_gate"], want["update_gate"], err_msg=f"{what}: update_gate")
-    assert_trees_close(got, want, rtol, what)
 
 
 # -- forward and reverse mode against independent implementations ------------------------
