@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from helpers import full_lengths, grad_of, leaf, step_order, valid_steps
+from helpers import (
+    FD_RTOL,
+    TORCH_RTOL,
+    assert_trees_close,
+    assert_trees_equal,
+    full_lengths,
+    grad_of,
+    leaf,
+    numerical_sequence_vjp,
+    step_order,
+    valid_steps,
+)
 
 import rnnspec
 
@@ -57,13 +68,36 @@ def flip_valid_prefix(a: np.ndarray, lengths: Any) -> np.ndarray:
     return out
 
 
-def sequence_cotangents(
-    rng: np.random.Generator, batch: int, time: int, hidden: int, layers: int, names: Sequence[str]
-) -> dict[str, Any]:
-    """Random cotangents of outputs (padding included: its gradient must vanish) and every state entry."""
+class SequenceCase(Protocol):
+    """What the checks below read of a test's case of a sequence op (indrnn, qrnn)."""
+
+    x: np.ndarray
+    params: list[dict[str, np.ndarray]]
+    lengths: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...  # (batch, time, hidden)
+
+    def state_or_zeros(self) -> list[dict[str, np.ndarray]]: ...
+
+    def run(self, **overrides: Any) -> Any: ...
+
+    def vjp(self, cotangents: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def uniform_state(rng: np.random.Generator, shapes: Sequence[Mapping[str, tuple[int, ...]]]) -> list[dict[str, Any]]:
+    """A random initial state, entries uniform in [-1, 1]: one dict per layer, entries of the given shapes."""
+    return [{k: rng.uniform(-1.0, 1.0, shape) for k, shape in s.items()} for s in shapes]
+
+
+def cotangents_for(case: SequenceCase, seed: int) -> dict[str, Any]:
+    """Random cotangents of the outputs (padding included: its gradient must vanish) and of every
+    state entry of every layer."""
+    rng = np.random.default_rng(seed)
+    batch, time, hidden = case.shape
     return {
         "outputs": rng.normal(size=(batch, time, hidden)),
-        "state": [{name: rng.normal(size=(batch, hidden)) for name in names} for _ in range(layers)],
+        "state": [{k: rng.normal(size=v.shape) for k, v in s.items()} for s in case.state_or_zeros()],
     }
 
 
@@ -368,3 +402,48 @@ def torch_sequence_vjp(
 def result_tree(result: Any) -> dict[str, Any]:
     """A SequenceResult as ``{"outputs", "state": [per-layer dicts]}`` for tree comparisons."""
     return {"outputs": result.outputs, "state": [dict(s) for s in result.state]}
+
+
+# -- the checks both ops' tests make -----------------------------------------------------
+
+
+def assert_vjp_matches_central_differences(case: SequenceCase, cotangents: dict[str, Any]) -> tuple[Any, Any]:
+    """The case's VJP equals central differences of its forward within FD_RTOL, the loss depends on x,
+    and padding receives no gradient. Returns ``(vjp, central differences)`` for further checks."""
+    grads = case.vjp(cotangents)
+    numeric = numerical_sequence_vjp(
+        lambda x, p, s: case.run(x=x, params=p, initial_state=s), case.x, case.params, case.state_or_zeros(), cotangents
+    )
+    assert sorted(grads) == ["initial_state", "params", "x"]
+    assert_trees_close(grads["x"], numeric["x"], FD_RTOL, "d x")
+    assert_trees_close(list(grads["params"]), numeric["params"], FD_RTOL, "d params")
+    assert_trees_close(list(grads["initial_state"]), numeric["initial_state"], FD_RTOL, "d initial_state")
+    assert np.max(np.abs(numeric["x"])) > 1e-3, "the check is vacuous if the loss does not depend on x"
+    batch, time, _ = case.shape
+    assert np.all(grads["x"][~valid_steps(case.lengths, batch, time)] == 0.0), "padding receives no gradient"
+    return grads, numeric
+
+
+def assert_forward_and_vjp_match_torch(
+    case: SequenceCase, cotangents: dict[str, Any], forward: Mapping[str, Any], grads: Mapping[str, Any]
+) -> None:
+    """The case's result and VJP equal torch's ``forward`` and ``grads`` (:func:`torch_state_vjp`) within TORCH_RTOL."""
+    assert_trees_close(result_tree(case.run()), forward, TORCH_RTOL, "forward")
+    ours = case.vjp(cotangents)
+    assert_trees_close(
+        {"x": ours["x"], "params": list(ours["params"]), "initial_state": list(ours["initial_state"])},
+        grads,
+        TORCH_RTOL,
+        "vjp",
+    )
+
+
+def assert_missing_cotangents_count_as_zero(case: SequenceCase, cotangents: dict[str, Any]) -> None:
+    """A VJP without the state's (outputs') cotangents equals the VJP with zeros there, and the state's reach x."""
+    zero_state = [{k: np.zeros_like(v) for k, v in s.items()} for s in cotangents["state"]]
+    only_outputs = case.vjp({"outputs": cotangents["outputs"]})
+    assert_trees_equal(only_outputs, case.vjp({"outputs": cotangents["outputs"], "state": zero_state}), "outputs")
+    only_state = case.vjp({"state": cotangents["state"]})
+    explicit = case.vjp({"outputs": np.zeros_like(cotangents["outputs"]), "state": cotangents["state"]})
+    assert_trees_equal(only_state, explicit, "state only")
+    assert np.any(only_state["x"] != 0.0)

@@ -17,6 +17,7 @@ import torch
 from helpers import (
     FD_RTOL,
     RELU_MARGIN,
+    SEQUENCE_SHAPES,
     TORCH_RTOL,
     assert_relative_close,
     assert_trees_close,
@@ -26,20 +27,25 @@ from helpers import (
     full_lengths,
     leaf,
     numerical_sequence_vjp,
+    shape_id,
     step_order,
     valid_steps,
 )
 from helpers_recurrences import (
     B,
+    assert_forward_and_vjp_match_torch,
+    assert_missing_cotangents_count_as_zero,
+    assert_vjp_matches_central_differences,
+    cotangents_for,
     fill_leaves,
     flip_valid_prefix,
     indrnn_params,
     result_tree,
     scalar_indrnn,
-    sequence_cotangents,
     torch_indrnn,
     torch_indrnn_recurrence,
     torch_sequence_vjp,
+    uniform_state,
 )
 
 import rnnspec.reference as reference
@@ -113,9 +119,7 @@ def make_case(
             x=rng.uniform(-1.0, 1.0, (batch, time, input_size)),
             params=indrnn_params(rng, input_size, hidden, layers),
             lengths=None if lengths is None else np.asarray(lengths, dtype=np.int64),
-            initial_state=[{"h": rng.uniform(-1.0, 1.0, (batch, hidden))} for _ in range(layers)]
-            if with_state
-            else None,
+            initial_state=uniform_state(rng, [{"h": (batch, hidden)}] * layers) if with_state else None,
             reverse=reverse,
         )
         if activation != "relu":
@@ -127,34 +131,16 @@ def make_case(
     raise AssertionError(f"no relu case {RELU_MARGIN} away from the kink for seed {seed}")
 
 
-#: (layers, lengths, given initial state, reverse): stacked, a 0-length and a full row.
-SHAPES = [
-    (1, None, False, False),
-    (3, [0, 5, 3], True, False),
-    (2, [5, 0, 2], True, True),
-    (1, [3, 5, 0], True, True),
-    (2, None, False, True),
-]
 CASES = [
-    pytest.param(
-        activation,
-        *shape,
-        id=f"{activation}-L{shape[0]}-{'len' if shape[1] else 'full'}-{'state' if shape[2] else 'zeros'}"
-        f"-{'reverse' if shape[3] else 'forward'}",
-    )
+    pytest.param(activation, *shape, id=f"{activation}-{shape_id(*shape)}")
     for activation in ACTIVATIONS
-    for shape in SHAPES
+    for shape in SEQUENCE_SHAPES
 ]
 
 
 def build(activation: str, layers: int, lengths: Any, with_state: bool, reverse: bool) -> IndCase:
     seed = 500 + 10 * layers + (0 if lengths is None else lengths[0]) + (2 if reverse else 0)
     return make_case(seed, activation, layers=layers, lengths=lengths, with_state=with_state, reverse=reverse)
-
-
-def cotangents_for(case: IndCase, seed: int) -> dict[str, Any]:
-    batch, time, hidden = case.shape
-    return sequence_cotangents(np.random.default_rng(seed), batch, time, hidden, len(case.params), ("h",))
 
 
 # -- indrnn: gradients ---------------------------------------------------------------
@@ -169,19 +155,8 @@ def test_indrnn_vjp_matches_central_finite_differences(
         pre: list[float] = []
         case.scalar(pre)
         assert min(abs(a) for a in pre) >= RELU_MARGIN
-    cotangents = cotangents_for(case, layers)
-    grads = case.vjp(cotangents)
-    numeric = numerical_sequence_vjp(
-        lambda x, p, s: case.run(x=x, params=p, initial_state=s), case.x, case.params, case.state_or_zeros(), cotangents
-    )
-    assert sorted(grads) == ["initial_state", "params", "x"]
-    assert_trees_close(grads["x"], numeric["x"], FD_RTOL, "d x")
-    assert_trees_close(list(grads["params"]), numeric["params"], FD_RTOL, "d params")
-    assert_trees_close(list(grads["initial_state"]), numeric["initial_state"], FD_RTOL, "d initial_state")
-    assert np.max(np.abs(numeric["x"])) > 1e-3, "the check is vacuous if the loss does not depend on x"
+    _, numeric = assert_vjp_matches_central_differences(case, cotangents_for(case, layers))
     assert np.max(np.abs(numeric["params"][0]["u"])) > 1e-3
-    batch, time, _ = case.shape
-    assert np.all(grads["x"][~valid_steps(lengths, batch, time)] == 0.0), "padding receives no gradient"
 
 
 @pytest.mark.parametrize(("activation", "layers", "lengths", "with_state", "reverse"), CASES)
@@ -202,26 +177,12 @@ def test_indrnn_forward_and_vjp_match_torch_autograd(
         lengths=full_lengths(lengths, batch, time),
         reverse=reverse,
     )
-    assert_trees_close(result_tree(case.run()), forward, TORCH_RTOL, "forward")
-    ours = case.vjp(cotangents)
-    assert_trees_close(
-        {"x": ours["x"], "params": list(ours["params"]), "initial_state": list(ours["initial_state"])},
-        grads,
-        TORCH_RTOL,
-        "vjp",
-    )
+    assert_forward_and_vjp_match_torch(case, cotangents, forward, grads)
 
 
 def test_indrnn_missing_cotangents_count_as_zero() -> None:
     case = build("tanh", 2, [5, 1, 3], True, False)
-    cotangents = cotangents_for(case, 7)
-    zero_state = [{"h": np.zeros_like(s["h"])} for s in cotangents["state"]]
-    only_outputs = case.vjp({"outputs": cotangents["outputs"]})
-    assert_trees_equal(only_outputs, case.vjp({"outputs": cotangents["outputs"], "state": zero_state}), "outputs")
-    only_state = case.vjp({"state": cotangents["state"]})
-    explicit = case.vjp({"outputs": np.zeros_like(cotangents["outputs"]), "state": cotangents["state"]})
-    assert_trees_equal(only_state, explicit, "state only")
-    assert np.any(only_state["x"] != 0.0)
+    assert_missing_cotangents_count_as_zero(case, cotangents_for(case, 7))
 
 
 def test_indrnn_vjp_of_a_single_param_mapping_is_a_mapping() -> None:

@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import (
-    FD_RTOL,
     TORCH_RTOL,
     assert_relative_close,
     assert_trees_close,
     assert_trees_equal,
     deep_copy,
     full_lengths,
-    numerical_sequence_vjp,
+    shape_id,
     sigmoid,
     step_order,
     valid_steps,
@@ -34,6 +33,10 @@ from helpers import (
 from helpers_recurrences import (
     QRNN_GATES,
     B,
+    assert_forward_and_vjp_match_torch,
+    assert_missing_cotangents_count_as_zero,
+    assert_vjp_matches_central_differences,
+    cotangents_for,
     fill_leaves,
     flip_valid_prefix,
     qrnn_params,
@@ -41,6 +44,7 @@ from helpers_recurrences import (
     result_tree,
     torch_qrnn,
     torch_state_vjp,
+    uniform_state,
 )
 
 import rnnspec.reference as reference
@@ -108,7 +112,7 @@ def state_shapes(batch: int, hidden: int, params: list[dict[str, np.ndarray]]) -
 
 def random_state(rng: np.random.Generator, batch: int, hidden: int, params: list[dict[str, np.ndarray]]) -> Any:
     """A random initial state (c and x_prev) for every layer."""
-    return [{k: rng.uniform(-1.0, 1.0, shape) for k, shape in s.items()} for s in state_shapes(batch, hidden, params)]
+    return uniform_state(rng, state_shapes(batch, hidden, params))
 
 
 def make_case(
@@ -146,19 +150,6 @@ def make_case(
     )
 
 
-def cotangents_for(case: QCase, seed: int) -> dict[str, Any]:
-    """Random cotangents of the outputs (padding included: its gradient must vanish) and of every
-    state entry, c and x_prev, of every layer."""
-    rng = np.random.default_rng(seed)
-    batch, time, hidden = case.shape
-    return {
-        "outputs": rng.normal(size=(batch, time, hidden)),
-        "state": [
-            {k: rng.normal(size=shape) for k, shape in s.items()} for s in state_shapes(batch, hidden, case.params)
-        ],
-    }
-
-
 #: (layers, lengths, given initial state, reverse, zoneout mask): stacks, a 0-length and a full row.
 SHAPES = [
     (1, None, False, False, None),
@@ -172,8 +163,7 @@ CASES = [
         mode,
         window,
         *shape,
-        id=f"{mode}-K{window}-L{shape[0]}-{'len' if shape[1] else 'full'}-{'state' if shape[2] else 'zeros'}"
-        f"-{'reverse' if shape[3] else 'forward'}-{shape[4] or 'nomask'}",
+        id=f"{mode}-K{window}-{shape_id(*shape[:4])}-{shape[4] or 'nomask'}",
     )
     for mode in MODES
     for window in WINDOWS
@@ -198,22 +188,11 @@ def test_vjp_matches_central_finite_differences(
     mode: str, window: int, layers: int, lengths: Any, with_state: bool, reverse: bool, mask: str | None
 ) -> None:
     case = build(mode, window, layers, lengths, with_state, reverse, mask)
-    cotangents = cotangents_for(case, layers)
-    grads = case.vjp(cotangents)
-    numeric = numerical_sequence_vjp(
-        lambda x, p, s: case.run(x=x, params=p, initial_state=s), case.x, case.params, case.state_or_zeros(), cotangents
-    )
-    assert sorted(grads) == ["initial_state", "params", "x"]
-    assert_trees_close(grads["x"], numeric["x"], FD_RTOL, "d x")
-    assert_trees_close(list(grads["params"]), numeric["params"], FD_RTOL, "d params")
-    assert_trees_close(list(grads["initial_state"]), numeric["initial_state"], FD_RTOL, "d initial_state")
-    assert np.max(np.abs(numeric["x"])) > 1e-3, "the check is vacuous if the loss does not depend on x"
+    grads, numeric = assert_vjp_matches_central_differences(case, cotangents_for(case, layers))
     for k in range(layers):
         assert grads["initial_state"][k]["x_prev"].shape == (3, window - 1, case.params[k]["w"].shape[1])
         if window > 1:
             assert np.max(np.abs(numeric["initial_state"][k]["x_prev"])) > 1e-3, "x_prev must matter"
-    batch, time, _ = case.shape
-    assert np.all(grads["x"][~valid_steps(lengths, batch, time)] == 0.0), "padding receives no gradient"
 
 
 @pytest.mark.parametrize(("mode", "window", "layers", "lengths", "with_state", "reverse", "mask"), CASES)
@@ -234,26 +213,12 @@ def test_forward_and_vjp_match_torch_autograd(
         lengths=full_lengths(lengths, batch, time),
         reverse=reverse,
     )
-    assert_trees_close(result_tree(case.run()), forward, TORCH_RTOL, "forward")
-    ours = case.vjp(cotangents)
-    assert_trees_close(
-        {"x": ours["x"], "params": list(ours["params"]), "initial_state": list(ours["initial_state"])},
-        grads,
-        TORCH_RTOL,
-        "vjp",
-    )
+    assert_forward_and_vjp_match_torch(case, cotangents, forward, grads)
 
 
 def test_missing_cotangents_count_as_zero() -> None:
     case = make_case(1, "ifo", 2, layers=2, lengths=[5, 1, 3], mask="per-layer")
-    cotangents = cotangents_for(case, 7)
-    zero_state = [{k: np.zeros_like(v) for k, v in s.items()} for s in cotangents["state"]]
-    only_outputs = case.vjp({"outputs": cotangents["outputs"]})
-    assert_trees_equal(only_outputs, case.vjp({"outputs": cotangents["outputs"], "state": zero_state}), "outputs")
-    only_state = case.vjp({"state": cotangents["state"]})
-    explicit = case.vjp({"outputs": np.zeros_like(cotangents["outputs"]), "state": cotangents["state"]})
-    assert_trees_equal(only_state, explicit, "state only")
-    assert np.any(only_state["x"] != 0.0)
+    assert_missing_cotangents_count_as_zero(case, cotangents_for(case, 7))
 
 
 def test_vjp_of_a_single_param_mapping_is_a_mapping() -> None:
