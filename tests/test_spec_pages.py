@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -83,12 +84,8 @@ class Page:
     order: list[str]
 
 
-def parse_page(text: str) -> Page:
-    """Split a page into its ``# `` title and its ``## `` sections (ignoring code blocks)."""
-    title: str | None = None
-    sections: dict[str, list[str]] = {}
-    order: list[str] = []
-    current: list[str] | None = None
+def prose_marked_lines(text: str) -> Iterator[tuple[str, bool]]:
+    """Each line of ``text`` with whether it is prose: outside fenced code blocks, and not a fence itself."""
     fence: str | None = None
     for line in text.splitlines():
         match = _FENCE.match(line.strip())
@@ -98,10 +95,22 @@ def parse_page(text: str) -> Page:
                 fence = marker
             elif marker.startswith(fence) and not match.group(2).strip():
                 fence = None
-        elif fence is None and line.startswith("# ") and title is None:
+            yield line, False
+        else:
+            yield line, fence is None
+
+
+def parse_page(text: str) -> Page:
+    """Split a page into its ``# `` title and its ``## `` sections (ignoring code blocks)."""
+    title: str | None = None
+    sections: dict[str, list[str]] = {}
+    order: list[str] = []
+    current: list[str] | None = None
+    for line, prose in prose_marked_lines(text):
+        if prose and line.startswith("# ") and title is None:
             title = line[2:].strip()
             continue
-        elif fence is None and line.startswith("## "):
+        elif prose and line.startswith("## "):
             heading = line[3:].strip()
             assert heading not in sections, f"section {heading!r} appears twice"
             order.append(heading)
@@ -178,16 +187,8 @@ def subsections(section: str) -> tuple[str, dict[str, str]]:
     lead: list[str] = []
     found: dict[str, list[str]] = {}
     current = lead
-    fence: str | None = None
-    for line in section.splitlines():
-        match = _FENCE.match(line.strip())
-        if match:
-            marker = match.group(1)
-            if fence is None:
-                fence = marker
-            elif marker.startswith(fence) and not match.group(2).strip():
-                fence = None
-        elif fence is None and line.startswith("### "):
+    for line, prose in prose_marked_lines(section):
+        if prose and line.startswith("### "):
             heading = line[4:].strip()
             assert heading not in found, f"subsection {heading!r} appears twice"
             current = found[heading] = []
