@@ -320,18 +320,23 @@ def header_text(**changes: Any) -> str:
     return json.dumps(header)
 
 
+def one_entry_file(**changes: Any) -> dict[str, np.ndarray]:
+    """The members of a file of one entry, ``0/w``, under the header :func:`header_text` writes."""
+    return {HEADER: np.array(header_text(**changes)), "0/w": np.zeros(2)}
+
+
 @pytest.mark.parametrize(
     ("members", "error", "match"),
     [
         pytest.param({"0/w": np.zeros(2)}, ParamFileError, r"has no rnnspec header", id="no-header"),
         pytest.param(
-            {HEADER: np.array(header_text(version=2)), "0/w": np.zeros(2)},
+            one_entry_file(version=2),
             ParamFileMismatchError,
             r"has format version 2; this rnnspec reads versions up to 1",
             id="newer-version",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(format="other")), "0/w": np.zeros(2)},
+            one_entry_file(format="other"),
             ParamFileMismatchError,
             r"its header is not that of 'rnnspec.params'",
             id="other-format",
@@ -340,49 +345,49 @@ def header_text(**changes: Any) -> str:
             {HEADER: np.array("{not json"), "0/w": np.zeros(2)}, ParamFileError, r"its header is not JSON", id="json"
         ),
         pytest.param(
-            {HEADER: np.array(header_text(structure="tree")), "0/w": np.zeros(2)},
+            one_entry_file(structure="tree"),
             ParamFileError,
             r"its header is malformed",
             id="malformed",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(layers=[["w", "u"]])), "0/w": np.zeros(2)},
+            one_entry_file(layers=[["w", "u"]]),
             ParamFileError,
             r"entries \['0/u'\], listed in its header, are missing",
             id="entry-missing",
         ),
         pytest.param(
-            {HEADER: np.array(header_text()), "0/w": np.zeros(2), "1/w": np.zeros(2)},
+            {**one_entry_file(), "1/w": np.zeros(2)},
             ParamFileMismatchError,
             r"entries \['1/w'\] are not listed in its header",
             id="entry-extra",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(note="hand-added")), "0/w": np.zeros(2)},
+            one_entry_file(note="hand-added"),
             ParamFileError,
             r"its header has keys \['note'\], which format version 1 does not have",
             id="unknown-key",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(version=True)), "0/w": np.zeros(2)},
+            one_entry_file(version=True),
             ParamFileError,
             r"has format version True, where versions are integers from 1",
             id="version-true",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(version=-7)), "0/w": np.zeros(2)},
+            one_entry_file(version=-7),
             ParamFileError,
             r"has format version -7, where versions are integers from 1",
             id="version-negative",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(layers=[["w", "w"]])), "0/w": np.zeros(2)},
+            one_entry_file(layers=[["w", "w"]]),
             ParamFileError,
             r"its header is malformed",
             id="name-twice",
         ),
         pytest.param(
-            {HEADER: np.array(header_text(sha256="00ff")), "0/w": np.zeros(2)},
+            one_entry_file(sha256="00ff"),
             ParamFileError,
             r"its header is malformed",
             id="checksum-not-sha256",
