@@ -11,13 +11,14 @@ from which :mod:`rnnspec.cotangents` knows the shapes of the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import CallError, DtypeError, LengthsError, OptionError, ParameterError, ShapeError
 from .implementation import Implementation
+from .memo import Memo
 from .ops.record import OpSpec, OptionSpec, ParamSpec
 from .shapes import evaluate, format_shape, solve, symbols
 from .structure import param_layers
@@ -119,9 +120,8 @@ def _layers(spec: OpSpec, params: Any) -> list[Mapping[str, Any]]:
 
 #: The sizes solved from a layer's shapes, by op, layer, shapes and options: a model calls an op with the
 #: same shapes again and again, and solving costs more than a short sequence's kernel. Only calls that
-#: passed are kept; a dict, not functools.cache, which torch.compile refuses to trace through.
-_SOLVED: dict[Hashable, dict[str, int]] = {}
-_SOLVED_LIMIT = 4096
+#: passed are kept (and calls with an unhashable option value are solved every time).
+_SOLVED: Memo[dict[str, int]] = Memo(limit=4096)
 
 
 def _check_layer(
@@ -159,18 +159,14 @@ def _check_layer(
                 spec.name, arg, f"shape {format_shape(p.shape)} of rank {len(p.shape)}", f"shape {shape}"
             )
         shapes[p.name] = shape
-    memo: Hashable | None = (spec.name, k, top, input_size, tuple(shapes.items()), tuple(options.items()))
-    try:
-        solved = _SOLVED.get(memo)
-    except TypeError:  # an option value that is not hashable: solve every time
-        memo, solved = None, None
+    memo = (spec.name, k, top, input_size, tuple(shapes.items()), tuple(options.items()))
+    solved = _SOLVED.get(memo)
     if solved is None:
         known = {**spec.fixed_dims(options), "I": input_size}
         solved = _solve_shapes(
             spec, allowed, shapes, known, lambda name: f"{where}[{name!r}]", ParameterError, _LEAST_LAYER_SIZES
         )
-        if memo is not None and len(_SOLVED) < _SOLVED_LIMIT:
-            _SOLVED[memo] = solved
+        _SOLVED.put(memo, solved)
     return dict(solved)
 
 

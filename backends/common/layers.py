@@ -43,6 +43,7 @@ import numpy as np
 from rnnspec.backend import Backend
 from rnnspec.errors import CallError, DtypeError, OptionError, ParameterError, ShapeError, UnknownArgumentError
 from rnnspec.init import init_options, init_params
+from rnnspec.memo import memoized
 from rnnspec.ops import OPS
 from rnnspec.param_files import load_numpy_params, save_params
 from rnnspec.shapes import evaluate
@@ -123,7 +124,7 @@ _NOTES: dict[str, str] = {
 }
 
 
-@functools.cache
+@memoized
 def layer_options(op: str) -> tuple[LayerOption, ...]:
     """The options a layer of ``op`` takes, besides the sizes and flags every layer takes, in order.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from rnnspec.memo import Memo
 from rnnspec.ops import OPS
 from rnnspec.results import SequenceResult
 from rnnspec.shapes import evaluate, solve
@@ -40,16 +41,28 @@ _START_AT_ONE = frozenset({"update_prob"})
 LayerFn = Callable[[Any, dict[str, Any], Any], tuple[Any, dict[str, Any]]]
 
 
+#: Sizes solved by op, layer, shapes and value options: a model calls an op with the same shapes again
+#: and again (the spec's validation keeps its own the same way).
+_DIMS: Memo[dict[str, int]] = Memo(limit=4096)
+
+
 def layer_dims(op: str, p: Mapping[str, Any], options: Mapping[str, Any], *, top: bool = True) -> dict[str, int]:
     """A layer's sizes (``H``, ``I``, ``K``, ...) read off its params' static shapes by the shape solver."""
     spec = OPS[op]
-    pairs = [
-        (expr, int(size))
-        for param in spec.layer_params(top=top, options=options)
-        if param.name in p
-        for expr, size in zip(param.shape, p[param.name].shape, strict=True)
-    ]
-    return solve(pairs, spec.fixed_dims(options))
+    shapes = tuple((name, tuple(int(d) for d in p[name].shape)) for name in p)
+    values = tuple((o.name, options.get(o.name)) for o in spec.value_options)
+    key = (op, top, shapes, values)
+    dims = _DIMS.get(key)
+    if dims is None:
+        found = dict(shapes)
+        pairs = [
+            (expr, size)
+            for param in spec.layer_params(top=top, options=options)
+            if param.name in found
+            for expr, size in zip(param.shape, found[param.name], strict=True)
+        ]
+        dims = _DIMS.put(key, solve(pairs, spec.fixed_dims(options)))
+    return dict(dims)
 
 
 def start_state(
