@@ -200,3 +200,36 @@ def test_conformance_tiers_prints_a_row_per_module_with_its_seconds(capsys: pyte
     cells = [c.strip() for c in rows[0].strip(" |").split("|")]
     assert cells[-2] != ""  # the inputs check's test ran, under "other"
     assert float(cells[-1]) >= 0.0
+
+
+def _run_file(path: Path, times: dict[str, float]) -> Path:
+    rows = [
+        {"section": "skip", "backend": "torch", "case": "skip_gru", "shape": "B=1", "mode": "inference", "ours": name}
+        | {"ours_min_ms": ms, "ours_ms": ms * 1.1}
+        for name, ms in times.items()
+    ]
+    path.write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    return path
+
+
+def test_versions_gives_each_rows_least_time_after_over_before_and_the_runs_spread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rnnspec.bench import versions
+
+    before = [
+        _run_file(tmp_path / "b1.json", {"a": 2.0, "b": 4.0}),
+        _run_file(tmp_path / "b2.json", {"a": 3.0, "b": 5.0}),
+    ]
+    after = [
+        _run_file(tmp_path / "a1.json", {"a": 2.2, "b": 3.0}),
+        _run_file(tmp_path / "a2.json", {"a": 2.5, "b": 9.0}),
+    ]
+    found = versions.changes(before, after)
+    assert [(round(r, 6), key[-1]) for r, key, _, _ in found] == [(0.75, "b"), (1.1, "a")]
+    assert versions.spread(after) == pytest.approx(3.0)
+    assert versions.spread(before[:1]) is None
+    versions.main(["--before", *map(str, before), "--after", *map(str, after)])
+    printed = capsys.readouterr().out
+    assert f"geometric mean of after / before: {(0.75 * 1.1) ** 0.5:.3f}" in printed
+    assert "runs of after disagree by up to 3.00x on one row" in printed
