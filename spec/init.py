@@ -4,30 +4,24 @@ Each op's parameters are initialised as its paper or reference framework does;
 the shapes come from the op's record, so they always match what the op
 accepts. Sizes the record's shapes use beyond ``I`` and ``H`` come from the
 op's options (``G`` from ``fixed_dims``) or from its init options (qrnn's ``K``
-from ``window``, see :class:`_Init`). The primitives take arrays, not
+from ``window``, see :class:`rnnspec.ops.InitScheme`). The primitives take arrays, not
 parameters, and are refused. The result is plain NumPy (convert with
 ``Backend.from_numpy``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .constraints import check_mag, check_seq_len, indrnn_bound
 from .errors import OptionError, ShapeError, UnknownArgumentError
-from .ops import ACT_CELLS, OPS, OpSpec
+from .ops import ACT_CELLS, OPS, InitScheme, OpSpec
 from .shapes import evaluate
 
 __all__ = ["init_options", "init_params"]
-
-#: An initialiser draws one parameter: (rng, param name, shape, layer sizes, options) -> float64 array.
-Initialiser = Callable[[np.random.Generator, str, tuple[int, ...], Mapping[str, int], Mapping[str, Any]], np.ndarray]
-#: Checks an op's init options and returns the sizes they fix: (merged options, names the caller gave) -> dims.
-InitDims = Callable[[Mapping[str, Any], frozenset[str]], dict[str, int]]
 
 
 def _uniform_fan_in(
@@ -93,10 +87,6 @@ def _uniform_conv_fan_in(
     return rng.uniform(-bound, bound, size=shape)
 
 
-def _no_dims(options: Mapping[str, Any], given: frozenset[str]) -> dict[str, int]:
-    return {}
-
-
 def _skip(
     rng: np.random.Generator, name: str, shape: tuple[int, ...], dims: Mapping[str, int], options: Mapping[str, Any]
 ) -> np.ndarray:
@@ -122,36 +112,29 @@ def _act(
     # Graves 2016 (seed code): halting bias 1; the cell as its own init (IndRNN without seq_len).
     if name == "b_halt":
         return np.ones(shape)
-    cell = _INITIALISERS[ACT_CELLS[options["cell"]].init]
+    cell = _scheme(ACT_CELLS[options["cell"]])
     if name == "w_halt":
         return _uniform_fan_in(rng, name, shape, dims, options)
-    return cell.draw(rng, name, shape, dims, {**options, **cell.defaults})
-
-
-@dataclass(frozen=True)
-class _Init:
-    """How ``init_params`` initialises one op."""
-
-    #: Draws one parameter array.
-    draw: Initialiser
-    #: The op's init-only options, with their defaults.
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    #: Checks the init options (raising OptionError) and returns the sizes they fix, such as {"K": window}.
-    dims: InitDims = _no_dims
-    #: Whether the optional parameters (skip's h0, c0) are drawn too, given the options.
-    optional: Callable[[Mapping[str, Any]], bool] = lambda options: False
+    return np.asarray(cell.draw(rng, name, shape, dims, {**options, **cell.defaults}), dtype=np.float64)
 
 
 #: The initialisation schemes, by the name an op's record gives in ``init``.
-_INITIALISERS: dict[str, _Init] = {
-    "uniform_fan_in": _Init(_uniform_fan_in),
-    "indrnn": _Init(_indrnn, {"seq_len": None, "mag": 2.0, "last_layer_init": False}, _indrnn_dims),
-    "uniform_conv_fan_in": _Init(_uniform_conv_fan_in, {"window": 1}, _qrnn_dims),
-    "act": _Init(_act),
-    "skip": _Init(_skip, {"trainable_initial_state": False}, _skip_dims, lambda o: bool(o["trainable_initial_state"])),
+_INITIALISERS: dict[str, InitScheme] = {
+    "uniform_fan_in": InitScheme(_uniform_fan_in),
+    "indrnn": InitScheme(_indrnn, {"seq_len": None, "mag": 2.0, "last_layer_init": False}, _indrnn_dims),
+    "uniform_conv_fan_in": InitScheme(_uniform_conv_fan_in, {"window": 1}, _qrnn_dims),
+    "act": InitScheme(_act),
+    "skip": InitScheme(
+        _skip, {"trainable_initial_state": False}, _skip_dims, lambda o: bool(o["trainable_initial_state"])
+    ),
 }
 #: The ops ``init_params`` initialises: every sequence op.
 _SEQUENCE_OPS = sorted(name for name, spec in OPS.items() if spec.kind == "sequence")
+
+
+def _scheme(spec: OpSpec) -> InitScheme:
+    """The op's init scheme: its record's own, or the one of this module it names."""
+    return spec.init if isinstance(spec.init, InitScheme) else _INITIALISERS[spec.init]
 
 
 def _check_size(name: str, value: Any) -> int:
@@ -163,7 +146,7 @@ def _check_size(name: str, value: Any) -> int:
 def init_options(op: str) -> dict[str, Any]:
     """The options :func:`init_params` takes for ``op`` besides the op's own (``trainable_initial_state``,
     IndRNN's ``seq_len``/``mag``/``last_layer_init``, qrnn's ``window``), with their defaults."""
-    return dict(_INITIALISERS[OPS[op].init].defaults)
+    return dict(_scheme(OPS[op]).defaults)
 
 
 def init_params(
@@ -225,7 +208,7 @@ def init_params(
     if op not in _SEQUENCE_OPS:
         raise UnknownArgumentError("init_params", "op", f"one of {_SEQUENCE_OPS}", repr(op))
     spec: OpSpec = OPS[op]
-    init = _INITIALISERS[spec.init]
+    init = _scheme(spec)
     # Array options (qrnn's zoneout_mask) are inputs of a call; they shape no parameter.
     op_defaults = {opt.name: opt.default for opt in spec.value_options}
     for key in options:

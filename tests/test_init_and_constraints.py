@@ -413,3 +413,23 @@ def test_indrnn_constrain_rejects_a_bound_that_is_not_a_positive_finite_number(b
         rnnspec.indrnn_constrain(u, bound)
     assert info.value.argument == "bound"
     assert isinstance(info.value, ValueError)
+
+
+def test_a_record_may_carry_an_init_scheme_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An op whose paper has an initialisation of its own defines it beside its record, not in rnnspec.init."""
+    import dataclasses
+
+    import rnnspec.init
+    from rnnspec.ops import OPS, InitScheme
+
+    def draw(rng: Any, name: str, shape: tuple[int, ...], dims: Any, options: Any) -> np.ndarray:
+        return np.full(shape, options["scale"] * dims["H"])
+
+    own = dataclasses.replace(OPS["rnn"], name="scaled_rnn", init=InitScheme(draw, {"scale": 0.5}))
+    monkeypatch.setattr(rnnspec.init, "OPS", {**OPS, "scaled_rnn": own})
+    monkeypatch.setattr(rnnspec.init, "_SEQUENCE_OPS", [*rnnspec.init._SEQUENCE_OPS, "scaled_rnn"])
+    assert rnnspec.init.init_options("scaled_rnn") == {"scale": 0.5}
+    (layer,) = rnnspec.init.init_params("scaled_rnn", input_size=2, hidden_size=4, scale=2.0)
+    assert set(layer) == {"w_ih", "w_hh", "b_ih", "b_hh"}
+    for array in layer.values():
+        np.testing.assert_array_equal(array, np.full(array.shape, 8.0, np.float32))

@@ -14,7 +14,7 @@ from .gru import GRU
 from .indrnn import INDRNN, INDRNN_RECURRENCE
 from .lstm import LSTM
 from .qrnn import LINEAR_RECURRENCE, QRNN, QRNN_GATES
-from .record import FLOAT_DTYPES, REQUIRED_DTYPES, OpSpec, OptionSpec, ParamSpec, StateSpec
+from .record import FLOAT_DTYPES, REQUIRED_DTYPES, InitScheme, OpSpec, OptionSpec, ParamSpec, StateSpec
 from .rnn import RNN
 from .skip import SKIP_GRU, SKIP_LSTM, SKIP_RNN
 
@@ -24,6 +24,7 @@ __all__ = [
     "OPS",
     "QRNN_GATES",
     "REQUIRED_DTYPES",
+    "InitScheme",
     "OpSpec",
     "OptionSpec",
     "ParamSpec",

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from ..results import ACTResult, SequenceResult, SkipResult
 from ..shapes import symbols
 
-__all__ = ["FLOAT_DTYPES", "CaseHints", "OpSpec", "OptionSpec", "ParamSpec", "StateSpec"]
+__all__ = ["FLOAT_DTYPES", "CaseHints", "InitScheme", "OpSpec", "OptionSpec", "ParamSpec", "StateSpec"]
 
 #: The result types of the sequence ops (:mod:`rnnspec.results`).
 ResultType = type[SequenceResult] | type[SkipResult] | type[ACTResult]
@@ -80,6 +80,36 @@ class OptionSpec:
     def describe_allowed(self) -> str:
         """What the option accepts, for error messages and pages."""
         return self.expected or " or ".join(repr(a) for a in self.allowed)
+
+
+#: Draws one parameter for ``init_params``: (rng, param name, shape, layer sizes, options) -> a float64 array.
+#: ``layer sizes`` hold ``I``, ``H``, the op's other sizes, ``layer`` and ``num_layers``.
+Initialiser = Callable[[Any, str, tuple[int, ...], Mapping[str, int], Mapping[str, Any]], Any]
+#: Checks an op's init options and returns the sizes they fix: (merged options, names the caller gave) -> sizes.
+InitDims = Callable[[Mapping[str, Any], frozenset[str]], dict[str, int]]
+
+
+def _no_dims(options: Mapping[str, Any], given: frozenset[str]) -> dict[str, int]:
+    return {}
+
+
+@dataclass(frozen=True)
+class InitScheme:
+    """How :func:`rnnspec.init_params` draws an op's parameters.
+
+    A record names one of :mod:`rnnspec.init`'s schemes by name (``init="uniform_fan_in"``) or
+    carries its own: an op with an initialisation of its own (a paper's) defines it beside its
+    record, so adding it touches no other spec module.
+    """
+
+    #: Draws one parameter array.
+    draw: Initialiser
+    #: The op's init-only options (``init_params`` keywords that are not the op's), with their defaults.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: Checks the init options (raising :class:`rnnspec.errors.OptionError`) and returns the sizes they fix.
+    dims: InitDims = _no_dims
+    #: Whether the optional parameters (skip's ``h0``, ``c0``) are drawn too, given the options.
+    optional: Callable[[Mapping[str, Any]], bool] = lambda options: False
 
 
 @dataclass(frozen=True)
@@ -157,8 +187,9 @@ class OpSpec:
     result: ResultType | None = SequenceResult
     #: Sizes the params use that ``init_params`` takes as init options, by symbol: ``{"K": "window"}``.
     init_sizes: Mapping[str, str] = field(default_factory=dict)
-    #: How ``init_params`` draws the parameters: the name of a scheme of :mod:`rnnspec.init`.
-    init: str = "uniform_fan_in"
+    #: How ``init_params`` draws the parameters: the name of a scheme of :mod:`rnnspec.init`, or a scheme
+    #: of the op's own.
+    init: str | InitScheme = "uniform_fan_in"
     #: The op this op wraps with a gate of its own (``skip_lstm``'s ``lstm``), if any.
     base: str | None = None
     #: Hints for the conformance suite's draws.
