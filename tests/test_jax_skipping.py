@@ -202,8 +202,8 @@ def _forced(batch: int, time: int, rate: float) -> tuple[Any, Any, list[dict[str
     phase = (np.arange(batch) % round(1.0 / rate)).astype(np.float32)[:, None]
     state = [
         {
-            "h": jnp.zeros((batch, 4)),
-            "update_prob": jnp.full((batch, 1), du),
+            "h": jnp.zeros((batch, 4), jnp.float32),
+            "update_prob": jnp.full((batch, 1), du, jnp.float32),
             "cum_update_prob": jnp.asarray(phase * np.float32(du)),
         }
     ]
