@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .memo import memoized
 from .ops import OPS
 
 __all__ = ["ZeroPast", "padded_inputs", "without_padding"]
@@ -25,6 +26,7 @@ __all__ = ["ZeroPast", "padded_inputs", "without_padding"]
 ZeroPast = Callable[[Any, Any], Any]
 
 
+@memoized  # read on every call of every op
 def padded_inputs(op: str) -> tuple[str, ...]:
     """The per-step inputs of ``op`` whose padding is zeroed: its record's ``per_step`` but the array
     options (qrnn's ``zoneout_mask`` only selects between two values of the cell's own)."""

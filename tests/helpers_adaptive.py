@@ -34,7 +34,6 @@ from helpers import (
     leaf,
     step_order,
     valid_steps,
-    variant_id,  # noqa: F401  (test_torch_inference_skipping, not one of the reference tests, imports it from here)
 )
 
 import rnnspec

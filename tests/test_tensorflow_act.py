@@ -1,6 +1,6 @@
 """TensorFlow's act: a NaN halting unit halts its row at once, and long pondering runs compiled.
 
-The NaN cases are those of ``test_act_nan_halting.py`` (which runs the other backends): one NaN
+The NaN cases are those of ``test_act_nan_halting.py`` (from ``helpers_nan_halting.py``): one NaN
 in ``x`` with ``max_steps = 10**6`` returns within its deadline, eagerly and under XLA, with the
 reference's values and NaN positions, forward and in reverse mode.
 
@@ -20,7 +20,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-import test_act_nan_halting as nan_cases  # noqa: E402  (after the skip)
+import helpers_nan_halting as nan_cases  # noqa: E402  (after the skip)
 
 import rnnspec  # noqa: E402
 from rnnspec.backends.tensorflow import act as tf_act  # noqa: E402
@@ -60,17 +60,15 @@ def test_reverse_mode_through_a_nan_row_returns_with_the_references_gradients(ce
     want = rnnspec.get_backend("numpy").vjp("act", cotangents, x, params, **options)
     others = [r for r in range(nan_cases.BATCH) if r != nan_cases.ROW]
     nan_cases.assert_matches(got["x"][others], want["x"][others], 1e-9)
-    if cell != "indrnn":  # relu'(NaN): see test_act_nan_halting
+    if cell != "indrnn":  # relu'(NaN): see test_act_nan_halting.py
         nan_cases.assert_matches(got, want, 1e-9)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_a_nan_halting_bias_halts_every_row_at_its_first_inner_step_with_nan_outputs(path: str) -> None:
-    x, params = nan_cases.nan_case("gru")
+    x, params = nan_cases.nan_case("gru", nan=False)
     params[0]["b_halt"] = np.array([np.nan])
-    got = nan_cases.within_deadline(
-        lambda: _forward(path, np.nan_to_num(x), params, cell="gru", max_steps=nan_cases.HUGE)
-    )
+    got = nan_cases.within_deadline(lambda: _forward(path, x, params, cell="gru", max_steps=nan_cases.HUGE))
     np.testing.assert_array_equal(got.ponder_steps, 1.0)
     for field in (got.outputs, got.ponder_remainder, got.ponder_cost, got.state[0]["h"]):
         assert np.isnan(field).all()

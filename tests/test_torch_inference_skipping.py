@@ -20,6 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import variant_id  # noqa: E402
 from helpers_adaptive import (  # noqa: E402  (after the skip: the helpers import torch)
     ACT_CELLS,
     SKIP_VARIANTS,
@@ -27,7 +28,6 @@ from helpers_adaptive import (  # noqa: E402  (after the skip: the helpers impor
     SkipCase,
     make_act_case,
     make_skip_case,
-    variant_id,
 )
 
 import rnnspec  # noqa: E402

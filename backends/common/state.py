@@ -34,9 +34,6 @@ __all__ = [
     "start_state",
 ]
 
-#: The state entries that start at one rather than zero: Skip RNN's first step always updates.
-_START_AT_ONE = frozenset({"update_prob"})
-
 #: One layer of a stack: (its input, its initial state, the lengths) -> (its outputs, its final state).
 LayerFn = Callable[[Any, dict[str, Any], Any], tuple[Any, dict[str, Any]]]
 
@@ -68,8 +65,9 @@ def layer_dims(op: str, p: Mapping[str, Any], options: Mapping[str, Any], *, top
 def start_state(
     op: str, x: Any, params: Sequence[Mapping[str, Any]], options: Mapping[str, Any], ops: ArrayOps
 ) -> tuple[dict[str, Any], ...]:
-    """The state a sequence op starts from when the caller passes none: zeros, except the learnt
-    ``h0``/``c0`` when the params hold them (``<entry>0``) and Skip RNN's ``update_prob = 1``.
+    """The state a sequence op starts from when the caller passes none: each entry's ``start`` of its
+    record (zero; Skip RNN's ``update_prob`` one), or the learnt ``h0``/``c0`` when the params hold them
+    (``<entry>0``).
 
     Built from the params, so the framework's autodiff reaches ``h0``/``c0`` through it.
     """
@@ -81,12 +79,10 @@ def start_state(
         layer = {}
         for entry in spec.layer_state(top=top, options=options):
             tail = tuple(evaluate(e, dims) for e in entry.shape)
-            if entry.name in _START_AT_ONE:
-                layer[entry.name] = ops.filled(x, tail, 1.0)
-            elif f"{entry.name}0" in p:
+            if f"{entry.name}0" in p:
                 layer[entry.name] = ops.broadcast(x, p[f"{entry.name}0"], tail)
             else:
-                layer[entry.name] = ops.filled(x, tail, 0.0)
+                layer[entry.name] = ops.filled(x, tail, entry.start)
         states.append(layer)
     return tuple(states)
 

@@ -40,13 +40,16 @@ class ParamSpec:
 class StateSpec:
     """One named entry of a layer's state, of shape ``(batch,) + shape``.
 
-    ``layers="top"`` marks an entry only the top layer's state carries.
+    ``layers="top"`` marks an entry only the top layer's state carries. ``start`` is the value
+    it starts from when the caller passes no initial state (and the params hold no learnt
+    ``<name>0``): zero, or Skip RNN's ``update_prob`` of one (the first step always updates).
     """
 
     name: str
     shape: tuple[str, ...]
     description: str
     layers: Literal["all", "top"] = "all"
+    start: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ _GATE_PARAMS = (
 )
 _C0 = ParamSpec("c0", ("H",), "trainable initial c, used when no initial_state is passed", required=False)
 _GATE_STATE = (
-    StateSpec("update_prob", ("1",), "the last increment du~ of the update probability", layers="top"),
+    StateSpec("update_prob", ("1",), "the last increment du~ of the update probability", layers="top", start=1.0),
     StateSpec("cum_update_prob", ("1",), "the accumulated update probability", layers="top"),
 )
 
