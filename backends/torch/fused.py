@@ -66,9 +66,10 @@ PLAIN_ENV = "RNNSPEC_TORCH_PLAIN"
 #: The fast path's name, as :func:`fast_paths_available` reports it.
 FAST_PATH = "fused-rnn"
 
-#: "fused" (torch's RNN kernels), "cpu-kernel" and "triton" (the recurrences' kernels), "plain" (a torch loop),
-#: "skipping" and "training" (the adaptive ops' loops without and with autograd: :mod:`.skipping`).
-Path = Literal["fused", "plain", "cpu-kernel", "triton", "skipping", "training"]
+#: "fused" (torch's RNN kernels), "native", "cpu-kernel" and "triton" (the recurrences' kernels: C, torch ops,
+#: Triton), "plain" (a torch loop), "skipping" and "training" (the adaptive ops' loops without and with
+#: autograd: :mod:`.skipping`), "native-training" (the training loop with its steps in native kernels).
+Path = Literal["fused", "plain", "native", "cpu-kernel", "triton", "skipping", "training", "native-training"]
 
 _SWITCH: PathSwitch[Path] = PathSwitch(PLAIN_ENV, "rnnspec_torch_plain")
 #: A context manager forcing the plain path for every op within the block (the per-step torch loop of
