@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnspec.backends.common import native
 from rnnspec.backends.path_switch import PathSwitch
 
 from .sequence import Lengths, State, fresh, reverse_valid
@@ -111,9 +112,16 @@ def fast_paths_available() -> dict[str, str]:
     recurrences = "linear_recurrence (and qrnn's pooling) and indrnn_recurrence (and indrnn's recurrence)"
     paths = {
         FAST_PATH: text + off,
+        "native": (
+            f"{recurrences}, qrnn's gates and pooling, and the Skip RNN and ACT training steps on float32/float64 CPU "
+            f"tensors: C kernels ({native.KERNELS}) compiled on first use by the system C compiler and cached, "
+            f"one call a sequence or a step, the matmuls left to torch; {native.ENV}=0 turns them off, "
+            f"{native.ENV}=require makes a failed build an error; else without a compiler the torch-op paths run" + off
+        ),
         "cpu-kernel": (
-            f"{recurrences} on CPU tensors: hand-written forward and backward as loops of in-place fused torch ops "
-            f"(one op a step), an autograd Function with a vmap rule; off under plain_path() or {PLAIN_ENV}=1" + off
+            f"{recurrences} on CPU tensors where the native kernels are unavailable: hand-written forward and "
+            f"backward as loops of in-place fused torch ops (one op a step), an autograd Function with a vmap rule; "
+            f"off under plain_path() or {PLAIN_ENV}=1" + off
         ),
     }
     from .recurrences import TRITON_ENV  # here: recurrences imports this module
