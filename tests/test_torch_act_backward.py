@@ -2,7 +2,9 @@
 
 In plain eager autograd, ``act`` runs :mod:`rnnspec.backends.torch.act_autograd`; ``plain_path()``
 (and so ``torch.func``) and ``torch.compile`` keep the per-step autograd loop. Both must give the
-same values and gradients (float64, to rounding), and the reference's.
+same values and gradients (float64, to rounding), and the reference's. The Function's inner steps
+run in native kernels where they build (``"native-training"``: within the tolerance policy) and
+in torch ops with ``RNNSPEC_NATIVE=0`` (``"training"``: the loop's operations, to 1e-12).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from helpers import leaf
 torch = pytest.importorskip("torch")
 
 import rnnspec  # noqa: E402
+from rnnspec.backends.common import native  # noqa: E402
 from rnnspec.backends.torch import fused  # noqa: E402
+from rnnspec.conformance.tolerances import tolerance  # noqa: E402
 from rnnspec.reference import vjp  # noqa: E402
 
 B = rnnspec.get_backend("torch")
@@ -67,15 +71,33 @@ def _run(cell: str, shape: str, *, plain: bool, seed: int = 0) -> tuple[list[Any
     return [f.detach() for f in fields] + [result.ponder_steps] + list(grads), result
 
 
+#: The Function's two forms of its inner steps: the path each records.
+STEP_FORMS = {"native": "native-training", "torch-ops": "training"}
+
+
+@pytest.fixture(params=list(STEP_FORMS))
+def form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the Function's inner steps in native kernels (skipped where they cannot build) or torch ops."""
+    if request.param == "torch-ops":
+        monkeypatch.setenv(native.ENV, "0")
+    elif native.library("cells") is None:
+        pytest.skip(f"native kernels unavailable: {native.unavailable('cells')}")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("cell", CELLS)
-def test_the_hand_written_backward_equals_autograd_of_the_loop(cell: str, shape: str) -> None:
+def test_the_hand_written_backward_equals_autograd_of_the_loop(cell: str, shape: str, form: str) -> None:
     fast, result = _run(cell, shape, plain=False)
     assert type(result.state[0]["h"].grad_fn).__name__ == "_ACTFunctionBackward"
+    assert fused.last_path("act") == STEP_FORMS[form]
     slow, result = _run(cell, shape, plain=True)
     assert type(result.state[0]["h"].grad_fn).__name__ != "_ACTFunctionBackward"
+    # The torch-op steps are the loop's operations (to rounding); the native ones within the tolerance policy.
+    tol = tolerance("float64", steps=TIME * SHAPES[shape][4], kind="gradient")
+    close = {"rtol": 1e-12, "atol": 1e-13} if form == "torch-ops" else {"rtol": tol.rtol, "atol": tol.atol}
     for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13, msg=f"entry {i}")
+        torch.testing.assert_close(a, b, **close, msg=f"entry {i}")
     # Rows must halt after different numbers of inner steps, or the halting paths go untested.
     assert len(set(result.ponder_steps.flatten().tolist()) - {0.0}) > 1
 

@@ -2,7 +2,11 @@
 
 In plain eager autograd, ``skip_rnn/lstm/gru`` run :mod:`rnnspec.backends.torch.skip_autograd`;
 ``plain_path()`` (and so ``torch.func``) and ``torch.compile`` keep the per-step autograd loop.
-Both must give the same values and gradients (float64, to rounding), and the reference's.
+Both must give the same values and gradients (float64, to rounding), and the reference's. The
+Function's steps run in native kernels where they build (``"native-training"``: within the
+tolerance policy, their sigmoid/tanh being torch's to a few ulps) and in torch ops with
+``RNNSPEC_NATIVE=0`` (``"training"``: the loop's operations, to 1e-12);
+``test_torch_native_cells.py`` compares the two forms further.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from helpers import leaf
 torch = pytest.importorskip("torch")
 
 import rnnspec  # noqa: E402
+from rnnspec.backends.common import native  # noqa: E402
 from rnnspec.backends.torch import fused, skip_autograd  # noqa: E402
+from rnnspec.conformance.tolerances import tolerance  # noqa: E402
 from rnnspec.reference import vjp  # noqa: E402
 
 B = rnnspec.get_backend("torch")
@@ -74,16 +80,41 @@ def _run(op: str, options: dict[str, Any], shape: str, *, plain: bool, seed: int
     return [f.detach() for f in fields] + list(grads), result
 
 
+#: The Function's two forms of its steps: the path each records, and the tolerance against the autograd loop.
+STEP_FORMS = {"native": "native-training", "torch-ops": "training"}
+
+
+def _closeness(form: str) -> dict[str, float]:
+    """The torch-op steps are the loop's operations (to rounding); the native ones within the tolerance policy."""
+    if form == "torch-ops":
+        return {"rtol": 1e-12, "atol": 1e-13}
+    tol = tolerance("float64", steps=TIME * 2, kind="gradient")
+    return {"rtol": tol.rtol, "atol": tol.atol}
+
+
+@pytest.fixture(params=list(STEP_FORMS))
+def form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the Function's steps in native kernels (skipped where they cannot build) or torch ops."""
+    if request.param == "torch-ops":
+        monkeypatch.setenv(native.ENV, "0")
+    elif native.library("cells") is None:
+        pytest.skip(f"native kernels unavailable: {native.unavailable('cells')}")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(map(str, v[1].values()))}")
-def test_the_hand_written_backward_equals_autograd_of_the_loop(variant: tuple[str, dict[str, Any]], shape: str) -> None:
+def test_the_hand_written_backward_equals_autograd_of_the_loop(
+    variant: tuple[str, dict[str, Any]], shape: str, form: str
+) -> None:
     op, options = variant
     fast, result = _run(op, options, shape, plain=False)
     assert type(result.state[-1]["h"].grad_fn).__name__ == "_SkipFunctionBackward"
+    assert fused.last_path(op) == STEP_FORMS[form]
     slow, result = _run(op, options, shape, plain=True)
     assert type(result.state[-1]["h"].grad_fn).__name__ != "_SkipFunctionBackward"
     for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13, msg=f"entry {i}")
+        torch.testing.assert_close(a, b, **_closeness(form), msg=f"entry {i}")
     # The case must exercise both branches of the gate, or the straight-through paths go untested.
     assert 0 < float(result.update_gate.detach().mean()) < 1
 
@@ -121,7 +152,7 @@ def test_the_hand_written_backward_equals_the_reference(variant: tuple[str, dict
         np.testing.assert_allclose(g.numpy(), want["params"][0][name], rtol=1e-9, atol=1e-11, err_msg=name)
 
 
-def test_a_nan_update_prob_gives_the_autograd_loops_nan_positions() -> None:
+def test_a_nan_update_prob_gives_the_autograd_loops_nan_positions(form: str) -> None:
     """A NaN update_prob never opens the gate; its NaN reaches the same gradients in both paths."""
 
     def grads(plain: bool) -> list[Any]:
@@ -141,7 +172,7 @@ def test_a_nan_update_prob_gives_the_autograd_loops_nan_positions() -> None:
     assert bool(torch.isnan(slow[-1][1]).all())  # the row's u~ is NaN at every step: its gate never opens
     for a, b in zip(fast, slow, strict=True):
         assert torch.equal(torch.isnan(a), torch.isnan(b))
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13, equal_nan=True)
+        torch.testing.assert_close(a, b, **_closeness(form), equal_nan=True)
 
 
 def test_the_inputs_are_neither_modified_nor_aliased() -> None:

@@ -17,9 +17,10 @@ picks one):
 
 The training loop takes one of two forms, with the same values and gradients: in
 plain eager autograd, one ``torch.autograd.Function`` with a hand-written backward
-(:mod:`.act_autograd`); under ``torch.func`` transforms, ``torch.compile`` or a
-forced plain path (:func:`.skip_autograd.usable`), :func:`_training`'s per-step
-autograd graph.
+(:mod:`.act_autograd`; its inner steps in native kernels on float32/float64 CPU
+tensors when the kernel library builds, path ``"native-training"``); under
+``torch.func`` transforms, ``torch.compile`` or a forced plain path
+(:func:`.skip_autograd.usable`), :func:`_training`'s per-step autograd graph.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from rnnspec.results import ACTResult
 from . import act_autograd, skip_autograd
 from .cells import Cell, Params, make_cell
 from .sequence import ARRAY_OPS, Lengths, State, fresh, reverse_valid
-from .skipping import choose_path, row_index, select_rows
+from .skipping import choose_path, record_training, row_index, select_rows
 
 __all__ = ["run"]
 
@@ -217,7 +218,11 @@ def run(call: SequenceCall) -> ACTResult:
             eps,
             cap,
         )
-        out, state, ponder_steps, ponder_remainder = act_autograd.run(layout, p, state, projected, flag, norm.valid())
+        kernels = act_autograd.native_kernels(layout, [projected, *leaves[1:]])
+        record_training("act", kernels is not None)
+        out, state, ponder_steps, ponder_remainder = act_autograd.run(
+            layout, p, state, projected, flag, norm.valid(), kernels
+        )
     else:
         out, state, ponder_steps, ponder_remainder = _training(base, p, state, projected, flag, norm.valid(), eps, cap)
     ponder_cost = ponder_steps + ponder_remainder

@@ -25,13 +25,20 @@ once, here, for both loops: :func:`.act._ponder` calls it with Python numbers, t
 with cached 0-d tensors. The backward sums the pre-activation cotangents of each input step's
 inner steps into its projection's in one ``index_add_`` after the loop.
 
+On float32/float64 CPU tensors, when the kernel library builds (:func:`native_kernels`), each
+inner step is one ``act_forward`` call after its recurrent matmul (the cell, the halting unit
+and bookkeeping, and the input step's settling once every row has halted, which the kernel
+reports so that the inner loop ends), and one ``act_backward`` call before its ``addmm_`` in
+the backward, which also sums the pre-activation cotangents into ``d_projected`` and the flag's.
+
 :func:`.skip_autograd.usable` decides when this path runs (plain eager autograd);
 ``torch.func`` refuses ``act`` under vmap and runs the autograd loop otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ctypes
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -39,10 +46,20 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .cell_backward import aux_names, cell_step, const, factors, layer_backward, weight_grads
+from .cell_backward import (
+    NativeCells,
+    aux_names,
+    cell_step,
+    const,
+    factors,
+    layer_backward,
+    native_cells,
+    native_weight_grads,
+    weight_grads,
+)
 from .sequence import State
 
-__all__ = ["ACTLayout", "Pondering", "Scalar", "begin", "halt", "run", "settle"]
+__all__ = ["ACTLayout", "Pondering", "Scalar", "begin", "halt", "native_kernels", "run", "settle"]
 
 
 @dataclass(frozen=True)
@@ -142,17 +159,24 @@ _RECORDS = ("h", "weight", "active", "stop")
 
 
 class _ACTFunction(torch.autograd.Function):
-    """``(layout, valid, projected, flag, *recurrent, w_halt, b_halt, *state)`` to ``(outputs, N, R, *state)``."""
+    """``(layout, kernels, valid, projected, flag, *recurrent, w_halt, b_halt, *state)`` to ``(outputs, N, R, *state)``.
+
+    ``kernels`` None: the loop in torch ops; else the native kernels' (:func:`_native_forward`).
+    """
 
     @staticmethod
     def forward(
         ctx: FunctionCtx,
         layout: ACTLayout,
+        kernels: NativeCells | None,
         valid: torch.Tensor | None,
         projected: torch.Tensor,
         flag: torch.Tensor,
         *flat: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
+        ctx.kernels = kernels  # type: ignore[attr-defined]
+        if kernels is not None:
+            return _native_forward(ctx, kernels, layout, valid, projected, flag, flat)
         nrec = len(layout.recurrent)
         rec = flat[:nrec]
         hh = (rec[0], rec[0]) if nrec == 1 else (rec[0], rec[1])
@@ -215,6 +239,8 @@ class _ACTFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if ctx.kernels is not None:
+            return (None, None, None, *_native_backward(ctx, grads))
         layout: ACTLayout = ctx.layout
         counts: list[int] = ctx.counts
         names = layout.names
@@ -236,7 +262,7 @@ class _ACTFunction(torch.autograd.Function):
         if total_inner == 0:  # no row took a step: the state passes through
             zeros = d_out.new_zeros(proj_shape)
             none_rec = [torch.zeros_like(r) for r in rec]
-            return (None, None, zeros, d_out.new_zeros(flag_shape), *none_rec, torch.zeros_like(w_halt),
+            return (None, None, None, zeros, d_out.new_zeros(flag_shape), *none_rec, torch.zeros_like(w_halt),
                     w_halt.new_zeros((1,)), *d_state.values())  # fmt: skip
         k = len(names)
         prev = dict(zip(names, saved[at : at + k], strict=True))
@@ -308,7 +334,245 @@ class _ACTFunction(torch.autograd.Function):
         # Each input step's projection gets the sum over its inner steps, all at once.
         owner = torch.repeat_interleave(torch.arange(time), torch.tensor(counts)).to(d_gi_all.device)
         d_projected = d_gi_all.new_zeros((batch, time, wide)).index_add_(1, owner, d_gi_all.transpose(0, 1))
-        return (None, None, d_projected, d_flag, *d_rec[:nrec], d_w_halt, d_b_halt, *d_state.values())
+        return (None, None, None, d_projected, d_flag, *d_rec[:nrec], d_w_halt, d_b_halt, *d_state.values())
+
+
+# -- the native path: the inner steps' elementwise work in kernels/cells.c ----------------------------
+
+
+def native_kernels(layout: ACTLayout, tensors: Sequence[torch.Tensor]) -> NativeCells | None:
+    """The native kernels for the Function's loop on ``tensors`` (every tensor argument), or None (torch ops).
+
+    ACT ponders a cell with its options at their defaults: gru's reset gate comes after the matmul.
+    """
+    kernels = native_cells(layout, tensors)
+    return None if kernels is None or kernels.kind == "gru_before" else kernels
+
+
+def _at(x: torch.Tensor | None) -> int:
+    """A kernel argument's address: 0 (NULL) for None."""
+    return 0 if x is None else int(x.data_ptr())
+
+
+class _Steps:
+    """The inner steps' saved buffers, inner step first, grown by doubling: the count is known only at the end."""
+
+    def __init__(self, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], capacity: int) -> None:
+        self.shapes = shapes
+        self.capacity = max(capacity, 1)
+        self.tensors = {k: torch.empty((self.capacity, *shape), dtype=dtype) for k, (shape, dtype) in shapes.items()}
+
+    def grow(self, filled: int) -> None:
+        """Twice the capacity, keeping the first ``filled`` steps."""
+        self.capacity *= 2
+        for k, old in self.tensors.items():
+            shape, dtype = self.shapes[k]
+            new = torch.empty((self.capacity, *shape), dtype=dtype)
+            new[:filled].copy_(old[:filled])
+            self.tensors[k] = new
+
+    def at(self, key: str) -> tuple[int, int]:
+        """The buffer's address and the bytes of one step (0, 0 when absent)."""
+        found = self.tensors.get(key)
+        if found is None:
+            return 0, 0
+        return _at(found), found[0].numel() * found.element_size()
+
+
+def _native_forward(
+    ctx: Any,
+    cells: NativeCells,
+    layout: ACTLayout,
+    valid: torch.Tensor | None,
+    projected: torch.Tensor,
+    flag: torch.Tensor,
+    flat: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, ...]:
+    """The Function's forward with each inner step's work after its matmul(s) in one ``act_forward`` call.
+
+    The kernel also keeps the halting bookkeeping and, once every row has halted, settles the input
+    step (state, output, N, R); it reports that through a flag, which ends the inner loop.
+    """
+    forward = cells.fn["act_forward"]
+    code, relu, lstm = cells.code, cells.relu, "c" in layout.names
+    nrec = len(layout.recurrent)
+    rec = flat[:nrec]
+    w_halt, b_halt = flat[nrec].contiguous(), flat[nrec + 1].contiguous()
+    dtype = projected.dtype
+    projected = projected.contiguous()
+    batch, time, wide = projected.shape
+    hidden = flat[nrec + 2].shape[1]
+    item = projected.element_size()
+    cap = layout.max_steps
+    flag = flag.contiguous()
+    gi_flag = torch.empty((batch, wide), dtype=dtype)  # the kernel's scratch for x_t's projection plus the flag
+    initial = zip(layout.names, flat[nrec + 2 :], strict=True)
+    state = {n: torch.empty((batch, hidden), dtype=dtype).copy_(v) for n, v in initial}
+    shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    for n in layout.names:
+        shapes[f"prev.{n}"] = shapes[f"cands.{n}"] = ((batch, hidden), dtype)
+    if cells.aux:
+        shapes["aux"] = ((batch, cells.aux * hidden), dtype)
+    for k in ("halt", "weight"):
+        shapes[k] = ((batch,), dtype)
+    for k in ("active", "stop"):
+        shapes[k] = ((batch,), torch.bool)
+    steps = _Steps(shapes, time * min(cap, 2))
+    total, remainder, n_steps = (torch.empty((batch,), dtype=dtype) for _ in range(3))
+    halted = torch.empty((batch,), dtype=torch.bool)
+    mean = {n: torch.empty((batch, hidden), dtype=dtype) for n in layout.names}
+    indrnn = cells.kind == "indrnn"
+    w_hh_t, b_hh = (None, None) if indrnn else (rec[0].t(), rec[1])
+    gh = None if indrnn else torch.empty((batch, wide), dtype=dtype)
+    u = rec[0].contiguous() if indrnn else None
+    out = projected.new_zeros((batch, time, hidden))
+    n_out, r_out = projected.new_zeros((batch, time)), projected.new_zeros((batch, time))
+    keep = None if valid is None else valid.contiguous()
+    # A step where no row is valid takes no inner step (every row counts as halted): outputs stay zero.
+    live = [True] * time if keep is None else keep.any(0).tolist()
+    done = ctypes.c_int64(0)  # the kernel's flag: every row has halted
+    done_at = ctypes.addressof(done)
+    threshold = 1.0 - layout.epsilon
+    proj_at, flag_at, gi_flag_at, keep_at = _at(projected), _at(flag), _at(gi_flag), _at(keep)
+    st_h, st_c = _at(state["h"]), _at(state.get("c"))
+    scratch = (_at(total), _at(halted), _at(n_steps), _at(remainder), _at(mean["h"]), _at(mean.get("c")))
+    fields = (_at(out), time * hidden, _at(n_out), _at(r_out), time)
+    gh_at, u_at = _at(gh), _at(u)
+    halt_args = (_at(w_halt), _at(b_halt))
+    keys = ("prev.h", "prev.c", "cands.h", "cands.c", "aux", "halt", "weight", "active", "stop")
+    addresses = [steps.at(k) for k in keys]
+    counts: list[int] = []
+    m = 0
+    for t in range(time):
+        if not live[t]:
+            counts.append(0)
+            continue
+        keep_t = keep_at + t if keep is not None else 0
+        count = 0
+        for step in range(1, cap + 1):
+            if m == steps.capacity:
+                steps.grow(m)
+                addresses = [steps.at(k) for k in keys]
+            buf = steps.tensors
+            ((p_h, slot), (p_c, _), (c_h, _), (c_c, _), (aux_at, aux_slot), (halt_at, row), (weight_at, _),
+             (active_at, flags), (stop_at, _)) = addresses  # fmt: skip
+            prev = state["h"] if step == 1 else buf["cands.h"][m - 1]
+            prev_h = st_h if step == 1 else c_h + (m - 1) * slot
+            prev_c = (st_c if step == 1 else c_c + (m - 1) * slot) if lstm else 0
+            if gh is not None:
+                assert b_hh is not None
+                assert w_hh_t is not None
+                torch.addmm(b_hh, prev, w_hh_t, out=gh)
+            forward(code, relu, batch, hidden, step, cap, threshold, proj_at + t * wide * item, time * wide,
+                    0 if step == 1 else flag_at, gi_flag_at, gh_at, u_at, prev_h, prev_c,
+                    p_h + m * slot, p_c and p_c + m * slot, c_h + m * slot, c_c and c_c + m * slot,
+                    aux_at and aux_at + m * aux_slot, *halt_args, halt_at + m * row, weight_at + m * row,
+                    active_at + m * flags, stop_at + m * flags, *scratch, keep_t, time, st_h, st_c,
+                    fields[0] + t * hidden * item, fields[1], fields[2] + t * item, fields[3] + t * item, fields[4],
+                    done_at)  # fmt: skip
+            m += 1
+            count = step
+            if done.value:
+                break
+        counts.append(count)
+    saved = {f"rec{i}": v for i, v in enumerate(rec)}
+    saved["w_halt"] = w_halt
+    saved.update({k: v[:m] for k, v in steps.tensors.items()})
+    if keep is not None:
+        saved["valid"] = keep
+    ctx.save_for_backward(*saved.values())
+    ctx.keys = list(saved)
+    ctx.layout = layout
+    ctx.counts = counts
+    ctx.shapes = (projected.shape, flag.shape)
+    ctx.mark_non_differentiable(n_out)
+    return (out, n_out, r_out, *state.values())
+
+
+def _native_backward(ctx: Any, grads: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    """The Function's backward with each inner step's work before its matmul(s) in one ``act_backward`` call.
+
+    The state's cotangent lives in one buffer per entry (the next inner step's in another), updated
+    in place; the pre-activation cotangents are summed per input step into ``d_projected`` (and the
+    flag's share into ``later``) by the kernel, and kept per inner step for ``dW_hh``.
+    """
+    cells: NativeCells = ctx.kernels
+    layout: ACTLayout = ctx.layout
+    counts: list[int] = ctx.counts
+    saved = dict(zip(ctx.keys, ctx.saved_tensors, strict=True))
+    names = layout.names
+    nrec = len(layout.recurrent)
+    rec = [saved[f"rec{i}"] for i in range(nrec)]
+    w_halt = saved["w_halt"]
+    (batch, time, wide), flag_shape = ctx.shapes
+    dtype = cells.dtype
+    d_out, d_rem = grads[0].to(dtype).contiguous(), grads[2].to(dtype).contiguous()
+    d_state = {n: torch.empty(g.shape, dtype=dtype).copy_(g) for n, g in zip(names, grads[3:], strict=True)}
+    inner = sum(counts)
+    if inner == 0:  # no row took a step: the state passes through
+        zeros = d_out.new_zeros((batch, time, wide))
+        none_rec = [torch.zeros_like(r) for r in rec]
+        return (zeros, d_out.new_zeros(flag_shape), *none_rec, torch.zeros_like(w_halt), w_halt.new_zeros((1,)),
+                *d_state.values())  # fmt: skip
+    backward = cells.fn["act_backward"]
+    code, relu = cells.code, cells.relu
+    hidden = d_state["h"].shape[1]
+    item = d_out.element_size()
+    mean = {n: torch.empty((batch, hidden), dtype=dtype) for n in names}
+    following = {n: torch.empty((batch, hidden), dtype=dtype) for n in names}  # the next inner step's
+    d_total, d_rem_row = torch.empty((batch,), dtype=dtype), torch.empty((batch,), dtype=dtype)
+    dcand = torch.empty((batch, 2 * hidden), dtype=dtype)
+    gi_scratch = torch.empty((batch, wide), dtype=dtype) if cells.kind == "gru" else None
+    d_gh = torch.empty((inner, batch, wide), dtype=dtype)
+    d_a = torch.empty((inner, batch), dtype=dtype)
+    # Input steps without an inner step keep zeros; the kernel writes every row of the others.
+    d_projected = (torch.empty if all(counts) else torch.zeros)((batch, time, wide), dtype=dtype)
+    later = torch.empty((batch, wide), dtype=dtype)  # an input step's sum over its inner steps after the first
+    d_flag_rows = torch.zeros((batch, wide), dtype=dtype)
+    indrnn = cells.kind == "indrnn"
+    u = rec[0].contiguous() if indrnn else None
+    w_hh = rec[0]
+    gh_views = d_gh.unbind(0)
+    keep = saved.get("valid")
+    keep_at = _at(keep)
+
+    def at(key: str) -> tuple[int, int]:
+        found = saved.get(key)
+        return (0, 0) if found is None else (_at(found), found[0].numel() * found.element_size())
+
+    (p_h, slot), (p_c, _), (c_h, _), (c_c, _), (aux_at, aux_slot) = (
+        at(k) for k in ("prev.h", "prev.c", "cands.h", "cands.c", "aux")
+    )
+    (halt_at, row), (weight_at, _), (active_at, flags), (stop_at, _) = (
+        at(k) for k in ("halt", "weight", "active", "stop")
+    )
+    gh_slot = batch * wide * item
+    buffers = (_at(d_state["h"]), _at(d_state.get("c")), _at(mean["h"]), _at(mean.get("c")), _at(following["h"]),
+               _at(following.get("c")), _at(d_total), _at(d_rem_row), _at(dcand), _at(gi_scratch))  # fmt: skip
+    d_gh_at, d_a_at, d_proj_at = _at(d_gh), _at(d_a), _at(d_projected)
+    later_at, d_flag_at = _at(later), _at(d_flag_rows)
+    d_out_at, d_rem_at, u_at, w_halt_at = _at(d_out), _at(d_rem), _at(u), _at(w_halt)
+    end = inner
+    for t in reversed(range(time)):
+        start = end - counts[t]
+        keep_t = keep_at + t if keep is not None else 0
+        for m in reversed(range(start, end)):
+            last = m == start
+            backward(code, relu, batch, hidden, int(m == end - 1), int(last), p_h + m * slot, p_c and p_c + m * slot,
+                     c_h + m * slot, c_c and c_c + m * slot, aux_at and aux_at + m * aux_slot, halt_at + m * row,
+                     weight_at + m * row, active_at + m * flags, stop_at + m * flags, u_at, w_halt_at, keep_t, time,
+                     d_out_at + t * hidden * item, time * hidden, d_rem_at + t * item, time, *buffers,
+                     d_gh_at + m * gh_slot, d_a_at + m * row, d_proj_at + t * wide * item, time * wide, later_at,
+                     d_flag_at)  # fmt: skip
+            if not indrnn:
+                (d_state["h"] if last else following["h"]).addmm_(gh_views[m], w_hh)
+        end = start
+    d_rec = native_weight_grads(cells, saved["prev.h"], d_gh, None, saved.get("aux"))
+    d_flag = d_flag_rows.sum(0)
+    d_a_all = d_a.reshape(-1, 1)
+    h_states = saved["cands.h"].reshape(-1, hidden)
+    d_w_halt, d_b_halt = d_a_all.t() @ h_states, d_a_all.sum(0)
+    return (d_projected, d_flag, *d_rec[:nrec], d_w_halt, d_b_halt, *d_state.values())
 
 
 def _apply(*args: Any) -> Any:
@@ -324,12 +588,14 @@ def run(
     projected: torch.Tensor,
     flag: torch.Tensor,
     valid: torch.Tensor | None,
+    kernels: NativeCells | None = None,
 ) -> tuple[torch.Tensor, State, torch.Tensor, torch.Tensor]:
     """:func:`.act._training`'s (outputs, final state, N, R) through :class:`_ACTFunction`.
 
     ``projected`` is ``x_t``'s part of the input projection, ``(B, T, G H)``; ``flag`` the
-    column of ``w_ih`` that the inner steps after the first add.
+    column of ``w_ih`` that the inner steps after the first add; ``kernels`` the native kernels
+    (:func:`native_kernels`) or None for the loop in torch ops.
     """
     flat = [p[k] for k in layout.recurrent] + [p["w_halt"], p["b_halt"]] + [state[n] for n in layout.names]
-    out, steps, remainder, *final = _apply(layout, valid, projected, flag, *flat)
+    out, steps, remainder, *final = _apply(layout, kernels, valid, projected, flag, *flat)
     return out, dict(zip(layout.names, final, strict=True)), steps, remainder

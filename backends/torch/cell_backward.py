@@ -17,17 +17,39 @@ indrnn) from here:
   ``d a = dS act'(S)``;
 - :func:`layer_backward`: one step's sequential part (one matmul with ``W_hh``);
 - :func:`weight_grads`: ``dW_hh = sum_t d_gh_t^T h_{t-1}`` and ``db_hh`` as one matmul.
+
+On CPU float32/float64 tensors the Functions run the same steps in native kernels instead
+(``backends/common/kernels/cells.c``, :func:`native_cells`): one call a layer and step for the
+elementwise work after the step's matmul(s) forward, and one before them backward, with the
+matmuls in torch into preallocated buffers; :func:`native_weight_grads` forms the weight
+gradients from the buffers those kernels fill. Their ``sigmoid``/``tanh`` differ from torch's
+by a few ulps, so their values equal this module's within rounding, not bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CellLike", "Factors", "aux_names", "cell_step", "const", "factors", "layer_backward", "weight_grads"]
+from rnnspec.backends.common import native
+
+__all__ = [
+    "CellLike",
+    "Factors",
+    "NativeCells",
+    "aux_names",
+    "cell_step",
+    "const",
+    "factors",
+    "layer_backward",
+    "native_cells",
+    "native_weight_grads",
+    "weight_grads",
+]
 
 State = dict[str, torch.Tensor]
 
@@ -183,7 +205,6 @@ def layer_backward(
     ``h @ W_hh^T + b_hh`` when it differs from that of ``gi`` (gru), for the weight gradient.
     """
     dh = d["h"]
-    batch = dh.shape[0]
     at = fac.at
     if fac.cell == "rnn":
         da = dh * at["gh"][t][:, 0]
@@ -193,11 +214,11 @@ def layer_backward(
         return {"h": da * w_hh}, da, None
     if fac.cell == "lstm":
         dc = torch.addcmul(d["c"], dh, at["to_c"][t])
-        da = torch.cat([dc[:, None] * at["gh"][t], (dh * at["by_h"][t])[:, None]], dim=1).view(batch, -1)
+        da = torch.cat([dc[:, None] * at["gh"][t], (dh * at["by_h"][t])[:, None]], dim=1).flatten(1)
         return {"h": da @ w_hh, "c": dc * at["f"][t]}, da, None
     if fac.cell == "gru":
-        d_gh = (dh[:, None] * at["gh"][t]).view(batch, -1)
-        d_gi = (dh[:, None] * at["gi"][t]).view(batch, -1)
+        d_gh = (dh[:, None] * at["gh"][t]).flatten(1)
+        d_gi = (dh[:, None] * at["gi"][t]).flatten(1)
         return {"h": torch.addmm(dh * at["z"][t], d_gh, w_hh)}, d_gi, d_gh
     size = dh.shape[1]
     da_n = dh * at["a_n"][t]
@@ -222,4 +243,97 @@ def weight_grads(
         rh = fac.extra["rh"].reshape(-1, size)
         return torch.cat([rz.t() @ flat_h, n.t() @ rh]), flat.sum(0)
     flat = (d_gi if d_gh is None else d_gh).reshape(-1, d_gi.shape[-1])
+    return flat.t() @ flat_h, flat.sum(0)
+
+
+# -- the native kernels (backends/common/kernels/cells.c) ------------------------------------------
+
+#: The kernel library's name (``kernels/cells.c``).
+LIBRARY = "cells"
+
+#: Each exported kernel's arguments: ``i`` int64, ``p`` an address, ``d`` a double (cells.c's prototypes,
+#: which tests/test_torch_native_cells.py checks these against).
+SIGNATURES = {
+    "gru_before_gates": "iipippp",
+    "gru_before_backward": "iippppp",
+    "skip_forward": "iiiiii" + "pip" + "ppppppp" + "pp" + "pi" + "pp" + "pppppp" + "pippi",
+    "skip_backward": "iiiiiii" + "ppppp" + "pi" + "ppp" + "ppp" + "pii" + "pippi" + "ppppp" + "pppp",
+    "act_forward": "iiiiiid" + "pipp" + "pppp" + "ppppp" + "pp" + "pppp" + "pppppp" + "pi" + "pp" + "pi" + "ppi" + "p",
+    "act_backward": "iiiiii" + "ppppp" + "pppp" + "pp" + "pi" + "pipi" + "pppppp" + "pp" + "pppp" + "p" + "ipp",
+}
+
+#: cells.c's cell codes, and per cell the gate blocks of the pre-activations and the saved activation blocks.
+_NATIVE_KINDS = {"rnn": (0, 1, 0), "lstm": (1, 4, 5), "gru": (2, 3, 4), "gru_before": (3, 3, 4), "indrnn": (4, 1, 0)}
+_NATIVE_DTYPES = {torch.float32: "_f32", torch.float64: "_f64"}
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+@dataclass(frozen=True)
+class NativeCells:
+    """A cell's native kernels for one dtype: its codes, block counts and the library's functions.
+
+    ``kind`` is the cell as :data:`_AUX` names it (gru's variants apart); ``gates`` the blocks of
+    ``H`` columns of its pre-activations, ``aux`` those of the activations a step saves.
+    """
+
+    kind: str
+    code: int
+    relu: int
+    gates: int
+    aux: int
+    dtype: torch.dtype
+    #: The kernels by their names in :data:`SIGNATURES` (ctypes functions, for this dtype).
+    fn: dict[str, Any]
+
+
+_NATIVE_CACHE: dict[tuple[int, str, bool, torch.dtype], NativeCells] = {}
+
+
+def native_cells(layout: CellLike, tensors: Sequence[torch.Tensor]) -> NativeCells | None:
+    """The native kernels for ``layout``'s cell on ``tensors``, or None where they cannot run.
+
+    They run on plain float32 or float64 CPU tensors, all of one dtype, when the library builds
+    (``RNNSPEC_NATIVE=0`` turns it off; see :mod:`rnnspec.backends.common.native`). The callers
+    decide eager mode first (:func:`.skip_autograd.usable`).
+    """
+    if not tensors:
+        return None
+    dtype = tensors[0].dtype
+    if dtype not in _NATIVE_DTYPES:
+        return None
+    if any(type(t) not in _PLAIN or t.device.type != "cpu" or t.dtype != dtype for t in tensors):
+        return None
+    library = native.library(LIBRARY)
+    if library is None:
+        return None
+    kind = "gru_before" if layout.cell == "gru" and not layout.reset_after else layout.cell
+    relu = layout.activation == "relu" and kind in ("rnn", "indrnn")
+    key = (id(library), kind, relu, dtype)
+    found = _NATIVE_CACHE.get(key)
+    if found is None:
+        suffix = _NATIVE_DTYPES[dtype]
+        functions = {name: library.function(name + suffix, sig) for name, sig in SIGNATURES.items()}
+        code, gates, aux = _NATIVE_KINDS[kind]
+        found = _NATIVE_CACHE[key] = NativeCells(kind, code, int(relu), gates, aux, dtype, functions)
+    return found
+
+
+def native_weight_grads(
+    cells: NativeCells, prev_h: torch.Tensor, d_gi: torch.Tensor, d_gh: torch.Tensor | None, aux: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dW_hh``, ``db_hh`` (indrnn: ``du`` and a zero) from the native buffers of all steps, as :func:`weight_grads`.
+
+    ``prev_h`` ``(S, B, H)`` the states before each step, ``d_gi`` ``(S, B, G H)`` the
+    pre-activations' cotangents, ``d_gh`` gru's (reset after) recurrent ones, ``aux`` the saved
+    activations ``(S, B, A H)`` (gru before reads ``r h`` from them).
+    """
+    size = prev_h.shape[-1]
+    flat_h = prev_h.reshape(-1, size)
+    if cells.kind == "indrnn":
+        return (d_gi * prev_h).sum((0, 1)), d_gi.new_zeros(())
+    flat = (d_gi if d_gh is None else d_gh).reshape(-1, d_gi.shape[-1])
+    if cells.kind == "gru_before":
+        assert aux is not None
+        rh = aux[..., 3 * size :].reshape(-1, size)
+        return torch.cat([flat[:, : 2 * size].t() @ flat_h, flat[:, 2 * size :].t() @ rh]), flat.sum(0)
     return flat.t() @ flat_h, flat.sum(0)

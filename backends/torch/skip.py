@@ -23,9 +23,11 @@ gate driven by the top layer's candidate. Two loops (:mod:`.skipping` picks one)
 The training loop takes one of two forms, with the same values and gradients: in
 plain eager autograd, one ``torch.autograd.Function`` with a hand-written backward
 (:mod:`.skip_autograd`: the per-step graph's backward was most of a training step's
-time); under ``torch.func`` transforms, ``torch.compile`` or a forced plain path
-(:func:`.skip_autograd.usable`), :func:`_training`'s per-step autograd graph, which
-those handle.
+time), whose steps run in native kernels on float32/float64 CPU tensors when the
+kernel library builds (path ``"native-training"``) and in torch ops otherwise
+(``"training"``); under ``torch.func`` transforms, ``torch.compile`` or a forced
+plain path (:func:`.skip_autograd.usable`), :func:`_training`'s per-step autograd
+graph, which those handle.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from rnnspec.results import SkipResult
 from . import skip_autograd
 from .cells import Cell, make_cell
 from .sequence import ARRAY_OPS, Lengths, State, fresh, reverse_valid
-from .skipping import choose_path, host_dtype, row_index, select_rows
+from .skipping import choose_path, host_dtype, record_training, row_index, select_rows
 
 __all__ = ["run"]
 
@@ -195,7 +197,10 @@ def run(call: SequenceCall) -> SkipResult:
             cell.state_names,
         )
         projected = cell.project(params[0], inp)
-        out, states, gate, prob = skip_autograd.run(layout, params, states, projected, lengths.valid())
+        valid = lengths.valid()
+        kernels = skip_autograd.native_kernels(layout, [projected, *leaves[1:]])
+        record_training(op, kernels is not None)
+        out, states, gate, prob = skip_autograd.run(layout, params, states, projected, valid, kernels)
     else:
         out, states, gate, prob = _training(cell, params, states, inp, lengths.valid())
     if reverse:

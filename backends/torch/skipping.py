@@ -4,7 +4,10 @@ Two loops compute the same values:
 
 - ``"training"``: every row computes at every step (Skip RNN's candidate at
   skipped steps too, since the straight-through gradient needs it; ACT's halted
-  rows with weight 0), so autograd sees the spec's graph;
+  rows with weight 0), so autograd sees the spec's graph. In plain eager
+  autograd on float32/float64 CPU tensors its steps run in native kernels
+  (``backends/common/kernels/cells.c``), recorded as ``"native-training"``
+  (:func:`record_training`);
 - ``"skipping"``: when autograd is not needed, only the rows that update (Skip
   RNN) or still ponder (ACT) run the cell; a step where none does costs only
   its bookkeeping.
@@ -26,7 +29,7 @@ import torch
 
 from .fused import plain_forced, record_path
 
-__all__ = ["LoopPath", "choose_path", "host_dtype", "row_index", "select_rows"]
+__all__ = ["LoopPath", "choose_path", "host_dtype", "record_training", "row_index", "select_rows"]
 
 LoopPath = Literal["skipping", "training"]
 
@@ -37,6 +40,11 @@ def choose_path(op: str, tensors: Iterable[torch.Tensor]) -> LoopPath:
     path: LoopPath = "training" if grad or plain_forced() else "skipping"
     record_path(op, path)
     return path
+
+
+def record_training(op: str, native: bool) -> None:
+    """Record which form of the training loop ``op`` runs: ``"native-training"`` (native kernels) or ``"training"``."""
+    record_path(op, "native-training" if native else "training")
 
 
 def host_dtype(dtype: torch.dtype) -> np.dtype[np.floating]:
