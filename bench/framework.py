@@ -4,8 +4,13 @@ Each framework has an adapter (:mod:`.fw_torch`, :mod:`.fw_jax`, :mod:`.fw_tenso
 imported only when that framework's cases run, each in its own process. The adapter's
 callables wait for their results, so that :func:`.timing.alternate` times the work.
 The array ops are the few the Python-loop ports (:mod:`.ports`) and the log-space
-formulation (:mod:`.logspace`) are written with; the gru and lstm steps built from them
+formulation (:mod:`.logspace`) are written with; the rnn, gru and lstm steps built from them
 are the textbook ones, in the spec's gate layout (which is torch's).
+
+The training section (:mod:`.training`) asks two more things of an adapter: :meth:`Framework.model`,
+a paper task's model (a :class:`Net`) built from rnnspec's layer or from the framework's own and
+updated as its users train it (module, loss, backward, Adam), and :meth:`Framework.adam`, the same
+update for a model written as a function of its parameters (the Python-loop ports).
 """
 
 from __future__ import annotations
@@ -13,16 +18,77 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import rnnspec
 
-__all__ = ["ADAPTERS", "Framework", "leaves", "load"]
+__all__ = ["ADAPTERS", "LAYER_CLASSES", "Framework", "Net", "leaves", "load", "task_loss"]
 
 #: The adapter module of each framework backend.
 ADAPTERS = {"torch": "fw_torch", "jax": "fw_jax", "tensorflow": "fw_tensorflow"}
+#: The class of each op's layer, by the same name in every framework's rnnspec layers
+#: (``rnnspec.backends.torch.nn``, ``rnnspec.backends.jax.nnx``, ``rnnspec.backends.tensorflow.keras``).
+LAYER_CLASSES = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "skip_gru": "SkipGRU",
+    "skip_lstm": "SkipLSTM",
+    "act": "ACT",
+    "indrnn": "IndRNN",
+    "qrnn": "QRNN",
+}
+
+
+@dataclass(frozen=True)
+class Net:
+    """A paper task's model: a stack of recurrent layers and a linear readout of the last step's output.
+
+    Parameters
+    ----------
+    op
+        The rnnspec op of the recurrent layers (a key of :data:`LAYER_CLASSES`).
+    features, hidden, layers, outputs
+        Input features, units per layer, layers in the stack, readout outputs.
+    options
+        The rnnspec layer's options (and init options), as ``(name, value)`` pairs.
+    native
+        The framework's own layer of the same size: ``"GRU"``, ``"LSTM"`` or ``"RNN"`` (torch's names;
+        Keras' ``SimpleRNN``, Flax's ``SimpleCell``), or None where the framework has none.
+    activation
+        The native ``"RNN"``'s nonlinearity (``"tanh"`` or ``"relu"``).
+    loss
+        ``"mse"`` on the readout, or ``"bce"`` (binary cross-entropy on one logit).
+    learning_rate
+        Adam's step size.
+    """
+
+    op: str
+    features: int
+    hidden: int
+    layers: int = 1
+    outputs: int = 1
+    options: tuple[tuple[str, Any], ...] = ()
+    native: str | None = None
+    activation: str = "tanh"
+    loss: str = "mse"
+    learning_rate: float = 1e-3
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The rnnspec layer's options as keyword arguments."""
+        return dict(self.options)
+
+
+def task_loss(fw: Framework, output: Any, y: Any, kind: str) -> Any:
+    """The task's loss of the readout ``output`` against ``y``: mean squared error, or binary cross-entropy
+    on logits (``softplus(z) - y z``, its stable form), written with ``fw``'s ops."""
+    if kind == "bce":
+        return fw.mean(fw.softplus(output) - y * output)
+    return fw.mean((output - y) * (output - y))
 
 
 def leaves(tree: Any) -> Iterator[Any]:
@@ -84,6 +150,29 @@ class Framework(ABC):
     def train(self, fn: Callable[[Any, Any], Any], x: Any, params: Any, *, compile: bool = False) -> Callable[[], Any]:
         """A callable computing the gradients of ``sum(fn(x, params))`` with respect to ``x`` and ``params``."""
 
+    @abstractmethod
+    def model(
+        self, net: Net, x: Any, y: Any, *, training: bool, host: Sequence[Mapping[str, np.ndarray]] | None = None
+    ) -> Callable[[], Any]:
+        """A callable running ``net`` on ``x``, results waited for: one optimiser update with ``training``.
+
+        The model is built as the framework's users build it: rnnspec's layer of ``net.op`` holding
+        the canonical parameters ``host``, or without ``host`` the framework's own layer ``net.native``
+        (with the framework's init), then a linear readout of the last step's output, :func:`task_loss`
+        against ``y`` and Adam, in the framework's usual training step (compiled where the framework
+        compiles: ``nnx.jit``; a ``tf.function``). Without ``training``, the model's forward pass alone.
+        """
+
+    @abstractmethod
+    def adam(self, loss: Callable[[Any], Any], params: Any, learning_rate: float) -> Callable[[], Any]:
+        """A callable taking one Adam step on ``params`` (from :meth:`params`) down ``loss(params)``.
+
+        The update of a model written as a function of its parameters (a Python-loop port), as its
+        users would run it: ``loss`` and its gradient eagerly, by the framework's autodiff; the
+        framework's Adam step on the gradients compiled where the framework compiles (``jax.jit``
+        of optax's, Keras' in a ``tf.function``), as a model's optimiser step is.
+        """
+
     def copy(self, x: Any) -> Callable[[], Any]:
         """A callable copying ``x`` (the memory-bandwidth yardstick), result waited for."""
         return self.forward(self.clone, x)
@@ -106,6 +195,18 @@ class Framework(ABC):
 
     @abstractmethod
     def relu(self, x: Any) -> Any: ...
+
+    @abstractmethod
+    def mean(self, x: Any) -> Any:
+        """The mean of every entry (a scalar)."""
+
+    @abstractmethod
+    def swap01(self, x: Any) -> Any:
+        """``x`` with its first two axes swapped (batch-major to time-major and back)."""
+
+    def fma(self, a: Any, b: Any, c: Any) -> Any:
+        """``a * b + c``, fused into one pass where the framework can."""
+        return a * b + c
 
     @abstractmethod
     def matmul_t(self, x: Any, w: Any) -> Any:
@@ -158,6 +259,10 @@ class Framework(ABC):
     def linear(self, x: Any, w: Any, b: Any) -> Any:
         """``x @ w.T + b``."""
         return self.matmul_t(x, w) + b
+
+    def rnn_cell(self, x: Any, h: Any, p: Mapping[str, Any]) -> Any:
+        """One tanh rnn step."""
+        return self.tanh(self.linear(x, p["w_ih"], p["b_ih"]) + self.linear(h, p["w_hh"], p["b_hh"]))
 
     def gru_cell(self, x: Any, h: Any, p: Mapping[str, Any]) -> Any:
         """One gru step (gate blocks r, z, n; reset after the matmul)."""

@@ -8,9 +8,36 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from .framework import Framework, leaves
+from .framework import LAYER_CLASSES, Framework, Net, leaves, task_loss
 
 __all__ = ["Adapter"]
+
+
+#: Keras' own layer of each of torch's names.
+_KERAS = {"GRU": "GRU", "LSTM": "LSTM", "RNN": "SimpleRNN"}
+
+
+def _fma_eager(a: Any, b: Any, c: Any) -> Any:
+    return a * b + c
+
+
+_fma = tf.function(_fma_eager, jit_compile=True)  # one fused loop under XLA
+
+
+def _layers(net: Net, host: Sequence[Mapping[str, np.ndarray]] | None) -> list[Any]:
+    """The Keras layers of ``net``: rnnspec's layer (its weights ``host`` are loaded once it is built), or
+    without ``host`` Keras' own, stacked (the lower ones return their sequences); then a ``Dense`` readout."""
+    import keras
+
+    if host is None:
+        layer = getattr(keras.layers, _KERAS[str(net.native)])
+        more = {"activation": net.activation} if net.native == "RNN" else {}
+        stack = [layer(net.hidden, return_sequences=k < net.layers - 1, **more) for k in range(net.layers)]
+    else:
+        from rnnspec.backends.tensorflow import keras as rnn_layers
+
+        stack = [getattr(rnn_layers, LAYER_CLASSES[net.op])(net.hidden, net.layers, seed=0, **net.kwargs)]
+    return [*stack, keras.layers.Dense(net.outputs)]
 
 
 class Adapter(Framework):
@@ -60,6 +87,69 @@ class Adapter(Framework):
 
         return call
 
+    def model(
+        self, net: Net, x: Any, y: Any, *, training: bool, host: Sequence[Mapping[str, np.ndarray]] | None = None
+    ) -> Callable[[], Any]:
+        """The update in a ``tf.function``, as custom Keras training loops (and the examples' trainer) run it.
+
+        Graph mode, not XLA: under ``jit_compile=True`` the CPU gradient of a recurrent layer's while loop
+        costs O(T^2) (T=400 takes 26x the time of T=100, for rnnspec's IndRNN and Keras' SimpleRNN alike:
+        the saved activations are copied at every step), so at the papers' lengths it would time that.
+        """
+        import keras
+
+        layers = _layers(net, host)
+
+        def output(x: Any) -> Any:
+            for layer in layers:
+                x = layer(x)
+            return x
+
+        output(tf.zeros((1, 1, net.features)))  # builds the weights
+        if host is not None:
+            layers[0].load_canonical(host)
+        if not training:
+            return self.forward(tf.function(output), x)
+        variables = [v for layer in layers for v in layer.trainable_variables]
+        optimizer = keras.optimizers.Adam(net.learning_rate)
+        optimizer.build(variables)
+
+        def update(x: Any, y: Any) -> Any:
+            with tf.GradientTape() as tape:
+                loss = task_loss(self, output(x), y, net.loss)
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            return loss
+
+        step = tf.function(update)  # graph mode, not XLA: see model's docstring
+
+        def call() -> Any:
+            loss = step(x, y)
+            self.wait(loss)
+            return loss
+
+        return call
+
+    def adam(self, loss: Callable[[Any], Any], params: Any, learning_rate: float) -> Callable[[], Any]:
+        import keras
+
+        variables = list(leaves(params))  # tf.Variables (from :meth:`params`)
+        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer.build(variables)
+
+        def apply(grads: list[Any]) -> None:
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+        step = tf.function(apply)
+
+        def call() -> Any:
+            with tf.GradientTape() as tape:
+                value = loss(params)
+            step(tape.gradient(value, variables))
+            self.wait(value)
+            return value
+
+        return call
+
     def clone(self, x: Any) -> Any:
         return tf.identity(x + 0.0)  # tf.identity alone may alias
 
@@ -77,6 +167,15 @@ class Adapter(Framework):
 
     def relu(self, x: Any) -> Any:
         return tf.nn.relu(x)
+
+    def mean(self, x: Any) -> Any:
+        return tf.reduce_mean(x)
+
+    def swap01(self, x: Any) -> Any:
+        return tf.transpose(x, [1, 0, *range(2, len(x.shape))])
+
+    def fma(self, a: Any, b: Any, c: Any) -> Any:
+        return _fma(a, b, c)
 
     def matmul_t(self, x: Any, w: Any) -> Any:
         return tf.matmul(x, w, transpose_b=True)

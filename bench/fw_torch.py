@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .framework import Framework, leaves
+from .framework import LAYER_CLASSES, Framework, Net, leaves, task_loss
 
 __all__ = ["Adapter"]
 
@@ -24,6 +24,21 @@ def _map(tree: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(tree, list | tuple):
         return type(tree)(_map(v, fn) for v in tree)
     return fn(tree)
+
+
+def _rnnspec_layer(net: Net, host: Sequence[Mapping[str, np.ndarray]]) -> Any:
+    from rnnspec.backends.torch import nn as layers
+
+    layer = getattr(layers, LAYER_CLASSES[net.op])(net.features, net.hidden, net.layers, **net.kwargs)
+    layer.load_canonical(host)
+    return layer
+
+
+def _native_layer(net: Net) -> Any:
+    """torch.nn's GRU/LSTM/RNN of ``net``'s sizes (batch first), with torch's own init."""
+    assert net.native is not None
+    more = {"nonlinearity": net.activation} if net.native == "RNN" else {}
+    return getattr(torch.nn, net.native)(net.features, net.hidden, net.layers, batch_first=True, **more)
 
 
 class Adapter(Framework):
@@ -60,6 +75,47 @@ class Adapter(Framework):
 
         return call
 
+    def model(
+        self, net: Net, x: Any, y: Any, *, training: bool, host: Sequence[Mapping[str, np.ndarray]] | None = None
+    ) -> Callable[[], Any]:
+        native = host is None
+        layer = _native_layer(net) if host is None else _rnnspec_layer(net, host)
+        head = torch.nn.Linear(net.hidden, net.outputs)
+        layer.to(self.device)
+        head.to(self.device)
+
+        def output() -> Any:
+            result = layer(x)
+            return head((result[0] if native else result.outputs)[:, -1])
+
+        if not training:
+            return self.forward(output)
+        optimizer = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=net.learning_rate)
+
+        def call() -> Any:
+            loss = task_loss(self, output(), y, net.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            self.wait(loss)
+            return loss.detach()
+
+        return call
+
+    def adam(self, loss: Callable[[Any], Any], params: Any, learning_rate: float) -> Callable[[], Any]:
+        params = _map(params, _as_leaf)
+        optimizer = torch.optim.Adam(list(leaves(params)), lr=learning_rate)
+
+        def call() -> Any:
+            value = loss(params)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            self.wait(value)
+            return value.detach()
+
+        return call
+
     def clone(self, x: Any) -> Any:
         return x.clone()
 
@@ -75,6 +131,15 @@ class Adapter(Framework):
 
     def relu(self, x: Any) -> Any:
         return torch.relu(x)
+
+    def mean(self, x: Any) -> Any:
+        return torch.mean(x)
+
+    def swap01(self, x: Any) -> Any:
+        return x.transpose(0, 1)
+
+    def fma(self, a: Any, b: Any, c: Any) -> Any:
+        return torch.addcmul(c, a, b)
 
     def matmul_t(self, x: Any, w: Any) -> Any:
         return x @ w.T
@@ -123,6 +188,10 @@ class Adapter(Framework):
 
     def logcumsumexp(self, x: Any, axis: int) -> Any:
         return torch.logcumsumexp(x, dim=axis)
+
+    def rnn_cell(self, x: Any, h: Any, p: Mapping[str, Any]) -> Any:
+        # What nn.RNNCell runs.
+        return torch.rnn_tanh_cell(x, h, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
 
     def gru_cell(self, x: Any, h: Any, p: Mapping[str, Any]) -> Any:
         # What nn.GRUCell runs.
