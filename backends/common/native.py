@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from rnnspec.errors import BackendError
@@ -67,9 +68,9 @@ class NativeLibrary:
         self.name = name
         self.path = path
         self._dll = ctypes.CDLL(str(path))
-        self._functions: dict[str, ctypes._CFuncPtr] = {}
+        self._functions: dict[str, Callable[..., None]] = {}
 
-    def function(self, symbol: str, signature: str) -> ctypes._CFuncPtr:
+    def function(self, symbol: str, signature: str) -> Callable[..., None]:
         """The exported ``symbol``, with arguments ``signature``: ``p`` an address, ``i`` an int64, ``d`` a double."""
         found = self._functions.get(symbol)
         if found is None:
@@ -78,7 +79,8 @@ class NativeLibrary:
             found.argtypes = [codes[c] for c in signature]
             found.restype = None
             self._functions[symbol] = found
-        return found
+        function: Callable[..., None] = found
+        return function
 
 
 def _mode() -> str:
