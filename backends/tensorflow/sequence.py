@@ -27,6 +27,7 @@ __all__ = [
     "Dim",
     "Lengths",
     "State",
+    "balanced_chunk_steps",
     "chunk_steps",
     "dim",
     "fresh",
@@ -160,14 +161,46 @@ def chunk_steps(a: tf.Tensor) -> int:
     0.81x, 64: 1.96x); at batch 16, size 64, 4096 steps, 8 to 64 were within
     10% of 32; at batch 2, size 2, 10,000 steps, 8 took 1.19x, 64 and 128 0.95x.
     """
-    sizes = [a.shape[0], *a.shape[2:]]
-    if any(s is None for s in sizes):
+    return _chunk_steps([a.shape[0], *a.shape[2:]])
+
+
+def _chunk_steps(step: Sequence[int | None]) -> int:
+    """:func:`chunk_steps` of a step's shape ``(batch, ...)``."""
+    sizes = [s for s in step if s is not None]
+    if len(sizes) < len(step):
         return CHUNK_STEPS
     return LARGE_STEP_CHUNK_STEPS if int(np.prod(sizes)) >= LARGE_STEP else CHUNK_STEPS
 
 
+#: The cost of one element handle of the read's gradient list copied at a backward step over that of one
+#: element of a chunk's dense gradient (see :func:`balanced_chunk_steps`).
+HANDLE_COST = 57.0
+
+
+def balanced_chunk_steps(steps: tf.Tensor) -> int | None:
+    """Steps per chunk for reading ``steps`` ``(time, batch, ...)`` that balance the backward's two costs, or None
+    (:func:`chunk_steps`) when the length or a step's size is not static.
+
+    At each backward step, the gradient of a read copies the handles of its
+    list, ``time / chunk`` of them, and writes a dense chunk, ``chunk * step``
+    elements (``step`` = batch times features); the total is least at ``chunk =
+    sqrt(HANDLE_COST * time / step)``, taken to a power of two from 1 to
+    :data:`CHUNK_STEPS`. :data:`HANDLE_COST` is fitted to the lstm layer under a
+    GradientTape in a graph, one thread: at batch 16, 256 steps, H = 256 (step
+    16 * 1024) chunks of 1 took 0.95x the time of 8 (:func:`chunk_steps`), and
+    forward alone 0.99x (one step of 64 KiB less copied out of its chunk); at
+    batch 4, 512 steps, H = 64, chunks of 4 took 0.90x the time of 32; at batch 1,
+    1000 steps, H = 64, 32 took 0.79x the time of 1, and 8 or 32 were within 5%.
+    """
+    time, step = steps.shape[0], steps.shape[1:]
+    if time is None or any(s is None for s in step) or int(np.prod(step)) == 0:
+        return None
+    best = np.sqrt(HANDLE_COST * int(time) / int(np.prod(step)))
+    return int(min(CHUNK_STEPS, 2 ** max(0, round(np.log2(max(best, 1.0))))))
+
+
 class _StepReader:
-    """Reads step ``t`` of a ``(batch, time, ...)`` input inside the time loop, by chunks of steps.
+    """Reads step ``t`` of a ``(time, batch, ...)`` input inside the time loop, by chunks of steps.
 
     The loop reads a ``tf.TensorArray`` holding the input in chunks of
     :func:`chunk_steps` steps (time-major), then its step within the chunk. One
@@ -175,20 +208,25 @@ class _StepReader:
     writes into a TensorList as long as the array, and TensorFlow copies that
     list's element handles at every step of the backward loop: quadratic in the
     number of steps (5 of the 6 s of a 10,000-step backward at batch 2, size 2).
-    By chunks, the list is that many times shorter.
+    By chunks, the list is that many times shorter. Chunks of one step (a
+    caller's ``per_chunk``) are the array's elements, read without a gather.
     """
 
-    def __init__(self, a: tf.Tensor, time: Dim) -> None:
-        self.per_chunk = per_chunk = chunk_steps(a)
-        steps = _time_major(a)
+    def __init__(self, steps: tf.Tensor, time: Dim, per_chunk: int | None = None) -> None:
+        self.per_chunk = per_chunk = per_chunk or _chunk_steps(steps.shape[1:])
+        if per_chunk == 1:
+            self.array = tf.TensorArray(steps.dtype, size=time, infer_shape=True, clear_after_read=False).unstack(steps)
+            return
         chunks = (time + per_chunk - 1) // per_chunk
-        padded = tf.pad(steps, [[0, chunks * per_chunk - time]] + [[0, 0]] * (a.shape.rank - 1))
+        padded = tf.pad(steps, [[0, chunks * per_chunk - time]] + [[0, 0]] * (steps.shape.rank - 1))
         shape = tf.concat([tf.stack([chunks, per_chunk]), tf.shape(steps)[1:]], 0)
         # Each chunk is read once per step (an eager TensorArray clears an element after one read).
-        array = tf.TensorArray(a.dtype, size=chunks, infer_shape=True, clear_after_read=False)
+        array = tf.TensorArray(steps.dtype, size=chunks, infer_shape=True, clear_after_read=False)
         self.array = array.unstack(tf.reshape(padded, shape))
 
     def read(self, t: tf.Tensor) -> tf.Tensor:
+        if self.per_chunk == 1:
+            return self.array.read(t)
         return tf.gather(self.array.read(t // self.per_chunk), t % self.per_chunk)
 
 
@@ -198,8 +236,16 @@ def scan(
     state: Any,
     valid: tf.Tensor | None,
     out_dims: Sequence[tuple[int, ...]],
+    *,
+    time_major: bool = False,
+    chunk: int | None = None,
 ) -> tuple[list[tf.Tensor], Any]:
     """Run ``step`` over time from ``state``; ``inputs`` are ``(batch, time, ...)`` tensors read at each step.
+
+    ``time_major=True``: ``inputs`` are ``(time, batch, ...)`` instead (the
+    loop reads them so; a caller that makes them can make them so, rather
+    than have them transposed here). ``chunk``: the steps per chunk in which
+    they are read (see :class:`_StepReader`; None: :func:`chunk_steps`).
 
     ``valid`` ``(batch, time)`` is True where a step lies within its row's length
     (None: every step): past it every leaf of the state is frozen and every
@@ -210,12 +256,12 @@ def scan(
     The loop is a ``tf.while_loop`` (a Python loop when executing eagerly), so
     a traced graph holds one copy of the step whatever the number of steps.
     """
-    batch, time = dim(inputs[0], 0), dim(inputs[0], 1)
+    batch, time = (dim(inputs[0], 1), dim(inputs[0], 0)) if time_major else (dim(inputs[0], 0), dim(inputs[0], 1))
     dtype = inputs[0].dtype
     if isinstance(time, int) and time == 0:
         shapes = [tf.stack([batch, 0, *d]) for d in out_dims]
         return [tf.zeros(s, dtype) for s in shapes], fresh(state)
-    streams = [_StepReader(a, time) for a in inputs]
+    streams = [_StepReader(a if time_major else _time_major(a), time, chunk) for a in inputs]
     masks = None if valid is None else tf.TensorArray(tf.bool, size=time).unstack(tf.transpose(valid))
     static_batch = batch if isinstance(batch, int) else None
     outs = [tf.TensorArray(dtype, size=time, element_shape=tf.TensorShape([static_batch, *d])) for d in out_dims]
