@@ -113,6 +113,31 @@ def _keras(fw: Framework, op: str, host: list[dict[str, np.ndarray]], x: Any, mo
     return _timed(fw, lambda x, p: layer(x), x, layer.trainable_variables, mode, True)
 
 
+def _graph_mode(fw: Framework, op: str, host: list[dict[str, np.ndarray]], x: Any, mode: str) -> dict[str, Any]:
+    """rnnspec's op and keras.layers.LSTM/GRU each in a plain ``tf.function`` (graph mode, no XLA).
+
+    How Keras users run a layer in a custom loop; the ``classic`` rows' other pair compares both under XLA.
+    """
+    import tensorflow as tf
+
+    from rnnspec.convert import to_keras
+
+    (layer,) = to_keras(host, op)
+    layer(x)  # builds it
+    ours, keras_graph = tf.function(_run(fw, op)), tf.function(layer.__call__)
+    return {
+        f"rnnspec {op} (tf.function)": _timed(fw, ours, x, fw.params(host), mode, False),
+        # The layer's variables are the graph's captures, differentiated as the tf.Variables that Keras 3 wraps.
+        f"keras {op.upper()} (tf.function)": _timed(
+            fw, lambda x, p: keras_graph(x), x, [v.value for v in layer.trainable_variables], mode, False
+        ),
+    }
+
+
+#: TensorFlow's lstm/gru in a plain tf.function against keras.layers' (issue 21): forward at most as long.
+GRAPH_MODE_TARGET = 1.0
+
+
 def classic(fw: Framework, sizes: Sizes) -> list[Row]:
     """lstm and gru against torch.nn.LSTM/GRU (and keras' layers in the tensorflow backend)."""
     rows = []
@@ -127,6 +152,9 @@ def classic(fw: Framework, sizes: Sizes) -> list[Row]:
                 if fw.name == "tensorflow":
                     baselines.append(f"keras {op.upper()}")
                     calls[baselines[-1]] = _keras(fw, op, host, x, mode)
+                    graph = _graph_mode(fw, op, host, x, mode)
+                    calls.update(graph)
+                    pair = (f"rnnspec {op} (tf.function)", f"keras {op.upper()} (tf.function)")
                 else:
                     baselines.append(f"torch.nn.{op.upper()}")
                     calls[baselines[-1]] = _torch_nn(fw, op, host, x_host, mode)
@@ -144,6 +172,21 @@ def classic(fw: Framework, sizes: Sizes) -> list[Row]:
                             timings,
                             at_most=bound,
                             target=f"<= {bound:.2f}x torch.nn" if bound else "",
+                        )
+                    )
+                if fw.name == "tensorflow":
+                    bound = GRAPH_MODE_TARGET if mode == FWD else None
+                    rows.append(
+                        compare(
+                            "lstm/gru",
+                            fw.name,
+                            op,
+                            shape_text(*shape),
+                            mode,
+                            pair,
+                            timings,
+                            at_most=bound,
+                            target=f"<= {GRAPH_MODE_TARGET:.2f}x keras in tf.function" if bound else "",
                         )
                     )
     return rows
