@@ -1,8 +1,12 @@
-"""Shared helpers of the tests that prove the NumPy reference of indrnn, qrnn and their primitives exact.
+"""Shared helpers of the tests that prove the NumPy reference of indrnn, qrnn and their primitives exact,
+and of the tests of the torch backend's recurrence kernels against it.
 
 Everything here is written independently of ``rnnspec.reference``: random cases, central
 finite differences, the scalar loss ``<cotangents, result>`` whose gradient is a VJP, and
 torch implementations (per-step loops; QRNN gates from ``torch.nn.functional.conv1d``).
+The last section builds the small cases of ``linear_recurrence`` and ``indrnn_recurrence``
+that the torch backend's kernel tests run through every path (``test_torch_recurrence_kernels``,
+``test_torch_native_recurrences``) and compares them with the reference.
 
 The torch loops realise ``reverse=True`` differently from the reference: they walk time
 from the last step to the first and skip each row's padding (its state stays frozen there),
@@ -34,9 +38,12 @@ from helpers import (
 )
 
 import rnnspec
+from rnnspec.conformance.tolerances import tolerance
 
 #: The NumPy reference through the public backend interface.
 B = rnnspec.get_backend("numpy")
+#: The torch backend, whose recurrence kernels the last section's checks call.
+TORCH = rnnspec.get_backend("torch")
 
 #: Gate blocks per QRNN pooling mode, in row order of w and b.
 QRNN_GATES = {"f": ("z", "f"), "fo": ("z", "f", "o"), "ifo": ("z", "f", "i", "o")}
@@ -447,3 +454,86 @@ def assert_missing_cotangents_count_as_zero(case: SequenceCase, cotangents: dict
     explicit = case.vjp({"outputs": np.zeros_like(cotangents["outputs"]), "state": cotangents["state"]})
     assert_trees_equal(only_state, explicit, "state only")
     assert np.any(only_state["x"] != 0.0)
+
+
+# -- the torch backend's recurrence kernels against the reference -------------------------------------
+
+#: (batch, time, H) of the kernel tests' cases.
+KERNEL_BATCH, KERNEL_STEPS, KERNEL_HIDDEN = 3, 6, 5
+#: (lengths, initial state given, reverse): full rows, a zero-length row, all rows empty.
+KERNEL_LAYOUTS = [
+    (None, False, False),
+    ([6, 0, 3], True, False),
+    ([2, 6, 0], True, True),
+    (None, True, True),
+    ([0, 0, 0], True, False),
+]
+#: (op, options): the recurrences and their activations.
+KERNEL_VARIANTS = [
+    ("linear_recurrence", {}),
+    ("indrnn_recurrence", {"activation": "relu"}),
+    ("indrnn_recurrence", {"activation": "tanh"}),
+]
+
+
+def kernel_variant_id(variant: tuple[str, dict[str, Any]]) -> str:
+    """``op-activation`` (a test id)."""
+    return "-".join([variant[0], *variant[1].values()])
+
+
+def kernel_case(
+    op: str,
+    dtype: str,
+    initial: bool,
+    seed: int = 0,
+    steps: int = KERNEL_STEPS,
+    a_range: tuple[float, float] = (-1.0, 1.0),
+) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """The op's arrays (``a, b, initial`` or ``pre, u, initial``) and a cotangent of ``h``, in ``dtype``.
+
+    ``a`` (linear_recurrence) is drawn uniformly from ``a_range``.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (KERNEL_BATCH, steps, KERNEL_HIDDEN)
+    first = rng.uniform(*a_range, shape) if op == "linear_recurrence" else rng.normal(size=shape)
+    second = rng.normal(size=shape) if op == "linear_recurrence" else rng.uniform(-1.0, 1.0, (KERNEL_HIDDEN,))
+    h0 = rng.normal(size=(KERNEL_BATCH, KERNEL_HIDDEN)) if initial else None
+    arrays = [x if x is None else x.astype(dtype) for x in (first, second, h0)]
+    return arrays, rng.normal(size=shape).astype(dtype)
+
+
+def as_tensors(arrays: Sequence[np.ndarray | None]) -> list[torch.Tensor | None]:
+    """Each array as a torch tensor of its own memory (None stays None)."""
+    return [None if x is None else torch.from_numpy(np.array(x)) for x in arrays]
+
+
+def assert_kernel_close(
+    actual: torch.Tensor, expected: np.ndarray, dtype: str, kind: str, what: str, steps: int = KERNEL_STEPS
+) -> None:
+    """``actual`` within the conformance policy's tolerance of ``expected`` for ``dtype``, ``steps`` and ``kind``."""
+    tol = tolerance(dtype, steps=steps, kind=kind)  # type: ignore[arg-type]
+    got = actual.detach().float().numpy() if actual.dtype == torch.bfloat16 else actual.detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol, err_msg=what)
+
+
+def check_kernel_against_reference(
+    op: str,
+    options: dict[str, Any],
+    dtype: str,
+    layout: tuple[Any, ...],
+    steps: int = KERNEL_STEPS,
+    a_range: tuple[float, float] = (-1.0, 1.0),
+) -> None:
+    """The torch backend's ``op`` (whichever path it takes) equals the reference's, values and every gradient."""
+    lengths, initial, reverse = layout
+    arrays, cotangent = kernel_case(op, dtype, initial, steps=steps, a_range=a_range)
+    kwargs = {**options, "lengths": None if lengths is None else np.array(lengths), "reverse": reverse}
+    h = getattr(TORCH, op)(*as_tensors(arrays), **kwargs)
+    expected = getattr(B, op)(*arrays, **kwargs)
+    assert h.dtype == torch.from_numpy(np.zeros(1, dtype=dtype)).dtype
+    assert_kernel_close(h, expected, dtype, "value", f"{op} h", steps)
+    grads = TORCH.vjp(op, {"h": torch.from_numpy(cotangent)}, *as_tensors(arrays), **kwargs)
+    expected_grads = B.vjp(op, {"h": cotangent}, *arrays, **kwargs)
+    assert sorted(grads) == sorted(expected_grads)
+    for name, value in expected_grads.items():
+        assert_kernel_close(grads[name], value, dtype, "gradient", f"{op} d{name}", steps)

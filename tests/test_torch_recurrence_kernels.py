@@ -1,6 +1,8 @@
 """The torch backend's kernels of linear_recurrence and indrnn_recurrence, against the NumPy reference.
 
-The CPU kernel (hand-written loops with their own backward) matches the reference,
+These are the tests of the fallback paths: every test here runs with the native kernels off
+(``RNNSPEC_NATIVE=0``, see ``test_torch_native_recurrences.py`` for the native path), so CPU
+tensors take the cpu-kernel path. The CPU kernel (hand-written loops with their own backward) matches the reference,
 values and gradients, for zero-length rows, reverse, given initial states,
 float32, float64 and half precision; it matches the plain autograd-through-the-loop
 path, final state included; the path taken is reported and can be forced to the
@@ -28,7 +30,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import helpers_recurrences as shared  # noqa: E402  (it imports torch)
+
 import rnnspec  # noqa: E402  (after the skip: the backend imports torch)
+from rnnspec.backends.common import native  # noqa: E402
 from rnnspec.backends.torch import fused, recurrence_loops  # noqa: E402
 from rnnspec.backends.torch.recurrences import TRITON_ENV, indrnn_scan, linear_scan  # noqa: E402
 from rnnspec.conformance.tolerances import tolerance  # noqa: E402
@@ -37,69 +42,17 @@ from rnnspec.errors import BackendError  # noqa: E402
 B = rnnspec.get_backend("torch")
 REFERENCE = rnnspec.get_backend("numpy")
 
-BATCH, STEPS, HIDDEN = 3, 6, 5
-#: (lengths, initial state given, reverse): full rows, a zero-length row, all rows empty.
-LAYOUTS = [
-    (None, False, False),
-    ([6, 0, 3], True, False),
-    ([2, 6, 0], True, True),
-    (None, True, True),
-    ([0, 0, 0], True, False),
-]
-#: (op, options): the recurrences and their activations.
-VARIANTS = [
-    ("linear_recurrence", {}),
-    ("indrnn_recurrence", {"activation": "relu"}),
-    ("indrnn_recurrence", {"activation": "tanh"}),
-]
+# The cases and checks shared with the native kernels' tests, under this module's names.
+BATCH, STEPS, HIDDEN = shared.KERNEL_BATCH, shared.KERNEL_STEPS, shared.KERNEL_HIDDEN
+LAYOUTS, VARIANTS = shared.KERNEL_LAYOUTS, shared.KERNEL_VARIANTS
+make_case, as_torch, assert_close = shared.kernel_case, shared.as_tensors, shared.assert_kernel_close
+check_against_reference = shared.check_kernel_against_reference
 
 
-def make_case(
-    op: str, dtype: str, initial: bool, seed: int = 0, steps: int = STEPS, a_range: tuple[float, float] = (-1.0, 1.0)
-) -> tuple[list[np.ndarray | None], np.ndarray]:
-    """The op's arrays (``a, b, initial`` or ``pre, u, initial``) and a cotangent of ``h``, in ``dtype``.
-
-    ``a`` (linear_recurrence) is drawn uniformly from ``a_range``.
-    """
-    rng = np.random.default_rng(seed)
-    shape = (BATCH, steps, HIDDEN)
-    first = rng.uniform(*a_range, shape) if op == "linear_recurrence" else rng.normal(size=shape)
-    second = rng.normal(size=shape) if op == "linear_recurrence" else rng.uniform(-1.0, 1.0, (HIDDEN,))
-    h0 = rng.normal(size=(BATCH, HIDDEN)) if initial else None
-    arrays = [x if x is None else x.astype(dtype) for x in (first, second, h0)]
-    return arrays, rng.normal(size=shape).astype(dtype)
-
-
-def as_torch(arrays: list[np.ndarray | None]) -> list[torch.Tensor | None]:
-    return [None if x is None else torch.from_numpy(np.array(x)) for x in arrays]
-
-
-def assert_close(actual: Any, expected: np.ndarray, dtype: str, kind: str, what: str, steps: int = STEPS) -> None:
-    tol = tolerance(dtype, steps=steps, kind=kind)  # type: ignore[arg-type]
-    got = actual.detach().float().numpy() if actual.dtype == torch.bfloat16 else actual.detach().numpy()
-    np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol, err_msg=what)
-
-
-def check_against_reference(
-    op: str,
-    options: dict[str, Any],
-    dtype: str,
-    layout: tuple[Any, ...],
-    steps: int = STEPS,
-    a_range: tuple[float, float] = (-1.0, 1.0),
-) -> None:
-    lengths, initial, reverse = layout
-    arrays, cotangent = make_case(op, dtype, initial, steps=steps, a_range=a_range)
-    kwargs = {**options, "lengths": None if lengths is None else np.array(lengths), "reverse": reverse}
-    h = getattr(B, op)(*as_torch(arrays), **kwargs)
-    expected = getattr(REFERENCE, op)(*arrays, **kwargs)
-    assert h.dtype == torch.from_numpy(np.zeros(1, dtype=dtype)).dtype
-    assert_close(h, expected, dtype, "value", f"{op} h", steps)
-    grads = B.vjp(op, {"h": torch.from_numpy(cotangent)}, *as_torch(arrays), **kwargs)
-    expected_grads = REFERENCE.vjp(op, {"h": cotangent}, *arrays, **kwargs)
-    assert sorted(grads) == sorted(expected_grads)
-    for name, value in expected_grads.items():
-        assert_close(grads[name], value, dtype, "gradient", f"{op} d{name}", steps)
+@pytest.fixture(autouse=True)
+def without_native_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are the fallback's: the native kernels off (RNNSPEC_NATIVE=0), CPU tensors take the cpu-kernel."""
+    monkeypatch.setenv(native.ENV, "0")
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join([v[0], *v[1].values()]))

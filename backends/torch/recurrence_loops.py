@@ -1,5 +1,14 @@
 """The elementwise recurrences' forward and backward as hand-written loops of in-place torch ops (the CPU kernel).
 
+This is the ``"cpu-kernel"`` engine: the fallback of the native C kernels
+(:class:`.recurrence_autograd.NativeEngine`), which take float32 and float64 CPU
+tensors in eager mode whenever their library builds. It runs half precision (in
+float32), calls under ``torch.func`` transforms and ``torch.compile``, and
+everything on a machine without a C compiler or with ``RNNSPEC_NATIVE=0``. Its
+two-level scan and the thresholds below (:data:`CHUNKED_MAX_COLUMNS`,
+:data:`CHUNKED_MIN_STEPS`) concern this engine only: the native kernels loop over
+time inside one call, with no per-step dispatch to amortise.
+
 Each step is one fused op writing into a preallocated output, so a step costs a
 single pass over its ``(batch, H)`` slice and autograd records nothing. Slices
 are taken along axis 1 of ``(batch, time, H)`` buffers: each row of a slice is

@@ -1,22 +1,32 @@
 """The elementwise recurrences: ``linear_recurrence`` (QRNN's pooling) and ``indrnn_recurrence``.
 
-Three paths, chosen by :func:`kernel_path` and reported by
+Four paths, chosen by :func:`kernel_path` and reported by
 :func:`.fused.last_path` (under the op name, ``"linear_recurrence"`` or
 ``"indrnn_recurrence"`` unless the caller names another):
 
+- ``"native"``: the C kernels of ``backends/common/kernels/recurrences.c``
+  (:class:`.recurrence_autograd.NativeEngine`), one call over the whole
+  ``(batch, time, H)`` buffers forward and one backward, for float32 and
+  float64 CPU tensors when the library builds (:func:`native_usable`);
 - ``"triton"``: Triton kernels (:mod:`.triton_recurrences`) for CUDA tensors
   when ``triton`` imports; with ``RNNSPEC_TORCH_TRITON=interpret`` and
   ``TRITON_INTERPRET=1`` (set before ``triton`` is imported), also for CPU
   tensors, under Triton's interpreter (slow: for testing the kernels);
 - ``"cpu-kernel"``: hand-written loops of in-place torch ops
-  (:mod:`.recurrence_loops`) for CPU tensors;
+  (:mod:`.recurrence_loops`) for the other CPU tensors (half precision,
+  computed in float32), under ``torch.func`` transforms and ``torch.compile``,
+  and wherever the native library is unavailable or off (``RNNSPEC_NATIVE=0``);
 - ``"plain"``: the masked scan of :mod:`.sequence`, differentiated by autograd
   through the loop; on other devices, or when forced by
   :func:`.fused.plain_path` or ``RNNSPEC_TORCH_PLAIN=1``.
 
-The two kernel paths are :mod:`.recurrence_autograd` Functions with their own
+The three kernel paths are :mod:`.recurrence_autograd` Functions with their own
 backward. ``RNNSPEC_TORCH_TRITON=0`` keeps CUDA tensors off Triton (they then
 take the plain path). Past a row's length ``h`` is frozen, and returned as 0.
+``reverse=True`` is the caller's on every path (the core's ``run_recurrence``
+reverses each row's valid prefix around the scan). The public ops compute half
+precision in float32, so their half inputs reach the native kernels as float32;
+the scans called directly with half tensors take the cpu-kernel.
 """
 
 from __future__ import annotations
@@ -28,13 +38,15 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from torch._C import _functorch
 
+from rnnspec.backends.common import native
 from rnnspec.backends.common import state as common_state
 from rnnspec.errors import BackendError
 
 from . import fused
 from .cells import ACTIVATIONS
-from .recurrence_autograd import indrnn_scan_kernel, linear_scan_kernel
+from .recurrence_autograd import NATIVE_DTYPES, indrnn_scan_kernel, linear_scan_kernel
 from .sequence import ARRAY_OPS, State, scan
 
 __all__ = [
@@ -45,6 +57,7 @@ __all__ = [
     "kernel_path",
     "linear_recurrence",
     "linear_scan",
+    "native_usable",
     "triton_importable",
 ]
 
@@ -52,9 +65,11 @@ __all__ = [
 #: under TRITON_INTERPRET=1), "0" (never); unset or "" for Triton on CUDA tensors only.
 TRITON_ENV = "RNNSPEC_TORCH_TRITON"
 
-KernelPath = Literal["triton", "cpu-kernel", "plain"]
+KernelPath = Literal["native", "triton", "cpu-kernel", "plain"]
 
 _HALF = (torch.float16, torch.bfloat16)
+#: The tensor types the native kernels take (a subclass may have no buffer, or its own dispatch).
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 @functools.cache
@@ -67,8 +82,29 @@ def triton_importable() -> bool:
     return True
 
 
-def kernel_path(op: str, x: torch.Tensor) -> KernelPath:
-    """The path ``op`` takes for tensors like ``x`` (see the module docstring).
+def native_usable(tensors: Sequence[torch.Tensor | None]) -> bool:
+    """Whether the native kernels may compute on ``tensors`` (None entries are absent arguments).
+
+    They may for plain float32 or float64 CPU tensors in eager mode, outside ``torch.func``
+    transforms (whose wrapped tensors have no buffer to hand a kernel; the cpu-kernel path has
+    their rules), ``torch.compile`` and ``torch.jit.trace`` tracing (which cannot record a
+    foreign call), when the plain path is not forced and the ``recurrences`` library is
+    available (it is built on the first call; ``RNNSPEC_NATIVE=0`` turns it off). Tensor
+    subclasses keep the existing paths.
+    """
+    present = [t for t in tensors if t is not None]
+    if fused.plain_forced() or torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
+        return False
+    if _functorch.peek_interpreter_stack() is not None:
+        return False
+    dtype = present[0].dtype
+    if any(type(t) not in _PLAIN_TENSORS or t.device.type != "cpu" or t.dtype != dtype for t in present):
+        return False
+    return dtype in NATIVE_DTYPES and native.library("recurrences") is not None
+
+
+def kernel_path(op: str, x: torch.Tensor, others: Sequence[torch.Tensor | None] = ()) -> KernelPath:
+    """The path ``op`` takes for tensors like ``x`` and the call's ``others`` (see the module docstring).
 
     Raises
     ------
@@ -91,7 +127,9 @@ def kernel_path(op: str, x: torch.Tensor) -> KernelPath:
         return "triton"
     if x.device.type == "cuda" and mode != "0" and triton_importable():
         return "triton"
-    return "cpu-kernel" if x.device.type == "cpu" else "plain"
+    if x.device.type != "cpu":
+        return "plain"
+    return "native" if native_usable([x, *others]) else "cpu-kernel"
 
 
 def _plain_linear_scan(
@@ -135,7 +173,7 @@ def linear_scan(
     (a prefix of each row), None when every step is: past a row's length the
     state is frozen and ``h`` is 0. The path taken is recorded under ``op``.
     """
-    path = kernel_path(op, a)
+    path = kernel_path(op, a, [b, h0])
     fused.record_path(op, path)
     if path == "plain":
         return _plain_linear_scan(a, b, h0, valid)
@@ -160,7 +198,7 @@ def indrnn_scan(
 
     ``valid`` as for :func:`linear_scan`; the path taken is recorded under ``op``.
     """
-    path = kernel_path(op, pre)
+    path = kernel_path(op, pre, [u, h0])
     fused.record_path(op, path)
     if path == "plain":
         return _plain_indrnn_scan(pre, u, h0, activation, valid)
