@@ -779,7 +779,14 @@ def test_ctrl_c_interrupts_a_listing_that_waits_on_a_hung_import(site: Path) -> 
         rnnspec.list_backends(load=False)
         print("listed", flush=True)
     """
-    env = plugin_environment(site, RNNSPEC_BACKENDS="sound,fault_hang", RNNSPEC_PLUGIN_IMPORT_TIMEOUT="120")
+    marker = site.parent / "fault_hang_started"
+    marker.unlink(missing_ok=True)
+    env = plugin_environment(
+        site,
+        RNNSPEC_BACKENDS="sound,fault_hang",
+        RNNSPEC_PLUGIN_IMPORT_TIMEOUT="120",
+        RNNSPEC_TEST_HANG_MARKER=str(marker),
+    )
     with subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script)],
         cwd=site.parent,
@@ -790,7 +797,13 @@ def test_ctrl_c_interrupts_a_listing_that_waits_on_a_hung_import(site: Path) -> 
     ) as process:
         assert process.stdout is not None
         assert process.stdout.readline() == "listing\n"
-        time.sleep(0.5)  # the listing waits on the hung import by now
+        # Ctrl-C while the listing waits on the hung import, not before it starts (a loaded machine
+        # can take longer than any fixed pause to get there).
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the hanging plugin's import never started"
+        time.sleep(0.2)  # from the plugin's thread to the main thread's wait on it
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     assert "listed" not in out

@@ -7,6 +7,11 @@ never import it for another backend.
 
 from __future__ import annotations
 
+import os
+import pathlib
 import threading
 
+# A test that must act while the import hangs (not before it starts) names a file to create first.
+if os.environ.get("RNNSPEC_TEST_HANG_MARKER"):
+    pathlib.Path(os.environ["RNNSPEC_TEST_HANG_MARKER"]).touch()
 threading.Event().wait()
