@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["LAYER_CLASSES", "ModelSpec", "Trainer", "limit_threads", "make_trainer"]
+__all__ = ["LAYER_CLASSES", "LOSSES", "ModelSpec", "Trainer", "learning_rate_at", "limit_threads", "make_trainer"]
 
 #: The layer class of each op, by the same name in every framework's layers.
 LAYER_CLASSES = {
@@ -27,6 +27,13 @@ LAYER_CLASSES = {
     "skip_gru": "SkipGRU",
     "act": "ACT",
     "indrnn": "IndRNN",
+}
+
+#: The task losses a :class:`ModelSpec` may name (``loss``), each averaged over the batch.
+LOSSES = {
+    "mse": "mean squared error",
+    "half_mse": "half the mean squared error, TF1's tf.nn.l2_loss(y - out) / batch for one output",
+    "bce": "binary cross-entropy of one logit per output",
 }
 
 
@@ -47,13 +54,20 @@ class ModelSpec:
         (``cell``, ``max_steps``, ``seq_len``, ``mag``, ``last_layer_init``,
         ``trainable_initial_state``...).
     loss
-        ``"mse"`` (regression) or ``"bce"`` (one logit per output, binary cross-entropy).
+        A key of :data:`LOSSES`: ``"mse"`` (regression), ``"half_mse"`` (0.5 x the MSE:
+        the Skip RNN authors' ``tf.nn.l2_loss(y - out) / batch`` for one output, which
+        halves the task's gradient against the budget loss) or ``"bce"`` (one logit per
+        output, binary cross-entropy).
     budget_weight
         lambda of the skip ops' budget loss (:func:`rnnspec.skip_budget_loss`).
     ponder_weight
         tau of ACT's ponder cost: ``tau * mean over the batch of the ponder cost summed over time``.
     learning_rate
-        Adam's step size.
+        Adam's step size (of the first update).
+    lr_decay_every, lr_decay_factor
+        A step schedule: the step size is multiplied by ``lr_decay_factor`` after
+        every ``lr_decay_every`` updates (:func:`learning_rate_at`); constant if
+        ``lr_decay_every`` is None.
     clip_norm
         The global gradient norm is clipped to this, unless None.
     indrnn_bound
@@ -72,8 +86,19 @@ class ModelSpec:
     budget_weight: float = 0.0
     ponder_weight: float = 0.0
     learning_rate: float = 1e-3
+    lr_decay_every: int | None = None
+    lr_decay_factor: float = 0.1
     clip_norm: float | None = 1.0
     indrnn_bound: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"ModelSpec {self.name!r}: loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.lr_decay_every is not None and self.lr_decay_every < 1:
+            raise ValueError(
+                f"ModelSpec {self.name!r}: lr_decay_every must be a positive number of updates or None, "
+                f"got {self.lr_decay_every!r}"
+            )
 
     def parameter_count(self) -> int:
         """The number of trainable numbers, layer and readout (from :func:`rnnspec.init_params`)."""
@@ -90,10 +115,30 @@ class ModelSpec:
         return layer + (self.hidden_size + 1) * self.output_size
 
 
+def learning_rate_at(spec: ModelSpec, updates: int) -> float:
+    """The step size of the update that follows ``updates`` updates: update ``n`` (from 1) uses
+    ``learning_rate * lr_decay_factor ** ((n - 1) // lr_decay_every)``.
+
+    >>> spec = ModelSpec("m", "rnn", 1, 1, learning_rate=2e-4, lr_decay_every=20_000)
+    >>> [learning_rate_at(spec, n) for n in (0, 19_999, 20_000)]
+    [0.0002, 0.0002, 2e-05]
+    """
+    if spec.lr_decay_every is None:
+        return spec.learning_rate
+    return float(spec.learning_rate * spec.lr_decay_factor ** (updates // spec.lr_decay_every))
+
+
 class Trainer(Protocol):
-    """A model of one framework, built from a :class:`ModelSpec`, with its optimiser."""
+    """A model of one framework, built from a :class:`ModelSpec`, with its optimiser.
+
+    :meth:`state` and :meth:`load_state` make a checkpoint: after
+    ``load_state(state())`` in a new trainer of the same spec, training goes on
+    exactly as in the trainer that gave the state.
+    """
 
     spec: ModelSpec
+    #: The updates made so far.
+    updates: int
 
     def step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimiser update on a batch; returns the training loss (task loss plus auxiliary losses)."""
@@ -106,6 +151,19 @@ class Trainer(Protocol):
         adaptive ops, ``"update_gate"`` (skip ops) or ``"ponder_cost"`` and
         ``"ponder_steps"`` (ACT), each (batch, time).
         """
+        ...
+
+    def learning_rate(self) -> float:
+        """The step size of the next update, as the framework's optimiser holds it."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """Everything training depends on, as NumPy arrays and Python numbers: the weights, the optimiser's
+        state (moments, step count, hence the place in the learning-rate schedule) and :attr:`updates`."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back a :meth:`state` of a trainer of the same spec and framework."""
         ...
 
 

@@ -8,11 +8,11 @@ Module/Layer protocol only; this module owns, once, for every op:
 
 - the constructor's options (:func:`layer_options`): the op's value options
   from its record (:class:`rnnspec.ops.OpSpec`), the init-only options of
-  :func:`rnnspec.init_params` (``trainable_initial_state``, ``seq_len``/``mag``/
-  ``last_layer_init``, ``window``) and a framework's own (Keras'
-  ``budget_loss_weight``), with their defaults; their check, naming the layer
-  and the argument; the layer class's ``__signature__`` and docstring listing
-  them (:class:`LayerCore`);
+  :func:`rnnspec.init_params` (``init_style``, ``trainable_initial_state``,
+  ``initial_state_std``, ``seq_len``/``mag``/``last_layer_init``, ``window``)
+  and a framework's own (Keras' ``budget_loss_weight``), with their defaults;
+  their check, naming the layer and the argument; the layer class's
+  ``__signature__`` and docstring listing them (:class:`LayerCore`);
 - initialisation through :func:`rnnspec.init_params` and the canonical
   parameter exchange (``load_canonical``, ``numpy_params``, the cell biases
   left at zero without bias: :data:`CELL_BIASES`), over the names and shapes
@@ -96,9 +96,18 @@ class LayerOption:
 
 #: What the init-only options of :func:`rnnspec.init_params` mean for a layer: (annotation, description).
 _INIT_OPTIONS: dict[str, tuple[str, str]] = {
+    "init_style": (
+        "str",
+        "``'torch'`` (PyTorch's uniform init) or ``'tf1'`` (TF1's cells: glorot-uniform kernels, gate biases 1; "
+        "see ``rnnspec.init_params``).",
+    ),
     "trainable_initial_state": (
         "bool",
         "Learn ``h0`` (and an lstm's ``c0``) per layer, used when no ``initial_state`` is passed.",
+    ),
+    "initial_state_std": (
+        "float",
+        "The learnt ``h0`` (and ``c0``) start from ``N(0, std**2)``; 0.0: zeros. Needs ``trainable_initial_state``.",
     ),
     "seq_len": (
         "int | None",

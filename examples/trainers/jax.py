@@ -32,12 +32,24 @@ class Net(nnx.Module):  # type: ignore[misc]
 
 def _loss(spec: ModelSpec, net: Net, x: jax.Array, y: jax.Array) -> jax.Array:
     output, result = net(x)
-    loss = optax.sigmoid_binary_cross_entropy(output, y).mean() if spec.loss == "bce" else jnp.mean((output - y) ** 2)
+    if spec.loss == "bce":
+        loss = optax.sigmoid_binary_cross_entropy(output, y).mean()
+    elif spec.loss == "half_mse":
+        loss = 0.5 * jnp.mean((output - y) ** 2)
+    else:
+        loss = jnp.mean((output - y) ** 2)
     if spec.budget_weight:
         loss = loss + rnnspec.skip_budget_loss(result.update_gate, spec.budget_weight)
     if spec.ponder_weight:
         loss = loss + spec.ponder_weight * result.ponder_cost.sum(axis=1).mean()
     return loss
+
+
+def _schedule(spec: ModelSpec) -> optax.Schedule | float:
+    """Adam's step size: constant, or multiplied by ``lr_decay_factor`` every ``lr_decay_every`` updates."""
+    if spec.lr_decay_every is None:
+        return spec.learning_rate
+    return optax.exponential_decay(spec.learning_rate, spec.lr_decay_every, spec.lr_decay_factor, staircase=True)
 
 
 class JaxTrainer:
@@ -46,7 +58,8 @@ class JaxTrainer:
     def __init__(self, spec: ModelSpec, seed: int) -> None:
         self.spec = spec
         self.net = Net(spec, nnx.Rngs(seed))
-        adam = optax.adam(spec.learning_rate)
+        self._lr = _schedule(spec)
+        adam = optax.adam(self._lr)
         tx = adam if spec.clip_norm is None else optax.chain(optax.clip_by_global_norm(spec.clip_norm), adam)
         self.optimizer = nnx.Optimizer(self.net, tx, wrt=nnx.Param)
 
@@ -66,11 +79,32 @@ class JaxTrainer:
         self._train_step = nnx.jit(train_step)
         self._predict = nnx.jit(predict)
 
+    @property
+    def updates(self) -> int:
+        """The updates made so far (the optimiser's step count)."""
+        return int(self.optimizer.step[...])
+
     def step(self, x: np.ndarray, y: np.ndarray) -> float:
         return float(self._train_step(self.net, self.optimizer, jnp.asarray(x), jnp.asarray(y)))
 
+    def learning_rate(self) -> float:
+        # optax's schedules count the updates in the optimiser's state, as the optimiser's own step does.
+        return float(self._lr(self.updates)) if callable(self._lr) else float(self._lr)
+
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self._predict(self.net, jnp.asarray(x)).items()}
+
+    def state(self) -> dict[str, Any]:
+        def pure(module: Any) -> Any:
+            return jax.tree.map(lambda a: np.array(a), nnx.to_pure_dict(nnx.state(module)))
+
+        return {"net": pure(self.net), "optimizer": pure(self.optimizer), "updates": self.updates}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for module, key in ((self.net, "net"), (self.optimizer, "optimizer")):
+            current = nnx.state(module)
+            nnx.replace_by_pure_dict(current, jax.tree.map(jnp.asarray, state[key]))
+            nnx.update(module, current)
 
 
 def make_trainer(spec: ModelSpec, seed: int) -> JaxTrainer:

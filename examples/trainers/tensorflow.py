@@ -40,7 +40,13 @@ class TensorFlowTrainer:
         self.head = keras.layers.Dense(spec.output_size)
         self._forward(tf.zeros((1, 1, spec.input_size)))  # builds the weights
         self.variables = [*self.rnn.trainable_variables, *self.head.trainable_variables]
-        self.optimizer = keras.optimizers.Adam(spec.learning_rate, global_clipnorm=spec.clip_norm)
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = spec.learning_rate
+        if spec.lr_decay_every is not None:
+            learning_rate = keras.optimizers.schedules.ExponentialDecay(
+                spec.learning_rate, spec.lr_decay_every, spec.lr_decay_factor, staircase=True
+            )
+        # epsilon 1e-8, as torch's and optax's Adam and TF1's AdamOptimizer (Keras' default: 1e-7).
+        self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8, global_clipnorm=spec.clip_norm)
         self.optimizer.build(self.variables)
         self._train_step = tf.function(self._train_step_eager)
         self._predict = tf.function(self._forward)
@@ -56,6 +62,8 @@ class TensorFlowTrainer:
         output = result["output"]
         if self.spec.loss == "bce":
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=output))
+        elif self.spec.loss == "half_mse":
+            loss = 0.5 * tf.reduce_mean(tf.square(output - y))
         else:
             loss = tf.reduce_mean(tf.square(output - y))
         if self.spec.budget_weight:
@@ -77,11 +85,36 @@ class TensorFlowTrainer:
                 u.assign(tf.clip_by_value(u, -bound, bound))
         return loss
 
+    @property
+    def updates(self) -> int:
+        """The updates made so far (the optimiser's ``iterations``)."""
+        return int(self.optimizer.iterations.numpy())
+
     def step(self, x: np.ndarray, y: np.ndarray) -> float:
         return float(self._train_step(tf.constant(x), tf.constant(y)))
 
+    def learning_rate(self) -> float:
+        # Keras evaluates its schedule at the optimiser's iterations.
+        return float(np.asarray(self.optimizer.learning_rate))
+
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self._predict(tf.constant(x)).items()}
+
+    def _state_variables(self) -> dict[str, list[Any]]:
+        return {"net": [*self.rnn.weights, *self.head.weights], "optimizer": list(self.optimizer.variables)}
+
+    def state(self) -> dict[str, Any]:
+        arrays = {key: [np.array(v.numpy()) for v in variables] for key, variables in self._state_variables().items()}
+        return {**arrays, "updates": self.updates}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for key, variables in self._state_variables().items():
+            if len(variables) != len(state[key]):
+                raise ValueError(
+                    f"TensorFlowTrainer.load_state: {key} expected {len(variables)} arrays, got {len(state[key])}"
+                )
+            for variable, value in zip(variables, state[key], strict=True):
+                variable.assign(value)
 
 
 def make_trainer(spec: ModelSpec, seed: int) -> TensorFlowTrainer:

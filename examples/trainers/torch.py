@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from models import LAYER_CLASSES, ModelSpec
+from models import LAYER_CLASSES, ModelSpec, learning_rate_at
 from torch import nn
 
 import rnnspec
@@ -29,18 +29,43 @@ class Net(nn.Module):  # type: ignore[misc]
         return self.head(result.outputs[:, -1]), result
 
 
+def _to_numpy(tree: Any) -> Any:
+    """``tree`` with every tensor a NumPy copy (dicts, lists and tuples kept)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu().numpy().copy()
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(v) for v in tree)
+    return tree
+
+
+def _to_torch(tree: Any) -> Any:
+    """The inverse of :func:`_to_numpy`: every NumPy array a tensor."""
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(tree.copy())
+    if isinstance(tree, dict):
+        return {k: _to_torch(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_torch(v) for v in tree)
+    return tree
+
+
 class TorchTrainer:
     """Trains a :class:`Net` with Adam, global-norm clipping and the op's auxiliary loss."""
 
     def __init__(self, spec: ModelSpec, seed: int) -> None:
         torch.manual_seed(seed)
         self.spec = spec
+        self.updates = 0
         self.net = Net(spec)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=spec.learning_rate)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=learning_rate_at(spec, 0))
 
     def _loss(self, output: torch.Tensor, result: Any, y: torch.Tensor) -> torch.Tensor:
         if self.spec.loss == "bce":
             loss = nn.functional.binary_cross_entropy_with_logits(output, y)
+        elif self.spec.loss == "half_mse":
+            loss = 0.5 * nn.functional.mse_loss(output, y)
         else:
             loss = nn.functional.mse_loss(output, y)
         if self.spec.budget_weight:
@@ -62,7 +87,17 @@ class TorchTrainer:
             with torch.no_grad():
                 for layer in self.net.rnn.layers:
                     layer.u.copy_(rnnspec.indrnn_constrain(layer.u, self.spec.indrnn_bound))
+        self.updates += 1
+        self._set_learning_rate()
         return float(loss.detach())
+
+    def _set_learning_rate(self) -> None:
+        """The schedule's step size for the next update, into the optimiser."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.spec, self.updates)
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,6 +108,19 @@ class TorchTrainer:
             if name in result._fields:
                 out[name] = getattr(result, name).numpy()
         return out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "net": _to_numpy(self.net.state_dict()),
+            "optimizer": _to_numpy(self.optimizer.state_dict()),
+            "updates": self.updates,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(_to_torch(state["net"]))
+        self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
+        self.updates = int(state["updates"])
+        self._set_learning_rate()
 
 
 def make_trainer(spec: ModelSpec, seed: int) -> TorchTrainer:

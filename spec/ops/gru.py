@@ -39,4 +39,5 @@ GRU = OpSpec(
     ),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT,
+    init="gru",
 )

@@ -28,4 +28,5 @@ LSTM = OpSpec(
     options=(CHECKPOINT_EVERY,),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT,
+    init="lstm",
 )
