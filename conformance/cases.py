@@ -23,10 +23,14 @@ from rnnspec.tree import tree_map
 
 from .frameworks import bfloat16_maker, round_to_bfloat16
 
-__all__ = ["CLEAR_EPSILON", "TIE_EPSILON", "Case", "CaseSpec", "Decisions", "in_float64"]
+__all__ = ["CLEAR_EPSILON", "TIE_EPSILON", "Case", "CaseSpec", "Clock", "Decisions", "in_float64"]
 
 #: How a case places the op's discrete decisions (:attr:`CaseSpec.decisions`).
 Decisions = Literal["drawn", "ties", "clear"]
+#: How a case draws the timestamps of an op with a clock (:attr:`CaseSpec.clock`).
+Clock = Literal["regular", "irregular", "ties"]
+#: The clock's grid: timestamps, their gaps and first values are multiples of an eighth.
+_CLOCK_GRID = 0.125
 
 #: Bias entries that ``bias`` does not shift: the skip gate's and ACT's halting unit, drawn around their thresholds.
 _DECISION_BIASES = ("b_gate", "b_halt")
@@ -66,7 +70,8 @@ class CaseSpec:
         The op's keyword options, as ``(name, value)`` pairs.
     window, zoneout
         For an op whose params use a size its init options fix (qrnn's convolution width K): that
-        size; for an op with array options (qrnn's zoneout mask): whether they are passed.
+        size; for an op with optional array options (qrnn's zoneout mask): whether they are passed
+        (required ones always are).
     scale
         Multiplies the weights: large values drive gates into saturation.
     seed
@@ -88,6 +93,13 @@ class CaseSpec:
         or 0.7, an initial gate state that updates; a small ``w_halt`` with halting units near 0.3 and
         ``epsilon = 0.01``), where drawn decisions would come within rounding of a threshold somewhere
         in thousands of steps.
+    clock
+        For an op with a clock (its hints' ``clock``, Phased LSTM's ``timestamps``): how its timestamps
+        are drawn, every one a multiple of an eighth from a first value in ``[-4, 4]``:
+        ``"regular"``, one gap in ``(0, 2]`` per row; ``"irregular"``, a gap in ``(0, 2]`` per step;
+        ``"ties"``, a gap in ``[0, 2]`` per step, half of them 0 (events at the same time). The
+        params of its hints' ``grid_params`` are drawn from their exact values, so that the phases
+        are exact in any arithmetic and land on the gate's breakpoints.
     nan_at
         ``(row, step, feature)`` of ``x`` (a primitive: of its first array) set to ``poison``.
     poison
@@ -112,6 +124,7 @@ class CaseSpec:
     recurrent_bound: float = 1.0
     bias: float = 0.0
     decisions: Decisions = "drawn"
+    clock: Clock = "regular"
     nan_at: tuple[int, int, int] | None = None
     poison: Literal["nan", "inf", "-inf"] = "nan"
 
@@ -239,6 +252,10 @@ class CaseSpec:
                     layer[name] = layer[name] * self.scale
                 elif (name.startswith("b_") or name == "b") and name not in _DECISION_BIASES:
                     layer[name] = layer[name] + self.bias
+        for layer in params:  # exact values (Phased LSTM's tau, s, r_on), entry by entry
+            for name, values in hints.grid_params.items():
+                if name in layer:
+                    layer[name] = rng.choice(np.asarray(values, dtype=np.float64), layer[name].shape)
         halting = hints.decision == "halting"
         if halting and self.decisions == "ties":  # every halting unit is sigmoid(0) = 1/2
             params[0]["w_halt"], params[0]["b_halt"] = np.zeros_like(params[0]["w_halt"]), np.zeros((1,))
@@ -291,15 +308,31 @@ class CaseSpec:
                         entries[s.name] = rng.standard_normal(shape) * 0.5
                 state.append(entries)
             kwargs["initial_state"] = tuple(state)
-        if self.zoneout:
-            dims = {"B": self.batch, "T": self.time, "H": self.hidden_size}
-            for opt in spec.array_options:
-                shape = tuple(evaluate(e, dims) for e in opt.shape)
+        dims = {"B": self.batch, "T": self.time, "H": self.hidden_size}
+        for opt in spec.array_options:
+            shape = tuple(evaluate(e, dims) for e in opt.shape)
+            if opt.name == spec.hints.clock:
+                kwargs[opt.name] = self._timestamps(rng)
+            elif self.zoneout or opt.required:
                 if opt.values is None:
                     kwargs[opt.name] = rng.standard_normal(shape)
                 else:  # the first value (a zoneout mask's 0) at 70%, the last at 30%
                     kwargs[opt.name] = np.where(rng.random(shape) < 0.3, opt.values[-1], opt.values[0])
         return (x, params), kwargs
+
+    def _timestamps(self, rng: np.random.Generator) -> np.ndarray:
+        """The clock's ``(batch, time)`` timestamps, on the grid of eighths (see :attr:`clock`)."""
+        shape = (self.batch, self.time)
+        eighths = round(1.0 / _CLOCK_GRID)
+        first = rng.integers(-4 * eighths, 4 * eighths + 1, (self.batch, 1))
+        if self.clock == "regular":
+            gaps = np.broadcast_to(rng.integers(1, 2 * eighths + 1, (self.batch, 1)), shape)
+        elif self.clock == "irregular":
+            gaps = rng.integers(1, 2 * eighths + 1, shape)
+        else:
+            gaps = rng.integers(0, 2 * eighths + 1, shape) * (rng.random(shape) < 0.5)
+        steps = first + np.cumsum(gaps, axis=1) - gaps[:, :1]
+        return np.asarray(steps * _CLOCK_GRID, dtype=np.float64)
 
     def _gate_state(self, rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A drawn initial skip-gate entry; quarters for ties; one whose first step updates for clear."""

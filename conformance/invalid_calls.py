@@ -572,7 +572,7 @@ def _positional_and_keyword(data: st.DataObject, call: _Call) -> None:
     call.kwargs[_positional_names(call.spec.op)[0]] = call.args[0]
 
 
-# -- array options (qrnn's zoneout mask) ----------------------------------------------
+# -- array options (qrnn's zoneout mask, Phased LSTM's timestamps) ----------------
 
 
 def _draw_array_option(data: st.DataObject, call: _Call) -> str:
@@ -605,6 +605,28 @@ def _mask_values(data: st.DataObject, call: _Call) -> str:
     mask.flat[data.draw(st.integers(0, mask.size - 1), label="index")] = value
     call.kwargs[opt.name] = mask
     return f"{opt.name}: {value!r}"
+
+
+def _clock_backwards(data: st.DataObject, call: _Call) -> str:
+    opt = next(o for o in OPS[call.spec.op].array_options if o.nondecreasing)
+    stamps = call.kwargs[opt.name].copy()
+    batch, time = stamps.shape
+    lengths = np.full(batch, time) if call.kwargs.get("lengths") is None else np.asarray(call.kwargs["lengths"])
+    rows = [b for b in range(batch) if lengths[b] >= 2]
+    if not rows:
+        raise NotApplicable("no row has two valid steps whose times could go backwards")
+    row = data.draw(st.sampled_from(rows), label="row")
+    step = data.draw(st.integers(1, int(lengths[row]) - 1), label="step")
+    stamps[row, step] = stamps[row, step - 1] - data.draw(st.sampled_from([0.125, 1.0, 100.0]), label="back by")
+    call.kwargs[opt.name] = stamps
+    return f"{opt.name}[{row}, {step}]"
+
+
+def _required_array_missing(data: st.DataObject, call: _Call) -> str:
+    names = [o.name for o in OPS[call.spec.op].array_options if o.required]
+    name = str(data.draw(st.sampled_from(names), label="array option"))
+    del call.kwargs[name]
+    return name
 
 
 def _mask_count(data: st.DataObject, call: _Call) -> str:
@@ -755,6 +777,14 @@ def _has_value_restricted_arrays(op: str) -> bool:
     return any(o.values is not None for o in OPS[op].array_options)
 
 
+def _has_nondecreasing_arrays(op: str) -> bool:
+    return any(o.nondecreasing for o in OPS[op].array_options)
+
+
+def _has_required_arrays(op: str) -> bool:
+    return any(o.required for o in OPS[op].array_options)
+
+
 def _has_per_layer_arrays(op: str) -> bool:
     return any(o.per_layer for o in OPS[op].array_options)
 
@@ -806,6 +836,9 @@ BREAKERS: tuple[Breaker, ...] = (
     Breaker("an array option with values outside its set", OptionError, _mask_values, _has_value_restricted_arrays),
     Breaker("array options for another number of layers", ShapeError, _mask_count, _has_per_layer_arrays,
             worded_by_backend=True),
+    Breaker("timestamps that go back in time", OptionError, _clock_backwards, _has_nondecreasing_arrays),
+    Breaker("a required array option left out", UnknownArgumentError, _required_array_missing,
+            _has_required_arrays),
     Breaker("a misshapen array argument", ShapeError, _primitive_shape, _is_primitive),
     Breaker("an array argument of another dtype than the first", DtypeError, _primitive_mixed_dtype, _is_primitive),
     Breaker("a cotangent under a misspelt field", UnknownArgumentError, _cotangent_misspelt, reverse_mode=True),

@@ -22,9 +22,13 @@ from hypothesis import strategies as st
 
 from rnnspec.ops import OPS
 
-from .cases import CaseSpec
+from .cases import CaseSpec, Clock
+
+#: The ways a case draws the timestamps of an op with a clock (:attr:`.CaseSpec.clock`).
+CLOCKS: tuple[Clock, ...] = ("regular", "irregular", "ties")
 
 __all__ = [
+    "CLOCKS",
     "LARGE_SIZES",
     "RANGE_EDGES",
     "TARGETED_SIZES",
@@ -132,13 +136,19 @@ def draw_case(
         reverse=draw("reverse", st.booleans()),
         options=tuple(options),
         window=draw("window", st.integers(1, limits.max_window)) if spec.init_sizes else 1,
-        zoneout=draw("zoneout", st.booleans()) if spec.array_options else False,
+        zoneout=draw("zoneout", st.booleans()) if _optional_arrays(op) else False,
+        clock=draw("clock", st.sampled_from(CLOCKS)) if spec.hints.clock else "regular",
         scale=draw("scale", st.sampled_from([0.5, 1.0, 4.0])),
         seed=draw("seed", st.integers(0, 2**32 - 1)),
         recurrent_bound=recurrent_bound,
         bias=bias,
         decisions=fixed.get("decisions", "drawn"),
     )
+
+
+def _optional_arrays(op: str) -> bool:
+    """Whether ``op`` has array options a call may leave out (qrnn's zoneout mask; not a required clock)."""
+    return any(not o.required for o in OPS[op].array_options)
 
 
 #: The ops with a discrete decision that a ``"ties"`` case puts on its threshold, and the options that
@@ -192,6 +202,8 @@ def large_case(op: str, size: LargeSize, seed: int, *, dtypes: Sequence[str]) ->
             value: Any = spec.hints.clear_options[opt.name]
         elif isinstance(hint, range):
             value = int(rng.integers(hint.start, hint.stop))
+        elif hint is not None:
+            value = hint[int(rng.integers(len(hint)))]
         else:
             value = opt.allowed[int(rng.integers(len(opt.allowed)))]
         options.append((opt.name, value))
@@ -213,7 +225,8 @@ def large_case(op: str, size: LargeSize, seed: int, *, dtypes: Sequence[str]) ->
         reverse=bool(rng.integers(2)),
         options=tuple(options),
         window=int(rng.integers(1, Limits.max_window + 1)) if spec.init_sizes else 1,
-        zoneout=bool(rng.integers(2)) if spec.array_options else False,
+        zoneout=bool(rng.integers(2)) if _optional_arrays(op) else False,
+        clock=CLOCKS[int(rng.integers(len(CLOCKS)))] if spec.hints.clock else "regular",
         seed=seed,
         decisions="clear",
     )

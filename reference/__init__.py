@@ -12,14 +12,22 @@ convention for ``reverse=True``. Its submodules are private.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from rnnspec.ops import OPS
 from rnnspec.results import SequenceResult
 
 from .implementation import Reference
 from .runs import start
 from .stack import reverse_valid
 from .vjp import _BACKEND, vjp
+
+# The ops' modules (reference/<module>.py, which the records name) are imported before the functions of the
+# same names are defined below: a submodule imported later, at an op's first call, would become the package's
+# attribute in place of the function (``rnnspec.reference.qrnn`` the module, no longer the op).
+for _name in sorted({spec.module_name for spec in OPS.values()}):
+    importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = [
     "Reference",
@@ -29,6 +37,7 @@ __all__ = [
     "indrnn_recurrence",
     "linear_recurrence",
     "lstm",
+    "phased_lstm",
     "qrnn",
     "reverse_valid",
     "rnn",
@@ -59,6 +68,11 @@ def indrnn(x: Any, params: Any, **options: Any) -> SequenceResult:
 def qrnn(x: Any, params: Any, **options: Any) -> SequenceResult:
     """The reference ``qrnn``; see :meth:`rnnspec.Backend.qrnn`."""
     return _BACKEND.qrnn(x, params, **options)
+
+
+def phased_lstm(x: Any, params: Any, **options: Any) -> SequenceResult:
+    """The reference ``phased_lstm``; see :meth:`rnnspec.Backend.phased_lstm`."""
+    return _BACKEND.phased_lstm(x, params, **options)
 
 
 def linear_recurrence(a: Any, b: Any, initial: Any = None, **options: Any) -> Any:

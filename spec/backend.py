@@ -415,6 +415,23 @@ class Backend:
         checkpoint_every: int | None = None,
     ) -> Any: ...
 
+    # -- Phased LSTM: the time gate -----------------------------------------------
+
+    @_op
+    def phased_lstm(
+        self,
+        x: Any,
+        params: Params,
+        *,
+        timestamps: Any,
+        leak: float = 1e-3,
+        peepholes: bool = False,
+        lengths: Any = None,
+        initial_state: InitialState = None,
+        reverse: bool = False,
+        checkpoint_every: int | None = None,
+    ) -> SequenceResult: ...
+
 
 def _bind(op: str, signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Bind a call to the op's signature, raising rnnspec errors for bad calls."""

@@ -37,8 +37,11 @@ reverse : bool, default False
 def _options(spec: OpSpec) -> list[str]:
     lines = []
     for opt in spec.options:
-        kind = "array, optional" if opt.kind == "array" else opt.describe_allowed()
-        lines.append(f"{opt.name} : {kind}, default {opt.default!r}")
+        if opt.kind == "array" and opt.required:
+            lines.append(f"{opt.name} : array")
+        else:
+            kind = "array, optional" if opt.kind == "array" else opt.describe_allowed()
+            lines.append(f"{opt.name} : {kind}, default {opt.default!r}")
         lines.append(f"    {opt.description[0].upper()}{opt.description[1:]}.")
     return lines
 

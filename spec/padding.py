@@ -29,10 +29,11 @@ ZeroPast = Callable[[Any, Any], Any]
 @memoized  # read on every call of every op
 def padded_inputs(op: str) -> tuple[str, ...]:
     """The per-step inputs of ``op`` whose padding is zeroed: its record's ``per_step`` but the array
-    options (qrnn's ``zoneout_mask`` only selects between two values of the cell's own)."""
+    options of a fixed set of values (qrnn's ``zoneout_mask`` only selects between two values of the cell's
+    own); those of any value (Phased LSTM's ``timestamps``) are zeroed as ``x`` is."""
     spec = OPS[op]
-    options = {o.name for o in spec.options}
-    return tuple(name for name in spec.per_step if name not in options)
+    fixed = {o.name for o in spec.options if o.kind == "array" and o.values is not None}
+    return tuple(name for name in spec.per_step if name not in fixed)
 
 
 def without_padding(op: str, arguments: Mapping[str, Any], zero_past: ZeroPast) -> dict[str, Any]:
@@ -45,6 +46,9 @@ def without_padding(op: str, arguments: Mapping[str, Any], zero_past: ZeroPast) 
     if lengths is None:
         return out
     for name in padded_inputs(op):
-        if out.get(name) is not None:
-            out[name] = zero_past(out[name], lengths)
+        value = out.get(name)
+        if isinstance(value, (tuple, list)):  # an array option, normalised to one array per layer
+            out[name] = tuple(zero_past(v, lengths) for v in value)
+        elif value is not None:
+            out[name] = zero_past(value, lengths)
     return out

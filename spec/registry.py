@@ -521,7 +521,8 @@ class _Registry:
             if op not in backend.ops:
                 continue
             try:
-                getattr(backend, op)(*backend.from_numpy(smoke_call(op)))
+                args, keywords = smoke_call(op)
+                getattr(backend, op)(*backend.from_numpy(args), **backend.from_numpy(keywords))
             except KeyboardInterrupt:
                 raise  # the calling thread's: it cannot be told from Ctrl-C
             except BaseException as exc:

@@ -170,11 +170,13 @@ def check_result(backend: str, op: str, arguments: Mapping[str, Any], result: An
         check.array(f"result.{field}", getattr(result, field), plan.extras, "(batch, time)")
 
 
-def smoke_call(op: str) -> tuple[Any, ...]:
-    """A small valid call of ``op``, as NumPy float32 arrays: its positional arguments.
+def smoke_call(op: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A small valid call of ``op``, as NumPy float32 arrays: its positional arguments, and its keywords.
 
     Two layers where the op stacks them, sizes the init options fix at 2 (qrnn's
-    window, so that its state ``x_prev`` is not empty), every option at its default.
+    window, so that its state ``x_prev`` is not empty), every option at its default;
+    the keywords are the required array options (Phased LSTM's ``timestamps``: the
+    step numbers), and nothing else.
     """
     from .init import init_params  # here: init imports nothing of the backends, but this module is imported early
 
@@ -182,13 +184,20 @@ def smoke_call(op: str) -> tuple[Any, ...]:
     rng = np.random.default_rng(0)
     if spec.kind == "primitive":
         dims = {"B": 2, "T": 3, "H": 4}
-        return tuple(
+        arrays = tuple(
             rng.uniform(0.1, 0.9, size=[evaluate(e, dims) for e in p.shape]).astype(np.float32)
             for p in spec.params
             if p.required
         )
+        return arrays, {}
     layers = min(2, spec.max_layers or 2)
     init_options: dict[str, Any] = {name: 2 for name in spec.init_sizes.values()}
     params = init_params(op, input_size=3, hidden_size=4, num_layers=layers, **init_options)
     x = rng.standard_normal((2, 3, 3)).astype(np.float32)
-    return (x, params)
+    dims = {"B": 2, "T": 3}
+    keywords = {
+        o.name: np.broadcast_to(np.arange(3, dtype=np.float32), [evaluate(e, dims) for e in o.shape]).copy()
+        for o in spec.array_options
+        if o.required
+    }
+    return (x, params), keywords

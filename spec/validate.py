@@ -302,8 +302,19 @@ def _checked_sequence_call(
         # do not take x); here they agree on none. Frameworks' kernels refuse it (torch's qrnn).
         expected = "shape (batch, time, input_size) with input_size >= 1"
         raise ShapeError(spec.name, "x", expected, f"shape {(batch, time, features)}")
+    lengths = _check_lengths(spec, arguments["lengths"], batch, time, impl)
     array_options = {
-        opt.name: _check_array_option(spec, opt, arguments[opt.name], batch, time, layer_dims, dtype, impl)
+        opt.name: _check_array_option(
+            spec,
+            opt,
+            arguments[opt.name],
+            batch,
+            time,
+            layer_dims,
+            dtype,
+            impl,
+            _host_lengths(lengths, batch, time, impl),
+        )
         for opt in spec.array_options
     }
     normalised = {
@@ -311,7 +322,7 @@ def _checked_sequence_call(
         "params": [dict(layer) for layer in layers],
         **options,
         **array_options,
-        "lengths": _check_lengths(spec, arguments["lengths"], batch, time, impl),
+        "lengths": lengths,
         "initial_state": _check_initial_state(
             spec, arguments["initial_state"], batch, layer_dims, dtype, options, impl
         ),
@@ -335,13 +346,18 @@ def _check_array_option(
     layer_dims: list[dict[str, int]],
     dtype: str,
     impl: Implementation,
+    lengths: np.ndarray | None,
 ) -> tuple[Any, ...] | None:
-    """An optional array of the shape ``opt.shape`` says over ``B``, ``T`` and each layer's sizes, of x's
-    dtype and (if ``opt.values``) of those values: one for every layer, or (``opt.per_layer``) one per layer."""
-    if value is None:
+    """An array of the shape ``opt.shape`` says over ``B``, ``T`` and each layer's sizes, of x's dtype, (if
+    ``opt.values``) of those values and (if ``opt.nondecreasing``) not decreasing along each row's valid
+    prefix (``lengths`` on the host; None: not known, and not checked): one for
+    every layer, or (``opt.per_layer``) one per layer. None where the option is not required."""
+    if value is None and not opt.required:
         return None
     n = len(layer_dims)
     words = f"({', '.join(_SHAPE_WORDS.get(e, e) for e in opt.shape)})"
+    if value is None:  # required: say that an array is expected
+        _check_array(spec.name, opt.name, value, impl)
     values = [value] * n if impl.is_array(value) else value
     if (
         not isinstance(values, Sequence)
@@ -350,7 +366,7 @@ def _check_array_option(
         or not (opt.per_layer or impl.is_array(value))
     ):
         # A value of the wrong structure (another framework's array among them), as for initial_state.
-        expected = f"None, {_array_kind(impl)} {words}"
+        expected = f"{'' if opt.required else 'None, '}{_array_kind(impl)} {words}"
         expected += f", or a sequence of {n} such arrays (one per layer)" if opt.per_layer else ""
         raise ShapeError(spec.name, opt.name, expected, _type_name(value))
     for k, (array, dims) in enumerate(zip(values, layer_dims, strict=True)):
@@ -361,6 +377,8 @@ def _check_array_option(
             raise ShapeError(spec.name, arg, f"shape {want} {words} of layer {k}", f"shape {shape}")
         if adtype != dtype:
             raise DtypeError(spec.name, arg, f"dtype {dtype} (the dtype of x)", f"dtype {adtype}")
+        if opt.nondecreasing:
+            _check_nondecreasing(spec, arg, impl.host_values(array), lengths, time)
         if opt.values is None:
             continue
         host = impl.host_values(array)
@@ -368,6 +386,32 @@ def _check_array_option(
             allowed = ", ".join(f"{v:g}" for v in opt.values)
             raise OptionError(spec.name, arg, f"values in {{{allowed}}}", "other values")
     return tuple(values)
+
+
+def _host_lengths(lengths: Any, batch: int, time: int, impl: Implementation) -> np.ndarray | None:
+    """Each row's length (validated) as NumPy, ``time`` for every row without lengths; None where they are
+    not on the host."""
+    if lengths is None:
+        return np.full((batch,), time, dtype=np.int64)
+    host = impl.host_values(lengths) if impl.is_array(lengths) else np.asarray(lengths)
+    return None if host is None else np.asarray(host).astype(np.int64)
+
+
+def _check_nondecreasing(
+    spec: OpSpec, arg: str, host: np.ndarray | None, lengths: np.ndarray | None, time: int
+) -> None:
+    """Refuse a ``(batch, time)`` array whose entries decrease somewhere along a row's valid prefix (a NaN
+    compares as no decrease: it reaches the values, as a NaN in x does). Arrays or lengths off the host are
+    not read."""
+    if host is None or lengths is None or host.size == 0:
+        return
+    values = np.asarray(host, dtype=np.float64)
+    valid = np.arange(1, time)[None, :] < lengths[:, None]
+    drops = (values[:, 1:] < values[:, :-1]) & valid
+    if drops.any():
+        row, step = (int(i) for i in np.argwhere(drops)[0])
+        actual = f"row {row}: {float(values[row, step + 1])!r} at step {step + 1} after {float(values[row, step])!r}"
+        raise OptionError(spec.name, arg, "values that do not decrease along each row's valid prefix", actual)
 
 
 def check_primitive_call(spec: OpSpec, arguments: Mapping[str, Any], impl: Implementation) -> dict[str, Any]:

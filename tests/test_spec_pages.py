@@ -9,14 +9,16 @@ Primitives (``record.kind == "primitive"``) have pages of the same format: their
 Parameters table lists their array arguments, their State table (optional)
 describes the carried ``h`` of shape ``(B, H)``, and their Initialisation
 section says that they have no parameters. An array option's "allowed" cell
-reads ``array``, and a range option's (``check``) reads its ``describe_allowed()``.
+reads ``array``, and a range option's (``check``) reads its ``describe_allowed()``; the default
+cell of a required array option (Phased LSTM's ``timestamps``) reads ``required``.
 
 The tables describe the top layer of a stack with the options at their
 defaults: entries only the top layer carries say "top layer only", optional
 ones say "optional". An op whose layout depends on an option (``params_for``,
-``state_for``: act's ``cell``) also gives, in a ``### `` subsection of its
-Parameters and State sections, one table with a leading column for each value
-of that option.
+``state_for``: act's ``cell``, phased_lstm's ``peepholes``) also gives, in a
+``### `` subsection of its Parameters section (``params_for``) and of its State
+section (``state_for``), one table with a leading column for each value of that
+option.
 """
 
 from __future__ import annotations
@@ -56,9 +58,16 @@ STATE_HEADER = ["name", "shape", "description"]
 OPTION_HEADER = ["name", "default", "allowed", "description"]
 
 #: The option that decides the layout of each op with ``params_for`` / ``state_for``, and its values.
-LAYOUT_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"act": ("cell", tuple(ACT_CELLS))}
-#: The ``### `` subsections that hold those per-value tables.
-PER_VALUE_SUBSECTIONS = {"Parameters": "Layout for each cell", "State": "State for each cell"}
+LAYOUT_OPTIONS: dict[str, tuple[str, tuple[object, ...]]] = {
+    "act": ("cell", tuple(ACT_CELLS)),
+    "phased_lstm": ("peepholes", (False, True)),
+}
+#: The ``### `` subsections that hold those per-value tables, by op: Parameters' where ``params_for`` is set,
+#: State's where ``state_for`` is.
+PER_VALUE_SUBSECTIONS: dict[str, dict[str, str]] = {
+    "act": {"Parameters": "Layout for each cell", "State": "State for each cell"},
+    "phased_lstm": {"Parameters": "Layout with and without peepholes"},
+}
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})(.*)$")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
@@ -357,14 +366,17 @@ def test_the_state_table_has_exactly_the_records_state_entries(spec: OpSpec, pag
 def test_only_an_op_whose_layout_follows_an_option_has_per_value_tables(spec: OpSpec, page: Page) -> None:
     layout_follows_an_option = spec.params_for is not None or spec.state_for is not None
     assert layout_follows_an_option == (spec.name in LAYOUT_OPTIONS)
-    for section, heading in PER_VALUE_SUBSECTIONS.items():
-        expected = {heading} if layout_follows_an_option else set()
+    headings = PER_VALUE_SUBSECTIONS.get(spec.name, {})
+    for section, follows in (("Parameters", spec.params_for), ("State", spec.state_for)):
+        expected = {headings[section]} if follows is not None else set()
         assert subsection_tables(page, section) == expected, section
 
 
-def per_value_rows(page: Page, section: str, option: str, values: tuple[str, ...]) -> dict[str, list[list[str]]]:
+def per_value_rows(
+    page: Page, op: str, section: str, option: str, values: tuple[object, ...]
+) -> dict[object, list[list[str]]]:
     """The rows of the per-value table of ``section``, by value (first cell dropped), in the option's order."""
-    heading = PER_VALUE_SUBSECTIONS[section]
+    heading = PER_VALUE_SUBSECTIONS[op][section]
     _, found = subsections(page.sections[section])
     rows = one_table(found[heading], f"subsection {heading!r}", [option, *PARAMETER_HEADER])
     keys = [plain(row[0]) for row in rows]
@@ -380,12 +392,15 @@ def test_the_per_value_tables_give_the_layout_and_state_for_every_value_of_the_o
     page = parse_page(page_text(f"{op}.md"))
     option, values = LAYOUT_OPTIONS[op]
     assert spec.option(option).allowed == values
-    params = per_value_rows(page, "Parameters", option, values)
-    state = per_value_rows(page, "State", option, values)
+    sections = PER_VALUE_SUBSECTIONS[op]
+    params = per_value_rows(page, op, "Parameters", option, values) if "Parameters" in sections else None
+    state = per_value_rows(page, op, "State", option, values) if "State" in sections else None
     for value in values:
         where = f"{option}={value!r}"
-        check_parameter_rows(params[value], spec.layer_params(top=True, options={option: value}), where)
-        check_state_rows(state[value], spec.layer_state(top=True, options={option: value}), where, primitive=False)
+        if params is not None:
+            check_parameter_rows(params[value], spec.layer_params(top=True, options={option: value}), where)
+        if state is not None:
+            check_state_rows(state[value], spec.layer_state(top=True, options={option: value}), where, primitive=False)
 
 
 @pytest.mark.parametrize("cell", sorted(ACT_CELLS))
@@ -405,7 +420,7 @@ def test_the_options_table_has_exactly_the_records_options_with_defaults_and_all
     rows = the_table(page, "Options", OPTION_HEADER)
     assert [plain(name) for name, _, _, _ in rows] == [o.name for o in spec.options]
     for (_, default, allowed, description), o in zip(rows, spec.options, strict=True):
-        assert plain(default) == repr(o.default), o.name
+        assert plain(default) == ("required" if o.required else repr(o.default)), o.name
         assert plain(allowed) == allowed_values(o), o.name
         assert words(o.description) in words(plain(description)), o.name
     if not spec.options:
@@ -415,7 +430,12 @@ def test_the_options_table_has_exactly_the_records_options_with_defaults_and_all
 def test_the_option_defaults_on_the_page_are_the_signatures_defaults(spec: OpSpec, page: Page) -> None:
     parameters = op_signature(spec.name).parameters
     for name, default, _, _ in the_table(page, "Options", OPTION_HEADER):
-        assert plain(default) == repr(parameters[plain(name)].default)
+        parameter = parameters[plain(name)]
+        if plain(default) == "required":  # an array the call must pass: no default in the signature
+            assert parameter.default is inspect.Parameter.empty, plain(name)
+            assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, plain(name)
+        else:
+            assert plain(default) == repr(parameter.default)
 
 
 def test_the_result_section_names_every_result_field(spec: OpSpec, page: Page) -> None:

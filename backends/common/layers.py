@@ -116,6 +116,11 @@ _INIT_OPTIONS: dict[str, tuple[str, str]] = {
     "mag": ("float | None", "The bound of ``u`` is ``mag ** (1/seq_len)``; None: init_params' 2.0, only with seq_len."),
     "last_layer_init": ("bool", "The top layer's ``u`` from ``mag ** (-1/seq_len)`` up (``seq_len`` required)."),
     "window": ("int", "K, the width of the causal convolution."),
+    "period_range": (
+        "tuple[float, float]",
+        "``(low, high)``: the periods ``tau ~ exp(U(log low, log high))`` (Phased LSTM; the paper's (1, 1000)).",
+    ),
+    "ratio_on": ("float", "The open ratio ``r_on`` every unit starts with (Phased LSTM; the paper's 0.05)."),
 }
 #: Init options a layer leaves out of init_params at None (their default there differs): init_params refuses
 #: IndRNN's mag without seq_len only when it is given, so the layers' default None must not give it.
@@ -130,6 +135,7 @@ _NOTES: dict[str, str] = {
     "indrnn": "Li et al. 2018, with the authors' init. No constraint is applied to ``u`` when the layer runs: "
     "apply :func:`rnnspec.indrnn_constrain` after optimizer steps.",
     "qrnn": "Bradbury et al. 2016.",
+    "phased_lstm": "Neil et al. 2016, with the paper's init of ``tau``, ``s`` and ``r_on``.",
 }
 
 

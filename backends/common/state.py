@@ -124,16 +124,17 @@ def run_stack(
 
 
 def layer_arrays(call: SequenceCall, lengths: Any, ops: ArrayOps) -> list[dict[str, Any]]:
-    """Each layer's array options (qrnn's ``zoneout_mask``), as its record lays them out: one per layer when
-    the option is ``per_layer`` (the :class:`~rnnspec.Backend` hands a sequence), and with each row's valid
-    prefix reversed for ``reverse=True`` when it holds one entry per step, so that it lines up with the
-    time axis the layer sees. None where the caller gave none."""
+    """Each layer's array options (qrnn's ``zoneout_mask``, Phased LSTM's ``timestamps``): layer k's of the
+    sequence of one per layer that the :class:`~rnnspec.Backend` hands (for an option that is not
+    ``per_layer``, the same array for every layer), or the one array an unvalidated call passes; with each
+    row's valid prefix reversed for ``reverse=True`` when it holds one entry per step, so that it lines up
+    with the time axis the layer sees. None where the caller gave none."""
     per_step = OPS[call.op].per_step
     arrays: list[dict[str, Any]] = [{} for _ in call.params]
     for option in OPS[call.op].array_options:
         value = call.arrays.get(option.name)
         for k, layer in enumerate(arrays):
-            mine = value[k] if value is not None and option.per_layer else value
+            mine = value[k] if isinstance(value, (list, tuple)) else value
             if mine is not None and call.reverse and option.name in per_step:
                 mine = ops.reverse_valid(ops.carried(mine), lengths)
             layer[option.name] = mine

@@ -11,7 +11,8 @@ parameter and ``nnx.jit`` compiles the whole layer::
     result = layer(x)  # a SequenceResult: result.outputs (batch, time, 8), result.state
 
 Layers: :class:`RNN`, :class:`LSTM`, :class:`GRU`, :class:`SkipRNN`,
-:class:`SkipLSTM`, :class:`SkipGRU`, :class:`ACT`, :class:`IndRNN`, :class:`QRNN`.
+:class:`SkipLSTM`, :class:`SkipGRU`, :class:`ACT`, :class:`IndRNN`, :class:`QRNN`,
+:class:`PhasedLSTM`.
 The constructors follow the PyTorch layers of :mod:`rnnspec.backends.torch.nn`
 (``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first=True``
 and the op's options), with Flax's ``param_dtype`` and ``rngs``.
@@ -56,8 +57,9 @@ import numpy as np
 from flax import nnx  # type: ignore[import-not-found,unused-ignore]
 
 from rnnspec.backends.common.layers import ParamSlots, SizedLayer
+from rnnspec.backends.common.trainable import layer_fixed_params, with_trainable_options
 
-__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "LayerParams", "SkipGRU", "SkipLSTM", "SkipRNN"]
+__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "LayerParams", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
 #: Seeds drawn from ``rngs.params()`` lie in [0, 2**31 - 1): what jax.random.randint draws as int32.
 _SEED_BOUND = 2**31 - 1
@@ -74,12 +76,22 @@ class LayerParams(ParamSlots, nnx.Module):  # type: ignore[misc,unused-ignore]
         Names that are no parameters (``bias=False``): they enter the op as zeros.
     dtype
         The parameters' dtype.
+    fixed
+        Names held as an ``nnx.Variable`` that is no ``nnx.Param`` (a trainable flag of the layer False).
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], left_out: frozenset[str], dtype: Any) -> None:
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        left_out: frozenset[str],
+        dtype: Any,
+        fixed: frozenset[str] = frozenset(),
+    ) -> None:
         self.dtype = jnp.dtype(dtype).name
         for name, array in self.hold(arrays, left_out).items():
-            setattr(self, name, nnx.Param(jnp.array(array, dtype=self.dtype)))
+            # A fixed one is no nnx.Param, which nnx.grad and the optimizers take by default.
+            kind = nnx.Variable if name in fixed else nnx.Param
+            setattr(self, name, kind(jnp.array(array, dtype=self.dtype)))
 
     def arrays(self) -> dict[str, jax.Array]:
         """The layer's arrays as the op takes them, in the spec's order (zeros for the left-out biases)."""
@@ -98,6 +110,11 @@ class _SpecLayer(SizedLayer, nnx.Module):  # type: ignore[misc,unused-ignore]
 input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_dtype, rngs
     As :mod:`rnnspec.backends.jax.nnx` says."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on), first
+            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
+        super().__init_subclass__(**kwargs)
+
     def __init__(
         self,
         input_size: int,
@@ -113,7 +130,8 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
     ) -> None:
         self._configure_sizes(input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, options)
         arrays = self._draw(seed=_seed(rngs))
-        self.layers = nnx.List([LayerParams(layer, self.left_out, param_dtype) for layer in arrays])
+        fixed = layer_fixed_params(self)
+        self.layers = nnx.List([LayerParams(layer, self.left_out, param_dtype, fixed) for layer in arrays])
 
     def _hold(self, options: dict[str, Any]) -> Any:
         # Tuples of pairs, not dicts: static metadata of the module's graph.
@@ -216,3 +234,10 @@ class QRNN(_SpecLayer):
     the outputs, or one per layer, drawn by the caller)."""
 
     op = "qrnn"
+
+
+class PhasedLSTM(_SpecLayer):
+    """``__call__`` also takes ``timestamps`` (batch, time): the time of each step, laid out as ``x``
+    (time-major without ``batch_first``)."""
+
+    op = "phased_lstm"

@@ -17,8 +17,9 @@ backend op in ``call``, so ``model.fit``, ``tf.GradientTape`` and
 
 Layers: :class:`RNN`, :class:`LSTM`, :class:`GRU`, :class:`SkipRNN`,
 :class:`SkipLSTM`, :class:`SkipGRU`, :class:`ACT`, :class:`IndRNN`, :class:`QRNN`,
-registered with Keras as ``rnnspec>LSTM`` and so on, so a model that uses them
-saves with ``model.save("m.keras")`` and loads with ``keras.models.load_model``.
+:class:`PhasedLSTM`, registered with Keras as ``rnnspec>LSTM`` and so on, so a
+model that uses them saves with ``model.save("m.keras")`` and loads with
+``keras.models.load_model``.
 
 Constructors follow Keras': ``units``, then ``num_layers``, ``use_bias``,
 ``return_sequences``, ``return_state``, the op's options (``reset_after``,
@@ -79,6 +80,14 @@ traced function (``model.predict``, ``model.fit``) an assertion with the same
 message fails when the step runs (``tf.errors.InvalidArgumentError``). With
 ``return_sequences=True`` the mask is passed on.
 
+Per-step inputs
+---------------
+``call`` also takes the op's per-step array options by keyword, laid out as the
+inputs (``(batch, time, ...)``): Phased LSTM's ``timestamps``, or qrnn's
+``zoneout_mask`` in place of the one the layer draws. Real ones are cast to the
+layer's compute dtype, as the inputs are; a left-padded row's move with its
+inputs. Another keyword is an :class:`rnnspec.errors.UnknownArgumentError`.
+
 Checkpointing
 -------------
 ``checkpoint_every=K`` (every layer; None by default) is passed to the op:
@@ -110,14 +119,15 @@ from rnnspec.backends.common.layers import (
     layer_backend,
     time_fields,
 )
-from rnnspec.errors import CallError, DtypeError, LengthsError, OptionError, ShapeError
+from rnnspec.backends.common.trainable import layer_fixed_params, with_trainable_options
+from rnnspec.errors import CallError, DtypeError, LengthsError, OptionError, ShapeError, UnknownArgumentError
 from rnnspec.losses import skip_budget_loss
 from rnnspec.ops import OPS
 from rnnspec.shapes import evaluate
 
 from .implementation import run_op
 
-__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
+__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
 #: The backend the layers' call-time errors name.
 _BACKEND = "tensorflow"
@@ -152,15 +162,23 @@ class CanonicalWeights(ParamSlots, keras.layers.Layer):  # type: ignore[misc,unu
         The layer's canonical arrays by name (from :func:`rnnspec.init_params`), in the spec's order.
     left_out
         Names that are no weights (``use_bias=False``): they enter the op as zeros.
+    fixed
+        Names of weights made with ``trainable=False`` (a trainable flag of the layer False).
     **kwargs
         Keras' layer arguments (``name``, ``dtype``).
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], left_out: frozenset[str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        left_out: frozenset[str],
+        fixed: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._variables_by_name: dict[str, Any] = {}
         for name, array in self.hold(arrays, left_out).items():
-            variable = self.add_weight(shape=array.shape, initializer="zeros", name=name, trainable=True)
+            variable = self.add_weight(shape=array.shape, initializer="zeros", name=name, trainable=name not in fixed)
             variable.assign(np.asarray(array, dtype=variable.dtype))
             self._variables_by_name[name] = variable
         self.built = True
@@ -202,6 +220,8 @@ return_extras
     extra_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on), first
+            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
         super().__init_subclass__(**kwargs)
         if "op" in cls.__dict__:
             cls.extra_fields = time_fields(cls.op)[1:]
@@ -284,8 +304,9 @@ return_extras
         seed = self.seed if self.seed is not None else random.randrange(_SEED_BOUND)
         arrays = self._draw(input_size=self.input_size, hidden_size=self.units, seed=seed)
         left_out = frozenset() if self.use_bias else CELL_BIASES
+        fixed = layer_fixed_params(self)
         self.stack = [
-            CanonicalWeights(layer, left_out, name=f"layer_{k}", dtype=self.dtype_policy)
+            CanonicalWeights(layer, left_out, fixed, name=f"layer_{k}", dtype=self.dtype_policy)
             for k, layer in enumerate(arrays)
         ]
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: self.input_size})
@@ -459,10 +480,16 @@ return_extras
         }
         return run_op(self.op, arguments)
 
-    def call(self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None) -> Any:
-        """Run the op over ``inputs`` ``(batch, time, features)``; see the module's docstring for what returns."""
+    def call(
+        self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None, **arrays: Any
+    ) -> Any:
+        """Run the op over ``inputs`` ``(batch, time, features)``; see the module's docstring for what returns.
+
+        ``arrays`` are the op's per-step options the caller passes (Phased LSTM's ``timestamps``), laid out as
+        ``inputs`` (``(batch, time, ...)``).
+        """
         try:
-            return self._call(inputs, mask, training, initial_state)
+            return self._call(inputs, mask, training, initial_state, arrays)
         except CallError as err:
             # Keras re-raises a layer's error as ``type(err)(message)``, which rnnspec's errors (op, argument,
             # expected, actual) cannot take, so it would become a RuntimeError; marked as already annotated,
@@ -470,7 +497,8 @@ return_extras
             err._keras_call_info_injected = True  # type: ignore[attr-defined]
             raise
 
-    def _call(self, inputs: Any, mask: Any, training: Any, initial_state: Any) -> Any:
+    def _call(self, inputs: Any, mask: Any, training: Any, initial_state: Any, arrays: Mapping[str, Any]) -> Any:
+        given = self._given_arrays(arrays)
         x = tf.convert_to_tensor(inputs)
         if not (x.dtype.is_floating or x.dtype.is_integer or x.dtype.is_bool):
             expected = "a real tensor (batch, time, features): floating, integer or boolean"
@@ -484,7 +512,9 @@ return_extras
             # starts from the initial state at the first valid step, as Keras' own layers keep it over masked
             # steps; their per-step results go back where the steps were.
             x = _shift_rows(x, shift)
-        result = self._run(x, lengths, self._initial_state(initial_state), self._array_options(x, training))
+            given = {k: tf.nest.map_structure(lambda a: _shift_rows(a, shift), v) for k, v in given.items()}
+        own = self._array_options(x, training)
+        result = self._run(x, lengths, self._initial_state(initial_state), {**own, **given})
         self._add_losses(result)  # sums over time: the same whichever order the steps are in
         output = result.outputs if self.return_sequences else _last_output(result.outputs, lengths)
         if shift is not None and self.return_sequences:
@@ -498,6 +528,26 @@ return_extras
             extras = [getattr(result, f) for f in self.extra_fields]
             outputs += extras if shift is None else [_shift_rows(e, -shift) for e in extras]
         return outputs
+
+    def _given_arrays(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """The per-step options the caller passes, real ones as tensors of the layer's compute dtype (as the
+        inputs are cast); another keyword is refused, naming it."""
+        per_step = OPS[self.op].per_step[1:]
+        for key in arrays:
+            if key not in per_step:
+                expected = f"one of {list(per_step)}" if per_step else "no per-step option (this op takes none)"
+                raise UnknownArgumentError(type(self).__name__, key, expected, repr(key), backend=_BACKEND)
+
+        def tensor(value: Any) -> tf.Tensor:
+            value = tf.convert_to_tensor(value)
+            return tf.cast(value, self.compute_dtype) if _is_real(value) else value
+
+        # A sequence is one array per layer (qrnn's zoneout masks).
+        return {
+            k: tuple(tensor(a) for a in v) if isinstance(v, (list, tuple)) else tensor(v)
+            for k, v in arrays.items()
+            if v is not None
+        }
 
     def _add_losses(self, result: Any) -> None:
         return None
@@ -528,7 +578,7 @@ return_extras
             return tf.identity(x)
 
     def compute_output_spec(
-        self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None
+        self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None, **arrays: Any
     ) -> Any:
         """The outputs' shapes and dtype, without running the op (Keras' functional API)."""
         batch, time = inputs.shape[0], inputs.shape[1]
@@ -548,6 +598,14 @@ return_extras
         count = 1 + (len(self.state_names) if self.return_state else 0)
         count += len(self.extra_fields) if self.return_extras else 0
         return first if count == 1 else [first] + [None] * (count - 1)
+
+
+def _is_real(value: Any) -> bool:
+    """Whether ``value`` (a tensor, a NumPy array, a list) holds real numbers (floating or integer)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return bool(np.asarray(value).dtype.kind in "fiu")
+    return bool(tf.as_dtype(dtype).is_floating or tf.as_dtype(dtype).is_integer)
 
 
 def _shape(shape: tf.TensorShape) -> str:
@@ -664,3 +722,10 @@ class QRNN(_SpecLayer):
             mask = tf.cast(draw < self.zoneout, x.dtype)
             masks.append(tf.ensure_shape(mask, [x.shape[0], x.shape[1], self.units]))
         return {"zoneout_mask": tuple(masks)}
+
+
+class PhasedLSTM(_SpecLayer):
+    """``call`` also takes ``timestamps`` (batch, time): the time of each step, moved with the inputs
+    where a mask left-pads them."""
+
+    op = "phased_lstm"

@@ -12,7 +12,8 @@ parameter::
     result.outputs.sum().backward()
 
 Layers: :class:`RNN`, :class:`LSTM`, :class:`GRU`, :class:`SkipRNN`,
-:class:`SkipLSTM`, :class:`SkipGRU`, :class:`ACT`, :class:`IndRNN`, :class:`QRNN`.
+:class:`SkipLSTM`, :class:`SkipGRU`, :class:`ACT`, :class:`IndRNN`, :class:`QRNN`,
+:class:`PhasedLSTM`.
 
 Parameters live in ``layers``, one submodule per layer of the stack, under the
 spec's names: ``state_dict`` keys read ``layers.0.w_ih``, ``layers.1.b_hh``,
@@ -50,21 +51,31 @@ import torch
 from torch import nn
 
 from rnnspec.backends.common.layers import ParamSlots, SizedLayer
+from rnnspec.backends.common.trainable import layer_fixed_params, with_trainable_options
 from rnnspec.errors import DtypeError, OptionError
 from rnnspec.ops import OPS
 
-__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "SkipGRU", "SkipLSTM", "SkipRNN"]
+__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
 
 class _Layer(ParamSlots, nn.Module):  # type: ignore[misc,unused-ignore]
-    """The parameters (and, with ``bias=False``, the zero bias buffers) of one layer of the stack."""
+    """The parameters (and, with ``bias=False``, the zero bias buffers) of one layer of the stack; the ``fixed``
+    ones (a trainable flag of the layer False) are parameters without ``requires_grad``."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], left_out: frozenset[str], device: Any, dtype: Any) -> None:
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        left_out: frozenset[str],
+        device: Any,
+        dtype: Any,
+        fixed: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__()
         kept = self.hold(arrays, left_out)
         for key, shape in self.shapes:
             if key in kept:
-                self.register_parameter(key, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+                weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype), requires_grad=key not in fixed)
+                self.register_parameter(key, weight)
             else:  # follows .to()/.double(), receives no gradient, stays out of state_dict
                 self.register_buffer(key, torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
@@ -85,6 +96,11 @@ class _SpecModule(SizedLayer, nn.Module):  # type: ignore[misc,unused-ignore]
 input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device, dtype
     As :mod:`rnnspec.backends.torch.nn` says."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on), first
+            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
+        super().__init_subclass__(**kwargs)
+
     def __init__(
         self,
         input_size: int,
@@ -103,7 +119,8 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
             input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, options
         )
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        self.layers = nn.ModuleList([_Layer(layer, self.left_out, device, dtype) for layer in arrays])
+        fixed = layer_fixed_params(self)
+        self.layers = nn.ModuleList([_Layer(layer, self.left_out, device, dtype, fixed) for layer in arrays])
         self.reset_parameters()
 
     # -- parameters -----------------------------------------------------------------
@@ -271,3 +288,10 @@ class QRNN(_SpecModule):
     the outputs, or one per layer, drawn by the caller)."""
 
     op = "qrnn"
+
+
+class PhasedLSTM(_SpecModule):
+    """``forward`` also takes ``timestamps`` (batch, time): the time of each step, laid out as ``x``
+    (time-major without ``batch_first``)."""
+
+    op = "phased_lstm"

@@ -13,6 +13,7 @@ from .act import ACT, ACT_CELLS
 from .gru import GRU
 from .indrnn import INDRNN, INDRNN_RECURRENCE
 from .lstm import LSTM
+from .phased_lstm import PHASED_LSTM
 from .qrnn import LINEAR_RECURRENCE, QRNN, QRNN_GATES
 from .record import FLOAT_DTYPES, REQUIRED_DTYPES, InitScheme, OpSpec, OptionSpec, ParamSpec, StateSpec
 from .rnn import RNN
@@ -47,6 +48,7 @@ OPS: MappingProxyType[str, OpSpec] = MappingProxyType(
             INDRNN_RECURRENCE,
             QRNN,
             LINEAR_RECURRENCE,
+            PHASED_LSTM,
         )
     }
 )

@@ -34,6 +34,9 @@ class ParamSpec:
     description: str
     required: bool = True
     layers: Literal["all", "top"] = "all"
+    #: The layers' constructor flag (default True) that says whether they train it, such as Phased LSTM's
+    #: ``trainable_ratio_on`` (TF1's); None: always trained. The op differentiates every param whatever it says.
+    trainable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class OptionSpec:
     per_layer: bool = False
     #: For ``kind="array"``: the values its entries may take (``None``: any).
     values: tuple[float, ...] | None = None
+    #: For ``kind="array"``: whether the call must pass it (``None`` refused; the signature gives it no default).
+    required: bool = False
+    #: For ``kind="array"`` of shape ``(B, T)``: its entries may not decrease along each row's valid prefix
+    #: (Phased LSTM's ``timestamps``).
+    nondecreasing: bool = False
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is allowed (``True`` is not taken for ``1``)."""
@@ -149,6 +157,15 @@ class CaseHints:
     #: The options pinned (a single value) or drawn (several) by the saturated-gates checks;
     #: ``None``: the op has no gate to saturate (``linear_recurrence``'s multipliers are the caller's).
     saturating: Mapping[str, tuple[Any, ...]] | None = field(default_factory=dict)
+    #: The array option holding one timestamp per step (``(B, T)``, non-decreasing along time: Phased LSTM's
+    #: ``timestamps``), or ``None``. Cases draw it on a grid of eighths, regular, irregular or with ties
+    #: (:attr:`rnnspec.conformance.cases.CaseSpec.clock`), so that with :attr:`grid_params` every phase is exact.
+    clock: str | None = None
+    #: Parameters drawn entry by entry from these exact values rather than by ``init_params`` (Phased LSTM's
+    #: ``tau``, ``s``, ``r_on``): dyadic values whose sums, differences, floors and quotients by powers of two
+    #: are exact in every float format, so that with the clock's grid the phases land exactly on the
+    #: breakpoints of a piecewise gate in any correct arithmetic, often, and never within rounding of one.
+    grid_params: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
