@@ -94,6 +94,8 @@ IMPORT_TIMEOUT_ENV = "RNNSPEC_PLUGIN_IMPORT_TIMEOUT"
 DEFAULT_IMPORT_BUDGET = 2.0
 #: Seconds a plugin module's import (and then its hook) may take before the plugin is given up.
 DEFAULT_IMPORT_TIMEOUT = 30.0
+#: Seconds between the checks for a Ctrl-C while a plugin's code runs in its thread.
+_WAIT_SLICE = 0.1
 #: The distribution whose backends are built in: no other distribution may take their names.
 BUILTIN_DISTRIBUTION = "rnnspec"
 
@@ -303,8 +305,12 @@ def _run_plugin_code(call: Callable[[], T], *, plugin: str, module: str, timeout
         thread.start()
     except RuntimeError:  # no new thread at interpreter shutdown
         return _run_here(call, plugin)
-    if not done.wait(None if math.isinf(timeout) else timeout):
-        raise _PluginTimedOut
+    deadline = math.inf if math.isinf(timeout) else time.monotonic() + timeout
+    # Wait in short slices: the kernel may hand a Ctrl-C to the plugin's thread, and the main thread sees
+    # it (as KeyboardInterrupt) only when its own wait returns.
+    while not done.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            raise _PluginTimedOut
     ok, value = outcome[0]
     if not ok:
         raise _PluginRaised(value)

@@ -86,7 +86,10 @@ def test_the_quick_run_writes_its_plot_curves_checkpoints_and_results(runs: dict
     counts = {m["name"]: m["parameters"] for m in results["models"]}
     for model in results["models"]:
         assert model["parameters"] == model["parameters_from_spec"], model["name"]
-    assert abs(counts["QRNN"] - counts["LSTM"]) <= 0.1 * counts["LSTM"], counts
+    # The default --match units: both models as wide, the QRNN with fewer weights (3 gates, no recurrent matrix).
+    widths = {m["name"]: m["hidden_size"] for m in results["models"]}
+    assert widths["QRNN"] == widths["LSTM"], widths
+    assert counts["QRNN"] < counts["LSTM"], counts
 
 
 def test_a_resumed_run_starts_at_the_saved_update_and_follows_the_uninterrupted_run(runs: dict[str, object]) -> None:
@@ -124,3 +127,17 @@ def test_resuming_from_a_checkpoint_of_another_configuration_is_refused_naming_t
     done = _run("--steps", "12", "--resume", "--models", "lstm", "--hidden", "40", "--out", str(interrupted))
     assert done.returncode != 0
     assert "model.hidden_size: 32 in the checkpoint, 40 now" in done.stderr
+
+
+def test_match_params_gives_the_qrnn_about_the_lstms_parameter_count(tmp_path: Path) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import qrnn_charlm
+
+        args = qrnn_charlm.build_parser().setup(["--match", "params", "--out", str(tmp_path)]).args
+        specs = {spec.name: spec for spec in qrnn_charlm.model_specs(args)}
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    qrnn, lstm = specs["QRNN"].parameter_count(), specs["LSTM"].parameter_count()
+    assert specs["QRNN"].hidden_size > specs["LSTM"].hidden_size
+    assert abs(qrnn - lstm) <= 0.1 * lstm, (qrnn, lstm)
