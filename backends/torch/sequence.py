@@ -141,13 +141,17 @@ def scan(
     if time == 0:
         return inputs[0].new_zeros((batch, 0, out_size)), fresh(current)
     outputs = []
+    # Split along time once: autograd's backward of each slice a[:, t] would build a gradient the size of the
+    # whole of a, T of them, quadratic in the length; unbind's backward stacks the steps' gradients once.
+    columns = [a.unbind(1) for a in inputs]
+    valid_columns = None if valid is None else valid.unbind(1)
     for t in range(time):
-        new = step(current, [a[:, t] for a in inputs])
-        if valid is None:
+        new = step(current, [c[t] for c in columns])
+        if valid_columns is None:
             current = new
             outputs.append(new["h"])
         else:
-            keep = valid[:, t, None]
+            keep = valid_columns[t][:, None]
             current = {k: torch.where(keep, new[k], v) for k, v in current.items()}
             outputs.append(torch.where(keep, new["h"], 0.0))
     return torch.stack(outputs, dim=1), current
