@@ -228,7 +228,7 @@ def bench_quick(session: nox.Session) -> None:
 
 
 #: The paper tasks in examples/, each run by ``nox -s examples`` in quick mode on every framework backend.
-EXAMPLES = ("adding_task.py", "parity_act.py", "indrnn_adding.py", "qrnn_charlm.py")
+EXAMPLES = ("adding_task.py", "parity_act.py", "indrnn_adding.py", "qrnn_charlm.py", "phased_lstm_frequency.py")
 EXAMPLE_BACKENDS = ("torch", "jax", "tensorflow")
 
 

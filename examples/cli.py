@@ -33,12 +33,12 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from models import ModelSpec, Trainer, limit_threads, make_trainer
+from models import Batch, ModelSpec, Trainer, limit_threads, make_trainer
 from training import History, load_checkpoint, train
 
 __all__ = ["BACKENDS", "DEFAULT_OUT", "Derived", "Example", "ExampleParser", "model_slug"]
@@ -167,7 +167,7 @@ class Example:
     def train_each(
         self,
         specs: Sequence[ModelSpec],
-        draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+        draw: Callable[[np.random.Generator], Batch],
         evaluate: Callable[[Trainer], float | Mapping[str, float]],
         steps: int,
         evaluations: int,
@@ -187,7 +187,8 @@ class Example:
         specs
             The models, trained in this order.
         draw
-            Draws a training batch from a stream.
+            Draws a training batch from a stream: ``(x, y)``, or ``(x, y, extras)`` with the arrays that come
+            with ``x`` (the rows' lengths, per-step timestamps: :func:`models.model_inputs`).
         evaluate
             The held-out measures: ``metric`` alone (a float) or by name, ``metric`` among them
             (the others go to the CSV too).
@@ -219,7 +220,7 @@ class Example:
                 "example": self.name,
                 "backend": self.backend,
                 "seed": self.args.seed,
-                "spec": asdict(spec),
+                "spec": spec.config(),
                 "data": dict(data or {}),
             }
             trainer = make_trainer(self.backend, spec, self.args.seed)

@@ -4,18 +4,45 @@ A :class:`ModelSpec` names an rnnspec op and its sizes; every trainer
 (``trainers/torch.py``, ``trainers/jax.py``, ``trainers/tensorflow.py``) builds
 the same model from it with its framework's layers: the op's layer, then a
 linear readout of the last step's output. Only the chosen framework is imported.
+
+A batch is ``(x, y)`` or ``(x, y, extras)``: ``extras`` maps names to arrays
+that come with ``x`` (:func:`model_inputs` says what each model reads of them):
+``"lengths"`` (batch,), each row's number of valid steps, whose last the readout
+reads; the op's per-step arrays (Phased LSTM's ``"timestamps"`` (batch, time)),
+which the layer takes by keyword; and the (batch, time) arrays that
+:attr:`ModelSpec.input_extras` names, appended to ``x`` as features.
+
+The layer runs over every step of the padded batch, its padding too: every op
+of the examples is causal, so a row's outputs up to its length are those of the
+row alone, and the readout of its last valid step is the model's answer for the
+row (the gradient is the same too). Running the padding costs what the layers'
+``lengths`` would cost, where they run every step; torch's fused LSTM kernel on
+packed rows of mixed lengths is much slower on the CPU than on the padded batch.
+The padding of a per-step array must be valid input of the op (timestamps that
+do not decrease: :class:`tasks.FrequencyTask` repeats each row's last time).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["LAYER_CLASSES", "LOSSES", "ModelSpec", "Trainer", "learning_rate_at", "limit_threads", "make_trainer"]
+__all__ = [
+    "LAYER_CLASSES",
+    "LOSSES",
+    "Batch",
+    "ModelSpec",
+    "Trainer",
+    "learning_rate_at",
+    "limit_threads",
+    "make_trainer",
+    "model_inputs",
+]
 
 #: The layer class of each op, by the same name in every framework's layers.
 LAYER_CLASSES = {
@@ -27,7 +54,11 @@ LAYER_CLASSES = {
     "skip_gru": "SkipGRU",
     "act": "ACT",
     "indrnn": "IndRNN",
+    "phased_lstm": "PhasedLSTM",
 }
+
+#: A training batch: ``(x, y)``, or ``(x, y, extras)`` with the arrays that come with ``x`` by name.
+Batch = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]]
 
 #: The task losses a :class:`ModelSpec` may name (``loss``), each averaged over the batch.
 LOSSES = {
@@ -73,6 +104,15 @@ class ModelSpec:
     indrnn_bound
         IndRNN's recurrent weights ``u`` are projected into ``[-bound, bound]``
         after every update (:func:`rnnspec.indrnn_constrain`), unless None.
+    input_extras
+        The batch's extras ``(batch, time)`` appended to ``x`` as features, in this order
+        (``input_size`` counts them): the Phased LSTM paper's LSTM baseline reads the
+        timestamps as a second feature.
+    eval_options
+        Layer options that replace those of ``options`` when the model is evaluated
+        (:meth:`Trainer.predict`): Phased LSTM's ``{"leak": 0.0}``, the paper's closed gate
+        at test time. Evaluation runs a second layer built with them that holds the
+        trained weights.
     """
 
     name: str
@@ -90,6 +130,8 @@ class ModelSpec:
     lr_decay_factor: float = 0.1
     clip_norm: float | None = 1.0
     indrnn_bound: float | None = None
+    input_extras: tuple[str, ...] = ()
+    eval_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -99,6 +141,15 @@ class ModelSpec:
                 f"ModelSpec {self.name!r}: lr_decay_every must be a positive number of updates or None, "
                 f"got {self.lr_decay_every!r}"
             )
+
+    def config(self) -> dict[str, Any]:
+        """The spec's fields as plain values, for a checkpoint's config; ``input_extras`` and
+        ``eval_options`` only where set, so that checkpoints saved before they existed still resume."""
+        values = asdict(self)
+        for name in ("input_extras", "eval_options"):
+            if not values[name]:
+                del values[name]
+        return values
 
     def parameter_count(self) -> int:
         """The number of trainable numbers, layer and readout (from :func:`rnnspec.init_params`)."""
@@ -140,12 +191,13 @@ class Trainer(Protocol):
     #: The updates made so far.
     updates: int
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One optimiser update on a batch; returns the training loss (task loss plus auxiliary losses)."""
+    def step(self, x: np.ndarray, y: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> float:
+        """One optimiser update on a batch (``extras``: see :func:`model_inputs`); returns the training loss
+        (task loss plus auxiliary losses)."""
         ...
 
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the model on ``x`` (no update).
+    def predict(self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on ``x`` and its ``extras`` (no update), with :attr:`ModelSpec.eval_options`.
 
         Returns ``"output"`` (batch, output_size) (logits for ``bce``) and, for the
         adaptive ops, ``"update_gate"`` (skip ops) or ``"ponder_cost"`` and
@@ -157,6 +209,10 @@ class Trainer(Protocol):
         """The step size of the next update, as the framework's optimiser holds it."""
         ...
 
+    def layer_params(self) -> list[dict[str, np.ndarray]]:
+        """The recurrent layer's params as NumPy arrays, one mapping per layer of the stack (the op's layout)."""
+        ...
+
     def state(self) -> dict[str, Any]:
         """Everything training depends on, as NumPy arrays and Python numbers: the weights, the optimiser's
         state (moments, step count, hence the place in the learning-rate schedule) and :attr:`updates`."""
@@ -165,6 +221,49 @@ class Trainer(Protocol):
     def load_state(self, state: dict[str, Any]) -> None:
         """Put back a :meth:`state` of a trainer of the same spec and framework."""
         ...
+
+
+def model_inputs(
+    spec: ModelSpec, x: np.ndarray, extras: Mapping[str, np.ndarray] | None
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """What the model of ``spec`` reads of a batch: its input, the per-step arrays its layer takes, the lengths.
+
+    Parameters
+    ----------
+    spec
+        The model.
+    x
+        The batch's input ``(batch, time, features)``.
+    extras
+        The arrays that come with ``x`` by name (None: none).
+
+    Returns
+    -------
+    tuple
+        ``x`` with the extras of :attr:`ModelSpec.input_extras` appended as features (cast to
+        ``x``'s dtype); the extras named among the op's per-step arrays (Phased LSTM's
+        ``timestamps``), by name, for the layer's keywords; ``extras["lengths"]`` as int32, or None:
+        the readout reads each row's output at step ``lengths - 1``.
+
+    Raises
+    ------
+    ValueError
+        An extra that ``input_extras`` names is missing from the batch.
+    """
+    from rnnspec.ops import OPS
+
+    extras = dict(extras or {})
+    missing = [name for name in spec.input_extras if name not in extras]
+    if missing:
+        raise ValueError(
+            f"ModelSpec {spec.name!r}: input_extras {missing} missing from the batch's extras {sorted(extras)}"
+        )
+    if spec.input_extras:
+        features = [np.asarray(extras[name], dtype=x.dtype)[:, :, None] for name in spec.input_extras]
+        x = np.concatenate([x, *features], axis=-1)
+    per_step = {name: extras[name] for name in OPS[spec.op].per_step[1:] if name in extras}
+    lengths = extras.get("lengths")
+    return x, per_step, None if lengths is None else np.asarray(lengths, dtype=np.int32)
 
 
 def limit_threads(threads: int) -> None:

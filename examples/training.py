@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from models import Trainer
+from models import Batch, Trainer
 from tqdm import tqdm
 
 __all__ = [
@@ -173,7 +173,7 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def train(
     trainer: Trainer,
-    draw: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    draw: Callable[[np.random.Generator], Batch],
     steps: int,
     rng: np.random.Generator,
     evaluate: Callable[[Trainer], Mapping[str, float]],
@@ -193,7 +193,8 @@ def train(
     trainer
         A new trainer, or one whose state a checkpoint put back (it goes on from its ``updates``).
     draw
-        Draws a training batch ``(x, y)`` from the stream ``rng``.
+        Draws a training batch ``(x, y)`` or ``(x, y, extras)`` (:func:`models.model_inputs`) from the stream
+        ``rng``.
     steps
         The update count to reach.
     rng
@@ -263,8 +264,7 @@ def train(
         range(first, steps + 1), desc=f"{trainer.spec.name:>10}", unit="step", disable=disable, initial=first - 1
     ) as bar:
         for step in bar:
-            x, y = draw(rng)
-            history.loss.append(trainer.step(x, y))
+            history.loss.append(trainer.step(*draw(rng)))
             since_row.append(history.loss[-1])
             if step % eval_every == 0 or step == steps:
                 record(step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from models import LAYER_CLASSES, ModelSpec
+from models import LAYER_CLASSES, ModelSpec, model_inputs
 
 import rnnspec
 from rnnspec.backends.jax import nnx as rnn_layers
@@ -17,21 +18,39 @@ from rnnspec.backends.jax import nnx as rnn_layers
 __all__ = ["JaxTrainer", "make_trainer"]
 
 
+#: A batch as the jitted functions take it: the input, the lengths (or None), the layer's per-step arrays.
+Inputs = tuple[jax.Array, jax.Array | None, dict[str, jax.Array]]
+
+
+def _layer(spec: ModelSpec, options: Mapping[str, Any], rngs: nnx.Rngs) -> Any:
+    """The recurrent layer of ``spec``, built with ``options``."""
+    layer_class = getattr(rnn_layers, LAYER_CLASSES[spec.op])
+    return layer_class(spec.input_size, spec.hidden_size, spec.num_layers, **options, rngs=rngs)
+
+
+def _last_output(outputs: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """Each row's output at its last valid step (the last step without ``lengths``)."""
+    if lengths is None:
+        return outputs[:, -1]
+    return outputs[jnp.arange(outputs.shape[0]), jnp.maximum(lengths - 1, 0)]
+
+
 class Net(nnx.Module):  # type: ignore[misc]
     """The recurrent layer of ``spec`` and a linear readout of its last output."""
 
     def __init__(self, spec: ModelSpec, rngs: nnx.Rngs) -> None:
-        layer_class = getattr(rnn_layers, LAYER_CLASSES[spec.op])
-        self.rnn = layer_class(spec.input_size, spec.hidden_size, spec.num_layers, **spec.options, rngs=rngs)
+        self.rnn = _layer(spec, spec.options, rngs)
         self.head = nnx.Linear(spec.hidden_size, spec.output_size, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, Any]:
-        result = self.rnn(x)
-        return self.head(result.outputs[:, -1]), result
+    def __call__(self, inputs: Inputs, rnn: Any = None) -> tuple[jax.Array, Any]:
+        """The readout and the layer's result; ``rnn`` in place of the net's own layer (its evaluation twin)."""
+        x, lengths, arrays = inputs
+        result = (self.rnn if rnn is None else rnn)(x, **arrays)  # over the padding too: see models.py
+        return self.head(_last_output(result.outputs, lengths)), result
 
 
-def _loss(spec: ModelSpec, net: Net, x: jax.Array, y: jax.Array) -> jax.Array:
-    output, result = net(x)
+def _loss(spec: ModelSpec, net: Net, inputs: Inputs, y: jax.Array) -> jax.Array:
+    output, result = net(inputs)
     if spec.loss == "bce":
         loss = optax.sigmoid_binary_cross_entropy(output, y).mean()
     elif spec.loss == "half_mse":
@@ -63,16 +82,21 @@ class JaxTrainer:
         tx = adam if spec.clip_norm is None else optax.chain(optax.clip_by_global_norm(spec.clip_norm), adam)
         self.optimizer = nnx.Optimizer(self.net, tx, wrt=nnx.Param)
 
-        def train_step(net: Net, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array) -> jax.Array:
-            loss, grads = nnx.value_and_grad(lambda n: _loss(spec, n, x, y))(net)
+        # The layer of the evaluation options, outside the net: its weights are the net's, copied in by predict.
+        self._eval_rnn = (
+            _layer(spec, {**spec.options, **spec.eval_options}, nnx.Rngs(seed)) if spec.eval_options else None
+        )
+
+        def train_step(net: Net, optimizer: nnx.Optimizer, inputs: Inputs, y: jax.Array) -> jax.Array:
+            loss, grads = nnx.value_and_grad(lambda n: _loss(spec, n, inputs, y))(net)
             optimizer.update(net, grads)
             if spec.indrnn_bound is not None:
                 for layer in net.rnn.layers:
                     layer.u[...] = rnnspec.indrnn_constrain(layer.u[...], spec.indrnn_bound)
             return loss
 
-        def predict(net: Net, x: jax.Array) -> dict[str, jax.Array]:
-            output, result = net(x)
+        def predict(net: Net, eval_rnn: Any, inputs: Inputs) -> dict[str, jax.Array]:
+            output, result = net(inputs, eval_rnn)
             fields = ("update_gate", "ponder_cost", "ponder_steps")
             return {"output": output, **{f: getattr(result, f) for f in fields if f in result._fields}}
 
@@ -84,15 +108,27 @@ class JaxTrainer:
         """The updates made so far (the optimiser's step count)."""
         return int(self.optimizer.step[...])
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(self._train_step(self.net, self.optimizer, jnp.asarray(x), jnp.asarray(y)))
+    def _inputs(self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None) -> Inputs:
+        inputs, arrays, lengths = model_inputs(self.spec, x, extras)
+        given = None if lengths is None else jnp.asarray(lengths)
+        return jnp.asarray(inputs), given, {k: jnp.asarray(v) for k, v in arrays.items()}
+
+    def step(self, x: np.ndarray, y: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> float:
+        return float(self._train_step(self.net, self.optimizer, self._inputs(x, extras), jnp.asarray(y)))
 
     def learning_rate(self) -> float:
         # optax's schedules count the updates in the optimiser's state, as the optimiser's own step does.
         return float(self._lr(self.updates)) if callable(self._lr) else float(self._lr)
 
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in self._predict(self.net, jnp.asarray(x)).items()}
+    def layer_params(self) -> list[dict[str, np.ndarray]]:
+        params: list[dict[str, np.ndarray]] = self.net.rnn.numpy_params()
+        return params
+
+    def predict(self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        if self._eval_rnn is not None:
+            self._eval_rnn.load_canonical(self.net.rnn.canonical_params())
+        result = self._predict(self.net, self._eval_rnn, self._inputs(x, extras))
+        return {k: np.asarray(v) for k, v in result.items()}
 
     def state(self) -> dict[str, Any]:
         def pure(module: Any) -> Any:

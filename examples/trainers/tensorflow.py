@@ -6,15 +6,17 @@ Triton, which torch may import, abort a process that loads both in that order).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from models import LAYER_CLASSES, ModelSpec
+from models import LAYER_CLASSES, ModelSpec, model_inputs
 
 import rnnspec
 from rnnspec.backends.tensorflow import keras as rnn_layers
+from rnnspec.ops import OPS
 
 __all__ = ["TensorFlowTrainer", "make_trainer"]
 
@@ -35,10 +37,19 @@ class TensorFlowTrainer:
         self.spec = spec
         self.extras = _EXTRAS.get(spec.op, ())
         layer_class = getattr(rnn_layers, LAYER_CLASSES[spec.op])
-        more = {"return_extras": True} if self.extras else {}
+        # Every step's output, of which the readout reads each row's last valid one (see models.py).
+        more = {"return_sequences": True, **({"return_extras": True} if self.extras else {})}
         self.rnn = layer_class(spec.hidden_size, spec.num_layers, seed=seed, **spec.options, **more)
         self.head = keras.layers.Dense(spec.output_size)
-        self._forward(tf.zeros((1, 1, spec.input_size)))  # builds the weights
+        # The op's required per-step arrays (Phased LSTM's timestamps), zeros, for the call that builds the weights.
+        required = {o.name: tf.zeros((1, 1)) for o in OPS[spec.op].array_options if o.required}
+        self._forward(tf.zeros((1, 1, spec.input_size)), tf.ones((1,), tf.int32), required)  # builds the weights
+        # The layer of the evaluation options: its weights are the trained layer's, copied in by predict.
+        self._eval_rnn = (
+            layer_class(spec.hidden_size, spec.num_layers, seed=seed, **{**spec.options, **spec.eval_options}, **more)
+            if spec.eval_options
+            else None
+        )
         self.variables = [*self.rnn.trainable_variables, *self.head.trainable_variables]
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = spec.learning_rate
         if spec.lr_decay_every is not None:
@@ -49,14 +60,19 @@ class TensorFlowTrainer:
         self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8, global_clipnorm=spec.clip_norm)
         self.optimizer.build(self.variables)
         self._train_step = tf.function(self._train_step_eager)
-        self._predict = tf.function(self._forward)
+        self._predict = tf.function(self._evaluate)
 
-    def _forward(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The readout ``"output"`` and the layer's extra fields by name."""
-        returned = self.rnn(x)
+    def _forward(
+        self, x: tf.Tensor, lengths: tf.Tensor, arrays: Mapping[str, tf.Tensor], rnn: Any = None
+    ) -> dict[str, tf.Tensor]:
+        """The readout ``"output"`` of each row's output at step ``lengths - 1`` and the layer's extra fields by
+        name; ``rnn`` in place of the trained layer (its evaluation twin)."""
+        returned = (rnn or self.rnn)(x, **arrays)  # over the padding too: see models.py
+        outputs = returned[0] if self.extras else returned
+        last = tf.gather(outputs, tf.maximum(lengths - 1, 0), axis=1, batch_dims=1)
         if not self.extras:
-            return {"output": self.head(returned)}
-        return {"output": self.head(returned[0]), **dict(zip(self.extras, returned[1:], strict=True))}
+            return {"output": self.head(last)}
+        return {"output": self.head(last), **dict(zip(self.extras, returned[1:], strict=True))}
 
     def _loss(self, result: dict[str, Any], y: tf.Tensor) -> tf.Tensor:
         output = result["output"]
@@ -72,9 +88,14 @@ class TensorFlowTrainer:
             loss += self.spec.ponder_weight * tf.reduce_mean(tf.reduce_sum(result["ponder_cost"], axis=1))
         return loss
 
-    def _train_step_eager(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    def _evaluate(self, x: tf.Tensor, lengths: tf.Tensor, arrays: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return self._forward(x, lengths, arrays, self._eval_rnn)
+
+    def _train_step_eager(
+        self, x: tf.Tensor, lengths: tf.Tensor, arrays: Mapping[str, tf.Tensor], y: tf.Tensor
+    ) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = self._loss(self._forward(x), y)
+            loss = self._loss(self._forward(x, lengths, arrays), y)
         grads = tape.gradient(loss, self.variables)
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         if self.spec.indrnn_bound is not None:
@@ -90,15 +111,29 @@ class TensorFlowTrainer:
         """The updates made so far (the optimiser's ``iterations``)."""
         return int(self.optimizer.iterations.numpy())
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(self._train_step(tf.constant(x), tf.constant(y)))
+    def _inputs(
+        self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """The layer's input, the rows' lengths (every row full without them) and the per-step arrays."""
+        inputs, arrays, lengths = model_inputs(self.spec, x, extras)
+        steps = np.full(x.shape[0], x.shape[1], np.int32) if lengths is None else lengths
+        return tf.constant(inputs), tf.constant(steps), {k: tf.constant(v) for k, v in arrays.items()}
+
+    def step(self, x: np.ndarray, y: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> float:
+        return float(self._train_step(*self._inputs(x, extras), tf.constant(y)))
 
     def learning_rate(self) -> float:
         # Keras evaluates its schedule at the optimiser's iterations.
         return float(np.asarray(self.optimizer.learning_rate))
 
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self._predict(tf.constant(x)).items()}
+    def layer_params(self) -> list[dict[str, np.ndarray]]:
+        params: list[dict[str, np.ndarray]] = self.rnn.numpy_params()
+        return params
+
+    def predict(self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        if self._eval_rnn is not None:
+            self._eval_rnn.load_canonical(self.rnn.canonical_params())
+        return {k: v.numpy() for k, v in self._predict(*self._inputs(x, extras)).items()}
 
     def _state_variables(self) -> dict[str, list[Any]]:
         return {"net": [*self.rnn.weights, *self.head.weights], "optimizer": list(self.optimizer.variables)}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from models import LAYER_CLASSES, ModelSpec, learning_rate_at
+from models import LAYER_CLASSES, ModelSpec, learning_rate_at, model_inputs
 from torch import nn
 
 import rnnspec
@@ -15,18 +16,38 @@ from rnnspec.backends.torch import nn as rnn_layers
 __all__ = ["TorchTrainer", "make_trainer"]
 
 
+def _layer(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
+    """The recurrent layer of ``spec``, built with ``options``."""
+    layer_class = getattr(rnn_layers, LAYER_CLASSES[spec.op])
+    return layer_class(spec.input_size, spec.hidden_size, spec.num_layers, **options)
+
+
+def _last_output(outputs: torch.Tensor, lengths: np.ndarray | None) -> torch.Tensor:
+    """Each row's output at its last valid step (the last step without ``lengths``)."""
+    if lengths is None:
+        return outputs[:, -1]
+    last = torch.from_numpy(np.maximum(lengths.astype(np.int64) - 1, 0))
+    return outputs[torch.arange(outputs.shape[0]), last]
+
+
 class Net(nn.Module):  # type: ignore[misc]
     """The recurrent layer of ``spec`` and a linear readout of its last output."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        layer_class = getattr(rnn_layers, LAYER_CLASSES[spec.op])
-        self.rnn = layer_class(spec.input_size, spec.hidden_size, spec.num_layers, **spec.options)
+        self.rnn = _layer(spec, spec.options)
         self.head = nn.Linear(spec.hidden_size, spec.output_size)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        result = self.rnn(x)
-        return self.head(result.outputs[:, -1]), result
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: np.ndarray | None = None,
+        arrays: Mapping[str, torch.Tensor] | None = None,
+        rnn: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """The readout and the layer's result; ``rnn`` in place of the net's own layer (its evaluation twin)."""
+        result = (rnn or self.rnn)(x, **(arrays or {}))  # over the padding too: see models.py
+        return self.head(_last_output(result.outputs, lengths)), result
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -60,6 +81,8 @@ class TorchTrainer:
         self.updates = 0
         self.net = Net(spec)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=learning_rate_at(spec, 0))
+        # The layer of the evaluation options, outside the net: its weights are the net's, copied in by predict.
+        self._eval_rnn = _layer(spec, {**spec.options, **spec.eval_options}) if spec.eval_options else None
 
     def _loss(self, output: torch.Tensor, result: Any, y: torch.Tensor) -> torch.Tensor:
         if self.spec.loss == "bce":
@@ -74,9 +97,16 @@ class TorchTrainer:
             loss = loss + self.spec.ponder_weight * result.ponder_cost.sum(dim=1).mean()
         return loss
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+    def _inputs(
+        self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None
+    ) -> tuple[torch.Tensor, np.ndarray | None, dict[str, torch.Tensor]]:
+        inputs, arrays, lengths = model_inputs(self.spec, x, extras)
+        return torch.from_numpy(inputs), lengths, {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+
+    def step(self, x: np.ndarray, y: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> float:
         self.net.train()
-        output, result = self.net(torch.from_numpy(x))
+        inputs, lengths, arrays = self._inputs(x, extras)
+        output, result = self.net(inputs, lengths, arrays)
         loss = self._loss(output, result, torch.from_numpy(y))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -99,10 +129,17 @@ class TorchTrainer:
     def learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def layer_params(self) -> list[dict[str, np.ndarray]]:
+        params: list[dict[str, np.ndarray]] = self.net.rnn.numpy_params()
+        return params
+
     @torch.no_grad()
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, x: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         self.net.eval()
-        output, result = self.net(torch.from_numpy(x))
+        if self._eval_rnn is not None:
+            self._eval_rnn.load_canonical(self.net.rnn.canonical_params())
+        inputs, lengths, arrays = self._inputs(x, extras)
+        output, result = self.net(inputs, lengths, arrays, rnn=self._eval_rnn)
         out = {"output": output.numpy()}
         for name in ("update_gate", "ponder_cost", "ponder_steps"):
             if name in result._fields:
