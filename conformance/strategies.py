@@ -177,7 +177,8 @@ class LargeSize:
 #: The large tier: sizes across every size threshold of the built-in backends. The small cases lie
 #: below all of them (batch <= 3, time <= 40): torch's chunked scan from 48 steps and its per-update
 #: projection from batch 32, TensorFlow's graph from 64 steps and its reads by chunks of 32 (8 from
-#: 4096 entries a step), jax's and TensorFlow's row buckets from batch 8. The first size lies above
+#: 4096 entries a step), its classic loops' four steps per iteration from 48 (57 leaves one over),
+#: jax's and TensorFlow's row buckets from batch 8. The first size lies above
 #: every threshold, with chunks that do not divide the time; the second between them (48 <= T < 64,
 #: 8 <= B < 32).
 LARGE_SIZES = (

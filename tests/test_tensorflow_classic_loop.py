@@ -10,6 +10,13 @@ gradients, eagerly and in a ``tf.function``; a step given the rewritten params
 computes what it computes from the spec's (act and the skip cells call it so);
 and no matmul by a transposed weight runs inside the forward or the backward
 loop, which was most of the plain lstm's time over ``keras.layers.LSTM``'s.
+
+From :data:`.sequence.UNROLL_MIN_STEPS` steps, or a length known only at run
+time, the loop runs :data:`.sequence.UNROLL_STEPS` steps per iteration
+(:func:`.sequence.unroll_steps`), then the steps left over one per iteration
+in a second loop. Just below the threshold, in whole chunks, with steps left
+over and with a length unknown to the trace, the values and gradients are the
+reference's.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from helpers import variant_id
 tf = pytest.importorskip("tensorflow")
 
 import rnnspec  # noqa: E402  (after the skip: the backend imports tensorflow)
-from rnnspec.backends.tensorflow import cells, graphs, sequence  # noqa: E402
+from rnnspec.backends.tensorflow import cells, classic, graphs, sequence  # noqa: E402
 from rnnspec.conformance.assertions import assert_tree_close  # noqa: E402
 from rnnspec.conformance.cases import Case, CaseSpec  # noqa: E402
 from rnnspec.conformance.tolerances import tolerance  # noqa: E402
@@ -47,11 +54,26 @@ SIDES = {
     "padded chunks of several steps": (3, 13, 3, (13, 0, 7)),
 }
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+#: Lengths on each side of the unrolling threshold: one step per iteration just below it; from it, whole
+#: iterations only; and whole iterations then steps left over, in a loop of their own.
+UNROLL_SIDES = {
+    "one step per iteration": sequence.UNROLL_MIN_STEPS - 1,
+    "whole iterations": sequence.UNROLL_MIN_STEPS,
+    "steps left over": sequence.UNROLL_MIN_STEPS + sequence.UNROLL_STEPS - 1,
+}
+#: The loop is the same for every cell: each cell runs through both of its loops, lstm on every side.
+UNROLL_CHECKS = [(variant, "steps left over") for variant in VARIANTS] + [
+    (VARIANTS[0], side) for side in UNROLL_SIDES if side != "steps left over"
+]
 
 
 def _case(op: str, options: dict[str, Any], side: str) -> Case:
     batch, time, hidden, lengths = SIDES[side]
-    spec = CaseSpec(
+    return _spec(op, options, batch, time, hidden, lengths).build()
+
+
+def _spec(op: str, options: dict[str, Any], batch: int, time: int, hidden: int, lengths: tuple[int, ...]) -> CaseSpec:
+    return CaseSpec(
         op,
         "float64",
         batch,
@@ -65,7 +87,11 @@ def _case(op: str, options: dict[str, Any], side: str) -> Case:
         options=tuple(options.items()),
         seed=3,
     )
-    return spec.build()
+
+
+def _unroll_case(op: str, options: dict[str, Any], time: int) -> Case:
+    """Rows of full, zero and partial length; two layers, reverse, an initial state (as :func:`_case`)."""
+    return _spec(op, options, 3, time, 4, (time, 0, time // 2 + 1)).build()
 
 
 def _close(got: Any, want: Any, case: Case, kind: str, what: str) -> None:
@@ -94,7 +120,11 @@ def test_values_and_gradients_equal_the_reference_on_each_side_of_the_chunk_choi
 ) -> None:
     """Two layers, reverse, an initial state, rows of full, zero and partial length; eagerly and traced."""
     op, options = variant
-    case = _case(op, options, side)
+    _check_eager_and_traced(op, _case(op, options, side))
+
+
+def _check_eager_and_traced(op: str, case: Case) -> None:
+    """``case``'s values and gradients equal the reference's: eagerly, and in a ``tf.function``."""
     want = case.run(REFERENCE)
     _close(case.run(B), want, case, "value", "eager")
     args, kwargs = case.call_args(B)
@@ -120,6 +150,63 @@ def test_values_and_gradients_equal_the_reference_on_each_side_of_the_chunk_choi
     got = B.to_numpy(gradients(sources))
     want_tape = {k: want_grads[k] for k in ("x", "params", "initial_state")}
     _close(got, want_tape, case, "gradient", "GradientTape in a tf.function")
+
+
+def _loop_bodies(op: str, time: int, xla: bool = False) -> list[int]:
+    """The number of steps (recurrent matmuls) in each forward loop body of a one-layer ``op`` over ``time`` steps,
+    traced in a ``tf.function`` (``xla``: with ``jit_compile=True``)."""
+    params = [{k: tf.constant(v) for k, v in p.items()} for p in rnnspec.init_params(op, input_size=2, hidden_size=3)]
+    forward = tf.function(lambda x: getattr(B, op)(x, params).outputs, jit_compile=xla)
+    graph = forward.get_concrete_function(tf.zeros([2, time, 2])).graph.as_graph_def()
+    bodies = [f for f in graph.library.function if "while" in f.signature.name and "body" in f.signature.name]
+    return sorted(sum(node.op == "MatMul" for node in body.node_def) for body in bodies)
+
+
+@pytest.mark.parametrize("side", list(UNROLL_SIDES))
+def test_the_sides_of_the_unrolling_threshold_are_those_the_cases_name(side: str) -> None:
+    time, per, least = UNROLL_SIDES[side], sequence.UNROLL_STEPS, sequence.UNROLL_MIN_STEPS
+    assert per > 1
+    assert time < graphs.GRAPH_MIN_STEPS  # the eager calls below run the eager loop
+    assert sequence.unroll_steps(time) == (1 if side == "one step per iteration" else per)
+    assert sequence.unroll_steps(tf.constant(least - 1)) == per  # a length known only at run time
+    # lstm steps by one matmul: the loop bodies hold one step, or UNROLL_STEPS (then one, for the steps left over).
+    expected = {"one step per iteration": [1], "whole iterations": [per], "steps left over": [1, per]}[side]
+    assert _loop_bodies("lstm", time) == expected
+    assert _loop_bodies("lstm", time, xla=True) == [1]  # XLA compiles the loop's control away: never unrolled
+    if side != "one step per iteration":
+        assert (time % per != 0) == (side == "steps left over")
+
+
+@pytest.mark.parametrize(
+    ("variant", "side"), UNROLL_CHECKS, ids=[f"{variant_id(variant)}-{side}" for variant, side in UNROLL_CHECKS]
+)
+def test_values_and_gradients_equal_the_reference_on_each_side_of_the_unrolling_threshold(
+    variant: tuple[str, dict[str, Any]], side: str
+) -> None:
+    """Two layers, reverse, an initial state, rows of full, zero and partial length; eagerly and traced."""
+    op, options = variant
+    _check_eager_and_traced(op, _unroll_case(op, options, UNROLL_SIDES[side]))
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:2], ids=variant_id)
+def test_a_length_unknown_to_the_trace_is_unrolled_and_gives_the_references_values_and_gradients(
+    variant: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long eager calls run as a graph that generalises the time axis after a second length
+    (:mod:`.graphs`); the second length leaves steps over."""
+    op, options = variant
+    monkeypatch.setattr(graphs, "_GRAPHS", {})  # traced afresh here, whatever ran before
+    lengths_seen: list[Any] = []
+    decide = sequence.unroll_steps
+    monkeypatch.setattr(classic, "unroll_steps", lambda time: lengths_seen.append(time) or decide(time))
+    first = graphs.GRAPH_MIN_STEPS + sequence.UNROLL_STEPS  # whole iterations
+    for time in (first, first + 1):
+        case = _unroll_case(op, options, time)
+        want = case.run(REFERENCE)
+        _close(case.run(B), want, case, "value", "graph")
+        cotangents = case.cotangents(want, seed=4)
+        _close(case.vjp(B, cotangents), case.vjp(REFERENCE, cotangents), case, "gradient", "graph's gradient")
+    assert any(not isinstance(time, int) for time in lengths_seen), lengths_seen
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
@@ -164,7 +251,8 @@ def test_no_matmul_by_a_transposed_weight_runs_inside_the_forward_or_the_backwar
             loss = tf.reduce_sum(getattr(B, op)(x, params, **options).outputs)
         return tape.gradient(loss, [x, *variables])
 
-    graph = forward_and_backward.get_concrete_function(tf.zeros([3, 7, 4])).graph.as_graph_def()
+    time = UNROLL_SIDES["steps left over"]  # both loops: unrolled, then one step per iteration
+    graph = forward_and_backward.get_concrete_function(tf.zeros([3, time, 4])).graph.as_graph_def()
     bodies = [f for f in graph.library.function if "while_body" in f.signature.name]
     assert any(f.signature.name.endswith("_grad") or "_grad_" in f.signature.name for f in bodies), bodies
     for body in bodies:

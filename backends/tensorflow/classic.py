@@ -14,8 +14,16 @@ H = 256, CPU, one thread, process time, least of 11 alternated runs), these
 took the lstm forward from 1.25x Keras' time to 0.97-1.0x and forward and
 backward from 0.69x to 0.61-0.66x; the gru (``reset_after=True``) forward
 from 1.2x to 0.97x, forward and backward from 0.8x to 0.7x. The two matmuls
-are most of the time and the same work as Keras': forward is at parity, not
-below it.
+are most of the time and the same work as Keras'.
+
+From :data:`.sequence.UNROLL_MIN_STEPS` steps, or a length unknown when
+traced, and outside XLA, the loop runs :data:`.sequence.UNROLL_STEPS` steps
+per iteration (:func:`.sequence.unroll_steps`), reading a chunk of as many
+steps at once; the steps left over run one per iteration after it. That took
+the forward to 0.86-0.99x Keras' time (lstm) and 0.90-0.99x (gru) at the size
+above, forward and backward to 0.56-0.62x and 0.59-0.75x (``python -m
+rnnspec.bench --sections classic --backends tensorflow --threads 1 --clock
+cpu``, four runs; see :func:`.sequence.unroll_steps`).
 
 :func:`.cudnn.why_plain` decides (on a GPU, outside XLA, options cuDNN can
 express, not forced off by :func:`.paths.plain_path`); :func:`.paths.last_path`
@@ -35,7 +43,7 @@ from rnnspec.results import SequenceResult
 from . import cudnn
 from .cells import Cell, Params, make_cell, make_hoist, project
 from .paths import record_path
-from .sequence import ARRAY_OPS, Lengths, State, balanced_chunk_steps, scan
+from .sequence import ARRAY_OPS, Lengths, State, balanced_chunk_steps, dim, scan, unroll_steps
 
 __all__ = ["plain_layer", "run"]
 
@@ -56,8 +64,11 @@ def plain_layer(cell: Cell, p: Mapping[str, tf.Tensor], hoist: Callable[[Params]
 
         # Transposed before the projection, which is gates times larger than the input: the loop reads time-major.
         gi = project(looped, tf.transpose(inp, [1, 0, 2]))
-        chunk = balanced_chunk_steps(gi)
-        (outputs,), final = scan(step, [gi], state, lengths.valid(), [(hidden,)], time_major=True, chunk=chunk)
+        unroll = unroll_steps(dim(inp, 1))
+        chunk = None if unroll > 1 else balanced_chunk_steps(gi)  # an unrolled loop reads a chunk per iteration
+        (outputs,), final = scan(
+            step, [gi], state, lengths.valid(), [(hidden,)], time_major=True, chunk=chunk, unroll=unroll
+        )
         return outputs, final
 
     return run

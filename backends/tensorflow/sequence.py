@@ -6,7 +6,8 @@
   which is how ``reverse=True`` is realised, as in the reference;
 - :func:`scan`: the masked time loop, a ``tf.while_loop`` over ``tf.TensorArray``\\ s,
   so a traced graph does not grow with the number of steps (past a row's length
-  the state is frozen and the per-step outputs are zero);
+  the state is frozen and the per-step outputs are zero); a caller may have it
+  run several steps per iteration (:func:`unroll_steps`);
 - :data:`ARRAY_OPS`: TensorFlow's array operations for the framework-free core
   (:mod:`rnnspec.backends.common`: start states, the stack of layers, segments).
 """
@@ -22,6 +23,8 @@ import tensorflow as tf
 
 from rnnspec.backends.common.arrays import ArrayOps
 
+from .paths import in_xla
+
 __all__ = [
     "ARRAY_OPS",
     "Dim",
@@ -35,6 +38,7 @@ __all__ = [
     "normalise_lengths",
     "reverse_valid",
     "scan",
+    "unroll_steps",
     "zero_past",
 ]
 
@@ -199,6 +203,41 @@ def balanced_chunk_steps(steps: tf.Tensor) -> int | None:
     return int(min(CHUNK_STEPS, 2 ** max(0, round(np.log2(max(best, 1.0))))))
 
 
+#: Steps per iteration of an unrolled time loop (see :func:`unroll_steps`).
+UNROLL_STEPS = 4
+#: The fewest steps (static) from which a time loop is unrolled; a loop of unknown length always is.
+UNROLL_MIN_STEPS = 48
+
+
+def unroll_steps(time: Dim) -> int:
+    """Steps per iteration of the time loop over ``time`` steps: :data:`UNROLL_STEPS`, or 1 below
+    :data:`UNROLL_MIN_STEPS` or inside XLA (see :func:`scan`'s ``unroll``).
+
+    Every iteration of a ``tf.while_loop`` runs a few dozen control nodes
+    (``Merge``, ``Switch``, ``NextIteration``, ... per loop variable) on top of
+    the step's own, and TensorFlow's executor hands ops between its inter-op
+    threads; four steps per iteration share those costs. Against
+    ``keras.layers.LSTM`` in a ``tf.function`` (``python -m rnnspec.bench
+    --sections classic --backends tensorflow --threads 1 --clock cpu``, four
+    runs of each, ratios of medians) the lstm forward went from 0.89-1.09x
+    Keras' time to 0.86-0.99x at batch 16, 256 steps, H = 256 and from
+    0.57-0.73x to 0.32-0.41x at batch 1, 1000 steps, H = 64; forward and
+    backward from 0.57-0.66x to 0.56-0.62x and from 0.43-0.60x to 0.36-0.44x.
+    Eight steps per iteration gained little more at these sizes, for twice
+    the graph.
+
+    A short loop, whose overhead is a millisecond, keeps one step per
+    iteration: the graph holds a copy of the step per step of an iteration,
+    and an lstm with its gradient took seconds longer to trace unrolled. XLA
+    compiles the loop's control away, and unrolled there the lstm's forward
+    and backward at the first size went from 0.73-0.78x Keras' (under XLA too)
+    to 1.01-1.04x.
+    """
+    if in_xla() or (isinstance(time, int) and time < UNROLL_MIN_STEPS):
+        return 1
+    return UNROLL_STEPS
+
+
 class _StepReader:
     """Reads step ``t`` of a ``(time, batch, ...)`` input inside the time loop, by chunks of steps.
 
@@ -210,6 +249,7 @@ class _StepReader:
     number of steps (5 of the 6 s of a 10,000-step backward at batch 2, size 2).
     By chunks, the list is that many times shorter. Chunks of one step (a
     caller's ``per_chunk``) are the array's elements, read without a gather.
+    A loop that runs a whole chunk per iteration reads it at once (:meth:`steps`).
     """
 
     def __init__(self, steps: tf.Tensor, time: Dim, per_chunk: int | None = None) -> None:
@@ -229,6 +269,10 @@ class _StepReader:
             return self.array.read(t)
         return tf.gather(self.array.read(t // self.per_chunk), t % self.per_chunk)
 
+    def steps(self, t: tf.Tensor) -> list[tf.Tensor]:
+        """Steps ``t`` to ``t + per_chunk - 1``, ``t`` a multiple of ``per_chunk``: one read, split along time."""
+        return list(tf.unstack(self.array.read(t // self.per_chunk), num=self.per_chunk))
+
 
 def scan(
     step: StepFn,
@@ -239,6 +283,7 @@ def scan(
     *,
     time_major: bool = False,
     chunk: int | None = None,
+    unroll: int = 1,
 ) -> tuple[list[tf.Tensor], Any]:
     """Run ``step`` over time from ``state``; ``inputs`` are ``(batch, time, ...)`` tensors read at each step.
 
@@ -246,6 +291,10 @@ def scan(
     loop reads them so; a caller that makes them can make them so, rather
     than have them transposed here). ``chunk``: the steps per chunk in which
     they are read (see :class:`_StepReader`; None: :func:`chunk_steps`).
+    ``unroll`` > 1: each iteration of the loop runs that many steps, reading
+    one chunk of as many steps (``chunk`` is then ``unroll``); the steps left
+    over, fewer than ``unroll``, run in a second loop, one per iteration (see
+    :func:`_unrolled`).
 
     ``valid`` ``(batch, time)`` is True where a step lies within its row's length
     (None: every step): past it every leaf of the state is frozen and every
@@ -261,23 +310,69 @@ def scan(
     if isinstance(time, int) and time == 0:
         shapes = [tf.stack([batch, 0, *d]) for d in out_dims]
         return [tf.zeros(s, dtype) for s in shapes], fresh(state)
-    streams = [_StepReader(a if time_major else _time_major(a), time, chunk) for a in inputs]
+    streams = [_StepReader(a if time_major else _time_major(a), time, unroll if unroll > 1 else chunk) for a in inputs]
     masks = None if valid is None else tf.TensorArray(tf.bool, size=time).unstack(tf.transpose(valid))
     static_batch = batch if isinstance(batch, int) else None
     outs = [tf.TensorArray(dtype, size=time, element_shape=tf.TensorShape([static_batch, *d])) for d in out_dims]
 
-    def body(t: tf.Tensor, carried: Any, arrays: list[tf.TensorArray]) -> tuple[tf.Tensor, Any, list[tf.TensorArray]]:
+    def advance(
+        t: tf.Tensor, carried: Any, arrays: list[tf.TensorArray], xs: Sequence[tf.Tensor]
+    ) -> tuple[Any, list[tf.TensorArray]]:
+        """Step ``t`` from ``carried``, its outputs written."""
         keep = None if masks is None else masks.read(t)
-        new, emitted = step(carried, [s.read(t) for s in streams], keep)
+        new, emitted = step(carried, xs, keep)
         if keep is not None:
             new = tf.nest.map_structure(lambda n, o: tf.where(_rows(keep, n), n, o), new, carried)
             emitted = [tf.where(_rows(keep, e), e, tf.zeros_like(e)) for e in emitted]
-        return t + 1, new, [a.write(t, e) for a, e in zip(arrays, emitted, strict=True)]
+        return new, [a.write(t, e) for a, e in zip(arrays, emitted, strict=True)]
 
+    def body(t: tf.Tensor, carried: Any, arrays: list[tf.TensorArray]) -> tuple[tf.Tensor, Any, list[tf.TensorArray]]:
+        carried, arrays = advance(t, carried, arrays, [s.read(t) for s in streams])
+        return t + 1, carried, arrays
+
+    if unroll > 1:
+        return _unrolled(body, advance, streams, state, outs, time, unroll)
     _, final, arrays = tf.while_loop(
         lambda t, *_: t < time, body, (tf.constant(0), state, outs), maximum_iterations=time
     )
     return [_time_major(a.stack()) for a in arrays], fresh(final)
+
+
+#: One step of :func:`scan`'s loop: (t, the carried state, the output arrays) -> (t + 1, the new state, the arrays).
+_Body = Callable[[tf.Tensor, Any, list[tf.TensorArray]], tuple[tf.Tensor, Any, list[tf.TensorArray]]]
+#: Step t of :func:`scan` given its inputs: (t, the carried state, the output arrays, the step's inputs)
+#: -> (the new state, the arrays with the step's outputs written).
+_Advance = Callable[[tf.Tensor, Any, list[tf.TensorArray], Sequence[tf.Tensor]], tuple[Any, list[tf.TensorArray]]]
+
+
+def _unrolled(
+    body: _Body,
+    advance: _Advance,
+    streams: Sequence[_StepReader],
+    state: Any,
+    outs: list[tf.TensorArray],
+    time: Dim,
+    unroll: int,
+) -> tuple[list[tf.Tensor], Any]:
+    """:func:`scan`'s loop with ``unroll`` steps per iteration, over the whole chunks of the inputs, then one step
+    per iteration over the steps left (none or one loop where ``time`` is static)."""
+    whole = time // unroll
+    t, carried, arrays = tf.constant(0), state, outs
+
+    def chunk(t: tf.Tensor, carried: Any, arrays: list[tf.TensorArray]) -> tuple[tf.Tensor, Any, list[tf.TensorArray]]:
+        inputs = [s.steps(t) for s in streams]
+        for k in range(unroll):
+            carried, arrays = advance(t + k, carried, arrays, [x[k] for x in inputs])
+        return t + unroll, carried, arrays
+
+    if not isinstance(whole, int) or whole > 0:
+        t, carried, arrays = tf.while_loop(
+            lambda t, *_: t < whole * unroll, chunk, (t, carried, arrays), maximum_iterations=whole
+        )
+    left = time - whole * unroll
+    if not isinstance(left, int) or left > 0:
+        t, carried, arrays = tf.while_loop(lambda t, *_: t < time, body, (t, carried, arrays), maximum_iterations=left)
+    return [_time_major(a.stack()) for a in arrays], fresh(carried)
 
 
 def _batch_shape(x: tf.Tensor, tail: tuple[int, ...]) -> tf.Tensor:
