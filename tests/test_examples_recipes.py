@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib
-import os
 import pickle
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,8 @@ from rnnspec.conformance.tolerances import tolerance
 pytest.importorskip("tqdm")
 pytest.importorskip("matplotlib")
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
-if str(EXAMPLES_DIR) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES_DIR))
-
-import models  # noqa: E402
-import training  # noqa: E402
+from helpers_examples import SPECS, models, restored_environment, training
+from helpers_examples import batches as _batches
 
 #: The paper examples, and the columns of their learning-curve CSVs.
 CSV_COLUMNS = {
@@ -40,47 +34,11 @@ CSV_COLUMNS = {
     "indrnn_adding": ["update", "train_loss", "mse", "learning_rate", "seconds"],
     "parity_act": ["update", "train_loss", "error", "ponder", "ponder_steps", "seconds"],
 }
-#: Small models of the ops the examples train, with the options the examples give them.
-SPECS = {
-    "skip_gru": models.ModelSpec(
-        "Skip GRU", "skip_gru", 2, 4, options={"trainable_initial_state": True}, budget_weight=1e-2
-    ),
-    "act": models.ModelSpec(
-        "ACT", "act", 3, 4, options={"cell": "rnn"}, loss="bce", ponder_weight=1e-2, clip_norm=None
-    ),
-    "indrnn": models.ModelSpec(
-        "IndRNN",
-        "indrnn",
-        2,
-        4,
-        num_layers=2,
-        options={"seq_len": 6, "last_layer_init": True},
-        indrnn_bound=1.1,
-        lr_decay_every=3,
-        clip_norm=None,
-    ),
-}
 
 
 @pytest.fixture(autouse=True)
-def _quiet_and_restored_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No progress bars; the examples' thread settings (written into os.environ) undone afterwards."""
-    saved = dict(os.environ)
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def _batches(spec: models.ModelSpec, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    time = 6 if spec.op == "indrnn" else 1 if spec.op == "act" else 5
-    out = []
-    for _ in range(count):
-        x = rng.standard_normal((3, time, spec.input_size)).astype(np.float32)
-        y = (rng.random((3, 1)) < 0.5).astype(np.float32) if spec.loss == "bce" else rng.standard_normal((3, 1))
-        out.append((x, y.astype(np.float32)))
-    return out
+def _quiet_and_restored_environment() -> Iterator[None]:
+    yield from restored_environment()
 
 
 def _run_example(name: str, argv: list[str]) -> None:

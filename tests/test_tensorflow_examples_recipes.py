@@ -9,9 +9,7 @@ resumed ends where an unstopped run ends.
 from __future__ import annotations
 
 import importlib
-import os
 import pickle
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,52 +24,13 @@ pytest.importorskip("keras")
 pytest.importorskip("tqdm")
 pytest.importorskip("matplotlib")
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
-if str(EXAMPLES_DIR) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES_DIR))
-
-import models  # noqa: E402
-
-SPECS = {
-    "skip_gru": models.ModelSpec(
-        "Skip GRU", "skip_gru", 2, 4, options={"trainable_initial_state": True}, budget_weight=1e-2
-    ),
-    "act": models.ModelSpec(
-        "ACT", "act", 3, 4, options={"cell": "rnn"}, loss="bce", ponder_weight=1e-2, clip_norm=None
-    ),
-    "indrnn": models.ModelSpec(
-        "IndRNN",
-        "indrnn",
-        2,
-        4,
-        num_layers=2,
-        options={"seq_len": 6, "last_layer_init": True},
-        indrnn_bound=1.1,
-        lr_decay_every=3,
-        clip_norm=None,
-    ),
-}
+from helpers_examples import SPECS, models, restored_environment
+from helpers_examples import batches as _batches
 
 
 @pytest.fixture(autouse=True)
-def _quiet_and_restored_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No progress bars; the examples' thread settings (written into os.environ) undone afterwards."""
-    saved = dict(os.environ)
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def _batches(spec: models.ModelSpec, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    time = 6 if spec.op == "indrnn" else 1 if spec.op == "act" else 5
-    out = []
-    for _ in range(count):
-        x = rng.standard_normal((3, time, spec.input_size)).astype(np.float32)
-        y = (rng.random((3, 1)) < 0.5) if spec.loss == "bce" else rng.standard_normal((3, 1))
-        out.append((x, y.astype(np.float32)))
-    return out
+def _quiet_and_restored_environment() -> Iterator[None]:
+    yield from restored_environment()
 
 
 @pytest.mark.parametrize("op", sorted(SPECS))
