@@ -39,13 +39,17 @@ from .rows import BEST_BACKEND, Row, compare, shape_text
 from .sizes import Shape, Sizes
 from .timing import alternate
 
-__all__ = ["PORT_TARGETS", "SECTIONS", "act", "classic", "python_loops", "recurrences", "skip"]
+__all__ = ["PORT_TARGETS", "SECTIONS", "act", "classic", "phased", "python_loops", "recurrences", "skip"]
 
 #: The skip gate's du~ that gives each update rate (see the module docstring).
 RATES = {1.0: 0.5, 0.5: 0.3, 0.25: 0.13}
 #: act's halting unit at every inner step, by the ponder steps it gives with epsilon = 0.01.
 PONDER = {1: 0.995, 2: 0.5, 4: 0.25}
 EPSILON, MAX_STEPS = 0.01, 8
+#: phased_lstm's open ratios timed at inference (leak 0): the paper's 0.05, and every unit open.
+OPEN_RATIOS = (0.05, 1.0)
+#: The torch backend's open-units path: r_on = 0.05 at most this fraction of r_on = 1's time (issue 23).
+OPEN_UNITS_TARGET = 0.3
 FWD, TRAIN = "forward", "forward+backward"
 #: The lstm/gru target against torch.nn, by backend (the jax one under jax.jit).
 CLASSIC_TARGET = {"torch": 1.10, "jax": 1.5}
@@ -325,6 +329,77 @@ def act(fw: Framework, sizes: Sizes) -> list[Row]:
     return rows
 
 
+def _open_fraction(params: dict[str, np.ndarray], timestamps: np.ndarray) -> float:
+    """The fraction of (row, step, unit) entries whose time gate is open (k != 0 with leak 0)."""
+    shifted = timestamps[:, :, None].astype(np.float64) - params["s"]
+    phase = np.mod(shifted, params["tau"]) / params["tau"]
+    return float(np.mean(phase < params["r_on"]))
+
+
+def phased(fw: Framework, sizes: Sizes) -> list[Row]:
+    """phased_lstm at inference (leak 0, as the paper evaluates) with the paper's open ratio against every unit
+    open (r_on = 1) and the same backend's lstm, under regular timestamps shared by the rows and asynchronous
+    ones drawn per row."""
+    shape = sizes.phased
+    batch, steps, hidden = shape
+    compiled = _compiles(fw)
+    _, x = _inputs(fw, shape)
+    base = fw.params(rnnspec.init_params("lstm", input_size=hidden, hidden_size=hidden, seed=0))
+    clocks = {
+        "regular": np.broadcast_to(np.arange(steps, dtype=np.float32), (batch, steps)).copy(),
+        "asynchronous": np.cumsum(np.random.default_rng(1).uniform(0.5, 1.5, (batch, steps)), axis=1).astype(
+            np.float32
+        ),
+    }
+    hosts = {
+        r_on: rnnspec.init_params("phased_lstm", input_size=hidden, hidden_size=hidden, seed=0, ratio_on=r_on)
+        for r_on in OPEN_RATIOS
+    }
+    rows = []
+    for clock, stamps in clocks.items():
+        timestamps = fw.tensor(stamps)
+
+        def run(x: Any, params: Any, timestamps: Any = timestamps) -> Any:
+            return fw.backend.phased_lstm(x, params, timestamps=timestamps, leak=0.0).outputs
+
+        calls = {"lstm": fw.forward(_run(fw, "lstm"), x, base, compile=compiled)}
+        for r_on, host in hosts.items():
+            calls[f"phased_lstm r_on {r_on:g}"] = fw.forward(run, x, fw.params(host), compile=compiled)
+        timings = alternate(calls, sizes.repeats)
+        mode = f"inference, {clock} timestamps"
+        notes = {r_on: f"open fraction {_open_fraction(host[0], stamps):.3f}" for r_on, host in hosts.items()}
+        sparse, dense = (f"phased_lstm r_on {r_on:g}" for r_on in OPEN_RATIOS)
+        bound = OPEN_UNITS_TARGET if fw.name == "torch" else None
+        rows.append(
+            compare(
+                "phased",
+                fw.name,
+                "phased_lstm",
+                shape_text(*shape),
+                mode,
+                (sparse, dense),
+                timings,
+                at_most=bound,
+                note=notes[OPEN_RATIOS[0]],
+            )
+        )
+        for r_on in OPEN_RATIOS:
+            name = f"phased_lstm r_on {r_on:g}"
+            rows.append(
+                compare(
+                    "phased",
+                    fw.name,
+                    "phased_lstm",
+                    shape_text(*shape),
+                    mode,
+                    (name, "lstm"),
+                    timings,
+                    note=notes[r_on],
+                )
+            )
+    return rows
+
+
 def recurrences(fw: Framework, sizes: Sizes) -> list[Row]:
     """linear_recurrence and qrnn pooling against a copy and the log-space formulation."""
     rows = []
@@ -465,6 +540,7 @@ SECTIONS: dict[str, Callable[[Framework, Sizes], list[Row]]] = {
     "classic": classic,
     "skip": skip,
     "act": act,
+    "phased": phased,
     "recurrences": recurrences,
     "python_loops": python_loops,
     "training": training.training,

@@ -1,7 +1,7 @@
 """``python -m rnnspec.bench``: run the suite, one process per framework backend, and write its results.
 
     python -m rnnspec.bench [--quick] [--backends torch,jax,tensorflow] [--device cpu|cuda]
-        [--sections classic,skip,act,recurrences,python_loops,training,memory] [--repeats N] [--threads N]
+        [--sections classic,skip,act,phased,recurrences,python_loops,training,memory] [--repeats N] [--threads N]
         [--clock wall|cpu] [--out DIR]
 
 Writes ``bench_{device}.md`` (the table and the targets' verdicts), ``bench_{device}.json``

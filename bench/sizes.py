@@ -38,6 +38,8 @@ class Sizes:
     skip_batch: Shape
     #: act against its base cell.
     act: Shape
+    #: phased_lstm at inference: open ratio 0.05 against 1 and the lstm.
+    phased: Shape
     #: linear_recurrence against a copy and the log-space formulation.
     linear: Shape
     #: qrnn (fo, window 1) against the log-space formulation.
@@ -62,6 +64,7 @@ FULL = Sizes(
     skip_single=(1, 1000, 128),
     skip_batch=(64, 256, 128),
     act=(16, 256, 256),
+    phased=(16, 256, 512),
     linear=(16, 4096, 512),
     qrnn=(16, 1024, 256),
     port=(16, 256, 256),
@@ -77,6 +80,7 @@ QUICK = Sizes(
     skip_single=(1, 32, 32),
     skip_batch=(8, 32, 32),
     act=(2, 16, 32),
+    phased=(4, 32, 32),
     linear=(4, 512, 64),
     qrnn=(4, 128, 32),
     port=(4, 16, 32),

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,35 @@ def test_large_shapes_equal_the_reference(rnnspec_backend: Backend, op: str, siz
     spec = large_case(op, size, seed, dtypes=dtypes_of(rnnspec_backend))
     case = spec.build()
     assume(wide_margin(case))
+    assert_values_match_the_reference(case.run(rnnspec_backend), case, context=context(rnnspec_backend, case))
+
+
+#: Open ratios of a gate at inference: 3/16 leaves about a tenth of the (row, step, unit) entries open with
+#: the cases' grid periods and timestamps, some of them on the breakpoint r_on / 2 (the open-units paths of a
+#: backend, such as torch's up to a quarter of the entries open); 1 leaves every unit open.
+INFERENCE_OPEN_RATIOS = (0.1875, 1.0)
+
+
+@pytest.mark.parametrize("open_ratio", INFERENCE_OPEN_RATIOS, ids=("mostly-closed", "all-open"))
+@settings(max_examples=targeted_examples())
+@given(seed=st.integers(0, 2**32 - 1))
+def test_a_time_gate_at_inference_mostly_closed_or_all_open_equals_the_reference(
+    rnnspec_backend: Backend, op: str, open_ratio: float, seed: int
+) -> None:
+    """An op with a clock, with leak 0 (the paper's inference) and every unit's open ratio at 3/16 or at 1, over
+    the large tier's unsorted lengths and stacks: every field equals the reference's."""
+    spec = OPS[op]
+    if (
+        not spec.hints.clock
+        or "leak" not in {o.name for o in spec.value_options}
+        or "r_on" not in {p.name for p in spec.params}
+    ):
+        pytest.skip(f"{op} has no time gate")
+    drawn = large_case(op, LARGE_SIZES[-1], seed, dtypes=dtypes_of(rnnspec_backend))
+    options = tuple((name, 0.0 if name == "leak" else value) for name, value in drawn.options)
+    case = replace(drawn, options=options).build()
+    for layer in case.args[1]:
+        layer["r_on"][...] = open_ratio
     assert_values_match_the_reference(case.run(rnnspec_backend), case, context=context(rnnspec_backend, case))
 
 

@@ -69,8 +69,11 @@ FAST_PATH = "fused-rnn"
 
 #: "fused" (torch's RNN kernels), "native", "cpu-kernel" and "triton" (the recurrences' kernels: C, torch ops,
 #: Triton), "plain" (a torch loop), "skipping" and "training" (the adaptive ops' loops without and with
-#: autograd: :mod:`.skipping`), "native-training" (the training loop with its steps in native kernels).
-Path = Literal["fused", "plain", "native", "cpu-kernel", "triton", "skipping", "training", "native-training"]
+#: autograd: :mod:`.skipping`), "native-training" (the training loop with its steps in native kernels),
+#: "open-units" (phased_lstm's inference kernel over the open units: :mod:`.phased_lstm`).
+Path = Literal[
+    "fused", "plain", "native", "cpu-kernel", "triton", "skipping", "training", "native-training", "open-units"
+]
 
 _SWITCH: PathSwitch[Path] = PathSwitch(PLAIN_ENV, "rnnspec_torch_plain")
 #: A context manager forcing the plain path for every op within the block (the per-step torch loop of

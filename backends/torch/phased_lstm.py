@@ -8,23 +8,45 @@ written ``a - tau * floor(a / tau)`` and the branches are selected by
 ``torch.where`` on the spec's comparisons, so that autograd's derivative is the
 spec's convention (the floor a constant; at a kink, the selected branch's).
 The timestamps are data: detached, no gradient reaches them.
+
+Paths (:func:`.fused.last_path`):
+
+- ``"plain"``: the masked time loop above, every unit at every step;
+- ``"open-units"``: at inference (no gradient can flow) on float32/float64 CPU
+  tensors, a layer whose gate is exactly 0 (closed, with ``leak=0`` as the paper
+  runs inference) at more than ``1 - OPEN_UNITS_MAX_DENSITY`` of its valid
+  (row, step, unit) entries runs the native kernel
+  ``backends/common/kernels/phased.c``, which computes the gates only of the open
+  units, a closed one keeping its state as the spec's mix with k = 0 does. The
+  call records ``"open-units"`` when at least one of its layers took it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from rnnspec.backends.common import native
 from rnnspec.backends.common.ops import SequenceCall
 from rnnspec.backends.common.state import LayerFn, run_layers
 from rnnspec.results import SequenceResult
 
 from . import fused
+from .recurrence_autograd import NATIVE_DTYPES, address
+from .recurrences import native_usable
 from .sequence import ARRAY_OPS, Lengths, State, scan
 
-__all__ = ["run", "time_gate"]
+__all__ = ["OPEN_UNITS_MAX_DENSITY", "run", "time_gate"]
+
+#: The largest fraction of open (row, step, unit) entries at which inference runs the open-units kernel; denser
+#: gates run the plain loop, whose matmuls cover every unit at once faster than the kernel's dot products do
+#: (B=16 T=256 H=512 float32 on one x86-64 core: the two break even near a third of the entries open).
+OPEN_UNITS_MAX_DENSITY = 0.25
+
+_LIBRARY = "phased"
 
 
 def time_gate(
@@ -37,10 +59,103 @@ def time_gate(
     return torch.where(phase < r_on / 2, rising, torch.where(phase < r_on, 2.0 - rising, leak * phase))
 
 
-def _layer(p: Mapping[str, torch.Tensor], leak: float, peepholes: bool, timestamps: torch.Tensor) -> LayerFn:
-    """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees."""
+def _gate_args(timestamps: torch.Tensor, p: Mapping[str, torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """The time gate's inputs as the kernels read them: contiguous, detached, of ``dtype``."""
+    return [t.detach().to(dtype).contiguous() for t in (timestamps, p["tau"], p["s"], p["r_on"])]
+
+
+def _open_enough(
+    inp: torch.Tensor,
+    timestamps: torch.Tensor,
+    p: Mapping[str, torch.Tensor],
+    leak: float,
+    lengths: Lengths,
+    tensors: Sequence[torch.Tensor],
+) -> bool:
+    """Whether a layer runs the open-units kernel: no gradient, native-ready tensors, few open gate entries."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if not native_usable(tensors, _LIBRARY):
+        return False
+    batch, time, hidden = inp.shape[0], inp.shape[1], int(p["tau"].shape[0])
+    entries = int(lengths.on_host().clip(0, time).sum()) * hidden
+    if entries == 0:
+        return True
+    limit = int(OPEN_UNITS_MAX_DENSITY * entries)
+    count = torch.zeros(1, dtype=torch.int64)
+    lens = None if lengths.full else lengths.values.to(torch.int64).contiguous()
+    gate = _gate_args(timestamps, p, inp.dtype)
+    scratch = inp.new_empty(hidden)
+    _kernel("open_count", inp.dtype, "iii" + "p" * 4 + "dpi" + "pp")(
+        batch, time, hidden, *(address(a) for a in gate), leak, address(lens), limit, address(scratch), address(count)
+    )
+    return int(count) <= limit
+
+
+def _unit_rows_finite(w: torch.Tensor, blocks: int, hidden: int) -> torch.Tensor:
+    """Per unit, whether every entry of its ``blocks`` rows (or entries) of ``w`` is finite."""
+    return torch.isfinite(w.reshape(blocks, hidden, -1)).all(dim=2).all(dim=0)
+
+
+def _open_units(
+    inp: torch.Tensor,
+    state: State,
+    lengths: Lengths,
+    p: Mapping[str, torch.Tensor],
+    timestamps: torch.Tensor,
+    leak: float,
+    peepholes: bool,
+) -> tuple[torch.Tensor, State]:
+    """One layer at inference in the native kernel that computes only the open units (see ``kernels/phased.c``)."""
+    batch, time, hidden = inp.shape[0], inp.shape[1], int(p["tau"].shape[0])
+    dtype = inp.dtype
+
+    def dense(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(dtype).contiguous()
+
+    w_ih, b_ih, w_hh, b_hh = (dense(p[n]) for n in ("w_ih", "b_ih", "w_hh", "b_hh"))
+    peep = dense(p["w_peephole"]) if peepholes else None
+    # A unit whose own weights, biases or peepholes are not finite is computed at every step (see the kernel).
+    finite = _unit_rows_finite(w_ih, 4, hidden) & _unit_rows_finite(w_hh, 4, hidden)
+    finite &= _unit_rows_finite(b_ih, 4, hidden) & _unit_rows_finite(b_hh, 4, hidden)
+    if peep is not None:
+        finite &= _unit_rows_finite(peep, 3, hidden)
+    always = (~finite).to(torch.uint8).contiguous()
+    x = dense(inp)
+    h, c = (state[n].detach().to(dtype).clone(memory_format=torch.contiguous_format) for n in ("h", "c"))
+    out = x.new_empty((batch, time, hidden))
+    lens = None if lengths.full else lengths.values.to(torch.int64).contiguous()
+    pre, h_prev, k = x.new_empty((batch, 4 * hidden)), x.new_empty((batch, hidden)), x.new_empty((batch, hidden))
+    open_ = torch.empty((batch, hidden), dtype=torch.uint8)
+    units, rows = torch.empty(hidden, dtype=torch.int64), torch.empty(batch, dtype=torch.int64)
+    weights = [address(a) for a in (x, w_ih, b_ih, w_hh, b_hh, peep)]
+    gate = [address(a) for a in _gate_args(timestamps, p, dtype)]
+    rest = [address(a) for a in (lens, always, h, c, out, pre, h_prev, k, open_, units, rows)]
+    _kernel("open_units", dtype, "iiii" + "p" * 10 + "d" + "p" * 11)(
+        batch, time, x.shape[2], hidden, *weights, *gate, leak, *rest
+    )
+    return out, {"h": h, "c": c}
+
+
+def _kernel(name: str, dtype: torch.dtype, signature: str) -> Any:
+    library = native.library(_LIBRARY)
+    if library is None:  # _open_enough checked it; a library cannot vanish in between
+        raise RuntimeError(f"the native {_LIBRARY!r} kernels are unavailable: {native.unavailable(_LIBRARY)}")
+    return library.function(f"phased_lstm_{name}{NATIVE_DTYPES[dtype]}", signature)
+
+
+def _layer(
+    p: Mapping[str, torch.Tensor], leak: float, peepholes: bool, timestamps: torch.Tensor, taken: list[bool]
+) -> LayerFn:
+    """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees.
+
+    ``taken`` receives, per run, whether the layer ran the open-units kernel."""
 
     def run(inp: torch.Tensor, state: State, lengths: Lengths) -> tuple[torch.Tensor, State]:
+        if _open_enough(inp, timestamps, p, leak, lengths, [inp, timestamps, *state.values(), *p.values()]):
+            taken.append(True)
+            return _open_units(inp, state, lengths, p, timestamps, leak, peepholes)
+        taken.append(False)
         k = time_gate(timestamps, p["tau"], p["s"], p["r_on"], leak)
         gi = F.linear(inp, p["w_ih"], p["b_ih"])
         w_hh, b_hh = p["w_hh"], p["b_hh"]
@@ -65,6 +180,8 @@ def _layer(p: Mapping[str, torch.Tensor], leak: float, peepholes: bool, timestam
 
 def run(call: SequenceCall) -> SequenceResult:
     """Phased LSTM over a stack of layers (with or without peepholes)."""
-    fused.record_path(call.op, "plain")
     leak, peepholes = float(call.options["leak"]), bool(call.options["peepholes"])
-    return run_layers(call, lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"]), ARRAY_OPS)
+    taken: list[bool] = []
+    result = run_layers(call, lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"], taken), ARRAY_OPS)
+    fused.record_path(call.op, "open-units" if any(taken) else "plain")
+    return result

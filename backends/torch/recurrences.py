@@ -82,14 +82,14 @@ def triton_importable() -> bool:
     return True
 
 
-def native_usable(tensors: Sequence[torch.Tensor | None]) -> bool:
-    """Whether the native kernels may compute on ``tensors`` (None entries are absent arguments).
+def native_usable(tensors: Sequence[torch.Tensor | None], library: str = "recurrences") -> bool:
+    """Whether the native kernels of ``library`` may compute on ``tensors`` (None entries are absent arguments).
 
     They may for plain float32 or float64 CPU tensors in eager mode, outside ``torch.func``
     transforms (whose wrapped tensors have no buffer to hand a kernel; the cpu-kernel path has
     their rules), ``torch.compile`` and ``torch.jit.trace`` tracing (which cannot record a
-    foreign call), when the plain path is not forced and the ``recurrences`` library is
-    available (it is built on the first call; ``RNNSPEC_NATIVE=0`` turns it off). Tensor
+    foreign call), when the plain path is not forced and the library (``recurrences``, or the
+    one named) is available (it is built on the first call; ``RNNSPEC_NATIVE=0`` turns it off). Tensor
     subclasses keep the existing paths.
     """
     present = [t for t in tensors if t is not None]
@@ -100,7 +100,7 @@ def native_usable(tensors: Sequence[torch.Tensor | None]) -> bool:
     dtype = present[0].dtype
     if any(type(t) not in _PLAIN_TENSORS or t.device.type != "cpu" or t.dtype != dtype for t in present):
         return False
-    return dtype in NATIVE_DTYPES and native.library("recurrences") is not None
+    return dtype in NATIVE_DTYPES and native.library(library) is not None
 
 
 def kernel_path(op: str, x: torch.Tensor, others: Sequence[torch.Tensor | None] = ()) -> KernelPath:
