@@ -38,24 +38,130 @@ instead of keeping them all (same values and gradients, less memory; see
 :mod:`rnnspec.backends.torch.checkpointing`). It is checked as the op checks
 it: an integer >= 1, or None.
 
+``proj_size`` (torch.nn.LSTM's keyword): the layers whose op's state is ``h``
+and ``c`` (:class:`LSTM`, :class:`SkipLSTM`, :class:`PhasedLSTM`) take it, and
+accept only 0, torch's default: rnnspec's ops have no projection, so a nonzero
+value is refused (:class:`rnnspec.errors.OptionError`). The other layers do not
+take it, as ``torch.nn.GRU`` does not: it is an unknown keyword there
+(:class:`rnnspec.errors.UnknownArgumentError`, a ``TypeError``).
+
+``state_format`` says what ``forward`` returns. ``"rnnspec"`` (the default):
+the op's result (``SequenceResult``, ``SkipResult``, ``ACTResult``), the state
+as one mapping per layer. ``"torch"``: torch.nn's form, so that code written for
+``torch.nn.RNN``/``GRU``/``LSTM`` runs unchanged::
+
+    layer = LSTM(3, 8, num_layers=2, batch_first=False, state_format="torch")
+    out, (h_n, c_n) = layer(x, (h0, c0))  # h0, c0, h_n, c_n: (num_layers, batch, 8)
+
+``forward(x, hx)`` then takes the initial state as torch.nn does (``hx``: a
+tensor ``h0`` for a state of ``h`` only, a pair ``(h0, c0)`` for a state of
+``h`` and ``c``, each ``(num_layers, batch, hidden_size)`` whatever
+``batch_first``; None: the op's start, or the learnt one) and returns
+``(output, h_n)`` or ``(output, (h_n, c_n))``: ``output`` in the layer's layout,
+``h_n`` and ``c_n`` each layer's final state stacked along a first axis, as
+``torch.nn.LSTM``'s with one direction. The per-step results besides
+``outputs`` (Skip RNN's ``update_gate`` and ``update_prob``, ACT's ``ponder_*``)
+are dropped: a model whose loss needs them (a budget or ponder cost) keeps the
+default form. The form is read from the op's record (``rnnspec.ops.OPS[op].state``):
+an op's state has one when its entries are ``h``, or ``h`` and ``c``, each of
+shape ``(H,)`` in every layer of the stack (rnn, lstm, gru, act, indrnn,
+phased_lstm); any other entry (Skip RNN's ``update_prob`` and
+``cum_update_prob``, kept by the top layer only; QRNN's ``x_prev``, next to a
+``c`` without ``h``) has no torch.nn form, and ``state_format="torch"`` is
+refused when the layer is built, naming those entries. ``lengths``,
+``reverse`` and the per-step arrays (``timestamps``, ``zoneout_mask``) are taken
+in either form.
+
 Importing this module imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from functools import partial
 from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from rnnspec.backends.common.layers import ParamSlots, SizedLayer
+from rnnspec.backends.common.layers import LayerOption, ParamSlots, SizedLayer
 from rnnspec.backends.common.trainable import layer_fixed_params, with_trainable_options
-from rnnspec.errors import DtypeError, OptionError
+from rnnspec.errors import DtypeError, OptionError, ShapeError, UnknownArgumentError
 from rnnspec.ops import OPS
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
+
+
+# -- torch.nn's conventions: proj_size and the state's form ------------------------------------------------
+
+#: The values of ``state_format``: the op's result, or torch.nn's ``(output, h_n)``/``(output, (h_n, c_n))``.
+STATE_FORMATS = ("rnnspec", "torch")
+#: The state entries that torch.nn's form holds, in its order: ``h_n``, then ``c_n``.
+_TORCH_ENTRIES = ("h", "c")
+
+
+def _torch_state_entries(op: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The entries of ``op``'s state that torch.nn's form holds (in its order) and those it has no place for.
+
+    An entry fits when it is named ``h`` or ``c`` and is ``(H,)`` in every layer of the stack (torch.nn
+    stacks the layers' into ``(num_layers, batch, H)``); without an ``h`` that fits nothing is mapped (a ``c``
+    alone, qrnn's pooling state, is no torch.nn state). The state has torch.nn's form when nothing is left over.
+    """
+    state = OPS[op].state
+    fits = {s.name for s in state if s.name in _TORCH_ENTRIES and tuple(s.shape) == ("H",) and s.layers == "all"}
+    mapped = tuple(name for name in _TORCH_ENTRIES if name in fits) if "h" in fits else ()
+    return mapped, tuple(s.name for s in state if s.name not in mapped)
+
+
+def _no_torch_form(op: str, unmapped: tuple[str, ...]) -> str:
+    entries = ", ".join(repr(name) for name in unmapped)
+    return f"{op}'s state entries {entries} have no torch.nn form (h_n, or h_n and c_n)"
+
+
+def _check_proj_size(op: str, layer: str, name: str, value: Any) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value == 0:
+        return 0
+    raise OptionError(layer, name, f"0: rnnspec's {op} has no projection", repr(value))
+
+
+def _check_state_format(op: str, layer: str, name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in STATE_FORMATS:
+        raise OptionError(layer, name, " or ".join(repr(f) for f in STATE_FORMATS), repr(value))
+    unmapped = _torch_state_entries(op)[1]
+    if value == "torch" and unmapped:
+        raise OptionError(layer, name, f"'rnnspec': {_no_torch_form(op, unmapped)}", repr(value))
+    return value
+
+
+def _torch_options(op: str) -> tuple[LayerOption, ...]:
+    """The constructor options of torch.nn's conventions that a layer of ``op`` takes.
+
+    ``proj_size`` where the state holds ``h`` and ``c`` (torch.nn.LSTM's keyword; the others, as torch.nn.GRU,
+    do not take it), then ``state_format``, described from the op's record.
+    """
+    mapped, unmapped = _torch_state_entries(op)
+    options = []
+    if mapped == _TORCH_ENTRIES:
+        description = f"torch.nn.LSTM's projection size: only 0 (rnnspec's {op} has no projection)."
+        options.append(LayerOption("proj_size", 0, "int", description, check=partial(_check_proj_size, op)))
+    if unmapped:
+        description = (
+            f"``'rnnspec'`` only (``forward`` returns the op's result): {_no_torch_form(op, unmapped)}, so "
+            "``'torch'`` is refused."
+        )
+    else:
+        returned = "``(output, (h_n, c_n))``" if mapped == _TORCH_ENTRIES else "``(output, h_n)``"
+        initial = "``(h0, c0)``" if mapped == _TORCH_ENTRIES else "``h0``"
+        dropped = ", ".join(f"``{f}``" for f in OPS[op].result_fields if f not in ("outputs", "state"))
+        description = (
+            "``'rnnspec'``: ``forward`` returns the op's result; ``'torch'``: torch.nn's form, ``forward(x, hx)`` "
+            f"taking ``hx`` = {initial} and returning {returned}, each ``(num_layers, batch, hidden_size)`` "
+            + (f"({dropped} dropped; " if dropped else "(")
+            + "see :mod:`rnnspec.backends.torch.nn`)."
+        )
+    options.append(LayerOption("state_format", "rnnspec", "str", description, check=partial(_check_state_format, op)))
+    return tuple(options)
 
 
 class _Layer(ParamSlots, nn.Module):  # type: ignore[misc,unused-ignore]
@@ -96,9 +202,20 @@ class _SpecModule(SizedLayer, nn.Module):  # type: ignore[misc,unused-ignore]
 input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device, dtype
     As :mod:`rnnspec.backends.torch.nn` says."""
 
+    #: The state entries of torch.nn's form, in its order (``("h",)`` or ``("h", "c")``; empty: it has none).
+    torch_state_entries: ClassVar[tuple[str, ...]] = ()
+    #: The constructor's ``state_format`` and, for a state of h and c, ``proj_size`` (always 0).
+    state_format: str
+    proj_size: int
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on), first
-            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
+        if "op" in cls.__dict__:
+            # The record's trainable flags (Phased LSTM's trainable_ratio_on) first, then torch.nn's conventions.
+            own = _torch_options(cls.op)
+            names = {o.name for o in own}
+            inherited = tuple(o for o in cls.extra_options if o.name not in names)
+            cls.extra_options = with_trainable_options(cls.op, inherited + own)
+            cls.torch_state_entries = _torch_state_entries(cls.op)[0]
         super().__init_subclass__(**kwargs)
 
     def __init__(
@@ -160,17 +277,75 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
     def forward(
         self,
         x: torch.Tensor,
-        initial_state: Sequence[Mapping[str, torch.Tensor]] | None = None,
+        initial_state: Any = None,
         lengths: Any = None,
         reverse: bool = False,
+        *,
+        hx: Any = None,
         **arrays: Any,
     ) -> Any:
         """Run the op over ``x`` (``(batch, time, input_size)``, or time-major without ``batch_first``).
 
         ``arrays`` are the op's per-step options (qrnn's ``zoneout_mask``), laid out as ``x``.
-        Returns the op's result (``SequenceResult``, ``SkipResult`` or ``ACTResult``).
+
+        With ``state_format="rnnspec"`` (the default) ``initial_state`` is the op's (one mapping per
+        layer) and the op's result is returned (``SequenceResult``, ``SkipResult`` or ``ACTResult``).
+        With ``state_format="torch"`` the second argument (or ``hx=``) is torch.nn's ``hx``: ``h0``, or
+        ``(h0, c0)``, each ``(num_layers, batch, hidden_size)``; ``(output, h_n)`` or
+        ``(output, (h_n, c_n))`` is returned, as ``torch.nn.RNN``/``GRU``/``LSTM`` return them.
+
+        Raises
+        ------
+        rnnspec.errors.UnknownArgumentError
+            ``hx`` without ``state_format="torch"``, or both ``hx`` and ``initial_state``.
+        rnnspec.errors.DtypeError, rnnspec.errors.ShapeError
+            An ``hx`` not of torch.nn's form for this layer, of another dtype, or misshapen.
         """
-        return self._call_op(x, initial_state, lengths, reverse, arrays)
+        name = f"{type(self).__name__} layer"
+        if self.state_format != "torch":
+            if hx is not None:
+                expected = "initial_state, the op's form (hx is torch.nn's: build the layer with state_format='torch')"
+                raise UnknownArgumentError(name, "hx", expected, "an hx", backend=self.backend_name)
+            return self._call_op(x, initial_state, lengths, reverse, arrays)
+        if hx is not None and initial_state is not None:
+            expected = "one initial state (the second argument and hx= are the same)"
+            raise UnknownArgumentError(name, "hx", expected, "both initial_state and hx", backend=self.backend_name)
+        given = initial_state if hx is None else hx
+        state = None if given is None else self._state_from_torch(x, given)
+        result = self._call_op(x, state, lengths, reverse, arrays)
+        stacked = tuple(torch.stack([layer[key] for layer in result.state]) for key in self.torch_state_entries)
+        return result.outputs, stacked[0] if len(stacked) == 1 else stacked
+
+    def _state_from_torch(self, x: Any, hx: Any) -> list[dict[str, torch.Tensor]]:
+        """torch.nn's ``hx`` as the op's initial state: one mapping of ``(batch, H)`` tensors per layer."""
+        name = f"{type(self).__name__} layer"
+        entries = self.torch_state_entries
+        layout = "(num_layers, batch, hidden_size)"
+        if len(entries) == 1:
+            form = f"a tensor {layout}" + (" (a pair (h0, c0) is an LSTM's)" if isinstance(hx, tuple) else "")
+            tensors, arguments = [hx], ["hx"]
+        else:
+            form = f"a pair (h0, c0) of tensors {layout}"
+            if not isinstance(hx, (tuple, list)) or len(hx) != len(entries):
+                actual = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+                raise DtypeError(name, "hx", form, actual, backend=self.backend_name)
+            tensors, arguments = list(hx), [f"hx[{j}]" for j in range(len(entries))]
+        # x's batch, where x is what the op takes (a bad x is refused by the call, naming x).
+        batch = x.shape[0 if self.batch_first else 1] if isinstance(x, torch.Tensor) and x.dim() == 3 else None
+        want = (self.num_layers, "batch" if batch is None else int(batch), self.hidden_size)
+        dtype = next(iter(self.canonical_params()[0].values())).dtype
+        for tensor, argument in zip(tensors, arguments, strict=True):
+            if not isinstance(tensor, torch.Tensor):
+                raise DtypeError(name, argument, form, type(tensor).__name__, backend=self.backend_name)
+            shape = tuple(tensor.shape)
+            if len(shape) != 3 or any(w != n for w, n in zip(want, shape, strict=True) if not isinstance(w, str)):
+                expected = f"shape {layout} = ({', '.join(str(w) for w in want)})"
+                raise ShapeError(name, argument, expected, f"shape {shape}", backend=self.backend_name)
+            if tensor.dtype != dtype:
+                expected = f"dtype {str(dtype).removeprefix('torch.')}, the layer's parameters'"
+                actual = f"dtype {str(tensor.dtype).removeprefix('torch.')}"
+                raise DtypeError(name, argument, expected, actual, backend=self.backend_name)
+        return [{key: t[k] for key, t in zip(entries, tensors, strict=True)} for k in range(self.num_layers)]
 
     def _prepare_call(self, x: Any, initial_state: Any, arrays: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
         if not isinstance(x, torch.Tensor):
@@ -183,6 +358,15 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
     def _swap(a: Any) -> Any:
         return a.transpose(0, 1)
 
+    def describe(self) -> str:
+        """The constructor's arguments that differ from the defaults, as ``repr`` shows them."""
+        parts = [super().describe()]
+        for option in _torch_options(self.op):
+            value = getattr(self, option.name)
+            if value != option.default:
+                parts.append(f"{option.name}={value!r}")
+        return ", ".join(parts)
+
     def extra_repr(self) -> str:
         return self.describe()
 
@@ -194,8 +378,11 @@ class _Classic(_SpecModule):
     """rnn, lstm and gru: convertible from and to ``torch.nn.RNN``/``LSTM``/``GRU`` (of the layer's name)."""
 
     @classmethod
-    def from_torch(cls, module: Any) -> Any:
+    def from_torch(cls, module: Any, *, state_format: str = "rnnspec") -> Any:
         """The layer holding the weights of a unidirectional ``torch.nn.{RNN,LSTM,GRU}`` (same device and dtype).
+
+        ``state_format="torch"`` makes it a drop-in replacement of ``module`` (``forward(x, hx)`` returning
+        ``(output, h_n)`` or ``(output, (h_n, c_n))``; see :mod:`rnnspec.backends.torch.nn`).
 
         Raises :class:`rnnspec.errors.ParameterError` for a module rnnspec cannot
         express (see :func:`rnnspec.convert.from_torch`) and
@@ -226,6 +413,7 @@ class _Classic(_SpecModule):
             batch_first=bool(module.batch_first),
             device=weight.device,
             dtype=weight.dtype,
+            state_format=state_format,
             **module_op(module)[1],
         )
         layer.load_canonical(params)
