@@ -9,7 +9,7 @@ reads any module with PyTorch's attributes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,6 +22,8 @@ __all__ = ["from_torch", "module_op", "to_torch"]
 _MODES = {"RNN_TANH": "rnn", "RNN_RELU": "rnn", "LSTM": "lstm", "GRU": "gru"}
 #: The class of torch.nn of each op.
 _CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+#: The directions of a bidirectional module's params (``direction="both"``), forward first.
+_DIRECTIONS = ("forward", "reverse")
 _NAMES = (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))
 
 
@@ -60,51 +62,62 @@ def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, n
         ``rnn`` (with ``activation=module.nonlinearity``), ``lstm`` or ``gru``
         (``reset_after=True``). A module without biases gives zero biases.
     direction
-        Which direction of a one-layer bidirectional module to read:
-        ``"forward"``, or ``"reverse"`` (run it with ``reverse=True``); required
-        for such a module, so that no direction is dropped unnoticed. A
-        unidirectional module has only ``"forward"`` (the default).
+        Which direction of a bidirectional module to read: ``"forward"``, or
+        ``"reverse"`` (run it with ``reverse=True``), of a one-layer module;
+        ``"both"``: ``{"forward": [...], "reverse": [...]}``, what a bidirectional
+        layer of :mod:`rnnspec.backends.torch.nn` loads (a stacked module too,
+        whose layers k > 0 read both directions: ``w_ih`` ``(gates * H, 2 * H)``).
+        Required for a bidirectional module, so that no direction is dropped
+        unnoticed. A unidirectional module has only ``"forward"`` (the default).
 
     Returns
     -------
-    list of dict
+    list of dict, or dict of two lists
         One dict per layer of NumPy arrays (``w_ih``, ``w_hh``, ``b_ih``,
         ``b_hh``), copies in the module's dtype: what the ``numpy`` backend and
-        every layer's ``load_canonical`` take. For the torch backend's ops,
-        convert them with ``rnnspec.get_backend("torch").from_numpy(params)``.
+        every layer's ``load_canonical`` take (for ``direction="both"``, one such
+        list per direction). For the torch backend's ops, convert them with
+        ``rnnspec.get_backend("torch").from_numpy(params)``.
 
     Raises
     ------
     ParameterError
-        For modules rnnspec cannot express: ``proj_size > 0``, or the reverse
-        direction of a stacked bidirectional module (whose upper layers read
-        both directions).
+        For modules rnnspec cannot express: ``proj_size > 0``, or one direction
+        of a stacked bidirectional module (whose upper layers read both
+        directions: read it with ``direction="both"``).
     """
     module_op(module)
     if getattr(module, "proj_size", 0):
         raise ParameterError("from_torch", "module", "an LSTM with proj_size=0", f"proj_size={module.proj_size}")
     bidirectional = bool(module.bidirectional)
-    if direction is None and bidirectional and module.num_layers == 1:
+    if direction is None and bidirectional:
         raise OptionError(
             "from_torch",
             "direction",
             "'forward' or 'reverse' for a bidirectional module (each direction converts to params of its own; "
-            "call from_torch once per direction)",
+            "call from_torch once per direction), or 'both' (the params of a bidirectional layer)",
             "None",
         )
     direction = "forward" if direction is None else direction
-    if direction not in ("forward", "reverse"):
-        raise OptionError("from_torch", "direction", "'forward' or 'reverse'", repr(direction))
-    if direction == "reverse" and not bidirectional:
-        raise OptionError("from_torch", "direction", "'forward' for a unidirectional module", "'reverse'")
+    if direction not in ("forward", "reverse", "both"):
+        raise OptionError("from_torch", "direction", "'forward', 'reverse' or 'both'", repr(direction))
+    if direction != "forward" and not bidirectional:
+        raise OptionError("from_torch", "direction", "'forward' for a unidirectional module", repr(direction))
+    if direction == "both":
+        return {d: _direction_params(module, d) for d in ("forward", "reverse")}  # type: ignore[return-value]
     if bidirectional and module.num_layers > 1:
         raise ParameterError(
             "from_torch",
             "module",
             "one layer when bidirectional (upper layers of a stacked bidirectional module read both directions; "
-            "convert one-layer modules and compose them)",
+            "read both with direction='both', the params of rnnspec's bidirectional layers)",
             f"num_layers={module.num_layers}, bidirectional=True",
         )
+    return _direction_params(module, direction)
+
+
+def _direction_params(module: Any, direction: str) -> list[dict[str, np.ndarray]]:
+    """The params of one direction of ``module``, one dict per layer."""
     suffix = "_reverse" if direction == "reverse" else ""
     layers = []
     for k in range(module.num_layers):
@@ -135,7 +148,10 @@ def to_torch(
     ----------
     params
         One mapping or one mapping per layer, NumPy arrays (or anything
-        ``np.asarray`` takes), in the layout of ``op``.
+        ``np.asarray`` takes), in the layout of ``op``; or
+        ``{"forward": [...], "reverse": [...]}``, one list per direction (what
+        ``from_torch(module, direction="both")`` and a bidirectional layer give),
+        for a bidirectional module, whose layers k > 0 read both directions.
     op
         ``"rnn"``, ``"lstm"`` or ``"gru"``.
     activation
@@ -156,15 +172,26 @@ def to_torch(
     """
     import torch
 
-    arrays = classic_params("to_torch", params, op, activation=activation)
+    bidirectional = isinstance(params, Mapping) and sorted(params) == sorted(_DIRECTIONS)
+    if bidirectional:
+        both = cast(Mapping[str, Any], params)
+        directions = {d: classic_params("to_torch", both[d], op, activation=activation) for d in _DIRECTIONS}
+        if len(directions["forward"]) != len(directions["reverse"]):
+            expected = f"{len(directions['forward'])} layers, as params['forward']"
+            raise ParameterError("to_torch", "params['reverse']", expected, f"{len(directions['reverse'])} layers")
+    else:
+        directions = {"forward": classic_params("to_torch", params, op, activation=activation)}
     if op == "gru" and reset_after is not True:
         raise OptionError("to_torch", "reset_after", "True (torch's GRU resets after the matmul)", repr(reset_after))
     names = _NAMES if bias else _NAMES[:2]
-    for k, layer in enumerate(arrays):
-        for ours, _ in _NAMES[len(names) :]:
-            if np.any(layer[ours]):
-                expected = "zeros (a module without biases cannot hold others)"
-                raise ParameterError("to_torch", f"params[{k}][{ours!r}]", expected, "a non-zero bias")
+    for direction, arrays in directions.items():
+        where = f"params[{direction!r}]" if bidirectional else "params"
+        for k, layer in enumerate(arrays):
+            for ours, _ in _NAMES[len(names) :]:
+                if np.any(layer[ours]):
+                    expected = "zeros (a module without biases cannot hold others)"
+                    raise ParameterError("to_torch", f"{where}[{k}][{ours!r}]", expected, "a non-zero bias")
+    arrays = directions["forward"]
     first = arrays[0]
     kwargs: dict[str, Any] = {}
     if op == "rnn":
@@ -176,19 +203,23 @@ def to_torch(
         num_layers=len(arrays),
         bias=bias,
         batch_first=batch_first,
+        bidirectional=bidirectional,
         dtype=dtype,
         **kwargs,
     )
     with torch.no_grad():
-        for k, layer in enumerate(arrays):
-            for ours, theirs in names:
-                target = getattr(module, f"{theirs}_l{k}")
-                if tuple(target.shape) != layer[ours].shape:
-                    raise ParameterError(
-                        "to_torch",
-                        f"params[{k}][{ours!r}]",
-                        f"shape {tuple(target.shape)}",
-                        f"shape {layer[ours].shape}",
-                    )
-                target.copy_(torch.from_numpy(np.array(layer[ours], dtype=layer[ours].dtype)))
+        for direction, arrays in directions.items():
+            suffix = "_reverse" if direction == "reverse" else ""
+            where = f"params[{direction!r}]" if bidirectional else "params"
+            for k, layer in enumerate(arrays):
+                for ours, theirs in names:
+                    target = getattr(module, f"{theirs}_l{k}{suffix}")
+                    if tuple(target.shape) != layer[ours].shape:
+                        raise ParameterError(
+                            "to_torch",
+                            f"{where}[{k}][{ours!r}]",
+                            f"shape {tuple(target.shape)}",
+                            f"shape {layer[ours].shape}",
+                        )
+                    target.copy_(torch.from_numpy(np.array(layer[ours], dtype=layer[ours].dtype)))
     return module

@@ -230,8 +230,6 @@ def test_to_torch_refuses_what_torch_cannot_express() -> None:
     with pytest.raises(OptionError, match="reset_after"):
         rnn_nn.GRU(I, H, reset_after=False).to_torch()
     with pytest.raises(OptionError, match="module"):
-        rnn_nn.LSTM.from_torch(torch.nn.LSTM(I, H, bidirectional=True))
-    with pytest.raises(OptionError, match="module"):
         rnn_nn.LSTM.from_torch(torch.nn.GRU(I, H))
     with pytest.raises(ParameterError, match="proj_size"):
         rnn_nn.LSTM.from_torch(torch.nn.LSTM(I, H, proj_size=2))

@@ -72,6 +72,40 @@ refused when the layer is built, naming those entries. ``lengths``,
 ``reverse`` and the per-step arrays (``timestamps``, ``zoneout_mask``) are taken
 in either form.
 
+Bidirectional
+-------------
+``bidirectional=True`` (every layer; keyword-only) runs each sequence both ways, as
+``torch.nn.LSTM(bidirectional=True)`` does: ``outputs`` is the forward direction's
+outputs and the reverse direction's (each row's valid prefix read backwards, its
+outputs at their original time positions) concatenated on the last axis, forward
+first, ``(batch, time, 2 * hidden_size)``. How a stack is wired depends on the op:
+
+- rnn, lstm, gru, indrnn, qrnn and phased_lstm, whose layers are independent of one
+  another, are wired as torch.nn's: layer k > 0 of either direction reads the
+  concatenated outputs of both directions of layer k - 1 (its input size is
+  ``2 * hidden_size``). Each layer of each direction is one call of the op.
+- The Skip RNN ops (one update gate for the whole stack, kept by the top layer) and
+  act cannot be cut into layers: each direction is a whole stack over ``x``, and the
+  top layers' outputs are concatenated. Their per-step results besides ``outputs``
+  (``update_gate``, ``update_prob``, ``ponder_*``) are each direction's, stacked on a
+  new last axis ``(batch, time, 2)``, forward first (torch.nn has nothing comparable).
+
+The reverse direction's parameters live in ``layers_reverse``, one submodule per
+layer as ``layers`` (``state_dict`` keys ``layers.0.w_ih``,
+``layers_reverse.0.w_ih``), each drawn by :func:`rnnspec.init_params` for its input
+size. ``canonical_params()``, ``numpy_params()`` and ``load_canonical()`` take and
+give ``{"forward": [...], "reverse": [...]}``, one list of per-layer mappings per
+direction (the form of :func:`rnnspec.convert.from_torch` with ``direction="both"``);
+``save_params``/``load_params`` (rnnspec's parameter files hold one stack) are
+refused: save the ``state_dict``. The state is one per direction too: ``initial_state``
+(None, or ``{"forward": ..., "reverse": ...}``, each None or the op's state, one
+mapping per layer) and ``result.state`` (``{"forward": (...), "reverse": (...)}``).
+With ``state_format="torch"``, ``hx``, ``h_n`` and ``c_n`` are ``(2 * num_layers,
+batch, hidden_size)`` in torch.nn's order: layer 0 forward, layer 0 reverse, layer 1
+forward, ... ``forward``'s ``reverse=True`` is refused (both directions run already).
+qrnn's ``zoneout_mask`` (one array, or one per layer) and Phased LSTM's ``timestamps``
+are given to both directions.
+
 Importing this module imports torch.
 """
 
@@ -85,10 +119,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnspec.backends.common.layers import LayerOption, ParamSlots, SizedLayer
+from rnnspec.backends.common.layers import (
+    LayerCore,
+    LayerOption,
+    ParamSlots,
+    SizedLayer,
+    check_layer_input,
+    layer_backend,
+    time_fields,
+)
 from rnnspec.backends.common.trainable import layer_fixed_params, with_trainable_options
-from rnnspec.errors import DtypeError, OptionError, ShapeError, UnknownArgumentError
+from rnnspec.errors import CallError, DtypeError, OptionError, ParameterError, ShapeError, UnknownArgumentError
+from rnnspec.init import init_params
 from rnnspec.ops import OPS
+from rnnspec.results import SequenceResult
 
 __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
 
@@ -99,6 +143,12 @@ __all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU
 STATE_FORMATS = ("rnnspec", "torch")
 #: The state entries that torch.nn's form holds, in its order: ``h_n``, then ``c_n``.
 _TORCH_ENTRIES = ("h", "c")
+#: The directions of a bidirectional layer, in the order of its outputs and of torch.nn's ``h_n``.
+DIRECTIONS = ("forward", "reverse")
+#: The ops whose layers run one after another, each reading only the outputs of the one below (``run_layers``):
+#: a bidirectional stack of them is wired as torch.nn's, layer by layer. The others' stacks are coupled (the
+#: Skip RNN's one update gate, kept by the top layer; act), so each direction runs its whole stack over ``x``.
+_LAYERWISE_OPS = frozenset({"rnn", "lstm", "gru", "indrnn", "qrnn", "phased_lstm"})
 
 
 def _torch_state_entries(op: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -199,7 +249,7 @@ class _SpecModule(SizedLayer, nn.Module):  # type: ignore[misc,unused-ignore]
 
     backend_name: ClassVar[str] = "torch"
     common_parameters: ClassVar[str] = """\
-input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device, dtype
+input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoint_every, device, dtype
     As :mod:`rnnspec.backends.torch.nn` says."""
 
     #: The state entries of torch.nn's form, in its order (``("h",)`` or ``("h", "c")``; empty: it has none).
@@ -207,6 +257,11 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
     #: The constructor's ``state_format`` and, for a state of h and c, ``proj_size`` (always 0).
     state_format: str
     proj_size: int
+    #: Whether both directions run (the reverse one's parameters in ``layers_reverse``).
+    bidirectional: bool
+    #: The direction whose layers ``_layer_slots`` and ``canonical_params`` give while a bidirectional layer
+    #: loads one direction (None: both).
+    _viewing: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         if "op" in cls.__dict__:
@@ -226,18 +281,30 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
         bias: bool = True,
         batch_first: bool = True,
         *,
+        bidirectional: bool = False,
         checkpoint_every: int | None = None,
         device: Any = None,
         dtype: Any = None,
         **options: Any,
     ) -> None:
         super().__init__()
+        if not isinstance(bidirectional, bool):
+            raise OptionError(type(self).__name__, "bidirectional", "True or False", repr(bidirectional))
+        self.bidirectional = bidirectional
         arrays = self._configure_sizes(
             input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, options
         )
         dtype = torch.get_default_dtype() if dtype is None else dtype
         fixed = layer_fixed_params(self)
-        self.layers = nn.ModuleList([_Layer(layer, self.left_out, device, dtype, fixed) for layer in arrays])
+
+        def stack(drawn: list[dict[str, np.ndarray]]) -> nn.ModuleList:
+            return nn.ModuleList([_Layer(layer, self.left_out, device, dtype, fixed) for layer in drawn])
+
+        if bidirectional:
+            both = self._draw_directions(seed=0)
+            self.layers, self.layers_reverse = stack(both["forward"]), stack(both["reverse"])
+        else:
+            self.layers = stack(arrays)
         self.reset_parameters()
 
     # -- parameters -----------------------------------------------------------------
@@ -249,21 +316,123 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
         makes it reproducible. With ``bias=False`` the cell biases stay zero.
         """
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        self.load_canonical(self._draw(seed=seed))
+        self.load_canonical(self._draw_directions(seed=seed) if self.bidirectional else self._draw(seed=seed))
 
-    def canonical_params(self) -> list[dict[str, torch.Tensor]]:
-        """The params as the op takes them: one dict per layer of the live tensors (autograd reaches them)."""
+    def _draw_directions(self, *, seed: int) -> dict[str, list[dict[str, np.ndarray]]]:
+        """Fresh params of both directions of a bidirectional layer, from :func:`rnnspec.init_params`.
+
+        Each direction's first layer (a coupled op's whole stack) is drawn as a unidirectional layer's; layer
+        k > 0 of a layer-wise op reads both directions below, so it is drawn as the first layer of a stack of
+        ``num_layers - k`` over ``2 * hidden_size`` inputs (its own input size, and the top layer's init where
+        the op has one).
+        """
+        seeds = np.random.default_rng(seed).integers(0, 2**62, size=(len(DIRECTIONS), self.num_layers))
+        drawn = {}
+        for d, direction in enumerate(DIRECTIONS):
+            layers = self._draw(seed=int(seeds[d, 0]))
+            if self.op in _LAYERWISE_OPS:
+                for k in range(1, self.num_layers):
+                    # The constructor's draw checked every option; 2 * hidden_size is a valid size.
+                    layers[k] = init_params(
+                        self.op,
+                        input_size=2 * self.hidden_size,
+                        hidden_size=self.hidden_size,
+                        num_layers=self.num_layers - k,
+                        seed=int(seeds[d, k]),
+                        dtype="float64",
+                        **dict(self.options),
+                        **dict(self.init_options),
+                    )[0]
+            drawn[direction] = layers
+        return drawn
+
+    def canonical_params(self) -> Any:
+        """The params as the op takes them: one dict per layer of the live tensors (autograd reaches them).
+
+        A bidirectional layer gives ``{"forward": [...], "reverse": [...]}``, one such list per direction.
+        """
+        if self.bidirectional and self._viewing is None:
+            return {direction: [layer.tensors() for layer in self._stack(direction)] for direction in DIRECTIONS}
         return [layer.tensors() for layer in self._layer_slots()]
 
+    def _stack(self, direction: str) -> list[_Layer]:
+        """The layers of one direction (``"forward"``: ``layers``; ``"reverse"``: ``layers_reverse``)."""
+        return [cast(_Layer, layer) for layer in (self.layers if direction == "forward" else self.layers_reverse)]
+
     def _layer_slots(self) -> list[_Layer]:
-        return [cast(_Layer, layer) for layer in self.layers]
+        return self._stack(self._viewing or "forward")
 
     def _as_array(self, k: int, key: str, value: Any) -> torch.Tensor:
         return torch.as_tensor(value if torch.is_tensor(value) else np.asarray(value))
 
     def _set_param(self, k: int, key: str, value: torch.Tensor) -> None:
         with torch.no_grad():
-            getattr(self.layers[k], key).copy_(value)
+            getattr(self._layer_slots()[k], key).copy_(value)
+
+    def load_canonical(self, params: Any) -> None:
+        """Copy canonical params (one mapping per layer, NumPy or torch arrays) into the layer, cast to its dtype.
+
+        A bidirectional layer takes ``{"forward": [...], "reverse": [...]}``, one list of per-layer mappings
+        per direction (what its :meth:`canonical_params` gives).
+
+        Raises
+        ------
+        rnnspec.errors.ParameterError
+            A wrong number of layers, a missing, extra or misshapen entry, named (under
+            ``params['reverse']`` for a bidirectional layer's reverse direction); for a bidirectional layer, a
+            ``params`` that is no mapping of the two directions.
+        """
+        if not self.bidirectional:
+            LayerCore.load_canonical(self, params)
+            return
+        name = type(self).__name__
+        if not isinstance(params, Mapping) or sorted(params) != sorted(DIRECTIONS):
+            expected = (
+                "{'forward': [...], 'reverse': [...]}, one sequence of mappings per layer for each direction "
+                "(a bidirectional layer's params)"
+            )
+            actual = f"a mapping of keys {sorted(params)}" if isinstance(params, Mapping) else type(params).__name__
+            raise ParameterError(name, "params", expected, actual)
+        for direction in DIRECTIONS:
+            self._viewing = direction
+            try:
+                LayerCore.load_canonical(self, params[direction])
+            except CallError as err:
+                argument = f"params[{direction!r}]" + err.argument.removeprefix("params")
+                raise type(err)(err.op, argument, err.expected, err.actual, backend=err.backend) from None
+            finally:
+                self._viewing = None
+
+    load_canonical._checks_canonical = True  # type: ignore[attr-defined]  # LayerCore's load checks each direction
+
+    def numpy_params(self) -> Any:
+        """A copy of the params as NumPy arrays (float32 for half-precision layers); per direction when
+        bidirectional, as :meth:`canonical_params`."""
+        params = self.canonical_params()
+        if not self.bidirectional:
+            return [{k: self._to_numpy(v) for k, v in layer.items()} for layer in params]
+        return {d: [{k: self._to_numpy(v) for k, v in layer.items()} for layer in params[d]] for d in DIRECTIONS}
+
+    def _refuse_param_files(self, method: str) -> None:
+        if self.bidirectional:
+            expected = (
+                f"False for {method} (rnnspec's parameter files hold one direction's stack: save the "
+                "state_dict with torch.save, or numpy_params())"
+            )
+            raise OptionError(f"{type(self).__name__}.{method}", "bidirectional", expected, "True")
+
+    def save_params(self, path: Any) -> None:
+        """Write the params to a parameter file (see :meth:`LayerCore.save_params`); refused when bidirectional."""
+        self._refuse_param_files("save_params")
+        LayerCore.save_params(self, path)
+
+    def load_params(self, path: Any) -> None:
+        """Read the params of a parameter file (see :meth:`LayerCore.load_params`); refused when bidirectional."""
+        self._refuse_param_files("load_params")
+        LayerCore.load_params(self, path)
+
+    def _param_dtype(self) -> torch.dtype:
+        return next(iter(self._stack("forward")[0].tensors().values())).dtype
 
     @staticmethod
     def _to_numpy(value: torch.Tensor) -> np.ndarray:
@@ -294,33 +463,141 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
         ``(h0, c0)``, each ``(num_layers, batch, hidden_size)``; ``(output, h_n)`` or
         ``(output, (h_n, c_n))`` is returned, as ``torch.nn.RNN``/``GRU``/``LSTM`` return them.
 
+        A bidirectional layer runs both directions (see :mod:`rnnspec.backends.torch.nn`): its
+        ``initial_state`` is ``{"forward": ..., "reverse": ...}`` and its ``hx`` ``(2 * num_layers, ...)``;
+        ``reverse=True`` is refused.
+
         Raises
         ------
         rnnspec.errors.UnknownArgumentError
             ``hx`` without ``state_format="torch"``, or both ``hx`` and ``initial_state``.
         rnnspec.errors.DtypeError, rnnspec.errors.ShapeError
-            An ``hx`` not of torch.nn's form for this layer, of another dtype, or misshapen.
+            An ``hx`` not of torch.nn's form for this layer, of another dtype, or misshapen; a bidirectional
+            layer's ``initial_state`` not of the two directions.
+        rnnspec.errors.OptionError
+            ``reverse=True`` for a bidirectional layer.
         """
         name = f"{type(self).__name__} layer"
+        if self.bidirectional and reverse is not False:
+            expected = "False for a bidirectional layer (it runs both directions)"
+            raise OptionError(name, "reverse", expected, repr(reverse), backend=self.backend_name)
+        call = self._call_bidirectional if self.bidirectional else self._call_op
         if self.state_format != "torch":
             if hx is not None:
                 expected = "initial_state, the op's form (hx is torch.nn's: build the layer with state_format='torch')"
                 raise UnknownArgumentError(name, "hx", expected, "an hx", backend=self.backend_name)
-            return self._call_op(x, initial_state, lengths, reverse, arrays)
+            return call(x, initial_state, lengths, reverse, arrays)
         if hx is not None and initial_state is not None:
             expected = "one initial state (the second argument and hx= are the same)"
             raise UnknownArgumentError(name, "hx", expected, "both initial_state and hx", backend=self.backend_name)
         given = initial_state if hx is None else hx
         state = None if given is None else self._state_from_torch(x, given)
-        result = self._call_op(x, state, lengths, reverse, arrays)
-        stacked = tuple(torch.stack([layer[key] for layer in result.state]) for key in self.torch_state_entries)
+        result = call(x, state, lengths, reverse, arrays)
+        if self.bidirectional:  # torch.nn's order: layer 0 forward, layer 0 reverse, layer 1 forward, ...
+            finals = [result.state[d][k] for k in range(self.num_layers) for d in DIRECTIONS]
+        else:
+            finals = list(result.state)
+        stacked = tuple(torch.stack([layer[key] for layer in finals]) for key in self.torch_state_entries)
         return result.outputs, stacked[0] if len(stacked) == 1 else stacked
 
-    def _state_from_torch(self, x: Any, hx: Any) -> list[dict[str, torch.Tensor]]:
-        """torch.nn's ``hx`` as the op's initial state: one mapping of ``(batch, H)`` tensors per layer."""
+    def _call_bidirectional(
+        self, x: Any, initial_state: Any, lengths: Any, reverse: bool, arrays: Mapping[str, Any]
+    ) -> Any:
+        """Run both directions over ``x`` in the layer's layout (see :mod:`rnnspec.backends.torch.nn`)."""
+        name = f"{type(self).__name__} layer"
+        per_step = OPS[self.op].per_step[1:]
+        for key, value in arrays.items():
+            if key not in per_step:
+                expected = f"one of {list(per_step)}" if per_step else "no per-step option (this op takes none)"
+                raise UnknownArgumentError(name, key, expected, repr(key), backend=self.backend_name)
+            if isinstance(value, (list, tuple)) and len(value) != self.num_layers:
+                expected = f"one array, or {self.num_layers} (one per layer, each given to both directions)"
+                raise ShapeError(name, key, expected, f"{len(value)} arrays", backend=self.backend_name)
+        x, _, given = self._prepare_call(x, None, dict(arrays))
+        dtype = str(self._param_dtype()).removeprefix("torch.")
+        check_layer_input(
+            name, x, input_size=self.input_size, dtype=dtype, backend=self.backend_name, batch_first=self.batch_first
+        )
+        initial = self._direction_states(name, initial_state)
+        if not self.batch_first:
+            x = self._swap(x)
+            given = {k: self._swap_arrays(v) for k, v in given.items()}
+        params = self.canonical_params()
+        method = getattr(layer_backend(self.backend_name), self.op)
+
+        def run(inp: Any, stack: list[Any], state: Any, backwards: bool, own: Mapping[str, Any]) -> Any:
+            return method(
+                inp,
+                stack,
+                **dict(self.options),
+                **own,
+                lengths=lengths,
+                initial_state=state,
+                reverse=backwards,
+                checkpoint_every=self.checkpoint_every,
+            )
+
+        if self.op in _LAYERWISE_OPS:
+            # torch.nn's wiring: layer k of each direction reads both directions' outputs of layer k - 1.
+            inp = x
+            finals: dict[str, list[Any]] = {d: [] for d in DIRECTIONS}
+            for k in range(self.num_layers):
+                own = {key: v[k] if isinstance(v, (list, tuple)) else v for key, v in given.items()}
+                outputs = []
+                for d, direction in enumerate(DIRECTIONS):
+                    state = None if initial[direction] is None else [initial[direction][k]]
+                    res = run(inp, [params[direction][k]], state, d == 1, own)
+                    outputs.append(res.outputs)
+                    finals[direction].append(res.state[0])
+                inp = torch.cat(outputs, dim=-1)
+            # The state is one per direction: no SequenceResult's state of one stack.
+            result: Any = SequenceResult(inp, cast(Any, {d: tuple(finals[d]) for d in DIRECTIONS}))
+        else:
+            # A coupled stack: each direction whole over x; the per-step extras on a new last axis.
+            results = [run(x, params[d], initial[d], j == 1, given) for j, d in enumerate(DIRECTIONS)]
+            extras = {
+                f: torch.stack([getattr(r, f) for r in results], dim=-1)
+                for f in OPS[self.op].result_fields
+                if f not in ("outputs", "state")
+            }
+            joined = torch.cat([r.outputs for r in results], dim=-1)
+            states = {d: tuple(r.state) for d, r in zip(DIRECTIONS, results, strict=True)}
+            result = results[0]._replace(outputs=joined, state=states, **extras)
+        if self.batch_first:
+            return result
+        return result._replace(**{f: self._swap(getattr(result, f)) for f in time_fields(self.op)})
+
+    def _direction_states(self, name: str, initial_state: Any) -> dict[str, Any]:
+        """A bidirectional layer's ``initial_state`` per direction: None, or one mapping per layer."""
+        if initial_state is None:
+            return dict.fromkeys(DIRECTIONS)
+        form = (
+            "None or {'forward': ..., 'reverse': ...}, each None or the op's state (one mapping per layer) "
+            "(a bidirectional layer's initial state)"
+        )
+        if not isinstance(initial_state, Mapping) or sorted(initial_state) != sorted(DIRECTIONS):
+            actual = (
+                f"a mapping of keys {sorted(initial_state)}"
+                if isinstance(initial_state, Mapping)
+                else type(initial_state).__name__
+            )
+            raise DtypeError(name, "initial_state", form, actual, backend=self.backend_name)
+        out = {}
+        for direction in DIRECTIONS:
+            state = initial_state[direction]
+            if state is not None and (isinstance(state, Mapping) or len(state) != self.num_layers):
+                expected = f"None or a sequence of {self.num_layers} mappings (one per layer)"
+                actual = "one mapping" if isinstance(state, Mapping) else f"{len(state)} entries"
+                raise ShapeError(name, f"initial_state[{direction!r}]", expected, actual, backend=self.backend_name)
+            out[direction] = None if state is None else list(state)
+        return out
+
+    def _state_from_torch(self, x: Any, hx: Any) -> Any:
+        """torch.nn's ``hx`` as the op's initial state: one mapping of ``(batch, H)`` tensors per layer (per
+        direction, ``{"forward": [...], "reverse": [...]}``, when bidirectional)."""
         name = f"{type(self).__name__} layer"
         entries = self.torch_state_entries
-        layout = "(num_layers, batch, hidden_size)"
+        layout = "(2 * num_layers, batch, hidden_size)" if self.bidirectional else "(num_layers, batch, hidden_size)"
         if len(entries) == 1:
             form = f"a tensor {layout}" + (" (a pair (h0, c0) is an LSTM's)" if isinstance(hx, tuple) else "")
             tensors, arguments = [hx], ["hx"]
@@ -332,8 +609,9 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
             tensors, arguments = list(hx), [f"hx[{j}]" for j in range(len(entries))]
         # x's batch, where x is what the op takes (a bad x is refused by the call, naming x).
         batch = x.shape[0 if self.batch_first else 1] if isinstance(x, torch.Tensor) and x.dim() == 3 else None
-        want = (self.num_layers, "batch" if batch is None else int(batch), self.hidden_size)
-        dtype = next(iter(self.canonical_params()[0].values())).dtype
+        directions = len(DIRECTIONS) if self.bidirectional else 1
+        want = (directions * self.num_layers, "batch" if batch is None else int(batch), self.hidden_size)
+        dtype = self._param_dtype()
         for tensor, argument in zip(tensors, arguments, strict=True):
             if not isinstance(tensor, torch.Tensor):
                 raise DtypeError(name, argument, form, type(tensor).__name__, backend=self.backend_name)
@@ -345,6 +623,14 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
                 expected = f"dtype {str(dtype).removeprefix('torch.')}, the layer's parameters'"
                 actual = f"dtype {str(tensor.dtype).removeprefix('torch.')}"
                 raise DtypeError(name, argument, expected, actual, backend=self.backend_name)
+        if self.bidirectional:  # torch.nn's order: layer 0 forward, layer 0 reverse, layer 1 forward, ...
+            return {
+                direction: [
+                    {key: t[len(DIRECTIONS) * k + d] for key, t in zip(entries, tensors, strict=True)}
+                    for k in range(self.num_layers)
+                ]
+                for d, direction in enumerate(DIRECTIONS)
+            }
         return [{key: t[k] for key, t in zip(entries, tensors, strict=True)} for k in range(self.num_layers)]
 
     def _prepare_call(self, x: Any, initial_state: Any, arrays: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
@@ -361,6 +647,8 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, device
     def describe(self) -> str:
         """The constructor's arguments that differ from the defaults, as ``repr`` shows them."""
         parts = [super().describe()]
+        if self.bidirectional:
+            parts.append("bidirectional=True")
         for option in _torch_options(self.op):
             value = getattr(self, option.name)
             if value != option.default:
@@ -379,14 +667,15 @@ class _Classic(_SpecModule):
 
     @classmethod
     def from_torch(cls, module: Any, *, state_format: str = "rnnspec") -> Any:
-        """The layer holding the weights of a unidirectional ``torch.nn.{RNN,LSTM,GRU}`` (same device and dtype).
+        """The layer holding the weights of a ``torch.nn.{RNN,LSTM,GRU}`` (same device and dtype), bidirectional
+        (stacked too) when ``module`` is.
 
         ``state_format="torch"`` makes it a drop-in replacement of ``module`` (``forward(x, hx)`` returning
         ``(output, h_n)`` or ``(output, (h_n, c_n))``; see :mod:`rnnspec.backends.torch.nn`).
 
         Raises :class:`rnnspec.errors.ParameterError` for a module rnnspec cannot
         express (see :func:`rnnspec.convert.from_torch`) and
-        :class:`rnnspec.errors.OptionError` for a bidirectional or another class of module.
+        :class:`rnnspec.errors.OptionError` for another class of module.
         """
         from rnnspec.convert import from_torch
         from rnnspec.convert.torch import module_op
@@ -396,14 +685,8 @@ class _Classic(_SpecModule):
             raise OptionError(
                 f"{cls.__name__}.from_torch", "module", f"a torch.nn.{torch_class}", type(module).__name__
             )
-        if module.bidirectional:
-            raise OptionError(
-                f"{cls.__name__}.from_torch",
-                "module",
-                "a unidirectional module (convert each direction with rnnspec.convert.from_torch)",
-                "bidirectional=True",
-            )
-        params = from_torch(module)  # checks proj_size
+        bidirectional = bool(module.bidirectional)
+        params = from_torch(module, direction="both" if bidirectional else None)  # checks proj_size
         weight = module.weight_ih_l0
         layer = cls(
             module.input_size,
@@ -411,6 +694,7 @@ class _Classic(_SpecModule):
             num_layers=module.num_layers,
             bias=bool(module.bias),
             batch_first=bool(module.batch_first),
+            bidirectional=bidirectional,
             device=weight.device,
             dtype=weight.dtype,
             state_format=state_format,
@@ -420,7 +704,7 @@ class _Classic(_SpecModule):
         return layer
 
     def to_torch(self) -> Any:
-        """A ``torch.nn.{RNN,LSTM,GRU}`` with the same weights, ``batch_first``, device and dtype.
+        """A ``torch.nn.{RNN,LSTM,GRU}`` with the same weights, ``batch_first``, ``bidirectional``, device and dtype.
 
         With ``bias=False`` the module has no biases, as this layer's are zero.
         """
@@ -430,7 +714,7 @@ class _Classic(_SpecModule):
         if options.get("reset_after", True) is not True:
             expected = "True (torch's GRU resets after the matmul)"
             raise OptionError(f"{type(self).__name__}.to_torch", "reset_after", expected, "False")
-        first = self.canonical_params()[0]["w_ih"]
+        first = self._stack("forward")[0].w_ih
         module = to_torch(self.numpy_params(), self.op, batch_first=self.batch_first, bias=self.bias, **options)
         return module.to(device=first.device, dtype=first.dtype)
 
