@@ -22,9 +22,9 @@ model that uses them saves with ``model.save("m.keras")`` and loads with
 ``keras.models.load_model``.
 
 Constructors follow Keras': ``units``, then ``num_layers``, ``use_bias``,
-``return_sequences``, ``return_state``, the op's options (``reset_after``,
-``activation``, ``mode``, ...) and ``seed``. The input size is read from the
-first input, as every Keras layer does.
+``return_sequences``, ``return_state``, ``go_backwards``, the op's options
+(``reset_after``, ``activation``, ``mode``, ...) and ``seed``. The input size is
+read from the first input, as every Keras layer does.
 
 Weights live in ``stack``, one sublayer per layer of the op's stack, under the
 spec's names: ``layer.weights`` reads ``lstm/layer_0/w_ih``,
@@ -54,6 +54,14 @@ GRU, ``[output, h, c]`` for an LSTM, as Keras' own layers, and for a stack
 ``(batch, window - 1, input)``. ``initial_state`` takes the same flat list (or
 the op's own structure, one mapping per layer), so a returned state continues
 the sequence.
+
+``go_backwards=True`` runs the op with ``reverse=True``: each row backwards over
+its valid steps, from its last to its first. As Keras' own layers, the layer then
+returns the sequence in reversed time order (``outputs[:, j]`` is the output of
+the step that read ``inputs[:, time - 1 - j]``; the extra fields too), and
+without ``return_sequences`` the output of the last step processed, the one that
+read each row's first valid input. The mask passed on with
+``return_sequences=True`` is reversed with the outputs.
 
 The extra fields of the adaptive ops (``update_gate`` and ``update_prob`` of the
 skip layers; ``ponder_steps``, ``ponder_remainder`` and ``ponder_cost`` of
@@ -87,6 +95,19 @@ inputs (``(batch, time, ...)``): Phased LSTM's ``timestamps``, or qrnn's
 ``zoneout_mask`` in place of the one the layer draws. Real ones are cast to the
 layer's compute dtype, as the inputs are; a left-padded row's move with its
 inputs. Another keyword is an :class:`rnnspec.errors.UnknownArgumentError`.
+
+Bidirectional
+-------------
+``keras.layers.Bidirectional(SkipGRU(8, return_sequences=True))`` wraps any of
+the layers: it makes the backward layer from the layer's config with
+``go_backwards=True``, flips its sequence back, and merges the two directions
+(``merge_mode``, ``"concat"`` by default). The two directions hold separate
+weights (``forward_layer.stack``, ``backward_layer.stack``), each direction's
+losses attach themselves, and with ``return_state=True`` the forward states come
+first, then the backward ones. Bidirectional knows a layer's output and states
+only: ``return_extras`` is for a layer called directly, and so is
+:class:`PhasedLSTM`, whose ``timestamps`` Bidirectional does not pass on. The
+layers are never ``stateful`` (an attribute Bidirectional reads, always False).
 
 Checkpointing
 -------------
@@ -201,7 +222,7 @@ class _SpecLayer(LayerCore, keras.layers.Layer):  # type: ignore[misc,unused-ign
 
     Parameters
     ----------
-    units, num_layers, use_bias, return_sequences, return_state, return_extras, seed, checkpoint_every
+    units, num_layers, use_bias, return_sequences, return_state, go_backwards, return_extras, seed, checkpoint_every
         As the module's docstring says.
     **kwargs
         The op's options, listed by each layer, and Keras' layer arguments (``name``, ``dtype``, ``trainable``).
@@ -210,7 +231,7 @@ class _SpecLayer(LayerCore, keras.layers.Layer):  # type: ignore[misc,unused-ign
     backend_name: ClassVar[str] = "tensorflow"
     hidden_argument: ClassVar[str] = "units"
     common_parameters: ClassVar[str] = """\
-units, num_layers, use_bias, return_sequences, return_state, seed, checkpoint_every
+units, num_layers, use_bias, return_sequences, return_state, go_backwards, seed, checkpoint_every
     As :mod:`rnnspec.backends.tensorflow.keras` says.
 return_extras
     Append the op's extra per-step fields ``(batch, time)`` to the returned list (its skip and ACT layers).
@@ -218,6 +239,10 @@ return_extras
     Keras' layer arguments (``name``, ``dtype``, ``trainable``)."""
     #: The extra result fields ``return_extras=True`` appends (empty: the option is refused), from the record.
     extra_fields: ClassVar[tuple[str, ...]] = ()
+    #: Keras' RNN attributes that ``keras.layers.Bidirectional`` reads: the layers carry no state from one
+    #: call to the next.
+    stateful: ClassVar[bool] = False
+    states: ClassVar[None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on), first
@@ -239,6 +264,7 @@ return_extras
         use_bias: bool = True,
         return_sequences: bool = False,
         return_state: bool = False,
+        go_backwards: bool = False,
         return_extras: bool = False,
         seed: int | None = None,
         checkpoint_every: int | None = None,
@@ -253,6 +279,7 @@ return_extras
             "use_bias": use_bias,
             "return_sequences": return_sequences,
             "return_state": return_state,
+            "go_backwards": go_backwards,
             "return_extras": return_extras,
         }
         options = {k: v for k, v in kwargs.items() if k in ours}
@@ -263,6 +290,7 @@ return_extras
         self.use_bias = use_bias
         self.return_sequences = return_sequences
         self.return_state = return_state
+        self.go_backwards = go_backwards
         self.return_extras = return_extras
         self.seed = None if seed is None else int(seed)
         self.supports_masking = True
@@ -284,6 +312,7 @@ return_extras
             "use_bias": self.use_bias,
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
             "seed": self.seed,
             "checkpoint_every": self.checkpoint_every,
             **self.keyword_options(),
@@ -462,6 +491,7 @@ return_extras
                 **arrays,
                 lengths=lengths,
                 initial_state=initial_state,
+                reverse=self.go_backwards,
                 checkpoint_every=self.checkpoint_every,
             )
         # Inside a trace with a dimension unknown (Keras' functional build, model.fit's relaxed shapes) the
@@ -475,7 +505,7 @@ return_extras
             **arrays,
             "lengths": lengths,
             "initial_state": initial_state,
-            "reverse": False,
+            "reverse": self.go_backwards,
             "checkpoint_every": self.checkpoint_every,
         }
         return run_op(self.op, arguments)
@@ -516,17 +546,23 @@ return_extras
         own = self._array_options(x, training)
         result = self._run(x, lengths, self._initial_state(initial_state), {**own, **given})
         self._add_losses(result)  # sums over time: the same whichever order the steps are in
-        output = result.outputs if self.return_sequences else _last_output(result.outputs, lengths)
-        if shift is not None and self.return_sequences:
-            output = _shift_rows(output, -shift)
+
+        def per_step(a: tf.Tensor) -> tf.Tensor:
+            # Back where the steps were, then in processing order for go_backwards, as Keras' layers return it.
+            a = a if shift is None else _shift_rows(a, -shift)
+            return tf.reverse(a, axis=[1]) if self.go_backwards else a
+
+        if self.return_sequences:
+            output = per_step(result.outputs)
+        else:
+            output = _last_output(result.outputs, lengths, reverse=self.go_backwards)
         if not self.return_state and not self.return_extras:
             return output
         outputs = [output]
         if self.return_state:
             outputs += [result.state[k][entry] for k, entry in self.state_names]
         if self.return_extras:
-            extras = [getattr(result, f) for f in self.extra_fields]
-            outputs += extras if shift is None else [_shift_rows(e, -shift) for e in extras]
+            outputs += [per_step(getattr(result, f)) for f in self.extra_fields]
         return outputs
 
     def _given_arrays(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
@@ -577,23 +613,33 @@ return_extras
         with tf.control_dependencies([check]):
             return tf.identity(x)
 
-    def compute_output_spec(
-        self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None, **arrays: Any
-    ) -> Any:
-        """The outputs' shapes and dtype, without running the op (Keras' functional API)."""
-        batch, time = inputs.shape[0], inputs.shape[1]
-        dtype = self.compute_dtype
-        first = (batch, time, self.units) if self.return_sequences else (batch, self.units)
-        shapes = [first]
+    def _output_shapes(self, sequences_shape: Any) -> list[tuple[Any, ...]]:
+        """The shape of each tensor the call returns, for inputs of shape ``sequences_shape``."""
+        batch, time = sequences_shape[0], sequences_shape[1]
+        shapes = [(batch, time, self.units) if self.return_sequences else (batch, self.units)]
         if self.return_state:
             shapes += self._state_shapes(batch)
         if self.return_extras:
             shapes += [(batch, time)] * len(self.extra_fields)
-        specs = [keras.KerasTensor(shape, dtype=dtype) for shape in shapes]
+        return shapes
+
+    def compute_output_shape(self, sequences_shape: Any, initial_state_shape: Any = None) -> Any:
+        """The outputs' shapes, as Keras' RNN layers give them (what ``keras.layers.Bidirectional`` asks)."""
+        shapes = self._output_shapes(sequences_shape)
+        return shapes[0] if len(shapes) == 1 else tuple(shapes)
+
+    def compute_output_spec(
+        self, inputs: Any, mask: Any = None, training: Any = None, initial_state: Any = None, **arrays: Any
+    ) -> Any:
+        """The outputs' shapes and dtype, without running the op (Keras' functional API)."""
+        specs = [keras.KerasTensor(shape, dtype=self.compute_dtype) for shape in self._output_shapes(inputs.shape)]
         return specs[0] if len(specs) == 1 else specs
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        """The input mask for the sequence output (``return_sequences=True``), None for everything else."""
+        """The input mask for the sequence output (``return_sequences=True``; reversed with ``go_backwards``),
+        None for everything else."""
+        if mask is not None and self.return_sequences and self.go_backwards:
+            mask = keras.ops.flip(mask, axis=1)
         first = mask if self.return_sequences else None
         count = 1 + (len(self.state_names) if self.return_state else 0)
         count += len(self.extra_fields) if self.return_extras else 0
@@ -619,11 +665,14 @@ def _shift_rows(a: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(tf.gather(a, index, axis=1, batch_dims=1), a.shape)
 
 
-def _last_output(outputs: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
-    """Each row's output at its last valid step ``(batch, H)``; zeros for a row of length 0."""
+def _last_output(outputs: tf.Tensor, lengths: tf.Tensor | None, *, reverse: bool = False) -> tf.Tensor:
+    """Each row's output at the last step processed ``(batch, H)``: its last valid step, or with ``reverse``
+    (``outputs`` aligned with the inputs, valid steps first) its first; zeros for a row of length 0."""
     time = outputs.shape[1]
     if time == 0:
         return tf.reduce_sum(outputs, axis=1)  # zeros (batch, H): no step, no output
+    if reverse:
+        return outputs[:, 0]  # zero for a row of length 0: the op's outputs are zero past a row's length
     if lengths is None:
         return outputs[:, -1]
     index = tf.maximum(lengths - 1, 0)
