@@ -42,6 +42,7 @@ TIERS = (
     ("half precision", "half_precision"),
     ("NaN input", "a_nan_in_x"),
     ("float64 long/saturated", "_in_float64"),
+    ("time gate at inference", "a_time_gate_at_inference"),
     ("drawn", "equal_the_reference"),
 )
 
