@@ -20,7 +20,6 @@ import argparse
 import resource
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from . import training
 from .framework import load
@@ -34,11 +33,12 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _each(repeats: int) -> Callable[[Mapping[str, Callable[[], object]], int], dict[str, Timing]]:
-    def alternate(calls: Mapping[str, Callable[[], object]], _repeats: int, warmup: int = 1) -> dict[str, Timing]:
+def _each(repeats: int) -> training.Timer:
+    """A timer running each callable ``repeats`` times in a row (after one untimed run), printing every repeat."""
+
+    def timer(calls: Mapping[str, Callable[[], object]], _repeats: int) -> dict[str, Timing]:
         for fn in calls.values():
-            for _ in range(warmup):
-                fn()
+            fn()
         timings = {}
         for name, fn in calls.items():
             seconds, faults = [], []
@@ -52,7 +52,7 @@ def _each(repeats: int) -> Callable[[Mapping[str, Callable[[], object]], int], d
             timings[name] = Timing(tuple(seconds))
         return timings
 
-    return alternate
+    return timer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,14 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     use_clock("cpu")
     fw = load("torch", "cpu")
-    original: Any = training.alternate
-    training.alternate = _each(args.repeats)
-    try:
-        for case in training.cases(sizes(False))[: args.cases]:
-            print(f"{case.net.op} {case.task.text()}", flush=True)
-            training.run_case(fw, case, args.repeats)
-    finally:
-        training.alternate = original
+    for case in training.cases(sizes(False))[: args.cases]:
+        print(f"{case.net.op} {case.task.text()}", flush=True)
+        training.run_case(fw, case, args.repeats, timer=_each(args.repeats))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ Targets are printed as met or missed, never asserted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "FORWARD",
     "UPDATE",
     "Case",
+    "Timer",
     "cases",
     "floor_layers",
     "floor_text",
@@ -59,6 +60,9 @@ __all__ = [
     "skip_adding",
     "training",
 ]
+
+#: Times named callables: ``(calls, repeats) -> {name: Timing}`` (:func:`.timing.alternate`).
+Timer = Callable[[Mapping[str, Callable[[], object]], int], dict[str, Timing]]
 
 UPDATE, FORWARD = "update", "forward"
 #: ACT's halting threshold and step cap (the parity example's).
@@ -272,8 +276,11 @@ def _rows(
     return rows
 
 
-def run_case(fw: Framework, case: Case, repeats: int) -> list[Row]:
-    """Time ``case``'s update (and forward pass, where asked) by every contender; its rows."""
+def run_case(fw: Framework, case: Case, repeats: int, timer: Timer = alternate) -> list[Row]:
+    """Time ``case``'s update (and forward pass, where asked) by every contender; its rows.
+
+    ``timer`` times the contenders (:func:`.timing.alternate`; :mod:`.page_faults` passes its own).
+    """
     net, task = case.net, case.task
     host = rnnspec.init_params(
         net.op, input_size=net.features, hidden_size=net.hidden, num_layers=net.layers, seed=0, **net.kwargs
@@ -312,7 +319,7 @@ def run_case(fw: Framework, case: Case, repeats: int) -> list[Row]:
             calls[case.port_name] = fw.forward(readout, port_params)
         names.append(FLOOR)
         calls[FLOOR] = fw.forward(ports.update_floor, fw, floor, update)
-        timings = alternate(calls, repeats)
+        timings = timer(calls, repeats)
         rows.extend(_rows(fw, case, mode, timings, names, note, floor_text(net, inner, update)))
     return rows
 
