@@ -370,33 +370,14 @@ def phased(fw: Framework, sizes: Sizes) -> list[Row]:
         notes = {r_on: f"open fraction {_open_fraction(host[0], stamps):.3f}" for r_on, host in hosts.items()}
         sparse, dense = (f"phased_lstm r_on {r_on:g}" for r_on in OPEN_RATIOS)
         bound = OPEN_UNITS_TARGET if fw.name == "torch" else None
-        rows.append(
-            compare(
-                "phased",
-                fw.name,
-                "phased_lstm",
-                shape_text(*shape),
-                mode,
-                (sparse, dense),
-                timings,
-                at_most=bound,
-                note=notes[OPEN_RATIOS[0]],
-            )
-        )
-        for r_on in OPEN_RATIOS:
-            name = f"phased_lstm r_on {r_on:g}"
-            rows.append(
-                compare(
-                    "phased",
-                    fw.name,
-                    "phased_lstm",
-                    shape_text(*shape),
-                    mode,
-                    (name, "lstm"),
-                    timings,
-                    note=notes[r_on],
-                )
-            )
+
+        # r_on 0.05 against every unit open (the target), then each against the lstm.
+        pairs = [((sparse, dense), OPEN_RATIOS[0], bound)]
+        pairs += [((f"phased_lstm r_on {r_on:g}", "lstm"), r_on, None) for r_on in OPEN_RATIOS]
+        for names, r_on, at_most in pairs:
+            row = compare("phased", fw.name, "phased_lstm", shape_text(*shape), mode, names, timings, at_most=at_most)
+            row["note"] = notes[r_on]
+            rows.append(row)
     return rows
 
 

@@ -13,7 +13,6 @@ runs as written.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ jax = pytest.importorskip("jax")
 nnx = pytest.importorskip("flax.nnx")
 
 import jax.numpy as jnp  # noqa: E402
+from helpers_readme import run_section_example  # noqa: E402
 
 import rnnspec  # noqa: E402
 from rnnspec.backends.jax import nnx as layers  # noqa: E402
@@ -301,12 +301,7 @@ def test_bidirectional_models_train_under_nnx_jit(cls: Any, options: dict[str, A
 
 
 def test_the_documentations_bidirectional_example_runs() -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    section = text[text.index("### Bidirectional") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    namespace: dict[str, Any] = {}
-    exec(compile(code.group(1), f"{DOCS.name}: Bidirectional", "exec"), namespace)
+    namespace: dict[str, Any] = run_section_example(DOCS, "### Bidirectional")
     assert namespace["y"].shape == (4, 10, 16)
     assert [sorted(s) for s in namespace["forward_state"]] == [["cum_update_prob", "h", "update_prob"]]
     padding = np.asarray(namespace["y"])[2, 3:]

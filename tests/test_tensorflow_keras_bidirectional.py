@@ -11,7 +11,6 @@ saves and loads; the documentation's example runs as written.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
+
+from helpers_readme import run_section_example  # noqa: E402
 
 import rnnspec  # noqa: E402  (after the skips: the layers import tensorflow and keras)
 from rnnspec.backends.tensorflow import keras as layers  # noqa: E402
@@ -401,11 +402,6 @@ def test_a_saved_bidirectional_model_loads_with_its_configs_and_gives_identical_
 
 
 def test_the_getting_started_pages_bidirectional_example_runs_as_written() -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    section = text[text.index("### Bidirectional") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    namespace: dict[str, Any] = {}
-    exec(compile(code.group(1), f"{DOCS.name}: Bidirectional", "exec"), namespace)
+    namespace: dict[str, Any] = run_section_example(DOCS, "### Bidirectional")
     assert namespace["model"].output_shape == (None, None, 1)
     assert namespace["model"].layers[1].output.shape == (None, None, 16)

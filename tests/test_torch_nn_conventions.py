@@ -8,7 +8,6 @@ weights (values, shapes, gradients) and check what is refused, naming the argume
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from helpers_readme import run_section_example  # noqa: E402
 
 from rnnspec.backends.torch import nn as rnn_nn  # noqa: E402
 from rnnspec.errors import DtypeError, OptionError, ShapeError, UnknownArgumentError  # noqa: E402
@@ -320,11 +321,6 @@ def test_repr_shows_state_format_only_when_it_is_torch() -> None:
 
 
 def test_the_documentations_drop_in_example_runs() -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    section = text[text.index("### Drop-in for `torch.nn`") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    namespace: dict[str, Any] = {}
-    exec(compile(code.group(1), f"{DOCS.name}: Drop-in for torch.nn", "exec"), namespace)
+    namespace: dict[str, Any] = run_section_example(DOCS, "### Drop-in for `torch.nn`")
     assert tuple(namespace["out"].shape) == (10, 4, 8)
     assert tuple(namespace["h"].shape) == tuple(namespace["c"].shape) == (2, 4, 8)
