@@ -25,7 +25,7 @@ from rnnspec.backends.common.ops import SequenceCall
 from rnnspec.backends.common.state import LayerFn, indrnn_layer, run_layers
 from rnnspec.results import SequenceResult
 
-from . import fused
+from . import fused, workspace
 from .recurrence_autograd import native_indrnn_backward, native_indrnn_forward
 from .recurrences import indrnn_scan, native_usable
 from .sequence import ARRAY_OPS, Lengths, State
@@ -68,7 +68,8 @@ class NativeLayer(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, time, size = x.shape
         flat = x.reshape(batch * time, size)
-        pre = torch.mm(flat, w.t()).view(batch, time, w.shape[0])
+        pre = torch.mm(flat, w.t(), out=workspace.empty((batch * time, w.shape[0]), x.dtype))
+        pre = pre.view(batch, time, w.shape[0])
         h, final = native_indrnn_forward(pre, b, u, h0, activation, lengths, in_place=True)  # pre is ours
         ctx.save_for_backward(flat, w, u, h0, h, lengths)
         ctx.activation = activation
@@ -82,7 +83,10 @@ class NativeLayer(torch.autograd.Function):
         dpre, du, db, dh0 = apply(u, h0, h, lengths, dh, dfinal, ctx.activation)
         d2 = dpre.reshape(flat.shape[0], -1)
         need_x, need_w = ctx.needs_input_grad[:2]
-        dx = (d2 @ w).view(h.shape[0], h.shape[1], flat.shape[1]) if need_x else None
+        dx = None
+        if need_x:  # into a kept buffer unless this backward is itself differentiated (out= is not)
+            into = None if torch.is_grad_enabled() else workspace.empty((d2.shape[0], w.shape[1]), d2.dtype)
+            dx = torch.mm(d2, w, out=into).view(h.shape[0], h.shape[1], flat.shape[1])
         dw = (flat.t() @ d2).t() if need_w else None
         return dx, dw, db, du.sum(dim=0) if u.ndim == 1 else du, dh0, None, None
 

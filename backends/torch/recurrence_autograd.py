@@ -26,7 +26,7 @@ import torch
 
 from rnnspec.backends.common import native
 
-from . import recurrence_loops
+from . import recurrence_loops, workspace
 
 __all__ = [
     "NATIVE_DTYPES",
@@ -215,7 +215,7 @@ def native_indrnn_forward(
         assert pre.is_contiguous(), "an in-place kernel call needs a contiguous buffer"
     pre, u, h0 = _dense(pre, dtype), _dense(u, dtype), _dense(h0, dtype)
     bias = pre.new_zeros(pre.shape[2]) if bias is None else _dense(bias, dtype)
-    h, final = pre if in_place else torch.empty_like(pre), torch.empty_like(h0)
+    h, final = pre if in_place else workspace.empty(pre.shape, dtype), torch.empty_like(h0)
     run = native_function("indrnn_forward", dtype, "pppippippiii")
     act = _ACTIVATION_CODES[activation]
     run(
@@ -246,7 +246,12 @@ def native_indrnn_backward(
     dfinal = None if dfinal is None else _dense(dfinal, dtype)
     d, sb, st, sh = cotangent_strides(dh, dtype)
     batch, _, hidden = h.shape
-    dpre, du, dbias, dh0 = torch.empty_like(h), h.new_empty((batch, hidden)), h.new_empty(hidden), torch.empty_like(h0)
+    dpre, du, dbias, dh0 = (
+        workspace.empty(h.shape, dtype),
+        h.new_empty((batch, hidden)),
+        h.new_empty(hidden),
+        torch.empty_like(h0),
+    )
     acc = torch.empty(((batch + 1) * hidden,), dtype=torch.float64)
     run = native_function("indrnn_backward", dtype, "pipppipiiippppppiii")
     act = _ACTIVATION_CODES[activation]

@@ -42,7 +42,7 @@ from rnnspec.backends.common.ops import SequenceCall
 from rnnspec.backends.common.state import initial_states
 from rnnspec.results import SkipResult
 
-from . import skip_autograd
+from . import skip_autograd, workspace
 from .cells import Cell, make_cell
 from .sequence import ARRAY_OPS, Lengths, State, fresh, reverse_valid
 from .skipping import choose_path, host_dtype, record_training, row_index, select_rows
@@ -196,7 +196,7 @@ def run(call: SequenceCall) -> SkipResult:
             len(params),
             cell.state_names,
         )
-        projected = cell.project(params[0], inp)
+        projected = workspace.linear(inp, params[0]["w_ih"], params[0]["b_ih"])  # cell.project, into a kept buffer
         valid = lengths.valid()
         kernels = skip_autograd.native_kernels(layout, [projected, *leaves[1:]])
         record_training(op, kernels is not None)

@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from . import workspace
 from .cell_backward import (
     NativeCells,
     aux_names,
@@ -427,20 +428,20 @@ def _native_layers(
         if cells.kind == "gru_before":
             split = 2 * hidden
             recurrent = [(b_hh[:split], w_hh[:split].t()), (b_hh[split:], w_hh[split:].t())]
-            gh = [torch.empty((batch, split), dtype=dtype), torch.empty((batch, hidden), dtype=dtype)]
+            gh = [workspace.empty((batch, split), dtype=dtype), workspace.empty((batch, hidden), dtype=dtype)]
         else:
             recurrent = [(b_hh, w_hh.t())]
-            gh = [torch.empty((batch, wide), dtype=dtype)]
+            gh = [workspace.empty((batch, wide), dtype=dtype)]
         layers.append(
             _NativeLayer(
                 hidden,
                 wide,
                 recurrent,
-                {n: torch.empty((time + 1, batch, hidden), dtype=dtype) for n in layout.names},
-                {n: torch.empty((time, batch, hidden), dtype=dtype) for n in layout.names},
-                torch.empty((time, batch, cells.aux * hidden), dtype=dtype) if cells.aux else None,
+                {n: workspace.empty((time + 1, batch, hidden), dtype=dtype) for n in layout.names},
+                {n: workspace.empty((time, batch, hidden), dtype=dtype) for n in layout.names},
+                workspace.empty((time, batch, cells.aux * hidden), dtype=dtype) if cells.aux else None,
                 gh,
-                None if k == 0 else torch.empty((batch, wide), dtype=dtype),
+                None if k == 0 else workspace.empty((batch, wide), dtype=dtype),
                 None if k == 0 else (params[k][1], params[k][0].t()),
             )
         )
@@ -474,15 +475,15 @@ def _native_forward(
     for lay, s in zip(layers, states, strict=True):
         for n in layout.names:
             lay.states[n][0].copy_(s[n])
-    scalars = {k: torch.empty((time + 1, batch), dtype=dtype) for k in ("prob", "cum")}
+    scalars = {k: workspace.empty((time + 1, batch), dtype=dtype) for k in ("prob", "cum")}
     scalars["prob"][0].copy_(states[top]["update_prob"][:, 0])
     scalars["cum"][0].copy_(states[top]["cum_update_prob"][:, 0])
-    scalars.update({k: torch.empty((time, batch), dtype=dtype) for k in ("u_tilde", "du", "a")})
-    on = torch.empty((time, batch), dtype=torch.bool)
+    scalars.update({k: workspace.empty((time, batch), dtype=dtype) for k in ("u_tilde", "du", "a")})
+    on = workspace.empty((time, batch), dtype=torch.bool)
     hidden = layers[top].hidden
-    out = torch.empty((batch, time, hidden), dtype=dtype)
-    gate_f = torch.empty((batch, time), dtype=dtype)
-    prob_f = torch.empty((batch, time), dtype=dtype)
+    out = workspace.empty((batch, time, hidden), dtype=dtype)
+    gate_f = workspace.empty((batch, time), dtype=dtype)
+    prob_f = workspace.empty((batch, time), dtype=dtype)
     w_gate, b_gate = params[-1][0].contiguous(), params[-1][1].contiguous()
     keep = None if valid is None else valid.contiguous()
     keep_at = _at(keep)
@@ -603,16 +604,16 @@ def _native_backward(ctx: Any, grads: Sequence[torch.Tensor]) -> tuple[torch.Ten
     d_final = iter(grads[3:])
     d_state = [{n: torch.empty_like(saved[f"{k}.states.{n}"][0]).copy_(next(d_final)) for n in names}
                for k in range(layers)]  # fmt: skip
-    d_prob = torch.empty((batch,), dtype=dtype).copy_(next(d_final)[:, 0])
-    d_cum = torch.empty((batch,), dtype=dtype).copy_(next(d_final)[:, 0])
+    d_prob = workspace.empty((batch,), dtype=dtype).copy_(next(d_final)[:, 0])
+    d_cum = workspace.empty((batch,), dtype=dtype).copy_(next(d_final)[:, 0])
     entries = [(d_state[k][n], saved[f"{k}.cands.{n}"], saved[f"{k}.states.{n}"]) for k in range(layers) for n in names]
     table = torch.tensor([[_at(d), _at(c), _at(s), d.shape[1]] for d, c, s in entries], dtype=torch.int64)
     top_h = top * len(names)
     widest = max(saved[f"{k}.states.h"].shape[2] for k in range(layers))
-    dcand = torch.empty((batch, 2 * widest), dtype=dtype)
+    dcand = workspace.empty((batch, 2 * widest), dtype=dtype)
     tilde_at, du_at, a_at = _at(saved["u_tilde"]), _at(saved["du"]), _at(saved["a"])
     prob_at, cum_at, on_at = _at(saved["prob"]), _at(saved["cum"]), _at(saved["on"])
-    d_a = torch.empty((time, batch), dtype=dtype)
+    d_a = workspace.empty((time, batch), dtype=dtype)
     w_gate = params[-1][0].contiguous()
     d_gi: list[torch.Tensor] = []
     d_gh: list[torch.Tensor | None] = []
@@ -620,8 +621,8 @@ def _native_backward(ctx: Any, grads: Sequence[torch.Tensor]) -> tuple[torch.Ten
     for k in range(layers):
         size = saved[f"{k}.states.h"].shape[2]
         wide = cells.gates * size
-        d_gi.append(torch.empty((time, batch, wide), dtype=dtype))
-        d_gh.append(torch.empty((time, batch, wide), dtype=dtype) if kind == "gru" else None)
+        d_gi.append(workspace.empty((time, batch, wide), dtype=dtype))
+        d_gh.append(workspace.empty((time, batch, wide), dtype=dtype) if kind == "gru" else None)
         w_hh = params[k][-2]
         aux = saved.get(f"{k}.aux")
         matmul = d_gi[k] if d_gh[k] is None else d_gh[k]
@@ -640,8 +641,8 @@ def _native_backward(ctx: Any, grads: Sequence[torch.Tensor]) -> tuple[torch.Ten
                 _at(d_state[k]["c"]) if lstm else 0,
                 _at(d_gi[k]),
                 _at(d_gh[k]),
-                torch.empty((batch, size), dtype=dtype) if k < top else None,  # d_cand from the layer above
-                torch.empty((batch, size), dtype=dtype) if before else None,  # gru before: d (r h)
+                workspace.empty((batch, size), dtype=dtype) if k < top else None,  # d_cand from the layer above
+                workspace.empty((batch, size), dtype=dtype) if before else None,  # gru before: d (r h)
                 d_gi[k].unbind(0),
                 matmul[:, :, : 2 * size].unbind(0) if before else matmul.unbind(0),
                 d_gi[k][:, :, 2 * size :].unbind(0) if before else None,
