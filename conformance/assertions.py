@@ -59,12 +59,15 @@ def _compare(
         allowed = tol.atol + tol.rtol * np.abs(b64)
         if tol.ulps:
             allowed = allowed + tol.ulps * ulp(np.maximum(np.abs(a64), np.abs(b64)), str(tol.ulp_dtype))
+        if tol.spread and finite.any():
+            allowed = allowed + tol.spread * float(np.abs(b64[finite]).max())
         excess = np.where(finite, np.abs(a64 - b64) - allowed, -np.inf)
     bad = excess > 0
     if not bad.any():
         return None
     worst = tuple(int(i) for i in np.unravel_index(np.argmax(excess), excess.shape))
     ulps = f", {tol.ulps:g} ulp of {tol.ulp_dtype}" if tol.ulps else ""
+    ulps += f", spread={tol.spread:.1e} of max|expected|" if tol.spread else ""
     return (
         f"{path}: {int(bad.sum())} of {bad.size} entries differ beyond rtol={tol.rtol:.1e}, atol={tol.atol:.1e}{ulps}; "
         f"worst at {worst}: {a64[worst]!r} vs expected {b64[worst]!r} (|diff| {abs(a64[worst] - b64[worst]):.3e})"

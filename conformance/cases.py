@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
+from hypothesis import assume
 
 from rnnspec import init_params
 from rnnspec.backend import Backend
@@ -72,6 +73,9 @@ class CaseSpec:
         For an op whose params use a size its init options fix (qrnn's convolution width K): that
         size; for an op with optional array options (qrnn's zoneout mask): whether they are passed
         (required ones always are).
+    masks
+        For an op with dropout masks (``dropout_mask``, ``recurrent_mask``): whether they are passed, one
+        array each, zeros at 30% and the scale 1.25 elsewhere (a backend whose op lacks them skips the case).
     scale
         Multiplies the weights: large values drive gates into saturation.
     seed
@@ -119,6 +123,7 @@ class CaseSpec:
     options: tuple[tuple[str, Any], ...] = ()
     window: int = 1
     zoneout: bool = False
+    masks: bool = False
     scale: float = 1.0
     seed: int = 0
     recurrent_bound: float = 1.0
@@ -313,11 +318,16 @@ class CaseSpec:
             shape = tuple(evaluate(e, dims) for e in opt.shape)
             if opt.name == spec.hints.clock:
                 kwargs[opt.name] = self._timestamps(rng)
+            elif opt.dropout:
+                if self.masks:  # dropout at rate 0.3 (an exact scale in every float format stands for 1 / 0.7)
+                    kwargs[opt.name] = np.where(rng.random(shape) < 0.3, 0.0, 1.25)
             elif self.zoneout or opt.required:
                 if opt.values is None:
                     kwargs[opt.name] = rng.standard_normal(shape)
-                else:  # the first value (a zoneout mask's 0) at 70%, the last at 30%
-                    kwargs[opt.name] = np.where(rng.random(shape) < 0.3, opt.values[-1], opt.values[0])
+                else:  # the interval's low end (a zoneout mask's 0) at 50%, its high end at 25%, between at 25%
+                    low, high = opt.values[0], opt.values[-1]
+                    draw, between = rng.random(shape), low + (high - low) * rng.random(shape)
+                    kwargs[opt.name] = np.where(draw < 0.25, high, np.where(draw < 0.5, between, low))
         return (x, params), kwargs
 
     def _timestamps(self, rng: np.random.Generator) -> np.ndarray:
@@ -387,7 +397,14 @@ class Case:
 
     def call_args(self, backend: Backend) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments as ``backend``'s arrays (lengths stay NumPy integers); bfloat16 for a
-        bfloat16 case on a backend other than NumPy's (see :func:`.frameworks.bfloat16_maker`)."""
+        bfloat16 case on a backend other than NumPy's (see :func:`.frameworks.bfloat16_maker`).
+
+        A drawn case passing a keyword the backend's op lacks (a dropout mask its op predates) is not
+        applicable to it: hypothesis draws another."""
+        if OPS[self.spec.op].kind == "sequence":
+            lacking = [k for k in backend.lacking(self.spec.op) if self.kwargs.get(k) is not None]
+            if lacking:  # only drawn cases pass masks: this runs inside a property-based test
+                assume(False)
         convert = self.converter(backend)
         args = tree_map(convert, self.args)
         kwargs = {k: v if k == "lengths" else tree_map(convert, v) for k, v in self.kwargs.items()}

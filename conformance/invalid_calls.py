@@ -115,15 +115,18 @@ class InvalidCall:
         return node
 
     def call_args(self, backend: Backend) -> tuple[list[Any], dict[str, Any]]:
-        """The call with ``backend``'s arrays in place of NumPy's."""
+        """The call with ``backend``'s arrays in place of NumPy's, without the keywords its op lacks (a dropout
+        mask it predates, which it would refuse after validating the rest) unless they are what is broken."""
 
         def convert(value: Any) -> Any:
             return backend.from_numpy(value) if isinstance(value, np.ndarray) else value
 
+        lacking = {k for k in backend.lacking(self.op) if k not in self.what} if self.op in backend.ops else set()
         args = [tree_map(convert, a) for a in self.args]
         kwargs = {
             k: (v if k == "lengths" and not self.native_lengths else tree_map(convert, v))
             for k, v in self.kwargs.items()
+            if k not in lacking
         }
         if self.foreign is not None:
             path, make = self.foreign
@@ -255,6 +258,7 @@ def draw_base(data: st.DataObject, op: str, *, dtypes: Sequence[str]) -> Case:
         has_lengths=True,
         initial_state=True,
         zoneout=True,  # every array option passed (qrnn's zoneout mask)
+        masks=True,  # and the dropout masks
         scale=1.0,
     )
     return spec.build()
@@ -600,7 +604,9 @@ def _mask_values(data: st.DataObject, call: _Call) -> str:
     mask = call.kwargs[opt.name].copy()
     if mask.size == 0:
         raise NotApplicable("an empty mask (batch or time 0) has no value to break")
-    bad = [v for v in (0.5, 2.0, -1.0, math.nan) if v not in (opt.values or ())]
+    assert opt.values is not None  # as filtered above
+    low, high = opt.values[0], opt.values[-1]
+    bad = [high + 1.0, low - 1.0, high + 0.5, math.nan]  # outside the closed interval the entries must lie in
     value = data.draw(st.sampled_from(bad), label="value")
     mask.flat[data.draw(st.integers(0, mask.size - 1), label="index")] = value
     call.kwargs[opt.name] = mask

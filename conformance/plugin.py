@@ -66,7 +66,7 @@ _BASE = settings(
 # ci skips the explain phase: on a failure it reruns the test hundreds of times (seconds per
 # failing op); the failure message carries the case's repro either way.
 settings.register_profile(
-    "ci", _BASE, max_examples=8, derandomize=True, phases=[p for p in Phase if p is not Phase.explain]
+    "ci", _BASE, max_examples=5, derandomize=True, phases=[p for p in Phase if p is not Phase.explain]
 )
 settings.register_profile("dev", _BASE, max_examples=25)
 settings.register_profile("thorough", _BASE, max_examples=300)

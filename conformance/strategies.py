@@ -137,6 +137,7 @@ def draw_case(
         options=tuple(options),
         window=draw("window", st.integers(1, limits.max_window)) if spec.init_sizes else 1,
         zoneout=draw("zoneout", st.booleans()) if _optional_arrays(op) else False,
+        masks=draw("masks", st.booleans()) if any(o.dropout for o in spec.array_options) else False,
         clock=draw("clock", st.sampled_from(CLOCKS)) if spec.hints.clock else "regular",
         scale=draw("scale", st.sampled_from([0.5, 1.0, 4.0])),
         seed=draw("seed", st.integers(0, 2**32 - 1)),

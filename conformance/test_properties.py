@@ -111,6 +111,13 @@ def _with_initial(case: Case, initial: Any) -> Case:
 def _map_rows(case: Case, rows: slice) -> Case:
     """The call restricted to the batch rows ``rows``."""
     new = _map_time(case, lambda a: a[rows])
+    spec = OPS[case.spec.op]
+    per_row = {  # the array options over rows but not steps (a recurrent dropout mask)
+        o.name: tree_map(lambda a: a[rows], case.kwargs[o.name])
+        for o in spec.array_options
+        if o.shape[:1] == ("B",) and o.name not in spec.per_step and case.kwargs.get(o.name) is not None
+    }
+    new = _with(new, **per_row) if per_row else new
     if case.kwargs.get("lengths") is not None:
         new = _with(new, lengths=np.asarray(case.kwargs["lengths"])[rows])
     return _with_initial(new, tree_map(lambda a: a[rows], _initial(case)))
@@ -233,7 +240,7 @@ def test_padding_is_never_read(rnnspec_backend: Backend, op: str, data: st.DataO
     def repad(a: np.ndarray) -> np.ndarray:
         return np.where(pad_of(a), 3.0 * rng.standard_normal(a.shape) + 1.0, a).astype(a.dtype)
 
-    def flip_mask(a: np.ndarray) -> np.ndarray:  # a zoneout mask stays a {0, 1} mask
+    def flip_mask(a: np.ndarray) -> np.ndarray:  # a zoneout mask stays in [0, 1]
         return np.where(pad_of(a), 1.0 - a, a).astype(a.dtype)
 
     changed = _map_time(case, repad, flip_mask)
@@ -454,7 +461,8 @@ def test_qrnn_pooling_is_linear_recurrence(rnnspec_backend: Backend, op: str, da
     f = gates["f"]
     mask = case.kwargs.get("zoneout_mask")
     if mask is not None:
-        f = np.where(np.asarray(mask) == 1, 1.0, f)  # the mask is aligned with x in either direction
+        m = np.asarray(mask, dtype=np.float64)  # aligned with x in either direction
+        f = np.where(m == 1, 1.0, f + (1.0 - f) * m)
     addend = gates["i"] * gates["z"] if mode == "ifo" else (1.0 - f) * gates["z"]
     initial = case.kwargs.get("initial_state")
     c0 = None if initial is None else initial[0]["c"]

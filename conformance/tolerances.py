@@ -13,6 +13,12 @@ The tolerances depend on
   steps), so both grow by ``1 + sqrt(steps)``;
 - the kind: reverse-mode results run the recurrence twice and sum many
   products, so gradients get ``GRADIENT_FACTOR`` times the value tolerances.
+  A gradient also gets, in every entry, the rounding of a sum whose terms
+  are as large as the array's largest entry: ``UNIT_ROUNDOFF[dtype]`` times
+  that magnitude, grown with the steps as above (``Tolerance.spread``). Where
+  one entry of a weight's gradient is 1e4 (an exploding cotangent) and
+  another is 0.06, float32 loses about 1e-3 in the small one to cancellation,
+  in every correct backend alike; a float64 gradient gets 1e-16 of it.
 
 The reference computes in float64 and rounds to the input dtype, so a
 float64 backend is held to near machine precision, while a float32 backend is
@@ -58,21 +64,33 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["BASE", "DECISION_MARGIN", "GRADIENT_FACTOR", "HALF", "Tolerance", "reference_tolerance", "tolerance"]
+__all__ = [
+    "BASE",
+    "DECISION_MARGIN",
+    "GRADIENT_FACTOR",
+    "HALF",
+    "UNIT_ROUNDOFF",
+    "Tolerance",
+    "reference_tolerance",
+    "tolerance",
+]
 
 
 @dataclass(frozen=True)
 class Tolerance:
     """A relative and an absolute tolerance, and a number of units in the last place of ``ulp_dtype``.
 
-    An entry ``a`` agrees with ``b`` when ``|a - b| <= atol + rtol * |b| + ulps * ulp(a, b)``,
-    ``ulp(a, b)`` the spacing of ``ulp_dtype`` at the larger magnitude (see :func:`ulp`).
+    An entry ``a`` agrees with ``b`` when
+    ``|a - b| <= atol + rtol * |b| + ulps * ulp(a, b) + spread * max|b|``,
+    ``ulp(a, b)`` the spacing of ``ulp_dtype`` at the larger magnitude (see :func:`ulp`) and
+    ``max|b|`` the largest finite magnitude in the expected array.
     """
 
     rtol: float
     atol: float
     ulps: float = 0.0
     ulp_dtype: str | None = None
+    spread: float = 0.0
 
 
 #: Base tolerances of one step, per dtype.
@@ -89,6 +107,9 @@ HALF: dict[str, tuple[int, int, float]] = {
     "bfloat16": (7, -126, 3.3895313892515355e38),
 }
 
+#: The unit roundoff of each dtype (half the spacing at 1): a gradient's ``spread`` per step factor.
+UNIT_ROUNDOFF: dict[str, float] = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
 #: How much looser gradients are than values.
 GRADIENT_FACTOR = 10.0
 
@@ -101,8 +122,10 @@ def tolerance(dtype: str, *, steps: int, kind: Literal["value", "gradient"] = "v
     """
     base = BASE[dtype]
     grow = 1.0 + math.sqrt(max(steps, 0))
-    factor = grow * (GRADIENT_FACTOR if kind == "gradient" else 1.0)
-    return Tolerance(rtol=base.rtol * factor, atol=base.atol * factor)
+    if kind == "value":
+        return Tolerance(rtol=base.rtol * grow, atol=base.atol * grow)
+    factor = grow * GRADIENT_FACTOR
+    return Tolerance(rtol=base.rtol * factor, atol=base.atol * factor, spread=UNIT_ROUNDOFF[dtype] * grow)
 
 
 def reference_tolerance(dtype: str, *, steps: int, kind: Literal["value", "gradient"] = "value") -> Tolerance:
@@ -112,7 +135,7 @@ def reference_tolerance(dtype: str, *, steps: int, kind: Literal["value", "gradi
     if dtype not in HALF:
         return tolerance(dtype, steps=steps, kind=kind)
     base = tolerance("float32", steps=steps, kind=kind)
-    return Tolerance(rtol=base.rtol, atol=base.atol, ulps=0.5, ulp_dtype=dtype)
+    return Tolerance(rtol=base.rtol, atol=base.atol, ulps=0.5, ulp_dtype=dtype, spread=base.spread)
 
 
 def ulp(magnitude: np.ndarray, dtype: str) -> np.ndarray:

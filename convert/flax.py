@@ -1,4 +1,4 @@
-"""Converter from Flax NNX's own recurrent cells to canonical params.
+"""Converters between Flax NNX's own recurrent cells and canonical params.
 
 Flax keeps one ``Linear`` per gate (``LSTMCell``) or one per input (the
 others), with kernels laid out ``(in, out)``, and puts each bias on one side
@@ -22,7 +22,13 @@ runs as ``rnn`` with ``activation`` ``"tanh"`` or ``"relu"``, as its
 ``activation_fn``. Flax's LSTM carry is ``(c, h)``; rnnspec's state is
 ``{"h": h, "c": c}``.
 
-flax is imported only inside :func:`from_flax`.
+:func:`to_flax` goes back: a Flax cell holding one layer's canonical params. Where Flax has a
+bias on one side only, both canonical biases enter the pre-activations outside every product (LSTM's
+gates, GRU's ``r`` and ``z``, SimpleCell), so their sum is stored: the function is kept, the split of
+the two biases is not. GRU's ``b_hn`` sits inside ``r * (W_hn h + b_hn)``, which Flax's GRU lacks: a
+nonzero ``b_hn`` is refused.
+
+flax is imported only inside :func:`from_flax` and :func:`to_flax`.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import numpy as np
 
 from rnnspec.errors import OptionError, ParameterError
 
-__all__ = ["from_flax"]
+from ._classic import classic_params
+
+__all__ = ["from_flax", "to_flax"]
 
 _WHERE = "from_flax"
 _SUPPORTED = "a flax.nnx LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell (or an nnx.RNN of one)"
@@ -140,4 +148,91 @@ def from_flax(cells: Any) -> list[dict[str, np.ndarray]]:
             raise OptionError(_WHERE, f"cells[{k}]", expected, f"a {kinds[k][0]} with {kinds[k][1]!r}")
         previous_hidden = hidden_size
         layers.append(params)
+    return layers
+
+
+#: The Flax cell class ``to_flax`` makes for each op by default, and the classes it can make.
+_TO_FLAX = {"lstm": ("LSTMCell", "OptimizedLSTMCell"), "gru": ("GRUCell",), "rnn": ("SimpleCell",)}
+
+
+def to_flax(
+    params: Any,
+    op: str,
+    *,
+    cell_class: str | None = None,
+    activation: str = "tanh",
+    reset_after: bool = True,
+    rngs: Any = None,
+) -> Any:
+    """A Flax NNX cell holding the canonical params of one layer (the inverse of :func:`from_flax`).
+
+    Parameters
+    ----------
+    params
+        One mapping, or a sequence of one (one layer), of NumPy arrays (or anything ``np.asarray``
+        takes) in the layout of ``op``: what ``cell.numpy_params()`` of an rnnspec NNX cell gives.
+    op
+        ``"lstm"`` (a ``LSTMCell``, or ``OptimizedLSTMCell`` by ``cell_class``), ``"gru"`` (a
+        ``GRUCell``) or ``"rnn"`` (a ``SimpleCell``).
+    cell_class
+        The Flax class's name, one of those of ``op``; None: the first.
+    activation
+        For ``rnn``: ``"tanh"`` or ``"relu"``, the cell's ``activation_fn``.
+    reset_after
+        For ``gru``: Flax's GRU resets after the matmul; False raises.
+    rngs
+        The ``nnx.Rngs`` the cell is built with (its draws are overwritten); None: ``nnx.Rngs(0)``.
+
+    Raises
+    ------
+    rnnspec.errors.OptionError
+        Another op, class, activation or ``reset_after``.
+    rnnspec.errors.ParameterError
+        More than one layer, a missing key, a misshapen array, a GRU's nonzero ``b_hn``.
+    """
+    from flax import nnx  # type: ignore[import-not-found,unused-ignore]
+
+    where = "to_flax"
+    (layer,) = _one_layer(where, classic_params(where, params, op, activation=activation))
+    classes = _TO_FLAX[op]
+    name = classes[0] if cell_class is None else cell_class
+    if name not in classes:
+        raise OptionError(where, "cell_class", " or ".join(repr(c) for c in classes) + f" for {op}", repr(name))
+    if op == "gru" and reset_after is not True:
+        raise OptionError(where, "reset_after", "True (Flax's GRU resets after the matmul)", repr(reset_after))
+    w_ih, w_hh, b_ih, b_hh = (layer[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh"))
+    hidden, inputs = w_hh.shape[1], w_ih.shape[1]
+    rows = {"lstm": 4, "gru": 3, "rnn": 1}[op] * hidden
+    for key, shape in {"w_ih": (rows, inputs), "w_hh": (rows, hidden), "b_ih": (rows,), "b_hh": (rows,)}.items():
+        if layer[key].shape != shape:
+            raise ParameterError(where, f"params[0][{key!r}]", f"shape {shape}", f"shape {layer[key].shape}")
+    dtype = w_ih.dtype
+    kwargs: dict[str, Any] = {"param_dtype": dtype, "rngs": nnx.Rngs(0) if rngs is None else rngs}
+    if op == "rnn":
+        kwargs["activation_fn"] = {"tanh": nnx.tanh, "relu": nnx.relu}[activation]
+    cell = getattr(nnx, name)(inputs, hidden, **kwargs)
+    if op == "gru":
+        if np.any(b_hh[2 * hidden :]):
+            raise ParameterError(where, "params[0]['b_hh']", "zeros in the n block (Flax's GRU has no b_hn)", "nonzero")
+        biases = {"dense_i": b_ih + np.concatenate([b_hh[: 2 * hidden], np.zeros_like(b_hh[2 * hidden :])])}
+        kernels = {"dense_i": w_ih, "dense_h": w_hh}
+    elif name == "LSTMCell":
+        gates = ("i", "f", "g", "o")
+        kernels = {f"i{g}" if g != "f" else "if_": w_ih[j * hidden : (j + 1) * hidden] for j, g in enumerate(gates)}
+        kernels |= {f"h{g}": w_hh[j * hidden : (j + 1) * hidden] for j, g in enumerate(gates)}
+        bias = b_ih + b_hh
+        biases = {f"h{g}": bias[j * hidden : (j + 1) * hidden] for j, g in enumerate(gates)}
+    else:  # OptimizedLSTMCell: the bias on the hidden side; SimpleCell: on the input side
+        kernels = {"dense_i": w_ih, "dense_h": w_hh}
+        biases = {"dense_h" if op == "lstm" else "dense_i": b_ih + b_hh}
+    for attribute, weight in kernels.items():
+        getattr(cell, attribute).kernel[...] = np.array(weight.T, dtype=dtype)
+    for attribute, bias in biases.items():
+        getattr(cell, attribute).bias[...] = np.array(bias, dtype=dtype)
+    return cell
+
+
+def _one_layer(where: str, layers: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    if len(layers) != 1:
+        raise ParameterError(where, "params", "the params of one layer (a cell)", f"{len(layers)} layers")
     return layers

@@ -1,4 +1,4 @@
-"""Converters between Keras 3's ``SimpleRNN``/``LSTM``/``GRU`` and canonical params.
+"""Converters between Keras 3's ``SimpleRNN``/``LSTM``/``GRU`` (and their cells) and canonical params.
 
 Keras stores one layer's weights as ``kernel`` ``(I, G*H)``, ``recurrent_kernel``
 ``(H, G*H)`` and ``bias``; rnnspec's canonical layout is PyTorch's, ``w_ih``
@@ -35,6 +35,8 @@ __all__ = ["from_keras", "to_keras"]
 #: Keras class name -> (rnnspec op, number of gate blocks G).
 _CLASSES = {"SimpleRNN": ("rnn", 1), "LSTM": ("lstm", 4), "GRU": ("gru", 3)}
 _KERAS_CLASSES = {op: name for name, (op, _) in _CLASSES.items()}
+#: Keras' cell classes (``SimpleRNNCell``...) and their layers' names.
+_CELLS = {f"{name}Cell": name for name in _CLASSES}
 
 
 def _gru_swap(a: np.ndarray, hidden: int) -> np.ndarray:
@@ -48,10 +50,13 @@ def _activation_name(fn: Any) -> str:
 
 def _layer_params(layer: Any, where: str) -> tuple[str, dict[str, np.ndarray]]:
     name = type(layer).__name__
-    if name not in _CLASSES or not hasattr(layer, "cell"):
-        raise ParameterError(where, "layer", "a keras.layers.SimpleRNN, LSTM or GRU", name)
+    if name in _CELLS and hasattr(layer, "units"):  # a cell
+        name, cell = _CELLS[name], layer
+    elif name not in _CLASSES or not hasattr(layer, "cell"):
+        raise ParameterError(where, "layer", "a keras.layers.SimpleRNN, LSTM or GRU, or its cell", name)
+    else:
+        cell = layer.cell
     op, gates = _CLASSES[name]
-    cell = layer.cell
     if not getattr(cell, "built", False):
         raise ParameterError(where, "layer", "a built layer (call it once, or build it)", "an unbuilt layer")
     if getattr(layer, "go_backwards", False):
@@ -88,7 +93,9 @@ def from_keras(layers: Any) -> list[dict[str, np.ndarray]]:
         A ``keras.layers.SimpleRNN``, ``LSTM`` or ``GRU``, or a sequence of them
         of one class forming a stack (each reading the outputs of the one
         before). Their op is ``rnn`` (``activation`` as the layer's), ``lstm``
-        or ``gru`` with ``reset_after`` as the layer's.
+        or ``gru`` with ``reset_after`` as the layer's. Or their cells
+        (``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``), what the rnnspec Keras
+        cells (``rnnspec.backends.tensorflow.keras.LSTMCell``...) load.
 
     Raises
     ------
@@ -104,7 +111,8 @@ def from_keras(layers: Any) -> list[dict[str, np.ndarray]]:
     first: tuple[Any, ...] | None = None
     for k, layer in enumerate(stack):
         _, params = _layer_params(layer, "from_keras")
-        kind = (type(layer).__name__, getattr(layer.cell, "reset_after", None), _activation_name(layer.cell.activation))
+        cell = getattr(layer, "cell", layer)
+        kind = (type(layer).__name__, getattr(cell, "reset_after", None), _activation_name(cell.activation))
         if first is None:
             first = kind
         elif kind != first:
@@ -121,8 +129,9 @@ def to_keras(
     activation: str = "tanh",
     reset_after: bool = True,
     return_sequences: bool = True,
+    cells: bool = False,
 ) -> list[Any]:
-    """Keras layers (one per layer of the stack) holding canonical ``params``.
+    """Keras layers (one per layer of the stack) holding canonical ``params`` (``cells=True``: their cells).
 
     Parameters
     ----------
@@ -138,6 +147,9 @@ def to_keras(
     return_sequences
         Passed to every layer but the top one, which always returns sequences in a
         stack (the top's gets this value).
+    cells
+        True: Keras cells (``SimpleRNNCell``/``LSTMCell``/``GRUCell``), one per layer, built, for
+        ``keras.layers.RNN`` (``return_sequences`` is ignored).
 
     Returns
     -------
@@ -170,16 +182,20 @@ def to_keras(
             kwargs["reset_after"] = reset_after
         top = k == len(stack) - 1
         dtype = str(arrays["w_ih"].dtype)
-        keras_layer = getattr(keras.layers, _KERAS_CLASSES[op])(
-            hidden, return_sequences=return_sequences if top else True, dtype=dtype, **kwargs
-        )
-        keras_layer.build((None, None, inputs))
+        if cells:
+            keras_layer = getattr(keras.layers, f"{_KERAS_CLASSES[op]}Cell")(hidden, dtype=dtype, **kwargs)
+            keras_layer.build((None, inputs))
+        else:
+            keras_layer = getattr(keras.layers, _KERAS_CLASSES[op])(
+                hidden, return_sequences=return_sequences if top else True, dtype=dtype, **kwargs
+            )
+            keras_layer.build((None, None, inputs))
         if op == "gru" and reset_after:
             bias = np.stack([arrays["b_ih"], arrays["b_hh"]])
         else:
             # One Keras bias: both canonical biases enter the pre-activations outside every gate product.
             bias = arrays["b_ih"] + arrays["b_hh"]
-        cell = keras_layer.cell
+        cell = keras_layer if cells else keras_layer.cell
         cell.kernel.assign(arrays["w_ih"].T.astype(dtype))
         cell.recurrent_kernel.assign(arrays["w_hh"].T.astype(dtype))
         cell.bias.assign(bias.astype(dtype))

@@ -1,4 +1,4 @@
-"""Converters between ``torch.nn.RNN``/``LSTM``/``GRU`` and canonical params.
+"""Converters between ``torch.nn.RNN``/``LSTM``/``GRU`` (and their cells) and canonical params.
 
 rnnspec's canonical layout *is* PyTorch's (``w_ih`` = ``weight_ih_l{k}``, gate
 blocks in the same order), so conversion renames and copies; it never
@@ -25,6 +25,16 @@ _CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 #: The directions of a bidirectional module's params (``direction="both"``), forward first.
 _DIRECTIONS = ("forward", "reverse")
 _NAMES = (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"), ("b_hh", "bias_hh"))
+#: torch.nn's cell classes (one step of one layer, parameters without the ``_l{k}`` suffix) and their ops.
+_CELLS = {"RNNCell": "rnn", "LSTMCell": "lstm", "GRUCell": "gru"}
+
+
+def _cell_op(module: Any) -> tuple[str, dict[str, Any]] | None:
+    """The op and options of a ``torch.nn.RNNCell``, ``LSTMCell`` or ``GRUCell``; None for anything else."""
+    op = _CELLS.get(type(module).__name__)
+    if op is None or not hasattr(module, "weight_ih"):
+        return None
+    return op, ({"activation": module.nonlinearity} if op == "rnn" else {})
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:
@@ -60,7 +70,9 @@ def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, n
     module
         A ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (any number of layers). Its op is
         ``rnn`` (with ``activation=module.nonlinearity``), ``lstm`` or ``gru``
-        (``reset_after=True``). A module without biases gives zero biases.
+        (``reset_after=True``). A module without biases gives zero biases. Or a
+        ``torch.nn.RNNCell``, ``LSTMCell`` or ``GRUCell``: one layer, what the
+        rnnspec cells (``rnnspec.backends.torch.nn.LSTMCell``...) load.
     direction
         Which direction of a bidirectional module to read: ``"forward"``, or
         ``"reverse"`` (run it with ``reverse=True``), of a one-layer module;
@@ -86,6 +98,10 @@ def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, n
         of a stacked bidirectional module (whose upper layers read both
         directions: read it with ``direction="both"``).
     """
+    if _cell_op(module) is not None:
+        if direction not in (None, "forward"):
+            raise OptionError("from_torch", "direction", "None or 'forward' for a cell", repr(direction))
+        return [_read_layer(module, "")]
     module_op(module)
     if getattr(module, "proj_size", 0):
         raise ParameterError("from_torch", "module", "an LSTM with proj_size=0", f"proj_size={module.proj_size}")
@@ -119,18 +135,20 @@ def from_torch(module: Any, *, direction: str | None = None) -> list[dict[str, n
 def _direction_params(module: Any, direction: str) -> list[dict[str, np.ndarray]]:
     """The params of one direction of ``module``, one dict per layer."""
     suffix = "_reverse" if direction == "reverse" else ""
-    layers = []
-    for k in range(module.num_layers):
-        layer = {}
-        for ours, theirs in _NAMES:
-            tensor = getattr(module, f"{theirs}_l{k}{suffix}", None)
-            if tensor is None:  # bias=False
-                rows = getattr(module, f"weight_ih_l{k}{suffix}").shape[0]
-                layer[ours] = np.zeros((rows,), dtype=_to_numpy(getattr(module, f"weight_ih_l{k}{suffix}")).dtype)
-            else:
-                layer[ours] = _to_numpy(tensor)
-        layers.append(layer)
-    return layers
+    return [_read_layer(module, f"_l{k}{suffix}") for k in range(module.num_layers)]
+
+
+def _read_layer(module: Any, suffix: str) -> dict[str, np.ndarray]:
+    """The params of the layer whose torch attributes end in ``suffix`` (``"_l0"``; ``""`` for a cell)."""
+    layer = {}
+    for ours, theirs in _NAMES:
+        tensor = getattr(module, f"{theirs}{suffix}", None)
+        if tensor is None:  # bias=False
+            weight = _to_numpy(getattr(module, f"weight_ih{suffix}"))
+            layer[ours] = np.zeros((weight.shape[0],), dtype=weight.dtype)
+        else:
+            layer[ours] = _to_numpy(tensor)
+    return layer
 
 
 def to_torch(
@@ -141,8 +159,9 @@ def to_torch(
     reset_after: bool = True,
     batch_first: bool = True,
     bias: bool = True,
+    cell: bool = False,
 ) -> Any:
-    """A ``torch.nn.RNN``/``LSTM``/``GRU`` holding canonical ``params``.
+    """A ``torch.nn.RNN``/``LSTM``/``GRU`` holding canonical ``params`` (``cell=True``: its cell).
 
     Parameters
     ----------
@@ -162,6 +181,9 @@ def to_torch(
         Passed to the module (rnnspec's own ops are always batch-first).
     bias
         False: a module without biases (``bias=False``), for params whose biases are all zero.
+    cell
+        True: a ``torch.nn.RNNCell``/``LSTMCell``/``GRUCell`` (one step) of the params of one layer
+        (``batch_first`` is ignored).
 
     Raises
     ------
@@ -181,6 +203,9 @@ def to_torch(
             raise ParameterError("to_torch", "params['reverse']", expected, f"{len(directions['reverse'])} layers")
     else:
         directions = {"forward": classic_params("to_torch", params, op, activation=activation)}
+    if cell and (bidirectional or len(directions["forward"]) != 1):
+        actual = "two directions" if bidirectional else f"{len(directions['forward'])} layers"
+        raise ParameterError("to_torch", "params", "the params of one layer (cell=True)", actual)
     if op == "gru" and reset_after is not True:
         raise OptionError("to_torch", "reset_after", "True (torch's GRU resets after the matmul)", repr(reset_after))
     names = _NAMES if bias else _NAMES[:2]
@@ -197,23 +222,27 @@ def to_torch(
     if op == "rnn":
         kwargs["nonlinearity"] = activation
     dtype = getattr(torch, str(first["w_ih"].dtype))
-    module = getattr(torch.nn, _CLASSES[op])(
-        input_size=first["w_ih"].shape[1],
-        hidden_size=first["w_hh"].shape[1],
-        num_layers=len(arrays),
-        bias=bias,
-        batch_first=batch_first,
-        bidirectional=bidirectional,
-        dtype=dtype,
-        **kwargs,
-    )
+    if cell:
+        shape = first["w_ih"].shape[1], first["w_hh"].shape[1]
+        module = getattr(torch.nn, f"{_CLASSES[op]}Cell")(*shape, bias=bias, dtype=dtype, **kwargs)
+    else:
+        module = getattr(torch.nn, _CLASSES[op])(
+            input_size=first["w_ih"].shape[1],
+            hidden_size=first["w_hh"].shape[1],
+            num_layers=len(arrays),
+            bias=bias,
+            batch_first=batch_first,
+            bidirectional=bidirectional,
+            dtype=dtype,
+            **kwargs,
+        )
     with torch.no_grad():
         for direction, arrays in directions.items():
             suffix = "_reverse" if direction == "reverse" else ""
             where = f"params[{direction!r}]" if bidirectional else "params"
             for k, layer in enumerate(arrays):
                 for ours, theirs in names:
-                    target = getattr(module, f"{theirs}_l{k}{suffix}")
+                    target = getattr(module, theirs if cell else f"{theirs}_l{k}{suffix}")
                     if tuple(target.shape) != layer[ours].shape:
                         raise ParameterError(
                             "to_torch",

@@ -17,7 +17,7 @@ import numpy as np
 from rnnspec.results import ACTResult
 
 from .activations import Array, sigmoid
-from .cells import Cell, make_cell
+from .cells import Cell, make_cell, with_recurrent_mask
 from .cotangents import read_sequence_cotangents
 from .independent import IndRNNCell
 from .precision import round_to
@@ -49,7 +49,9 @@ class ACTRun:
         self.reverse = args["reverse"]
         self.epsilon = float(args["epsilon"])
         self.max_steps = int(args["max_steps"])
-        self.cell = _cell(args["cell"])
+        recurrent = args.get("recurrent_mask")
+        # Recurrent dropout: every inner step's recurrent product reads the masked state.
+        self.cell = with_recurrent_mask(_cell(args["cell"]), None if recurrent is None else _f64(recurrent[0]))
         (params,) = args["params"]
         self.p = {k: _f64(v) for k, v in params.items()}
         hidden = self.p["w_halt"].shape[1]

@@ -10,14 +10,14 @@ spec's (see ``rnnspec/ops/<op>.md``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from .activations import ACTIVATIONS, Array, sigmoid
 
-__all__ = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "make_cell"]
+__all__ = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "make_cell", "masked", "with_recurrent_mask"]
 
 Params = Mapping[str, Array]
 State = dict[str, Array]
@@ -38,6 +38,16 @@ class Cell(Protocol):
     ) -> tuple[State, Array, dict[str, Array]]: ...
 
 
+def masked(h: Array, mask: Array | None) -> Array:
+    """``h * mask``, the state a recurrent product reads under recurrent dropout (``h`` itself without one)."""
+    return h if mask is None else h * mask
+
+
+def with_recurrent_mask(cell: Any, mask: Array | None) -> Any:
+    """``cell`` whose recurrent product reads ``h_{t-1} * mask`` (the cell itself for None)."""
+    return cell if mask is None else replace(cell, recurrent_mask=mask)
+
+
 def _input_grads(d_a: Array, x: Array, h: Array, p: Params) -> tuple[Array, Array, dict[str, Array]]:
     """Reverse mode of ``a = x W_ih^T + b_ih + h W_hh^T + b_hh``."""
     d_sum = d_a.sum(axis=0)
@@ -51,9 +61,11 @@ class RNNCell:
 
     activation: str = "tanh"
     state_names: tuple[str, ...] = ("h",)
+    #: Recurrent dropout: the recurrent product reads ``h * recurrent_mask`` (batch, H); None: ``h``.
+    recurrent_mask: Array | None = None
 
     def step(self, p: Params, state: State, x: Array) -> tuple[State, Array, Cache]:
-        h = state["h"]
+        h = masked(state["h"], self.recurrent_mask)
         a = x @ p["w_ih"].T + p["b_ih"] + h @ p["w_hh"].T + p["b_hh"]
         fn, _ = ACTIVATIONS[self.activation]
         h_new = fn(a)
@@ -63,7 +75,7 @@ class RNNCell:
         _, grad = ACTIVATIONS[self.activation]
         d_a = (d_state["h"] + d_y) * grad(cache["a"], cache["h_new"])
         d_x, d_h, grads = _input_grads(d_a, cache["x"], cache["h"], p)
-        return {"h": d_h}, d_x, grads
+        return {"h": masked(d_h, self.recurrent_mask)}, d_x, grads
 
 
 @dataclass(frozen=True)
@@ -71,9 +83,11 @@ class LSTMCell:
     """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
 
     state_names: tuple[str, ...] = ("h", "c")
+    #: Recurrent dropout: the recurrent product reads ``h * recurrent_mask`` (batch, H); None: ``h``.
+    recurrent_mask: Array | None = None
 
     def step(self, p: Params, state: State, x: Array) -> tuple[State, Array, Cache]:
-        h, c = state["h"], state["c"]
+        h, c = masked(state["h"], self.recurrent_mask), state["c"]
         a = x @ p["w_ih"].T + p["b_ih"] + h @ p["w_hh"].T + p["b_hh"]
         ai, af, ag, ao = np.split(a, 4, axis=1)
         i, f, g, o = sigmoid(ai), sigmoid(af), np.tanh(ag), sigmoid(ao)
@@ -97,7 +111,7 @@ class LSTMCell:
             axis=1,
         )
         d_x, d_h_prev, grads = _input_grads(d_a, cache["x"], cache["h"], p)
-        return {"h": d_h_prev, "c": d_c * f}, d_x, grads
+        return {"h": masked(d_h_prev, self.recurrent_mask), "c": d_c * f}, d_x, grads
 
 
 @dataclass(frozen=True)
@@ -106,62 +120,66 @@ class GRUCell:
 
     reset_after: bool = True
     state_names: tuple[str, ...] = ("h",)
+    #: Recurrent dropout: the recurrent products read ``h * recurrent_mask`` (batch, H), the update
+    #: ``z * h`` reads ``h``; None: ``h`` everywhere.
+    recurrent_mask: Array | None = None
 
     def step(self, p: Params, state: State, x: Array) -> tuple[State, Array, Cache]:
         h = state["h"]
+        hm = masked(h, self.recurrent_mask)
         hidden = h.shape[1]
         gi = x @ p["w_ih"].T + p["b_ih"]
         w_hh, b_hh = p["w_hh"], p["b_hh"]
-        gh = h @ w_hh[: 2 * hidden].T + b_hh[: 2 * hidden]
+        gh = hm @ w_hh[: 2 * hidden].T + b_hh[: 2 * hidden]
         r = sigmoid(gi[:, :hidden] + gh[:, :hidden])
         z = sigmoid(gi[:, hidden : 2 * hidden] + gh[:, hidden:])
         if self.reset_after:
-            hn = h @ w_hh[2 * hidden :].T + b_hh[2 * hidden :]
+            hn = hm @ w_hh[2 * hidden :].T + b_hh[2 * hidden :]
             n = np.tanh(gi[:, 2 * hidden :] + r * hn)
         else:
-            hn = (r * h) @ w_hh[2 * hidden :].T + b_hh[2 * hidden :]
+            hn = (r * hm) @ w_hh[2 * hidden :].T + b_hh[2 * hidden :]
             n = np.tanh(gi[:, 2 * hidden :] + hn)
         h_new = (1.0 - z) * n + z * h
-        return {"h": h_new}, h_new, {"x": x, "h": h, "r": r, "z": z, "n": n, "hn": hn}
+        return {"h": h_new}, h_new, {"x": x, "h": h, "hm": hm, "r": r, "z": z, "n": n, "hn": hn}
 
     def step_vjp(self, p: Params, cache: Cache, d_state: State, d_y: Array) -> tuple[State, Array, dict[str, Array]]:
-        x, h, r, z, n, hn = (cache[k] for k in ("x", "h", "r", "z", "n", "hn"))
+        x, h, hm, r, z, n, hn = (cache[k] for k in ("x", "h", "hm", "r", "z", "n", "hn"))
         hidden = h.shape[1]
         w_hn = p["w_hh"][2 * hidden :]
         d_hnew = d_state["h"] + d_y
         d_an = d_hnew * (1.0 - z) * (1.0 - n * n)
         d_az = d_hnew * (h - n) * z * (1.0 - z)
-        d_h = d_hnew * z
         if self.reset_after:
-            d_hn = d_an * r  # cotangent of W_hn h + b_hn
+            d_hn = d_an * r  # cotangent of W_hn hm + b_hn
             d_r = d_an * hn
-            d_h = d_h + d_hn @ w_hn
-            d_w_hn = d_hn.T @ h
+            d_hm = d_hn @ w_hn
+            d_w_hn = d_hn.T @ hm
         else:
-            d_hn = d_an  # cotangent of W_hn (r h) + b_hn
+            d_hn = d_an  # cotangent of W_hn (r hm) + b_hn
             d_rh = d_an @ w_hn
-            d_r = d_rh * h
-            d_h = d_h + d_rh * r
-            d_w_hn = d_hn.T @ (r * h)
+            d_r = d_rh * hm
+            d_hm = d_rh * r
+            d_w_hn = d_hn.T @ (r * hm)
         d_ar = d_r * r * (1.0 - r)
         d_gi = np.concatenate([d_ar, d_az, d_an], axis=1)
         d_gh_rz = np.concatenate([d_ar, d_az], axis=1)
-        d_h = d_h + d_gh_rz @ p["w_hh"][: 2 * hidden]
+        d_hm = d_hm + d_gh_rz @ p["w_hh"][: 2 * hidden]
+        d_h = d_hnew * z + masked(d_hm, self.recurrent_mask)
         grads = {
             "w_ih": d_gi.T @ x,
-            "w_hh": np.concatenate([d_gh_rz.T @ h, d_w_hn], axis=0),
+            "w_hh": np.concatenate([d_gh_rz.T @ hm, d_w_hn], axis=0),
             "b_ih": d_gi.sum(axis=0),
             "b_hh": np.concatenate([d_gh_rz.sum(axis=0), d_hn.sum(axis=0)]),
         }
         return {"h": d_h}, d_gi @ p["w_ih"], grads
 
 
-def make_cell(op: str, options: Mapping[str, Any]) -> Cell:
-    """The cell of a classic op with its options."""
+def make_cell(op: str, options: Mapping[str, Any], recurrent_mask: Array | None = None) -> Cell:
+    """The cell of a classic op with its options (and its recurrent dropout mask, if any)."""
     if op == "rnn":
-        return RNNCell(activation=options["activation"])
+        return RNNCell(activation=options["activation"], recurrent_mask=recurrent_mask)
     if op == "lstm":
-        return LSTMCell()
+        return LSTMCell(recurrent_mask=recurrent_mask)
     if op == "gru":
-        return GRUCell(reset_after=options["reset_after"])
+        return GRUCell(reset_after=options["reset_after"], recurrent_mask=recurrent_mask)
     raise KeyError(op)

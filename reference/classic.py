@@ -13,5 +13,6 @@ __all__ = ["layer"]
 
 
 def layer(op: str, p: Mapping[str, Array], options: Mapping[str, Any], arrays: Mapping[str, Array | None]) -> Layer:
-    """One layer of ``op`` (rnn, lstm, gru) with float64 params ``p`` and the call's value options."""
-    return ScanLayer(make_cell(op, options), p)
+    """One layer of ``op`` (rnn, lstm, gru) with float64 params ``p``, the call's value options and the layer's
+    recurrent dropout mask."""
+    return ScanLayer(make_cell(op, options, arrays.get("recurrent_mask")), p)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .activations import ACTIVATIONS, Array
-from .cells import Cache, Params, State
+from .cells import Cache, Params, State, masked
 from .stack import Layer, ScanLayer
 
 __all__ = ["IndRNNCell", "IndRNNRecurrenceCell", "LinearCell", "layer"]
@@ -26,12 +26,14 @@ class IndRNNRecurrenceCell:
 
     activation: str = "relu"
     state_names: tuple[str, ...] = ("h",)
+    #: Recurrent dropout: ``u * (h * recurrent_mask)`` (batch, H); None: ``u * h``.
+    recurrent_mask: Array | None = None
 
     def _pre(self, p: Params, x: Array) -> Array:
         return x
 
     def step(self, p: Params, state: State, x: Array) -> tuple[State, Array, Cache]:
-        h = state["h"]
+        h = masked(state["h"], self.recurrent_mask)
         a = self._pre(p, x) + p["u"] * h
         fn, _ = ACTIVATIONS[self.activation]
         h_new = fn(a)
@@ -43,7 +45,7 @@ class IndRNNRecurrenceCell:
 
     def step_vjp(self, p: Params, cache: Cache, d_state: State, d_y: Array) -> tuple[State, Array, dict[str, Array]]:
         d_a = self._d_a(cache, d_state, d_y)
-        return {"h": d_a * p["u"]}, d_a, {"u": (d_a * cache["h"]).sum(axis=0)}
+        return {"h": masked(d_a * p["u"], self.recurrent_mask)}, d_a, {"u": (d_a * cache["h"]).sum(axis=0)}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class IndRNNCell(IndRNNRecurrenceCell):
     def step_vjp(self, p: Params, cache: Cache, d_state: State, d_y: Array) -> tuple[State, Array, dict[str, Array]]:
         d_a = self._d_a(cache, d_state, d_y)
         grads = {"w_ih": d_a.T @ cache["x"], "b_ih": d_a.sum(axis=0), "u": (d_a * cache["h"]).sum(axis=0)}
-        return {"h": d_a * p["u"]}, d_a @ p["w_ih"], grads
+        return {"h": masked(d_a * p["u"], self.recurrent_mask)}, d_a @ p["w_ih"], grads
 
 
 @dataclass(frozen=True)
@@ -77,5 +79,6 @@ class LinearCell:
 
 
 def layer(op: str, p: Params, options: Mapping[str, Any], arrays: Mapping[str, Array | None]) -> Layer:
-    """One layer of indrnn with float64 params ``p`` and the call's value options."""
-    return ScanLayer(IndRNNCell(activation=options["activation"]), p)
+    """One layer of indrnn with float64 params ``p``, the call's value options and the layer's recurrent
+    dropout mask."""
+    return ScanLayer(IndRNNCell(activation=options["activation"], recurrent_mask=arrays.get("recurrent_mask")), p)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .activations import Array, sigmoid
-from .cells import Cache, Params, State, _input_grads
+from .cells import Cache, Params, State, _input_grads, masked
 from .scan import scan, scan_vjp
 
 __all__ = ["GateTape", "PhasedLSTMCell", "PhasedLSTMLayer", "layer", "time_gate", "time_gate_vjp"]
@@ -81,12 +81,15 @@ class PhasedLSTMCell:
 
     peepholes: bool = False
     state_names: tuple[str, ...] = ("h", "c")
+    #: Recurrent dropout: the recurrent product reads ``h * recurrent_mask`` (batch, H), the gate's mix ``h``.
+    recurrent_mask: Array | None = None
 
     def step(self, p: Params, state: State, x: Array) -> tuple[State, Array, Cache]:
         h, c = state["h"], state["c"]
         hidden = h.shape[1]
         inp, k = x[:, :-hidden], x[:, -hidden:]
-        a = inp @ p["w_ih"].T + p["b_ih"] + h @ p["w_hh"].T + p["b_hh"]
+        hm = masked(h, self.recurrent_mask)
+        a = inp @ p["w_ih"].T + p["b_ih"] + hm @ p["w_hh"].T + p["b_hh"]
         ai, af, ag, ao = np.split(a, 4, axis=1)
         if self.peepholes:
             p_i, p_f, p_o = np.split(p["w_peephole"], 3)
@@ -100,7 +103,7 @@ class PhasedLSTMCell:
         h_cand = o * tc
         c_new = k * c_cand + (1.0 - k) * c
         h_new = k * h_cand + (1.0 - k) * h
-        cache = {"x": inp, "h": h, "c": c, "k": k, "i": i, "f": f, "g": g, "o": o, "tc": tc, "c_cand": c_cand}
+        cache = {"x": inp, "h": h, "hm": hm, "c": c, "k": k, "i": i, "f": f, "g": g, "o": o, "tc": tc, "c_cand": c_cand}
         return {"h": h_new, "c": c_new}, h_new, cache
 
     def step_vjp(self, p: Params, cache: Cache, d_state: State, d_y: Array) -> tuple[State, Array, dict[str, Array]]:
@@ -126,9 +129,10 @@ class PhasedLSTMCell:
                 [(d_ai * c).sum(axis=0), (d_af * c).sum(axis=0), (d_ao * c_cand).sum(axis=0)]
             )
         d_a = np.concatenate([d_ai, d_af, d_ag, d_ao], axis=1)
-        d_x, d_h, input_grads = _input_grads(d_a, cache["x"], h, p)
+        d_x, d_h, input_grads = _input_grads(d_a, cache["x"], cache["hm"], p)
         grads.update(input_grads)
-        return {"h": d_h + d_h_new * (1.0 - k), "c": d_c}, np.concatenate([d_x, d_k], axis=1), grads
+        d_h_prev = masked(d_h, self.recurrent_mask) + d_h_new * (1.0 - k)
+        return {"h": d_h_prev, "c": d_c}, np.concatenate([d_x, d_k], axis=1), grads
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,11 @@ class PhasedLSTMLayer:
     leak: float
     peepholes: bool
     timestamps: Array
+    recurrent_mask: Array | None = None
+
+    @property
+    def _cell(self) -> PhasedLSTMCell:
+        return PhasedLSTMCell(self.peepholes, recurrent_mask=self.recurrent_mask)
 
     @property
     def _cell_params(self) -> dict[str, Array]:
@@ -149,7 +158,7 @@ class PhasedLSTMLayer:
         p = self.p
         k, gate = time_gate(self.timestamps, p["tau"], p["s"], p["r_on"], self.leak)
         steps = np.concatenate([inp, k], axis=2)
-        cell = PhasedLSTMCell(self.peepholes)
+        cell = self._cell
         out, final, tape = scan(cell, self._cell_params, steps, state, valid)
         return out, final, (tape, valid, steps.shape, gate)
 
@@ -157,7 +166,7 @@ class PhasedLSTMLayer:
         self, tape: Any, d_out: Array, d_final: dict[str, Array]
     ) -> tuple[Array, dict[str, Array], dict[str, Array]]:
         caches, valid, shape, gate = tape
-        cell = PhasedLSTMCell(self.peepholes)
+        cell = self._cell
         d_steps, d_params, d_state = scan_vjp(cell, self._cell_params, caches, valid, shape, d_out, d_final)
         hidden = self.p["tau"].shape[0]
         d_params.update(time_gate_vjp(gate, d_steps[:, :, shape[2] - hidden :]))
@@ -168,4 +177,6 @@ def layer(op: str, p: Params, options: Mapping[str, Any], arrays: Mapping[str, A
     """One layer of phased_lstm with float64 params ``p``, the call's options and the layer's timestamps."""
     timestamps = arrays["timestamps"]
     assert timestamps is not None  # required: validated
-    return PhasedLSTMLayer(p, float(options["leak"]), bool(options["peepholes"]), timestamps)
+    return PhasedLSTMLayer(
+        p, float(options["leak"]), bool(options["peepholes"]), timestamps, arrays.get("recurrent_mask")
+    )

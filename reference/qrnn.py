@@ -15,7 +15,7 @@ from .cells import Params
 from .independent import LinearCell
 from .scan import scan, scan_vjp
 
-__all__ = ["QRNNLayer", "causal_windows", "layer"]
+__all__ = ["QRNNLayer", "causal_windows", "layer", "zoneout", "zoneout_vjp"]
 
 _LINEAR = LinearCell()
 
@@ -30,6 +30,20 @@ def _last_inputs(padded: Array, lengths: np.ndarray, window: int) -> Array:
     """Each row's last K-1 inputs before its length: padded[b, L_b : L_b + K - 1]."""
     index = lengths[:, None] + np.arange(window - 1)[None, :]
     return np.take_along_axis(padded, index[:, :, None], axis=1)
+
+
+def zoneout(f: Array, mask: Array) -> Array:
+    """The forget gate under the zoneout mask ``m`` in [0, 1]: ``f + (1 - f) * m``, exactly 1 where ``m = 1``.
+
+    ``m = 0`` leaves ``f`` as it is (``(1 - f) * 0`` adds a zero) and ``m = 1`` gives 1, where the sum could
+    round; ``m = p`` is zoneout's expectation ``1 - (1 - f)(1 - p)``, the evaluation rule.
+    """
+    return np.where(mask == 1, 1.0, f + (1.0 - f) * mask)
+
+
+def zoneout_vjp(d_f_eff: Array, mask: Array) -> Array:
+    """The cotangent of ``f`` from that of :func:`zoneout`'s result: ``(1 - m)`` times it, zero where ``m = 1``."""
+    return np.where(mask == 1, 0.0, d_f_eff * (1.0 - mask))
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,7 @@ class QRNNLayer:
         gates = dict(zip(QRNN_GATES[self.mode], np.split(pre, len(QRNN_GATES[self.mode]), axis=2), strict=True))
         z = np.tanh(gates["z"])
         f = sigmoid(gates["f"])
-        f_eff = f if self.mask is None else np.where(self.mask == 1, 1.0, f)
+        f_eff = f if self.mask is None else zoneout(f, self.mask)
         i = sigmoid(gates["i"]) if "i" in gates else None
         o = sigmoid(gates["o"]) if "o" in gates else None
         b = i * z if i is not None else (1.0 - f_eff) * z
@@ -80,7 +94,7 @@ class QRNNLayer:
             d_f_eff = d_a
             d_z = d_b * i
             d_gates["i"] = d_b * z * i * (1.0 - i)
-        d_f = d_f_eff if self.mask is None else np.where(self.mask == 1, 0.0, d_f_eff)
+        d_f = d_f_eff if self.mask is None else zoneout_vjp(d_f_eff, self.mask)
         d_gates["z"] = d_z * (1.0 - z * z)
         d_gates["f"] = d_f * f * (1.0 - f)
         if o is not None:

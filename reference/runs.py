@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnspec.ops import OPS
+from rnnspec.ops import OPS, OpSpec, OptionSpec
 from rnnspec.results import ACTResult, SequenceResult, SkipResult
 from rnnspec.shapes import evaluate, solve
 
@@ -51,9 +51,11 @@ class SequenceRun:
         self.params = [{k: _f64(v) for k, v in p.items()} for p in args["params"]]
         self.layers = []
         initial = []
+        masks = []
         for k, p in enumerate(self.params):
             top = k == len(self.params) - 1
-            inputs = {o.name: self._layer_array(args[o.name], k, o.shape) for o in spec.array_options}
+            inputs = {o.name: self._layer_array(args[o.name], k, o) for o in spec.array_options}
+            masks.append(_input_mask(spec, inputs))
             self.layers.append(layer_factory(op)(p, options, inputs))
             dims = _layer_dims(op, p, options, input_size, top=top)
             input_size = dims["H"]
@@ -62,15 +64,18 @@ class SequenceRun:
                 initial.append({s.name: np.zeros((batch, *(evaluate(e, dims) for e in s.shape))) for s in entries})
         if args["initial_state"] is not None:
             initial = [{k: _f64(v) for k, v in s.items()} for s in args["initial_state"]]
-        self.outputs, self.state, self.tape = run_stack(self.layers, _f64(x), self.lengths, initial, self.reverse)
+        self.outputs, self.state, self.tape = run_stack(
+            self.layers, _f64(x), self.lengths, initial, self.reverse, masks
+        )
 
-    def _layer_array(self, arrays: Any, k: int, shape: tuple[str, ...]) -> Array | None:
-        """Layer ``k``'s array option in float64; one of one entry per step aligned with the reversed
-        time axis the layer sees."""
-        if arrays is None:
+    def _layer_array(self, arrays: Any, k: int, option: OptionSpec) -> Array | None:
+        """Layer ``k``'s array option in float64 (one per boundary between layers: the boundary's below
+        layer k, none for layer 0); one of one entry per step aligned with the reversed time axis the layer
+        sees."""
+        if arrays is None or (option.between_layers and k == 0):
             return None
-        a = _f64(arrays[k])
-        if self.reverse and shape[:2] == ("B", "T"):
+        a = _f64(arrays[k - 1 if option.between_layers else k])
+        if self.reverse and option.shape[:2] == ("B", "T"):
             a = reverse_valid(a, self.lengths)
         return a
 
@@ -90,6 +95,16 @@ class SequenceRun:
             "params": grads,
             "initial_state": round_to(tuple(d_initial), self.dtype),
         }
+
+
+def _input_mask(spec: OpSpec, inputs: Mapping[str, Array | None]) -> Array | None:
+    """The product of a layer's between-layer masks (the dropout mask of the boundary below it), or None."""
+    mask: Array | None = None
+    for o in spec.array_options:
+        m = inputs[o.name]
+        if o.between_layers and m is not None:
+            mask = m if mask is None else mask * m
+    return mask
 
 
 def _layer_dims(

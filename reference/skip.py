@@ -48,9 +48,18 @@ class SkipRun:
         self.dtype = x.dtype
         self.reverse = args["reverse"]
         options = {k: v for k, v in args.items() if k not in ("x", "params", "lengths", "initial_state", "reverse")}
-        self.cell: Cell = make_cell(base, options)
         self.params = [{k: _f64(v) for k, v in p.items()} for p in args["params"]]
+        recurrent = args.get("recurrent_mask") or [None] * len(self.params)
+        # One cell per layer: each reads its own recurrent dropout mask.
+        self.cells: list[Cell] = [make_cell(base, options, None if m is None else _f64(m)) for m in recurrent]
+        self.cell = self.cells[0]
         self.lengths = full_lengths(args["lengths"], batch, time)
+        # Layer k > 0 reads the candidate of layer k - 1 times the dropout mask of the boundary between them.
+        between = args.get("dropout_mask") or ()
+        self.drop: list[Array | None] = [None] + [
+            reverse_valid(_f64(m), self.lengths) if self.reverse else _f64(m) for m in between
+        ]
+        self.drop += [None] * (len(self.params) - len(self.drop))
         self.valid = np.arange(time)[None, :] < self.lengths[:, None]
         self.learnt_initial = args["initial_state"] is None
         states = self._initial_state(args["initial_state"], batch)
@@ -62,7 +71,7 @@ class SkipRun:
         prob = np.zeros((batch, time))
         self.tape: list[dict[str, Any]] = []
         for t in range(time):
-            states, y, u, u_tilde, record = self._step(states, inp[:, t])
+            states, y, u, u_tilde, record = self._step(states, inp[:, t], t)
             keep = self.valid[:, t, None]
             outputs[:, t] = np.where(keep, y, 0.0)
             gate[:, t] = np.where(keep[:, 0], u[:, 0], 0.0)
@@ -90,7 +99,7 @@ class SkipRun:
         return states
 
     def _step(
-        self, states: list[dict[str, Array]], x: Array
+        self, states: list[dict[str, Array]], x: Array, t: int
     ) -> tuple[list[dict[str, Array]], Array, Array, Array, dict[str, Any]]:
         top = self.params[-1]
         prob_prev, cum_prev = states[-1]["update_prob"], states[-1]["cum_update_prob"]
@@ -98,8 +107,10 @@ class SkipRun:
         u = binarize(u_tilde)
         cands, caches = [], []
         inp = x
-        for p, s in zip(self.params, states, strict=True):
-            cand, inp, cache = self.cell.step(p, {n: s[n] for n in self.cell.state_names}, inp)
+        for cell, p, s, drop in zip(self.cells, self.params, states, self.drop, strict=True):
+            if drop is not None:
+                inp = inp * drop[:, t]
+            cand, inp, cache = cell.step(p, {n: s[n] for n in cell.state_names}, inp)
             cands.append(cand)
             caches.append(cache)
         g = cands[-1]["c" if "c" in cands[-1] else "h"]
@@ -164,7 +175,10 @@ class SkipRun:
             d_prev = [{n: (1.0 - u) * s_new[n] for n in names} for s_new in d_new]
             d_inp = np.zeros_like(d_cands[-1]["h"])
             for k in reversed(range(len(self.params))):
-                d_cell_prev, d_inp, grads = self.cell.step_vjp(self.params[k], r["caches"][k], d_cands[k], d_inp)
+                d_cell_prev, d_inp, grads = self.cells[k].step_vjp(self.params[k], r["caches"][k], d_cands[k], d_inp)
+                drop = self.drop[k]
+                if drop is not None:  # a constant: no gradient reaches it
+                    d_inp = d_inp * drop[:, t]
                 for n in names:
                     d_prev[k][n] = d_prev[k][n] + d_cell_prev[n]
                 for name, g in grads.items():

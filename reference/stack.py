@@ -71,6 +71,8 @@ class StackTape:
 
     tapes: list[Any]
     lengths: np.ndarray
+    #: Each layer's input mask (the between-layer dropout mask of the boundary below it), or None.
+    masks: Sequence[Array | None] = ()
 
 
 def run_stack(
@@ -79,17 +81,22 @@ def run_stack(
     lengths: np.ndarray,
     initial_state: Sequence[Mapping[str, Array]],
     reverse: bool,
+    masks: Sequence[Array | None] | None = None,
 ) -> tuple[Array, tuple[LayerState, ...], StackTape]:
-    """Run the layers bottom to top; each reads the outputs of the one below."""
+    """Run the layers bottom to top; each reads the outputs of the one below, times its input mask when
+    ``masks`` gives one (the between-layer dropout mask, aligned with the time axis the layers see)."""
+    masks = list(masks) if masks is not None else [None] * len(layers)
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
     inp = reverse_valid(x, lengths) if reverse else x
     tapes, finals = [], []
-    for layer, state in zip(layers, initial_state, strict=True):
+    for layer, state, mask in zip(layers, initial_state, masks, strict=True):
+        if mask is not None:
+            inp = inp * mask
         inp, final, tape = layer.forward(inp, dict(state), valid)
         tapes.append(tape)
         finals.append(final)
     outputs = reverse_valid(inp, lengths) if reverse else inp
-    return outputs, tuple(finals), StackTape(tapes, lengths)
+    return outputs, tuple(finals), StackTape(tapes, lengths, masks)
 
 
 def run_stack_vjp(
@@ -105,5 +112,8 @@ def run_stack_vjp(
     d_initial: list[LayerState] = [{} for _ in layers]
     for k in reversed(range(len(layers))):
         d_inp, d_params[k], d_initial[k] = layers[k].vjp(tape.tapes[k], d_inp, dict(d_final[k]))
+        mask = tape.masks[k] if tape.masks else None
+        if mask is not None:  # a constant: no gradient reaches it
+            d_inp = d_inp * mask
     d_x = reverse_valid(d_inp, tape.lengths) if reverse else d_inp
     return d_x, d_params, tuple(d_initial)

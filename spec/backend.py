@@ -60,7 +60,7 @@ def op_signature(op: str) -> inspect.Signature:
 #: before one of them may lack it: the :class:`Backend` then leaves it out of the call while it
 #: has its default, and refuses any other value with an :class:`~rnnspec.errors.OptionError`
 #: naming the backend (the values would be the same, but not the memory the caller asked for).
-LATER_KEYWORDS: tuple[str, ...] = ("checkpoint_every",)
+LATER_KEYWORDS: tuple[str, ...] = ("checkpoint_every", "dropout_mask", "recurrent_mask")
 
 
 def _lacking(implementation: Implementation) -> dict[str, tuple[str, ...]]:
@@ -74,7 +74,7 @@ def _lacking(implementation: Implementation) -> dict[str, tuple[str, ...]]:
             names = inspect.signature(method).parameters
         except (TypeError, ValueError):
             continue
-        missing = tuple(k for k in LATER_KEYWORDS if k not in names)
+        missing = tuple(k for k in LATER_KEYWORDS if k not in names and k in op_signature(op).parameters)
         if missing:
             lacking[op] = missing
     return lacking
@@ -153,13 +153,13 @@ class Backend:
             normalised, sizes = checked_call(OPS[op], arguments, self.implementation)
             for name in self._lacking.get(op, ()):
                 value = normalised.pop(name)
-                if value != op_signature(op).parameters[name].default:
+                default = op_signature(op).parameters[name].default
+                if value is not default and value != default:  # a mask: a tuple of arrays, never None
                     raise OptionError(
                         op,
                         name,
-                        f"its default {op_signature(op).parameters[name].default!r}: this backend's {op}() "
-                        f"predates the option",
-                        repr(value),
+                        f"its default {default!r}: this backend's {op}() predates the option",
+                        "arrays" if isinstance(value, tuple) else repr(value),
                     )
             return normalised, sizes
         except CallError as err:
@@ -273,6 +273,8 @@ class Backend:
         params: Params,
         *,
         activation: str = "tanh",
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -285,6 +287,8 @@ class Backend:
         x: Any,
         params: Params,
         *,
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -298,6 +302,8 @@ class Backend:
         params: Params,
         *,
         reset_after: bool = True,
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -313,6 +319,8 @@ class Backend:
         params: Params,
         *,
         activation: str = "tanh",
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -325,6 +333,8 @@ class Backend:
         x: Any,
         params: Params,
         *,
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -338,6 +348,8 @@ class Backend:
         params: Params,
         *,
         reset_after: bool = True,
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -355,6 +367,7 @@ class Backend:
         cell: str = "rnn",
         epsilon: float = 0.01,
         max_steps: int = 100,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -370,6 +383,8 @@ class Backend:
         params: Params,
         *,
         activation: str = "relu",
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -397,6 +412,7 @@ class Backend:
         *,
         mode: str = "fo",
         zoneout_mask: Any = None,
+        dropout_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,
@@ -426,6 +442,8 @@ class Backend:
         timestamps: Any,
         leak: float = 1e-3,
         peepholes: bool = False,
+        dropout_mask: Any = None,
+        recurrent_mask: Any = None,
         lengths: Any = None,
         initial_state: InitialState = None,
         reverse: bool = False,

@@ -349,12 +349,16 @@ def _check_array_option(
     lengths: np.ndarray | None,
 ) -> tuple[Any, ...] | None:
     """An array of the shape ``opt.shape`` says over ``B``, ``T`` and each layer's sizes, of x's dtype, (if
-    ``opt.values``) of those values and (if ``opt.nondecreasing``) not decreasing along each row's valid
-    prefix (``lengths`` on the host; None: not known, and not checked): one for
-    every layer, or (``opt.per_layer``) one per layer. None where the option is not required."""
+    ``opt.values``) of entries in that closed interval and (if ``opt.nondecreasing``) not decreasing along
+    each row's valid prefix (``lengths`` on the host; None: not known, and not checked): one for
+    every layer, or (``opt.per_layer``) one per layer. ``opt.between_layers``: one per boundary between layers,
+    of the sizes of the layer below it (a dropout mask; None for one layer). None where the option is not
+    required."""
     if value is None and not opt.required:
         return None
-    n = len(layer_dims)
+    # A boundary k lies above layer k: its array has layer k's sizes.
+    owners = layer_dims[:-1] if opt.between_layers else layer_dims
+    n = len(owners)
     words = f"({', '.join(_SHAPE_WORDS.get(e, e) for e in opt.shape)})"
     if value is None:  # required: say that an array is expected
         _check_array(spec.name, opt.name, value, impl)
@@ -367,9 +371,13 @@ def _check_array_option(
     ):
         # A value of the wrong structure (another framework's array among them), as for initial_state.
         expected = f"{'' if opt.required else 'None, '}{_array_kind(impl)} {words}"
-        expected += f", or a sequence of {n} such arrays (one per layer)" if opt.per_layer else ""
+        each = "one per boundary between layers" if opt.between_layers else "one per layer"
+        expected += f", or a sequence of {n} such arrays ({each})" if opt.per_layer else ""
         raise ShapeError(spec.name, opt.name, expected, _type_name(value))
-    for k, (array, dims) in enumerate(zip(values, layer_dims, strict=True)):
+    checked = list(zip(values, owners, strict=True))
+    if not checked and impl.is_array(value):  # one layer: the array stands for no boundary, but is still checked
+        checked = [(value, layer_dims[0])]
+    for k, (array, dims) in enumerate(checked):
         arg = opt.name if impl.is_array(value) else f"{opt.name}[{k}]"
         shape, adtype = _check_array(spec.name, arg, array, impl)
         want = tuple(evaluate(e, {**dims, "B": batch, "T": time}) for e in opt.shape)
@@ -382,10 +390,14 @@ def _check_array_option(
         if opt.values is None:
             continue
         host = impl.host_values(array)
-        if host is not None and not np.all(np.isin(host, opt.values)):
-            allowed = ", ".join(f"{v:g}" for v in opt.values)
-            raise OptionError(spec.name, arg, f"values in {{{allowed}}}", "other values")
-    return tuple(values)
+        if host is not None:
+            low, high = opt.values[0], opt.values[-1]
+            entries = np.asarray(host, dtype=np.float64)
+            outside = ~((entries >= low) & (entries <= high))  # NaN is outside
+            if outside.any():
+                bad = float(entries.flat[int(np.argmax(outside))])
+                raise OptionError(spec.name, arg, f"values in [{low:g}, {high:g}] (NaN refused)", f"a value {bad!r}")
+    return tuple(values) if values or not opt.between_layers else None
 
 
 def _host_lengths(lengths: Any, batch: int, time: int, impl: Implementation) -> np.ndarray | None:

@@ -338,8 +338,8 @@ def torch_qrnn(
         gates = torch_qrnn_gates(inp, p, x_prev, mode, lengths, reverse)
         z = torch.tanh(gates["z"])
         f = torch.sigmoid(gates["f"])
-        if mask is not None:
-            f = torch.where(torch.from_numpy(mask) == 1, torch.ones_like(f), f)
+        if mask is not None:  # zoneout, written as 1 - (1 - f)(1 - m): the reference's f + (1 - f) m otherwise
+            f = 1 - (1 - f) * (1 - torch.from_numpy(mask))
         add = torch.sigmoid(gates["i"]) * z if mode == "ifo" else (1 - f) * z
         c, final = torch_elementwise_scan(
             lambda t, c, f=f, add=add: f[:, t] * c + add[:, t], c0, lengths, x.shape[1], reverse

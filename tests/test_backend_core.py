@@ -87,7 +87,7 @@ def test_the_op_function_splits_the_value_and_array_options_as_the_record_declar
     assert call.op == "qrnn"
     assert (call.x, call.params, call.reverse) == ("x", ["p"], True)
     assert dict(call.options) == {"mode": "ifo"}
-    assert dict(call.arrays) == {"zoneout_mask": "m"}
+    assert dict(call.arrays) == {"zoneout_mask": "m", "dropout_mask": None}
 
 
 def test_an_array_option_left_out_reaches_the_op_as_none() -> None:
@@ -95,7 +95,7 @@ def test_an_array_option_left_out_reaches_the_op_as_none() -> None:
     sequence_function(OPS["qrnn"], calls.append)(
         x=0, params=[], lengths=None, initial_state=None, reverse=False, mode="f"
     )
-    assert dict(calls[0].arrays) == {"zoneout_mask": None}
+    assert dict(calls[0].arrays) == {"zoneout_mask": None, "dropout_mask": None}
 
 
 def test_the_op_function_refuses_a_keyword_its_record_does_not_declare() -> None:
@@ -149,7 +149,8 @@ def test_each_layer_gets_its_own_mask_reversed_with_its_steps() -> None:
 
 def test_layers_get_none_for_an_array_option_the_caller_left_out() -> None:
     call = SequenceCall("qrnn", np.zeros((2, 5, 4)), [{}, {}], None, None, True, {"mode": "f"}, {"zoneout_mask": None})
-    assert core.layer_arrays(call, _Lengths(None, 2, 5), NUMPY_OPS) == [{"zoneout_mask": None}, {"zoneout_mask": None}]
+    none = {"zoneout_mask": None, "dropout_mask": None}
+    assert core.layer_arrays(call, _Lengths(None, 2, 5), NUMPY_OPS) == [none, none]
 
 
 def _linear_scan(a: np.ndarray, b: np.ndarray, h0: np.ndarray, valid: np.ndarray | None) -> tuple[Any, Any]:

@@ -456,11 +456,12 @@ def test_mixed_precision_computes_in_float16_from_float32_weights() -> None:
     close(np.asarray(got, np.float32), want.astype(np.float32), steps=2 * TIME, dtype="float16")
 
 
-def test_qrnn_zoneout_applies_in_training_only() -> None:
+def test_qrnn_zoneout_draws_in_training_and_passes_its_expectation_in_evaluation() -> None:
     layer = make("QRNN", zoneout=0.5, return_sequences=True)
     x = inputs()
     evaluation = layer(x, training=False)
-    close(evaluation, REFERENCE.qrnn(x, layer.numpy_params()).outputs, steps=TIME)
+    expectation = np.full((BATCH, TIME, UNITS), 0.5)
+    close(evaluation, REFERENCE.qrnn(x, layer.numpy_params(), zoneout_mask=expectation).outputs, steps=TIME)
     training = layer(x, training=True)
     assert not np.allclose(np.asarray(training), np.asarray(evaluation))
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 from rnnspec.ops import OPS
 
@@ -51,6 +51,15 @@ class Cell:
     def step(self, p: Mapping[str, Any], state: dict[str, Any], gi: Any) -> dict[str, Any]:
         """The new state from ``state`` and the step's input projection ``gi``; its ``"h"`` is the output."""
         return self.fn(p, state, gi)
+
+    def with_recurrent_mask(self, mask: Any) -> Self:
+        """This cell under recurrent dropout: its recurrent product reads ``h * mask`` (``(batch, H)``, one
+        mask for every step), its state update ``h`` (the framework's step takes ``recurrent_mask=``). The
+        cell itself for None."""
+        if mask is None:
+            return self
+        step: Callable[..., dict[str, Any]] = self.fn  # every framework's step takes recurrent_mask=
+        return replace(self, fn=functools.partial(step, recurrent_mask=mask))
 
 
 def bind_cell(

@@ -50,6 +50,7 @@ from rnnspec.shapes import evaluate
 
 __all__ = [
     "CELL_BIASES",
+    "ZONEOUT",
     "LayerCore",
     "LayerOption",
     "ParamFiles",
@@ -58,6 +59,7 @@ __all__ = [
     "check_canonical",
     "check_checkpoint_every",
     "check_layer_input",
+    "check_probability",
     "input_size_of",
     "layer_backend",
     "layer_options",
@@ -93,6 +95,27 @@ class LayerOption:
     kind: Literal["op", "init", "layer"] = "layer"
     check: Callable[[str, str, Any], Any] | None = None
 
+
+def check_probability(layer: str, name: str, value: Any) -> float:
+    """``value`` as a float when it is a probability in [0, 1) (a real number, not a bool; NaN refused), else an
+    :class:`rnnspec.errors.OptionError` naming the layer and the argument."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not (real and 0.0 <= value < 1.0):
+        raise OptionError(layer, name, "a probability in [0, 1) (a float)", repr(value))
+    return float(value)
+
+
+#: QRNN's zoneout (Krueger et al. 2017, as the QRNN paper uses it), the same option in every framework's layer.
+ZONEOUT = LayerOption(
+    "zoneout",
+    0.0,
+    "float",
+    "The zoneout probability p (0 <= p < 1; 0: none). In training the layer draws a Bernoulli(p) "
+    "``zoneout_mask`` (batch, time, hidden) per layer at every call, so that each f is 1 with probability p; in "
+    "evaluation it passes a mask filled with p, so that f is its expectation f + (1 - f) * p. A "
+    "``zoneout_mask`` given to the call is used instead.",
+    check=check_probability,
+)
 
 #: What the init-only options of :func:`rnnspec.init_params` mean for a layer: (annotation, description).
 _INIT_OPTIONS: dict[str, tuple[str, str]] = {

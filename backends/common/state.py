@@ -22,12 +22,14 @@ from .ops import SequenceCall
 __all__ = [
     "LayerFn",
     "Scan",
+    "between_layer_masks",
     "indrnn_layer",
     "indrnn_recurrence",
     "initial_states",
     "layer_arrays",
     "layer_dims",
     "linear_recurrence",
+    "masked_input",
     "run_layers",
     "run_recurrence",
     "run_stack",
@@ -128,13 +130,18 @@ def layer_arrays(call: SequenceCall, lengths: Any, ops: ArrayOps) -> list[dict[s
     sequence of one per layer that the :class:`~rnnspec.Backend` hands (for an option that is not
     ``per_layer``, the same array for every layer), or the one array an unvalidated call passes; with each
     row's valid prefix reversed for ``reverse=True`` when it holds one entry per step, so that it lines up
-    with the time axis the layer sees. None where the caller gave none."""
+    with the time axis the layer sees. An option of one array per boundary between layers (``dropout_mask``)
+    gives layer k > 0 the array of the boundary below it, and layer 0 None. None where the caller gave none."""
     per_step = OPS[call.op].per_step
     arrays: list[dict[str, Any]] = [{} for _ in call.params]
     for option in OPS[call.op].array_options:
         value = call.arrays.get(option.name)
         for k, layer in enumerate(arrays):
-            mine = value[k] if isinstance(value, (list, tuple)) else value
+            if option.between_layers and k == 0:
+                layer[option.name] = None
+                continue
+            below = k - 1 if option.between_layers else k
+            mine = value[below] if isinstance(value, (list, tuple)) else value
             if mine is not None and call.reverse and option.name in per_step:
                 mine = ops.reverse_valid(ops.carried(mine), lengths)
             layer[option.name] = mine
@@ -151,9 +158,30 @@ def run_layers(
     options = {**call.options, **call.arrays}
     initial = initial_states(call.op, call.x, call.params, options, call.initial_state, ops)
     arrays = layer_arrays(call, lengths, ops)
-    layers = [make_layer(p, a) for p, a in zip(call.params, arrays, strict=True)]
+    between = between_layer_masks(call.op)
+    layers = [masked_input(make_layer(p, a), [a[n] for n in between]) for p, a in zip(call.params, arrays, strict=True)]
     outputs, state = run_stack(layers, call.x, lengths, initial, call.reverse, ops)
     return SequenceResult(outputs, state)
+
+
+def between_layer_masks(op: str) -> tuple[str, ...]:
+    """The array options of ``op`` that multiply the input of each layer above the first (``dropout_mask``)."""
+    return tuple(o.name for o in OPS[op].array_options if o.between_layers)
+
+
+def masked_input(layer: LayerFn, masks: Sequence[Any]) -> LayerFn:
+    """``layer`` reading its input times every mask given (None: not given), as the between-layer dropout
+    masks ask (:func:`layer_arrays` gives them aligned with the time axis the layer sees)."""
+    given = [m for m in masks if m is not None]
+    if not given:
+        return layer
+
+    def run(inp: Any, state: dict[str, Any], lengths: Any) -> tuple[Any, dict[str, Any]]:
+        for mask in given:
+            inp = inp * mask
+        return layer(inp, state, lengths)
+
+    return run
 
 
 def run_recurrence(

@@ -114,9 +114,14 @@ class LstmGates(NamedTuple):
     h: jax.Array
 
 
-def _rnn(p: Params, state: State, gi: jax.Array, activation: str) -> State:
+def _masked(h: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """The state a recurrent product reads: ``h * mask`` under recurrent dropout, else ``h``."""
+    return h if mask is None else h * mask
+
+
+def _rnn(p: Params, state: State, gi: jax.Array, activation: str, recurrent_mask: jax.Array | None = None) -> State:
     """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``."""
-    return {"h": ACTIVATIONS[activation](gi + _recurrent(p, state["h"]))}
+    return {"h": ACTIVATIONS[activation](gi + _recurrent(p, _masked(state["h"], recurrent_mask)))}
 
 
 def lstm_gates(p: Params, state: State, gi: jax.Array) -> LstmGates:
@@ -134,33 +139,34 @@ def lstm_gates(p: Params, state: State, gi: jax.Array) -> LstmGates:
     return LstmGates(i, f, g, o, c, tanh_c, o * tanh_c)
 
 
-def _lstm(p: Params, state: State, gi: jax.Array) -> State:
+def _lstm(p: Params, state: State, gi: jax.Array, recurrent_mask: jax.Array | None = None) -> State:
     """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
-    gates = lstm_gates(p, state, gi)
+    gates = lstm_gates(p, {**state, "h": _masked(state["h"], recurrent_mask)}, gi)
     return {"h": gates.h, "c": gates.c}
 
 
-def _gru(p: Params, state: State, gi: jax.Array, reset_after: bool) -> State:
+def _gru(p: Params, state: State, gi: jax.Array, reset_after: bool, recurrent_mask: jax.Array | None = None) -> State:
     """Gates r, z, n; ``h' = (1 - z) n + z h``; the reset gate after (cuDNN) or before (Cho) the matmul."""
     h = state["h"]
+    hm = _masked(h, recurrent_mask)  # what the recurrent products read; the update reads h
     hidden = h.shape[-1]
     gi_r, gi_z, gi_n = gi[..., :hidden], gi[..., hidden : 2 * hidden], gi[..., 2 * hidden :]
     if reset_after:
-        gh = _recurrent(p, h)
+        gh = _recurrent(p, hm)
         r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
         z = jax.nn.sigmoid(gi_z + gh[..., hidden : 2 * hidden])
         n = jnp.tanh(gi_n + r * gh[..., 2 * hidden :])
     else:
-        gh = _recurrent(p, h, stop=2 * hidden)
+        gh = _recurrent(p, hm, stop=2 * hidden)
         r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
         z = jax.nn.sigmoid(gi_z + gh[..., hidden:])
-        n = jnp.tanh(gi_n + _recurrent(p, r * h, start=2 * hidden))
+        n = jnp.tanh(gi_n + _recurrent(p, r * hm, start=2 * hidden))
     return {"h": (1.0 - z) * n + z * h}
 
 
-def _indrnn(p: Params, state: State, gi: jax.Array, activation: str) -> State:
+def _indrnn(p: Params, state: State, gi: jax.Array, activation: str, recurrent_mask: jax.Array | None = None) -> State:
     """``h' = act(W_ih x + b_ih + u * h)``."""
-    return {"h": ACTIVATIONS[activation](gi + p["u"] * state["h"])}
+    return {"h": ACTIVATIONS[activation](gi + p["u"] * _masked(state["h"], recurrent_mask))}
 
 
 @dataclass(frozen=True)

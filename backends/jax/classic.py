@@ -39,13 +39,16 @@ from .sequence import ARRAY_OPS, Lengths, State, scan, time_major
 __all__ = ["plain_layer", "run"]
 
 
-def plain_layer(cell: Cell, p: Mapping[str, jax.Array]) -> LayerFn:
-    """A layer of ``cell`` with params ``p``: the input projection of every step at once, then the scan."""
+def plain_layer(cell: Cell, p: Mapping[str, jax.Array], recurrent_mask: jax.Array | None = None) -> LayerFn:
+    """A layer of ``cell`` with params ``p``: the input projection of every step at once, then the scan (the
+    cell under recurrent dropout where ``recurrent_mask`` is given)."""
+    masked = recurrent_mask is not None
+    cell = cell.with_recurrent_mask(recurrent_mask)
 
     def run(inp: jax.Array, state: State, lengths: Lengths) -> tuple[jax.Array, State]:
         # Transposing the input (I wide) rather than the projection (gates * H wide) moves less memory.
         gi = cell.project(p, time_major(inp), bias=False)
-        if cell.name == "lstm":  # the same loop, with a derivative of its own (see .lstm_layer)
+        if cell.name == "lstm" and not masked:  # the same loop, with a derivative of its own (see .lstm_layer)
             return lstm_layer(gi, p["b_ih"], p["w_hh"], p["b_hh"], state["h"], state["c"], lengths.valid())
         prepared, b_ih = prepare(p), p["b_ih"]
         # b_ih is added to each step's slice, where it fuses into the step's elementwise kernel, rather than to
@@ -60,7 +63,8 @@ def plain_layer(cell: Cell, p: Mapping[str, jax.Array]) -> LayerFn:
 def run(call: SequenceCall) -> SequenceResult:
     """rnn, lstm or gru over a stack of layers: cuDNN's LSTM where it applies, else the plain path."""
     op, x = call.op, call.x
-    if cudnn.why_plain(op, x) is None:
+    masked = any(a is not None for a in call.arrays.values())  # cuDNN's LSTM takes no dropout masks
+    if not masked and cudnn.why_plain(op, x) is None:
         record_path(op, cudnn.FAST_PATH)
         norm = ARRAY_OPS.lengths(call.lengths, x)
         initial = initial_states(op, x, call.params, call.options, call.initial_state, ARRAY_OPS)
@@ -68,4 +72,4 @@ def run(call: SequenceCall) -> SequenceResult:
         return SequenceResult(outputs, state)
     record_path(op, "plain")
     cell = make_cell(op, call.options)
-    return run_layers(call, lambda p, _: plain_layer(cell, p), ARRAY_OPS)
+    return run_layers(call, lambda p, arrays: plain_layer(cell, p, arrays.get("recurrent_mask")), ARRAY_OPS)

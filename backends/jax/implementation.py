@@ -121,5 +121,10 @@ class JaxImplementation(Implementation):
         return jitted(op)
 
 
+#: The ops whose dropout masks (``dropout_mask``, ``recurrent_mask``) this backend runs; the others leave them
+#: out of their signature, so the Backend refuses a mask for them, naming the backend.
+MASKED_OPS: frozenset[str] = frozenset({"rnn", "lstm", "gru", "indrnn", "qrnn"})
+
 for _op in JaxImplementation.ops:
-    setattr(JaxImplementation, _op, spec_method(_op, _run_jitted))
+    _without = () if _op in MASKED_OPS else ("dropout_mask", "recurrent_mask")
+    setattr(JaxImplementation, _op, spec_method(_op, _run_jitted, without=_without))

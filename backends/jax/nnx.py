@@ -66,9 +66,10 @@ instead of returning the op's result:
   whose loss needs them (a budget or ponder cost) calls the layer without these
   keywords and runs the backward direction with ``reverse=True`` itself.
 
-``rngs`` is accepted and unused: the ops draw nothing (QRNN's zoneout mask is
-the caller's). Phased LSTM's ``timestamps`` and QRNN's ``zoneout_mask`` are
-keywords of the call as ever, which ``nnx.Bidirectional`` does not pass.
+``rngs`` is accepted and unused by the ops, which draw nothing; a :class:`QRNN`
+with ``zoneout`` draws its masks from it when given (see the class). Phased
+LSTM's ``timestamps`` and QRNN's ``zoneout_mask`` are keywords of the call as
+ever, which ``nnx.Bidirectional`` does not pass.
 
 ``checkpoint_every=K`` (every layer; None by default) is passed to the op:
 reverse mode recomputes the activations of each segment of K steps instead
@@ -89,11 +90,39 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx  # type: ignore[import-not-found,unused-ignore]
 
-from rnnspec.backends.common.layers import ParamSlots, SizedLayer, check_layer_input
+from rnnspec.backends.common.cells_core import CellCore
+from rnnspec.backends.common.layers import ZONEOUT, LayerOption, ParamSlots, SizedLayer, check_layer_input
 from rnnspec.backends.common.trainable import layer_fixed_params, with_trainable_options
 from rnnspec.errors import OptionError
 
-__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "LayerParams", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
+from .sequence import ARRAY_OPS
+
+__all__ = [
+    "ACT",
+    "GRU",
+    "LSTM",
+    "QRNN",
+    "RNN",
+    "ACTCell",
+    "DeepIndRNN",
+    "GRUCell",
+    "IndRNN",
+    "IndRNNCell",
+    "LSTMCell",
+    "LayerParams",
+    "PerStepBatchNorm",
+    "PhasedLSTM",
+    "PhasedLSTMCell",
+    "QRNNCell",
+    "RNNCell",
+    "SkipGRU",
+    "SkipGRUCell",
+    "SkipLSTM",
+    "SkipLSTMCell",
+    "SkipRNN",
+    "SkipRNNCell",
+    "weight_decay_mask",
+]
 
 #: Seeds drawn from ``rngs.params()`` lie in [0, 2**31 - 1): what jax.random.randint draws as int32.
 _SEED_BOUND = 2**31 - 1
@@ -166,6 +195,10 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
         arrays = self._draw(seed=_seed(rngs))
         fixed = layer_fixed_params(self)
         self.layers = nnx.List([LayerParams(layer, self.left_out, param_dtype, fixed) for layer in arrays])
+        self._add_state(rngs)
+
+    def _add_state(self, rngs: nnx.Rngs) -> None:
+        """Create what the layer holds besides its parameters (QRNN's zoneout stream), after them."""
 
     def _hold(self, options: dict[str, Any]) -> Any:
         # Tuples of pairs, not dicts: static metadata of the module's graph.
@@ -367,11 +400,68 @@ class IndRNN(_SpecLayer):
     op = "indrnn"
 
 
+def _check_flag(layer: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise OptionError(layer, name, "True or False", repr(value))
+    return bool(value)
+
+
 class QRNN(_SpecLayer):
-    """``__call__`` also takes ``zoneout_mask`` (``None`` in evaluation; in training a {0, 1} array shaped like
-    the outputs, or one per layer, drawn by the caller)."""
+    """With ``zoneout=p > 0`` the layer makes the zoneout masks, laid out as ``x``, as ``nnx.Dropout`` draws:
+    ``deterministic=False`` (the default; ``model.train()``) draws a Bernoulli(p) mask per layer from the
+    ``rngs`` given to the call, else from the layer's own stream, forked from the constructor's
+    ``rngs["dropout"]`` (its ``default`` stream where it has none); ``deterministic=True`` (``model.eval()``)
+    passes one mask filled with p. ``__call__`` takes ``deterministic`` (None: the layer's) and
+    ``zoneout_mask`` (an array shaped like the outputs with entries in [0, 1], or one per layer), which is
+    used instead."""
 
     op = "qrnn"
+    extra_options = (
+        ZONEOUT,
+        LayerOption(
+            "deterministic",
+            False,
+            "bool",
+            "NNX's train/eval flag, as ``nnx.Dropout``'s: False draws the zoneout masks, True passes their "
+            "expectation; ``model.train()`` and ``model.eval()`` set it, and ``__call__``'s ``deterministic`` "
+            "overrides it.",
+            check=_check_flag,
+        ),
+    )
+    zoneout: float
+    deterministic: bool
+
+    def _add_state(self, rngs: nnx.Rngs) -> None:
+        self.zoneout_rngs = rngs["dropout"].fork() if self.zoneout > 0 else None
+
+    def __call__(self, x: Any, *args: Any, deterministic: bool | None = None, **kwargs: Any) -> Any:
+        """Run the op as :meth:`_SpecLayer.__call__` does, with the zoneout masks where ``zoneout > 0`` and the
+        call passes none; ``deterministic`` (None: the layer's) picks the drawn masks (False) or their
+        expectation (True)."""
+        if deterministic is not None:
+            _check_flag(f"{type(self).__name__} layer", "deterministic", deterministic)
+        # An x of another rank is refused by the call, naming it.
+        if self.zoneout > 0 and kwargs.get("zoneout_mask") is None and np.ndim(x) == 3:
+            fixed = self.deterministic if deterministic is None else bool(deterministic)
+            kwargs["zoneout_mask"] = self._zoneout_masks(np.shape(x)[:2], fixed, kwargs.get("rngs"))
+        return super().__call__(x, *args, **kwargs)
+
+    def _zoneout_masks(self, leading: tuple[int, ...], deterministic: bool, rngs: Any) -> Any:
+        """One mask filled with p (``deterministic``), or one Bernoulli(p) mask per layer, ``leading + (H,)``."""
+        shape, dtype = (*leading, self.hidden_size), self.layers[0].dtype
+        if deterministic:  # the expectation: f + (1 - f) * p
+            return jnp.full(shape, self.zoneout, dtype)
+        if isinstance(rngs, nnx.Rngs):
+            key = rngs["dropout"]()
+        elif isinstance(rngs, nnx.RngStream):
+            key = rngs()
+        elif rngs is not None:  # a key
+            key = rngs
+        else:
+            assert self.zoneout_rngs is not None  # made with zoneout > 0
+            key = self.zoneout_rngs()
+        keys = jax.random.split(key, self.num_layers)
+        return [jax.random.bernoulli(keys[k], self.zoneout, shape).astype(dtype) for k in range(self.num_layers)]
 
 
 class PhasedLSTM(_SpecLayer):
@@ -379,3 +469,136 @@ class PhasedLSTM(_SpecLayer):
     (time-major without ``batch_first``)."""
 
     op = "phased_lstm"
+
+
+# -- cells: one step of an op ----------------------------------------------------------------
+
+
+class _SpecCell(CellCore, nnx.Module):  # type: ignore[misc,unused-ignore]
+    """One layer of an rnnspec op as an NNX module that computes one step; subclasses fix the op.
+
+    Flax's cell protocol (``nnx.LSTMCell``'s): ``cell(carry, x)`` returns ``(new_carry, y)``, the carry
+    the op's state of one layer (a dict), ``x`` ``(batch, input_size)``, ``y`` ``(batch, hidden_size)``;
+    :meth:`initialize_carry` gives the op's start, so ``nnx.RNN(cell)`` runs it over a sequence. With
+    ``return_extras=True`` (the Skip RNN and ACT cells) ``y`` is ``(y, extras)``, ``extras`` the op's
+    extra per-step fields by name, each ``(batch,)`` (``nnx.RNN`` stacks them along time too). The
+    params live in ``layers[0]``, as a one-layer layer's.
+    """
+
+    backend_name: ClassVar[str] = "jax"
+    array_ops = ARRAY_OPS
+    common_parameters: ClassVar[str] = """\
+input_size, hidden_size, bias, return_extras, param_dtype, rngs
+    As :mod:`rnnspec.backends.jax.nnx` says (Cells)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on)
+            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
+        super().__init_subclass__(**kwargs)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        return_extras: bool = False,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+        **options: Any,
+    ) -> None:
+        flags = {"bias": bias, "return_extras": return_extras}
+        self._configure_cell(input_size=input_size, hidden_size=hidden_size, bias=bias, flags=flags, options=options)
+        arrays = self._draw_cell(seed=_seed(rngs))
+        self.layers = nnx.List([LayerParams(arrays, self.left_out, param_dtype, layer_fixed_params(self))])
+
+    _hold = _SpecLayer._hold
+    canonical_params = _SpecLayer.canonical_params
+    _layer_slots = _SpecLayer._layer_slots
+    _as_array = _SpecLayer._as_array
+    _set_param = _SpecLayer._set_param
+    _to_numpy = staticmethod(_SpecLayer._to_numpy)
+
+    def reset_parameters(self, rngs: nnx.Rngs) -> None:
+        """Refill the parameters from :func:`rnnspec.init_params`, with a seed drawn from ``rngs.params()``."""
+        self.load_canonical([self._draw_cell(seed=_seed(rngs))])
+
+    def _add_time(self, a: Any) -> Any:
+        return jnp.expand_dims(a, 1)
+
+    def _first_step(self, a: Any) -> Any:
+        return a[:, 0]
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The feature axes of ``x`` (Flax's cell protocol): one."""
+        return 1
+
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None) -> dict[str, jax.Array]:
+        """The state a sequence starts from for inputs of shape ``(batch, input_size)``: the op's start
+        (zeros; Skip RNN's ``update_prob`` one) or the learnt ``h0``/``c0``. ``rngs`` is accepted and unused."""
+        like = jnp.zeros((*tuple(input_shape)[:-1], self.input_size), self.layers[0].dtype)
+        return self.start_state(like)
+
+    def __call__(self, carry: Any, x: Any, **arrays: Any) -> tuple[dict[str, jax.Array], Any]:
+        """One step from ``carry`` (the op's state; None: its start) and ``x`` ``(batch, input_size)``.
+
+        ``arrays`` are the step's per-step arrays without a time axis (Phased LSTM's ``timestamps``
+        ``(batch,)``, QRNN's ``zoneout_mask`` ``(batch, hidden_size)``). Returns ``(new_carry, y)``, or
+        ``(new_carry, (y, extras))`` with ``return_extras=True``.
+        """
+        arrays = {k: None if v is None else jnp.asarray(v) for k, v in arrays.items()}
+        carry = None if carry is None else jax.tree.map(jnp.asarray, carry)
+        y, new_carry, extras = self.step(jnp.asarray(x), carry, arrays)
+        return new_carry, ((y, extras) if self.return_extras else y)
+
+
+class RNNCell(_SpecCell):
+    op = "rnn"
+
+
+class LSTMCell(_SpecCell):
+    op = "lstm"
+
+
+class GRUCell(_SpecCell):
+    op = "gru"
+
+
+class SkipRNNCell(_SpecCell):
+    op = "skip_rnn"
+
+
+class SkipLSTMCell(_SpecCell):
+    op = "skip_lstm"
+
+
+class SkipGRUCell(_SpecCell):
+    op = "skip_gru"
+
+
+class ACTCell(_SpecCell):
+    op = "act"
+
+
+class IndRNNCell(_SpecCell):
+    op = "indrnn"
+
+
+class QRNNCell(_SpecCell):
+    """The carry holds ``x_prev``, the last ``window - 1`` inputs; ``__call__`` also takes the step's
+    ``zoneout_mask`` ``(batch, hidden_size)`` (None in evaluation; ``nnx.RNN`` passes none)."""
+
+    op = "qrnn"
+
+
+class PhasedLSTMCell(_SpecCell):
+    """``__call__`` also takes the step's ``timestamps`` ``(batch,)``, required: ``nnx.RNN`` cannot pass
+    them, so step it in a loop (or ``nnx.scan``)."""
+
+    op = "phased_lstm"
+
+
+# The IndRNN authors' deep stacks and weight decay without the recurrent weights (a module of its own, which
+# imports this one's layers).
+from .deep_indrnn import DeepIndRNN, PerStepBatchNorm, weight_decay_mask  # noqa: E402

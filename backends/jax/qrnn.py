@@ -52,7 +52,8 @@ def _layer(p: Mapping[str, jax.Array], mode: str, mask: jax.Array | None) -> Lay
         gates = dict(zip(names, jnp.split(pre, len(names), axis=2), strict=True))
         z = jnp.tanh(gates["z"])
         f = jax.nn.sigmoid(gates["f"])
-        f_eff = f if mask is None else jnp.where(mask == 1, jnp.ones((), f.dtype), f)
+        # Zoneout, f + (1 - f) m: m = 0 leaves f exactly, m = 1 gives exactly 1.
+        f_eff = f if mask is None else jnp.where(mask == 1, jnp.ones((), f.dtype), f + (1.0 - f) * mask)
         drive = jax.nn.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
         valid = lengths.valid()
         c, final = linear_scan(f_eff, drive, state["c"], valid, op="qrnn")

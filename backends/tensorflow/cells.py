@@ -126,39 +126,45 @@ def _hoisted(p: Params, blocks: tuple[tuple[int, int | None], ...], fold: bool) 
     return hoisted
 
 
-def _rnn(p: Params, state: State, gi: tf.Tensor, activation: str) -> State:
+def _masked(h: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
+    """The state a recurrent product reads: ``h * mask`` under recurrent dropout, else ``h``."""
+    return h if mask is None else h * mask
+
+
+def _rnn(p: Params, state: State, gi: tf.Tensor, activation: str, recurrent_mask: tf.Tensor | None = None) -> State:
     """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``."""
-    return {"h": ACTIVATIONS[activation](gi + _recurrent(p, state["h"]))}
+    return {"h": ACTIVATIONS[activation](gi + _recurrent(p, _masked(state["h"], recurrent_mask)))}
 
 
-def _lstm(p: Params, state: State, gi: tf.Tensor) -> State:
+def _lstm(p: Params, state: State, gi: tf.Tensor, recurrent_mask: tf.Tensor | None = None) -> State:
     """Gates i, f, g, o; ``c' = f c + i g``; ``h' = o tanh(c')``."""
-    ai, af, ag, ao = tf.split(gi + _recurrent(p, state["h"]), 4, axis=1)
+    ai, af, ag, ao = tf.split(gi + _recurrent(p, _masked(state["h"], recurrent_mask)), 4, axis=1)
     c = tf.sigmoid(af) * state["c"] + tf.sigmoid(ai) * tf.tanh(ag)
     return {"h": tf.sigmoid(ao) * tf.tanh(c), "c": c}
 
 
-def _gru(p: Params, state: State, gi: tf.Tensor, reset_after: bool) -> State:
+def _gru(p: Params, state: State, gi: tf.Tensor, reset_after: bool, recurrent_mask: tf.Tensor | None = None) -> State:
     """Gates r, z, n; ``h' = (1 - z) n + z h``; the reset gate after (cuDNN) or before (Cho) the matmul."""
     h = state["h"]
+    hm = _masked(h, recurrent_mask)  # what the recurrent products read; the update reads h
     hidden = int(p["w_hh"].shape[1])
     gi_r, gi_z, gi_n = tf.split(gi, 3, axis=1)
     if reset_after:
-        gh_r, gh_z, gh_n = tf.split(_recurrent(p, h), 3, axis=1)
+        gh_r, gh_z, gh_n = tf.split(_recurrent(p, hm), 3, axis=1)
         r = tf.sigmoid(gi_r + gh_r)
         z = tf.sigmoid(gi_z + gh_z)
         n = tf.tanh(gi_n + r * gh_n)
     else:
-        gh_r, gh_z = tf.split(_recurrent(p, h, 0, 2 * hidden), 2, axis=1)
+        gh_r, gh_z = tf.split(_recurrent(p, hm, 0, 2 * hidden), 2, axis=1)
         r = tf.sigmoid(gi_r + gh_r)
         z = tf.sigmoid(gi_z + gh_z)
-        n = tf.tanh(gi_n + _recurrent(p, r * h, 2 * hidden, None))
+        n = tf.tanh(gi_n + _recurrent(p, r * hm, 2 * hidden, None))
     return {"h": (1.0 - z) * n + z * h}
 
 
-def _indrnn(p: Params, state: State, gi: tf.Tensor, activation: str) -> State:
+def _indrnn(p: Params, state: State, gi: tf.Tensor, activation: str, recurrent_mask: tf.Tensor | None = None) -> State:
     """``h' = act(W_ih x + b_ih + u * h)``."""
-    return {"h": ACTIVATIONS[activation](gi + p["u"] * state["h"])}
+    return {"h": ACTIVATIONS[activation](gi + p["u"] * _masked(state["h"], recurrent_mask))}
 
 
 #: Each cell's step, by the cell's op name (its options are bound by :func:`make_cell`).

@@ -55,7 +55,7 @@ def plain_layer(cell: Cell, p: Mapping[str, tf.Tensor], hoist: Callable[[Params]
     """
 
     def run(inp: tf.Tensor, state: State, lengths: Lengths) -> tuple[tf.Tensor, State]:
-        hidden = int(p["w_hh"].shape[1])
+        hidden = int(p["w_hh"].shape[1] if "w_hh" in p else p["u"].shape[0])  # indrnn's cell has no w_hh
         looped = hoist(p)
 
         def step(s: State, xs: Sequence[tf.Tensor], keep: tf.Tensor | None) -> tuple[State, list[tf.Tensor]]:
@@ -78,7 +78,8 @@ def run(call: SequenceCall) -> SequenceResult:
     """rnn, lstm or gru over a stack of layers: cuDNN's kernels where they apply, else the plain path."""
     op, x, options = call.op, call.x, call.options
     mode = cudnn.rnn_mode(op, options)
-    if mode is not None and cudnn.why_plain(op, x, options) is None:
+    masked = any(a is not None for a in call.arrays.values())  # cuDNN's kernels take no dropout masks
+    if mode is not None and not masked and cudnn.why_plain(op, x, options) is None:
         record_path(op, cudnn.FAST_PATH)
         norm = ARRAY_OPS.lengths(call.lengths, x)
         initial = initial_states(op, x, call.params, options, call.initial_state, ARRAY_OPS)
@@ -86,4 +87,6 @@ def run(call: SequenceCall) -> SequenceResult:
         return SequenceResult(outputs, state)
     record_path(op, "plain")
     cell, hoist = make_cell(op, options), make_hoist(op, options)
-    return run_layers(call, lambda p, _: plain_layer(cell, p, hoist), ARRAY_OPS)
+    return run_layers(
+        call, lambda p, arrays: plain_layer(cell.with_recurrent_mask(arrays.get("recurrent_mask")), p, hoist), ARRAY_OPS
+    )

@@ -123,5 +123,10 @@ class TensorflowImplementation(Implementation):
         return compiled
 
 
+#: The ops whose dropout masks (``dropout_mask``, ``recurrent_mask``) this backend runs; the others leave them
+#: out of their signature, so the Backend refuses a mask for them, naming the backend.
+MASKED_OPS: frozenset[str] = frozenset({"rnn", "lstm", "gru", "indrnn", "qrnn"})
+
 for _op in TensorflowImplementation.ops:
-    setattr(TensorflowImplementation, _op, spec_method(_op, run_op))
+    _without = () if _op in MASKED_OPS else ("dropout_mask", "recurrent_mask")
+    setattr(TensorflowImplementation, _op, spec_method(_op, run_op, without=_without))

@@ -131,8 +131,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rnnspec.backends.common.cells_core import CellCore
 from rnnspec.backends.common.layers import (
     CELL_BIASES,
+    ZONEOUT,
     LayerCore,
     LayerOption,
     ParamSlots,
@@ -147,8 +149,34 @@ from rnnspec.ops import OPS
 from rnnspec.shapes import evaluate
 
 from .implementation import run_op
+from .sequence import ARRAY_OPS
 
-__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
+__all__ = [
+    "ACT",
+    "GRU",
+    "LSTM",
+    "QRNN",
+    "RNN",
+    "ACTCell",
+    "DeepIndRNN",
+    "GRUCell",
+    "IndRNN",
+    "IndRNNCell",
+    "LSTMCell",
+    "PerStepBatchNormalization",
+    "PhasedLSTM",
+    "PhasedLSTMCell",
+    "QRNNCell",
+    "RNNCell",
+    "SkipGRU",
+    "SkipGRUCell",
+    "SkipLSTM",
+    "SkipLSTMCell",
+    "SkipRNN",
+    "SkipRNNCell",
+    "exclude_from_weight_decay",
+    "no_decay_variables",
+]
 
 #: The backend the layers' call-time errors name.
 _BACKEND = "tensorflow"
@@ -743,28 +771,23 @@ class IndRNN(_SpecLayer):
 
 
 class QRNN(_SpecLayer):
-    """``seed`` also seeds the zoneout draws."""
+    """``seed`` also seeds the zoneout draws: a call with ``training=True`` draws the masks, any other call
+    passes the mask filled with ``zoneout``."""
 
     op = "qrnn"
-    extra_options = (
-        LayerOption(
-            "zoneout",
-            0.0,
-            "float",
-            "The probability of setting ``f`` to 1 (keeping the state) at each step and unit, drawn afresh at "
-            "every call with ``training=True``; in evaluation no zoneout is applied.",
-            check=_check_probability,
-        ),
-    )
+    extra_options = (ZONEOUT,)
     zoneout: float
 
     def _add_state(self) -> None:
         self.zoneout_seed = keras.random.SeedGenerator(self.seed) if self.zoneout > 0 else None
 
     def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
-        if not training or self.zoneout_seed is None:
+        if self.zoneout_seed is None:
             return {"zoneout_mask": None}
         shape = tf.stack([tf.shape(x)[0], tf.shape(x)[1], self.units])
+        if not training:  # the expectation: f + (1 - f) * p
+            expected = tf.fill(shape, tf.constant(self.zoneout, x.dtype))
+            return {"zoneout_mask": tf.ensure_shape(expected, [x.shape[0], x.shape[1], self.units])}
         masks = []
         for _ in range(self.num_layers):
             draw = keras.random.uniform(shape, seed=self.zoneout_seed, dtype="float32")
@@ -778,3 +801,234 @@ class PhasedLSTM(_SpecLayer):
     where a mask left-pads them."""
 
     op = "phased_lstm"
+
+
+# -- cells: one step of an op ----------------------------------------------------------------
+
+
+class _SpecCell(CellCore, keras.layers.Layer):  # type: ignore[misc,unused-ignore]
+    """One layer of an rnnspec op as a Keras RNN cell; subclasses fix the op.
+
+    Keras' cell protocol: ``call(inputs, states, training=None)`` returns ``(output, new_states)``,
+    ``states`` the op's state entries as a flat list in the record's order (:attr:`state_names`;
+    QRNN's ``x_prev`` flattened to ``(batch, (window - 1) * input_size)``), with ``state_size``,
+    ``output_size``, ``get_initial_state`` (the op's start, or the learnt ``h0``/``c0``) and
+    ``get_config``, so ``keras.layers.RNN(cell)`` runs it over a sequence. With
+    ``return_extras=True`` (the Skip RNN and ACT cells) the output ``(batch, units + n)`` holds the op's
+    ``n`` extra per-step fields as its last columns, in the record's order (Keras' RNN takes an output
+    of one size only). The weights live in ``stack[0]``, as a one-layer layer's.
+    """
+
+    backend_name: ClassVar[str] = "tensorflow"
+    hidden_argument: ClassVar[str] = "units"
+    array_ops = ARRAY_OPS
+    common_parameters: ClassVar[str] = """\
+units, use_bias, return_extras, seed
+    As :mod:`rnnspec.backends.tensorflow.keras` says (Cells).
+**kwargs
+    Keras' layer arguments (``name``, ``dtype``, ``trainable``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on)
+            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
+        super().__init_subclass__(**kwargs)
+        if "op" in cls.__dict__:
+            keras.saving.register_keras_serializable(package="rnnspec")(cls)
+
+    def __init__(
+        self,
+        units: int,
+        *,
+        use_bias: bool = True,
+        return_extras: bool = False,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        ours = {o.name for o in self.all_options()}
+        super().__init__(**{k: v for k, v in kwargs.items() if k not in ours})
+        flags = {"use_bias": use_bias, "return_extras": return_extras}
+        options = {k: v for k, v in kwargs.items() if k in ours}
+        self._configure_cell(input_size=0, hidden_size=units, bias=use_bias, flags=flags, options=options)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise OptionError(type(self).__name__, "seed", "None or an integer >= 0", repr(seed))
+        self.units = units
+        self.use_bias = use_bias
+        self.seed = None if seed is None else int(seed)
+        # Checks units and every option now, naming the argument, rather than at the first call.
+        self._draw_cell(input_size=1, seed=0)
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for ``model.save`` / ``keras.models.load_model``."""
+        config: dict[str, Any] = {
+            **super().get_config(),
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "seed": self.seed,
+            **self.keyword_options(),
+        }
+        if self.extra_fields:
+            config["return_extras"] = self.return_extras
+        return config
+
+    def build(self, input_shape: Any) -> None:
+        """Create the weights for inputs ``(batch, input_size)`` and fill them with the op's init."""
+        shape = tuple(input_shape)
+        if len(shape) != 2 or shape[-1] is None:
+            expected = "(batch, features) with a known number of features"
+            raise ShapeError(type(self).__name__, "inputs", expected, f"shape {shape}")
+        self.input_size = int(shape[-1])
+        seed = self.seed if self.seed is not None else random.randrange(_SEED_BOUND)
+        weights = CanonicalWeights(
+            self._draw_cell(seed=seed), self.left_out, layer_fixed_params(self), name="layer_0", dtype=self.dtype_policy
+        )
+        self.stack = [weights]
+        self.built = True
+
+    def _prepare_load(self, params: Sequence[Mapping[str, Any]]) -> None:
+        if not self.built:  # built for the input size that params imply
+            self.build((None, input_size_of(type(self).__name__, self.op, params[0], self.options)))
+
+    _layer_slots = _SpecLayer._layer_slots
+    _as_array = _SpecLayer._as_array
+    _set_param = _SpecLayer._set_param
+    _to_numpy = staticmethod(_SpecLayer._to_numpy)
+    canonical_params = _SpecLayer.canonical_params
+
+    # -- Keras' cell protocol -------------------------------------------------------------
+
+    def _state_sizes(self) -> list[tuple[int, ...]]:
+        if not self.built and any("I" in e for s in OPS[self.op].layer_state(top=True) for e in s.shape):
+            expected = "a built cell (cell.build((None, input_size)) first: the state's size depends on it)"
+            raise OptionError(type(self).__name__, "state_size", expected, "an unbuilt cell")
+        if not self.built:
+            dims = {**OPS[self.op].fixed_dims(dict(self.options)), "H": self.units}
+            state = OPS[self.op].layer_state(top=True, options=dict(self.options))
+            return [tuple(evaluate(e, dims) for e in s.shape) for s in state]
+        return list(self.state_shapes().values())
+
+    @property
+    def state_size(self) -> list[int]:
+        """The size of each state tensor of Keras' flat list (an entry of several axes flattened)."""
+        return [int(np.prod(shape)) for shape in self._state_sizes()]
+
+    @property
+    def output_size(self) -> int:
+        """``units``, and one column per extra field with ``return_extras=True``."""
+        return self.units + (len(self.extra_fields) if self.return_extras else 0)
+
+    def get_initial_state(self, batch_size: Any = None) -> list[tf.Tensor]:
+        """The op's start state (or the learnt ``h0``/``c0``) as Keras' flat list, for ``batch_size`` rows."""
+        like = tf.zeros(tf.stack([batch_size, self.input_size]), self.compute_dtype)
+        return self._flat(self.start_state(like))
+
+    def _flat(self, state: Mapping[str, Any]) -> list[tf.Tensor]:
+        return [
+            tf.reshape(state[k], [-1, int(np.prod(shape))])
+            for k, shape in zip(self.state_names, self._state_sizes(), strict=True)
+        ]
+
+    def _add_time(self, a: Any) -> Any:
+        return tf.expand_dims(a, 1)
+
+    def _first_step(self, a: Any) -> Any:
+        return a[:, 0]
+
+    def _run_op(self, x: Any, params: list[dict[str, Any]], state: dict[str, Any], arrays: dict[str, Any]) -> Any:
+        if x.shape.is_fully_defined():
+            return super()._run_op(x, params, state, arrays)
+        # In a trace with the batch unknown (Keras' functional build, model.fit) the shape checks cannot run;
+        # the weights are the cell's own, so the op runs directly, as the layers run it there.
+        arguments = {
+            "x": x,
+            "params": params,
+            **dict(self.options),
+            **arrays,
+            "lengths": None,
+            "initial_state": (state,),
+            "reverse": False,
+            "checkpoint_every": None,
+        }
+        return run_op(self.op, arguments)
+
+    def call(self, inputs: Any, states: Any, training: Any = None, **arrays: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """One step: ``(output, new_states)`` from ``inputs`` ``(batch, input_size)`` and Keras' flat
+        ``states``; ``arrays`` are the step's per-step arrays (Phased LSTM's ``timestamps`` ``(batch,)``)."""
+        try:
+            x = tf.cast(tf.convert_to_tensor(inputs), self.compute_dtype)
+            flat = list(states) if isinstance(states, (list, tuple)) else [states]
+            names = self.state_names
+            if len(flat) != len(names):
+                expected = f"{len(names)} tensors ({', '.join(names)}), Keras' flat list of the op's state"
+                raise ShapeError(type(self).__name__, "states", expected, f"{len(flat)} tensors", backend=_BACKEND)
+            state = {
+                k: tf.reshape(tf.cast(v, self.compute_dtype), [-1, *shape])
+                for k, v, shape in zip(names, flat, self._state_sizes(), strict=True)
+            }
+            given = {
+                k: None if v is None else tf.cast(tf.convert_to_tensor(v), self.compute_dtype)
+                for k, v in arrays.items()
+            }
+            y, new_state, extras = self.step(x, state, given)
+        except CallError as err:
+            err._keras_call_info_injected = True  # type: ignore[attr-defined]  # as the layers' call: kept as is
+            raise
+        if self.return_extras:
+            y = tf.concat([y, *(tf.reshape(tf.cast(extras[f], y.dtype), [-1, 1]) for f in self.extra_fields)], axis=-1)
+        return y, self._flat(new_state)
+
+
+class RNNCell(_SpecCell):
+    op = "rnn"
+
+
+class LSTMCell(_SpecCell):
+    op = "lstm"
+
+
+class GRUCell(_SpecCell):
+    op = "gru"
+
+
+class SkipRNNCell(_SpecCell):
+    op = "skip_rnn"
+
+
+class SkipLSTMCell(_SpecCell):
+    op = "skip_lstm"
+
+
+class SkipGRUCell(_SpecCell):
+    op = "skip_gru"
+
+
+class ACTCell(_SpecCell):
+    op = "act"
+
+
+class IndRNNCell(_SpecCell):
+    op = "indrnn"
+
+
+class QRNNCell(_SpecCell):
+    """The state carries ``x_prev``, the last ``window - 1`` inputs, flattened in Keras' list: build the
+    cell (``cell.build((None, input_size))``) before ``keras.layers.RNN(cell)`` reads its ``state_size``.
+    No zoneout: ``call`` takes the step's ``zoneout_mask`` ``(batch, units)``, which Keras' RNN does not pass."""
+
+    op = "qrnn"
+
+
+class PhasedLSTMCell(_SpecCell):
+    """``call`` takes the step's ``timestamps`` ``(batch,)``, required: Keras' RNN cannot pass them, so
+    call the cell step by step."""
+
+    op = "phased_lstm"
+
+
+# The IndRNN authors' deep stacks and weight decay without the recurrent weights (a module of its own, which
+# imports this one's layers).
+from .deep_indrnn import (  # noqa: E402
+    DeepIndRNN,
+    PerStepBatchNormalization,
+    exclude_from_weight_decay,
+    no_decay_variables,
+)

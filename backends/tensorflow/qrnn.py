@@ -54,7 +54,8 @@ def _layer(p: Mapping[str, tf.Tensor], mode: str, mask: tf.Tensor | None) -> Lay
         gates = dict(zip(names, tf.split(pre, len(names), axis=2), strict=True))
         z = tf.tanh(gates["z"])
         f = tf.sigmoid(gates["f"])
-        f_eff = f if mask is None else tf.where(mask == 1, tf.ones_like(f), f)
+        # Zoneout, f + (1 - f) m: m = 0 leaves f exactly, m = 1 gives exactly 1.
+        f_eff = f if mask is None else tf.where(mask == 1, tf.ones_like(f), f + (1.0 - f) * mask)
         drive = tf.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
         valid = lengths.valid()
         c, final = linear_scan(f_eff, drive, state["c"], valid)

@@ -206,7 +206,14 @@ def run(call: SequenceCall) -> ACTResult:
     flag = w_ih[:, features]  # the flag column, added on inner steps n > 1
     eps, cap = float(epsilon), int(max_steps)
     leaves = [x, *p.values(), *state.values()]
-    if path == "skipping":
+    recurrent = call.arrays.get("recurrent_mask")
+    if recurrent is not None:  # recurrent dropout: only the training loop's cell takes the mask
+        record_training("act", False)
+        masked = base.with_recurrent_mask(recurrent[0])
+        out, state, ponder_steps, ponder_remainder = _training(
+            masked, p, state, projected, flag, norm.valid(), eps, cap
+        )
+    elif path == "skipping":
         out, state, ponder_steps, ponder_remainder = _skipping(base, p, state, projected, flag, norm, eps, cap)
     elif skip_autograd.usable(leaves):
         defaults = cell_defaults(cell)

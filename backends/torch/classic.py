@@ -35,7 +35,8 @@ def plain_layer(cell: Cell, p: Mapping[str, torch.Tensor]) -> LayerFn:
 def run(call: SequenceCall) -> SequenceResult:
     """rnn, lstm or gru over a stack of layers: torch's fused kernel where it applies, else the plain path."""
     op, x, options = call.op, call.x, call.options
-    if fused.why_plain(op, x, options) is None:
+    masked = any(a is not None for a in call.arrays.values())  # torch's fused kernels take no dropout masks
+    if not masked and fused.why_plain(op, x, options) is None:
         fused.record_path(op, "fused")
         norm = ARRAY_OPS.lengths(call.lengths, x)
         initial = initial_states(op, x, call.params, options, call.initial_state, ARRAY_OPS)
@@ -43,4 +44,6 @@ def run(call: SequenceCall) -> SequenceResult:
         return SequenceResult(outputs, state)
     fused.record_path(op, "plain")
     cell = make_cell(op, options)
-    return run_layers(call, lambda p, _: plain_layer(cell, p), ARRAY_OPS)
+    return run_layers(
+        call, lambda p, arrays: plain_layer(cell.with_recurrent_mask(arrays.get("recurrent_mask")), p), ARRAY_OPS
+    )

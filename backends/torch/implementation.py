@@ -174,5 +174,12 @@ class TorchImplementation(Implementation):
         return CompiledOp(op, run_op, os.environ.get(COMPILE_BACKEND_ENV) or "inductor")
 
 
+#: The ops whose dropout masks (``dropout_mask``, ``recurrent_mask``) this backend runs; the others leave them
+#: out of their signature, so the Backend refuses a mask for them, naming the backend.
+MASKED_OPS: frozenset[str] = frozenset(
+    {"rnn", "lstm", "gru", "indrnn", "qrnn", "phased_lstm", "skip_rnn", "skip_lstm", "skip_gru", "act"}
+)
+
 for _op in TorchImplementation.ops:
-    setattr(TorchImplementation, _op, spec_method(_op, run_op))
+    _without = () if _op in MASKED_OPS else ("dropout_mask", "recurrent_mask")
+    setattr(TorchImplementation, _op, spec_method(_op, run_op, without=_without))

@@ -26,6 +26,8 @@ from rnnspec.backends.common.state import LayerFn, indrnn_layer, run_layers
 from rnnspec.results import SequenceResult
 
 from . import fused, workspace
+from .cells import make_cell
+from .classic import plain_layer
 from .recurrence_autograd import native_indrnn_backward, native_indrnn_forward
 from .recurrences import indrnn_scan, native_usable
 from .sequence import ARRAY_OPS, Lengths, State
@@ -140,4 +142,10 @@ def _layer(p: Mapping[str, torch.Tensor], activation: str) -> LayerFn:
 def run(call: SequenceCall) -> SequenceResult:
     """IndRNN over a stack of layers."""
     activation = call.options["activation"]
+    if call.arrays.get("recurrent_mask") is not None:  # recurrent dropout: the plain cell, which takes the mask
+        fused.record_path("indrnn", "plain")
+        cell = make_cell("indrnn", call.options)
+        return run_layers(
+            call, lambda p, arrays: plain_layer(cell.with_recurrent_mask(arrays["recurrent_mask"]), p), ARRAY_OPS
+        )
     return run_layers(call, lambda p, _: _layer(p, activation), ARRAY_OPS)

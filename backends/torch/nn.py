@@ -104,7 +104,7 @@ With ``state_format="torch"``, ``hx``, ``h_n`` and ``c_n`` are ``(2 * num_layers
 batch, hidden_size)`` in torch.nn's order: layer 0 forward, layer 0 reverse, layer 1
 forward, ... ``forward``'s ``reverse=True`` is refused (both directions run already).
 qrnn's ``zoneout_mask`` (one array, or one per layer) and Phased LSTM's ``timestamps``
-are given to both directions.
+are given to both directions (a QRNN's own zoneout masks are drawn per layer and direction).
 
 Importing this module imports torch.
 """
@@ -119,7 +119,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnspec.backends.common.cells_core import CellCore
 from rnnspec.backends.common.layers import (
+    ZONEOUT,
     LayerCore,
     LayerOption,
     ParamSlots,
@@ -134,7 +136,33 @@ from rnnspec.init import init_params
 from rnnspec.ops import OPS
 from rnnspec.results import SequenceResult
 
-__all__ = ["ACT", "GRU", "LSTM", "QRNN", "RNN", "IndRNN", "PhasedLSTM", "SkipGRU", "SkipLSTM", "SkipRNN"]
+from .sequence import ARRAY_OPS
+
+__all__ = [
+    "ACT",
+    "GRU",
+    "LSTM",
+    "QRNN",
+    "RNN",
+    "ACTCell",
+    "DeepIndRNN",
+    "GRUCell",
+    "IndRNN",
+    "IndRNNCell",
+    "LSTMCell",
+    "PerStepBatchNorm",
+    "PhasedLSTM",
+    "PhasedLSTMCell",
+    "QRNNCell",
+    "RNNCell",
+    "SkipGRU",
+    "SkipGRUCell",
+    "SkipLSTM",
+    "SkipLSTMCell",
+    "SkipRNN",
+    "SkipRNNCell",
+    "param_groups",
+]
 
 
 # -- torch.nn's conventions: proj_size and the state's form ------------------------------------------------
@@ -546,7 +574,7 @@ input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoin
                 outputs = []
                 for d, direction in enumerate(DIRECTIONS):
                     state = None if initial[direction] is None else [initial[direction][k]]
-                    res = run(inp, [params[direction][k]], state, d == 1, own)
+                    res = run(inp, [params[direction][k]], state, d == 1, self._direction_arrays(inp, own))
                     outputs.append(res.outputs)
                     finals[direction].append(res.state[0])
                 inp = torch.cat(outputs, dim=-1)
@@ -566,6 +594,11 @@ input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoin
         if self.batch_first:
             return result
         return result._replace(**{f: self._swap(getattr(result, f)) for f in time_fields(self.op)})
+
+    def _direction_arrays(self, inp: torch.Tensor, arrays: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The per-step arrays of one layer of one direction of a bidirectional layer-wise stack, which reads the
+        batch-major ``inp``: the call's (QRNN adds the masks of its zoneout)."""
+        return arrays
 
     def _direction_states(self, name: str, initial_state: Any) -> dict[str, Any]:
         """A bidirectional layer's ``initial_state`` per direction: None, or one mapping per layer."""
@@ -756,10 +789,39 @@ class IndRNN(_SpecModule):
 
 
 class QRNN(_SpecModule):
-    """``forward`` also takes ``zoneout_mask`` (``None`` in evaluation; in training a {0, 1} array shaped like
-    the outputs, or one per layer, drawn by the caller)."""
+    """With ``zoneout=p > 0`` the layer makes the zoneout masks, laid out as ``x``: in training
+    (``module.train()``, torch's default) a Bernoulli(p) mask per layer from torch's global generator (as
+    ``nn.Dropout`` draws), in evaluation (``module.eval()``) one mask filled with p; a bidirectional layer draws
+    one per layer and direction. ``forward`` also takes ``zoneout_mask`` (an array shaped like the outputs with
+    entries in [0, 1], or one per layer), which is used instead."""
 
     op = "qrnn"
+    extra_options = (ZONEOUT,)
+    zoneout: float
+
+    def _zoneout_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """One layer's mask for ``x`` (its first two axes, the layer's dtype): drawn in training, p in evaluation."""
+        shape = (x.shape[0], x.shape[1], self.hidden_size)
+        if not self.training:  # the expectation: f + (1 - f) * p
+            return torch.full(shape, self.zoneout, dtype=self._param_dtype(), device=x.device)
+        return (torch.rand(shape, device=x.device) < self.zoneout).to(self._param_dtype())
+
+    def _prepare_call(self, x: Any, initial_state: Any, arrays: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+        x, initial_state, arrays = super()._prepare_call(x, initial_state, arrays)
+        # A bidirectional layer draws per direction (_direction_arrays); an x of another rank is refused next.
+        if self.zoneout > 0 and arrays.get("zoneout_mask") is None and not self.bidirectional and x.dim() == 3:
+            draws = self.num_layers if self.training else 1
+            masks = [self._zoneout_mask(x) for _ in range(draws)]
+            arrays["zoneout_mask"] = masks if self.training else masks[0]
+        return x, initial_state, arrays
+
+    def _direction_arrays(self, inp: torch.Tensor, arrays: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.zoneout > 0 and arrays.get("zoneout_mask") is None:
+            return {**arrays, "zoneout_mask": self._zoneout_mask(inp)}
+        return arrays
+
+    def describe(self) -> str:
+        return super().describe() + (f", zoneout={self.zoneout!r}" if self.zoneout else "")
 
 
 class PhasedLSTM(_SpecModule):
@@ -767,3 +829,140 @@ class PhasedLSTM(_SpecModule):
     (time-major without ``batch_first``)."""
 
     op = "phased_lstm"
+
+
+# -- cells: one step of an op ----------------------------------------------------------------
+
+
+class _SpecCell(CellCore, nn.Module):  # type: ignore[misc,unused-ignore]
+    """One layer of an rnnspec op as a torch module that computes one step; subclasses fix the op.
+
+    ``cell(x, state)`` returns ``(y, new_state)``, as ``torch.nn.RNNCell`` returns its new ``h``:
+    ``x`` ``(batch, input_size)``, ``state`` the op's state of one layer (a dict; None: the op's
+    start), ``y`` ``(batch, hidden_size)``. With ``return_extras=True`` (the Skip RNN and ACT cells)
+    it returns ``(y, new_state, extras)``, ``extras`` the op's extra per-step fields by name, each
+    ``(batch,)``. The params live in ``layers[0]``, as a one-layer layer's.
+    """
+
+    backend_name: ClassVar[str] = "torch"
+    array_ops = ARRAY_OPS
+    common_parameters: ClassVar[str] = """\
+input_size, hidden_size, bias, return_extras, device, dtype
+    As :mod:`rnnspec.backends.torch.nn` says (Cells)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on)
+            cls.extra_options = with_trainable_options(cls.op, cls.extra_options)
+        super().__init_subclass__(**kwargs)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        return_extras: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        flags = {"bias": bias, "return_extras": return_extras}
+        self._configure_cell(input_size=input_size, hidden_size=hidden_size, bias=bias, flags=flags, options=options)
+        self.bias = bias
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        arrays = self._draw_cell(seed=0)
+        self.layers = nn.ModuleList([_Layer(arrays, self.left_out, device, dtype, layer_fixed_params(self))])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fill the parameters from :func:`rnnspec.init_params`, with a seed from torch's global generator."""
+        self.load_canonical([self._draw_cell(seed=int(torch.randint(0, 2**62, (), dtype=torch.int64)))])
+
+    def canonical_params(self) -> list[dict[str, torch.Tensor]]:
+        """The params as the op takes them: one dict (one layer) of the live tensors."""
+        return [layer.tensors() for layer in self._layer_slots()]
+
+    def _layer_slots(self) -> list[_Layer]:
+        return [cast(_Layer, layer) for layer in self.layers]
+
+    _as_array = _SpecModule._as_array
+    _set_param = _SpecModule._set_param
+    _to_numpy = staticmethod(_SpecModule._to_numpy)
+
+    def _add_time(self, a: Any) -> Any:
+        return a.unsqueeze(1)
+
+    def _first_step(self, a: Any) -> Any:
+        return a[:, 0]
+
+    def initial_state(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state a sequence starts from for the batch of ``x`` ``(batch, input_size)``: the op's start
+        (zeros; Skip RNN's ``update_prob`` one) or the learnt ``h0``/``c0``."""
+        return self.start_state(x)
+
+    def forward(self, x: Any, state: Any = None, **arrays: Any) -> Any:
+        """One step from ``x`` ``(batch, input_size)`` and ``state`` (None: the op's start).
+
+        ``arrays`` are the step's per-step arrays without a time axis (Phased LSTM's ``timestamps``
+        ``(batch,)``, QRNN's ``zoneout_mask`` ``(batch, hidden_size)``). Returns ``(y, new_state)``, or
+        ``(y, new_state, extras)`` with ``return_extras=True``.
+        """
+        if not isinstance(x, torch.Tensor):
+            expected = "a torch.Tensor (batch, input_size) (torch.from_numpy(x) for a NumPy array)"
+            raise DtypeError(type(self).__name__, "x", expected, type(x).__name__, backend=self.backend_name)
+        y, new_state, extras = self.step(x, state, arrays)
+        return (y, new_state, extras) if self.return_extras else (y, new_state)
+
+    def extra_repr(self) -> str:
+        return self.describe()
+
+
+class RNNCell(_SpecCell):
+    op = "rnn"
+
+
+class LSTMCell(_SpecCell):
+    op = "lstm"
+
+
+class GRUCell(_SpecCell):
+    op = "gru"
+
+
+class SkipRNNCell(_SpecCell):
+    op = "skip_rnn"
+
+
+class SkipLSTMCell(_SpecCell):
+    op = "skip_lstm"
+
+
+class SkipGRUCell(_SpecCell):
+    op = "skip_gru"
+
+
+class ACTCell(_SpecCell):
+    op = "act"
+
+
+class IndRNNCell(_SpecCell):
+    op = "indrnn"
+
+
+class QRNNCell(_SpecCell):
+    """The state carries ``x_prev``, the last ``window - 1`` inputs; ``forward`` also takes the step's
+    ``zoneout_mask`` ``(batch, hidden_size)`` (None in evaluation)."""
+
+    op = "qrnn"
+
+
+class PhasedLSTMCell(_SpecCell):
+    """``forward`` also takes the step's ``timestamps`` ``(batch,)``, required."""
+
+    op = "phased_lstm"
+
+
+# The IndRNN authors' deep stacks and weight decay without the recurrent weights (a module of its own, which
+# imports this one's layers).
+from .deep_indrnn import DeepIndRNN, PerStepBatchNorm, param_groups  # noqa: E402

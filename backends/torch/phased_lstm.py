@@ -145,14 +145,22 @@ def _kernel(name: str, dtype: torch.dtype, signature: str) -> Any:
 
 
 def _layer(
-    p: Mapping[str, torch.Tensor], leak: float, peepholes: bool, timestamps: torch.Tensor, taken: list[bool]
+    p: Mapping[str, torch.Tensor],
+    leak: float,
+    peepholes: bool,
+    timestamps: torch.Tensor,
+    taken: list[bool],
+    recurrent_mask: torch.Tensor | None = None,
 ) -> LayerFn:
     """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees.
 
-    ``taken`` receives, per run, whether the layer ran the open-units kernel."""
+    ``taken`` receives, per run, whether the layer ran the open-units kernel (never under recurrent dropout:
+    ``recurrent_mask``, which only the plain loop takes)."""
 
     def run(inp: torch.Tensor, state: State, lengths: Lengths) -> tuple[torch.Tensor, State]:
-        if _open_enough(inp, timestamps, p, leak, lengths, [inp, timestamps, *state.values(), *p.values()]):
+        if recurrent_mask is None and _open_enough(
+            inp, timestamps, p, leak, lengths, [inp, timestamps, *state.values(), *p.values()]
+        ):
             taken.append(True)
             return _open_units(inp, state, lengths, p, timestamps, leak, peepholes)
         taken.append(False)
@@ -164,7 +172,8 @@ def _layer(
         def step(s: State, xs: Sequence[torch.Tensor]) -> State:
             gi_t, k_t = xs
             h, c = s["h"], s["c"]
-            ai, af, ag, ao = (gi_t + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
+            hm = h if recurrent_mask is None else h * recurrent_mask  # the gate's mix reads h
+            ai, af, ag, ao = (gi_t + F.linear(hm, w_hh, b_hh)).chunk(4, dim=1)
             if peep is not None:
                 ai, af = ai + peep[0] * c, af + peep[1] * c
             c_cand = torch.sigmoid(af) * c + torch.sigmoid(ai) * torch.tanh(ag)
@@ -182,6 +191,10 @@ def run(call: SequenceCall) -> SequenceResult:
     """Phased LSTM over a stack of layers (with or without peepholes)."""
     leak, peepholes = float(call.options["leak"]), bool(call.options["peepholes"])
     taken: list[bool] = []
-    result = run_layers(call, lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"], taken), ARRAY_OPS)
+    result = run_layers(
+        call,
+        lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"], taken, arrays.get("recurrent_mask")),
+        ARRAY_OPS,
+    )
     fused.record_path(call.op, "open-units" if any(taken) else "plain")
     return result

@@ -243,7 +243,8 @@ def _pool(
     """The pooling and output gate over torch ops and :func:`.recurrences.linear_scan` (the non-native paths)."""
     z = torch.tanh(gates["z"])
     f = torch.sigmoid(gates["f"])
-    f_eff = f if mask is None else torch.where(mask == 1, 1.0, f)
+    # Zoneout, f + (1 - f) m: m = 0 leaves f exactly, m = 1 gives exactly 1 (see rnnspec.reference.qrnn.zoneout).
+    f_eff = f if mask is None else torch.where(mask == 1, 1.0, f + (1.0 - f) * mask)
     drive = torch.sigmoid(gates["i"]) * z if "i" in gates else (1.0 - f_eff) * z
     valid = lengths.valid()
     c, final = linear_scan(f_eff, drive, c0, valid, op="qrnn")

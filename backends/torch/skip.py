@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import initial_states
+from rnnspec.backends.common.state import initial_states, layer_arrays
 from rnnspec.results import SkipResult
 
 from . import skip_autograd, workspace
@@ -72,9 +72,16 @@ def _training(
     states: list[State],
     inp: torch.Tensor,
     valid: torch.Tensor | None,
+    masks: Sequence[Mapping[str, torch.Tensor | None]] | None = None,
 ) -> Loop:
-    """Every candidate at every step, in the graph: the outputs, final states, update_gate and update_prob."""
+    """Every candidate at every step, in the graph: the outputs, final states, update_gate and update_prob.
+
+    ``masks``: each layer's dropout masks (:func:`~rnnspec.backends.common.state.layer_arrays`): its recurrent
+    mask, and the mask of its input from the layer below (aligned with ``inp``'s time axis)."""
     names = cell.state_names
+    masks = masks or [{} for _ in params]
+    cells = [cell.with_recurrent_mask(m.get("recurrent_mask")) for m in masks]
+    drops = [m.get("dropout_mask") for m in masks]
     gate_input = "c" if "c" in names else "h"
     top = params[-1]
     projected = cell.project(params[0], inp)  # layer 0's input projection, every step at once
@@ -83,8 +90,10 @@ def _training(
         steps = skip_autograd.gate(states[-1]["update_prob"], states[-1]["cum_update_prob"], 1.0, 0.5)
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(params, states, strict=True)):
-            gi = projected[:, t] if k == 0 else cell.project(p, cands[-1]["h"])
-            cands.append(cell.step(p, {n: s[n] for n in names}, gi))
+            drop = drops[k]
+            below = cands[-1]["h"] if k > 0 else inp  # layer 0 reads the projection instead
+            gi = projected[:, t] if k == 0 else cells[k].project(p, below if drop is None else below * drop[:, t])
+            cands.append(cells[k].step(p, {n: s[n] for n in names}, gi))
         du = _sigmoid(F.linear(cands[-1][gate_input], top["w_gate"], top["b_gate"]))
         keep = None if valid is None else valid[:, t, None]
         states, y, u, u_tilde = skip_autograd.advance(names, states, cands, du, steps, keep, 1.0, 0.0)
@@ -186,7 +195,11 @@ def run(call: SequenceCall) -> SkipResult:
         empty = x.new_zeros((batch, 0))
         return SkipResult(x.new_zeros((batch, 0, hidden)), tuple(fresh(s) for s in states), empty, empty.clone())
     inp = reverse_valid(x, lengths) if reverse else x
-    if path == "skipping":
+    if any(a is not None for a in call.arrays.values()):  # dropout masks: only the training loop takes them
+        record_training(op, False)
+        masks = layer_arrays(call, lengths, ARRAY_OPS)
+        out, states, gate, prob = _training(cell, params, states, inp, lengths.valid(), masks)
+    elif path == "skipping":
         out, states, gate, prob = _skipping(cell, params, states, inp, lengths)
     elif skip_autograd.usable(leaves):
         layout = skip_autograd.SkipLayout(

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..results import ACTResult
-from .common import CHECKPOINT_EVERY
+from .common import CHECKPOINT_EVERY, RECURRENT_MASK, recurrent_equation
 from .gru import GRU
 from .indrnn import INDRNN
 from .lstm import LSTM
@@ -74,6 +74,7 @@ ACT = OpSpec(
         "p^n_t = h^n_t for n < N(t);  p^{N(t)}_t = R(t)",
         "s_t = sum_n p^n_t s^n_t;  y_t = sum_n p^n_t h(s^n_t)",
         "ponder_cost_t = N(t) + R(t)",
+        recurrent_equation("the cell's recurrent product (W_hh h; IndRNN's u * h) at every inner step"),
     ),
     params=_params({"cell": "rnn"}),
     state=RNN.state,
@@ -95,6 +96,7 @@ ACT = OpSpec(
             check=_is_max_steps,
             expected="an integer in [1, 2**31 - 1]",
         ),
+        RECURRENT_MASK,
         CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state", "ponder_steps", "ponder_remainder", "ponder_cost"),

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
+from .common import (
+    CHECKPOINT_EVERY,
+    DROPOUT_MASK,
+    EXACT_GRADIENT,
+    HIDDEN_STATE,
+    RECURRENT_MASK,
+    dropout_equation,
+    recurrent_equation,
+)
 from .record import OpSpec, OptionSpec, ParamSpec
 
 __all__ = ["GRU"]
@@ -19,6 +27,8 @@ GRU = OpSpec(
         "n = tanh(W_in x_t + b_in + W_hn (r * h_{t-1}) + b_hn)    if not reset_after",
         "h_t = (1 - z) * n + z * h_{t-1}",
         "y_t = h_t",
+        dropout_equation(),
+        recurrent_equation("every W_h. h_{t-1}"),
     ),
     params=(
         ParamSpec("w_ih", ("3*H", "I"), "input-to-hidden weights, row blocks r, z, n"),
@@ -35,6 +45,8 @@ GRU = OpSpec(
             "apply the reset gate after the recurrent matmul (PyTorch, cuDNN, Keras 3) or before "
             "it (Cho et al. 2014, TF1 GRUCell)",
         ),
+        DROPOUT_MASK,
+        RECURRENT_MASK,
         CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state"),

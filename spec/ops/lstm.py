@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .common import CHECKPOINT_EVERY, EXACT_GRADIENT, HIDDEN_STATE
+from .common import (
+    CHECKPOINT_EVERY,
+    DROPOUT_MASK,
+    EXACT_GRADIENT,
+    HIDDEN_STATE,
+    RECURRENT_MASK,
+    dropout_equation,
+    recurrent_equation,
+)
 from .record import OpSpec, ParamSpec, StateSpec
 
 __all__ = ["LSTM"]
@@ -17,6 +25,8 @@ LSTM = OpSpec(
         "c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)",
         "h_t = sigmoid(o) * tanh(c_t)",
         "y_t = h_t",
+        dropout_equation(),
+        recurrent_equation(),
     ),
     params=(
         ParamSpec("w_ih", ("4*H", "I"), "input-to-hidden weights, row blocks i, f, g, o"),
@@ -25,7 +35,7 @@ LSTM = OpSpec(
         ParamSpec("b_hh", ("4*H",), "hidden bias, blocks i, f, g, o"),
     ),
     state=(HIDDEN_STATE, StateSpec("c", ("H",), "cell state c_t")),
-    options=(CHECKPOINT_EVERY,),
+    options=(DROPOUT_MASK, RECURRENT_MASK, CHECKPOINT_EVERY),
     result_fields=("outputs", "state"),
     gradient=EXACT_GRADIENT,
     init="lstm",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from .common import CHECKPOINT_EVERY
+from .common import CHECKPOINT_EVERY, DROPOUT_MASK, RECURRENT_MASK, dropout_equation, recurrent_equation
 from .lstm import LSTM
 from .record import CaseHints, InitScheme, OpSpec, OptionSpec, ParamSpec
 
@@ -144,6 +144,8 @@ PHASED_LSTM = OpSpec(
         "c_t = k_t * c~_t + (1 - k_t) * c_{t-1}",
         "h_t = k_t * h~_t + (1 - k_t) * h_{t-1}",
         "y_t = h_t",
+        dropout_equation(),
+        recurrent_equation(),
     ),
     params=_params({}),
     state=LSTM.state,
@@ -174,6 +176,8 @@ PHASED_LSTM = OpSpec(
             (False, True),
             "the paper's peephole connections: the gates i, f read c_{t-1} and o reads c~_t through w_peephole",
         ),
+        DROPOUT_MASK,
+        RECURRENT_MASK,
         CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state"),

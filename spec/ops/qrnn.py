@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .common import CHECKPOINT_EVERY, EXACT_GRADIENT
+from .common import CHECKPOINT_EVERY, DROPOUT_MASK, EXACT_GRADIENT, dropout_equation
 from .record import CaseHints, OpSpec, OptionSpec, ParamSpec, StateSpec
 
 __all__ = ["LINEAR_RECURRENCE", "QRNN", "QRNN_GATES"]
@@ -26,11 +26,12 @@ QRNN = OpSpec(
     equations=(
         "[z, f, (i), (o)] = conv1d([x_prev, x], w)_t + b    (x_prev: the K-1 inputs before the first step)",
         "z = tanh(z); f, i, o = sigmoid(f), sigmoid(i), sigmoid(o)",
-        "f = 1 where zoneout_mask = 1",
+        "f = f + (1 - f) * zoneout_mask    (f = 1 exactly where zoneout_mask = 1; f where it is 0)",
         "c_t = f * c_{t-1} + (1 - f) * z    (modes f, fo)",
         "c_t = f * c_{t-1} + i * z          (mode ifo)",
         "h_t = c_t (mode f);  h_t = o * c_t (modes fo, ifo)",
         "y_t = h_t",
+        dropout_equation(),
     ),
     params=(
         ParamSpec("w", ("G*H", "I", "K"), "convolution weights in Conv1d layout, row blocks z, f, [i], [o]"),
@@ -50,18 +51,22 @@ QRNN = OpSpec(
             "zoneout_mask",
             None,
             (),
-            "None, or a {0, 1} array (batch, time, H) of x's dtype, or one per layer: f is set to 1 where it is "
-            "1 (modes f and fo then keep the previous state; mode ifo adds i * z to it). The caller draws it in "
-            "training and passes None in evaluation",
+            "None, or an array (batch, time, H) of x's dtype with entries m in [0, 1], or one per layer: f "
+            "becomes f + (1 - f) * m, so a 1 sets f to 1 (modes f and fo then keep the previous state; mode ifo "
+            "adds i * z to it) and a 0 leaves f. Zoneout with probability p: a Bernoulli(p) mask drawn in "
+            "training, a mask filled with p (the expected f) in evaluation",
             kind="array",
             shape=("B", "T", "H"),
             per_layer=True,
             values=(0.0, 1.0),
         ),
+        DROPOUT_MASK,
         CHECKPOINT_EVERY,
     ),
     result_fields=("outputs", "state"),
-    gradient=EXACT_GRADIENT + " The zoneout mask is a constant: no gradient reaches it, nor f where it is 1.",
+    gradient=EXACT_GRADIENT
+    + " The zoneout mask m is a constant: no gradient reaches it, and f receives (1 - m) times the cotangent"
+    " of f + (1 - f) * m (none where m = 1).",
     fixed_dims=_gate_count,
     init="uniform_conv_fan_in",
     init_sizes={"K": "window"},

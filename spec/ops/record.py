@@ -74,13 +74,21 @@ class OptionSpec:
     shape: tuple[str, ...] = ()
     #: For ``kind="array"``: whether a sequence of one array per layer may stand for one array for every layer.
     per_layer: bool = False
-    #: For ``kind="array"``: the values its entries may take (``None``: any).
+    #: For ``kind="array"``: ``(low, high)``, the closed interval its entries must lie in, NaN refused (``None``:
+    #: any value). The conformance suite draws the ends most often (a zoneout mask's 0 and 1), and values between.
     values: tuple[float, ...] | None = None
     #: For ``kind="array"``: whether the call must pass it (``None`` refused; the signature gives it no default).
     required: bool = False
     #: For ``kind="array"`` of shape ``(B, T)``: its entries may not decrease along each row's valid prefix
     #: (Phased LSTM's ``timestamps``).
     nondecreasing: bool = False
+    #: For ``kind="array"``: one array per boundary between consecutive layers (``layers - 1`` of them, of the
+    #: sizes of the layer below the boundary; none for one layer), which multiplies the input of the layer above
+    #: (the between-layer dropout mask, ``dropout_mask``). A single array stands for every boundary.
+    between_layers: bool = False
+    #: For ``kind="array"``: a dropout mask, the caller's Bernoulli draws already scaled by 1 / (1 - p) (entries
+    #: >= 0 that only multiply; no gradient reaches them). The conformance suite draws zeros and a scale.
+    dropout: bool = False
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is allowed (``True`` is not taken for ``1``)."""

@@ -9,6 +9,7 @@ gradient.
 from __future__ import annotations
 
 from ..results import SkipResult
+from .common import recurrent_equation
 from .gru import GRU
 from .lstm import LSTM
 from .record import CaseHints, OpSpec, ParamSpec, StateSpec
@@ -36,6 +37,8 @@ _EQUATIONS = (
     "update_prob_t = u_t * du~_t + (1 - u_t) * update_prob_{t-1}",
     "cum_t = (1 - u_t) * u~_t",
     "y_t = h^top_t",
+    "cand^{k-1}_t * dropout_mask^{k-1}_t in place of cand^{k-1}_t for layer k > 0, with a dropout_mask",
+    recurrent_equation("each base cell's recurrent product in S_k") + " (and the copy (1 - u_t) * s^k_{t-1})",
 )
 
 _GRADIENT = (

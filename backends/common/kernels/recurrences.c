@@ -4,7 +4,8 @@
  *   IndRNN's            h_t = act((pre_t + bias) + u h_{t-1}), act relu or tanh, u per unit or per row
  *                       (indrnn's layer leaves its projection's bias to the kernel; zeros for the primitive)
  *   QRNN's gates and pooling, fused: from the projection's gate blocks z, f, [i], [o] of each step and
- *                       their bias, z = tanh, f, i, o = sigmoid, f = 1 where the zoneout mask is 1,
+ *                       their bias, z = tanh, f, i, o = sigmoid, f = f + (1 - f) m under the
+ *                       zoneout mask m in [0, 1] (exactly 1 where m = 1),
  *                       c_t = f c_{t-1} + (1 - f) z (modes f, fo) or f c_{t-1} + i z (mode ifo),
  *                       h_t = o c_t (fo, ifo) or c_t (f)
  *
@@ -377,7 +378,7 @@ static inline int64_t rs_block(int64_t B, int64_t H) {
         const int64_t io = 2 * H, oo = (mode == 2 ? 3 : 2) * H;                                                     \
         REAL z = TANH(p[j] + bias[j]);                                                                              \
         REAL f = SIGMOID(p[H + j] + bias[H + j]);                                                                   \
-        if (masked) f = m[j] == 1 ? (REAL)1 : f;                                                                    \
+        if (masked) f = m[j] == 1 ? (REAL)1 : f + ((REAL)1 - f) * m[j];                                             \
         REAL drive = mode == 2 ? SIGMOID(p[io + j] + bias[io + j]) * z : ((REAL)1 - f) * z;                         \
         REAL v = f * prev[j] + drive;                                                                               \
         c[j] = v;                                                                                                   \
@@ -445,7 +446,7 @@ static inline int64_t rs_block(int64_t B, int64_t H) {
     /* Column j of a valid step of the backward, as the reference's vjp: the activations again from p,              \
      * then with g = carry + dc (dc = dh o, or dh in mode f), the pooling's da = g c_{t-1} and db = g:              \
      * df_eff = da - db z and dz = db (1 - f_eff) (f, fo), or df_eff = da, dz = db i, di = db z i (1 - i)           \
-     * (ifo); df = 0 where the mask is 1; dpre = dz (1 - z^2), df f (1 - f), [di], [dh c o (1 - o)];                \
+     * (ifo); df = df_eff (1 - m), 0 where m = 1; dpre = dz (1 - z^2), df f (1 - f), [di], [dh c o (1 - o)];        \
      * carry = g f_eff. ct: c_t (modes fo, ifo). */                                                                 \
     RS_ALWAYS_INLINE void RS_CAT(rs_qrnn_back_col, SUFFIX)(int64_t j, const REAL *restrict p,                       \
                                                           const REAL *restrict bias, const REAL *restrict m,        \
@@ -456,7 +457,7 @@ static inline int64_t rs_block(int64_t B, int64_t H) {
         const int64_t io = 2 * H, oo = (mode == 2 ? 3 : 2) * H;                                                     \
         REAL z = TANH(p[j] + bias[j]);                                                                              \
         REAL f = SIGMOID(p[H + j] + bias[H + j]);                                                                   \
-        REAL fe = masked ? (m[j] == 1 ? (REAL)1 : f) : f;                                                           \
+        REAL fe = masked ? (m[j] == 1 ? (REAL)1 : f + ((REAL)1 - f) * m[j]) : f;                                    \
         REAL o = mode ? SIGMOID(p[oo + j] + bias[oo + j]) : (REAL)1;                                                \
         REAL g = carry[j] + (mode ? d[j] * o : d[j]);                                                               \
         REAL da = g * prev[j];                                                                                      \
@@ -472,7 +473,7 @@ static inline int64_t rs_block(int64_t B, int64_t H) {
             dfe = da - g * z;                                                                                       \
             dz = g * ((REAL)1 - fe);                                                                                \
         }                                                                                                           \
-        REAL df = masked ? (m[j] == 1 ? (REAL)0 : dfe) : dfe;                                                       \
+        REAL df = masked ? (m[j] == 1 ? (REAL)0 : dfe * ((REAL)1 - m[j])) : dfe;                                    \
         REAL gz = dz * ((REAL)1 - z * z), gf = df * f * ((REAL)1 - f);                                              \
         gp[j] = gz;                                                                                                 \
         gp[H + j] = gf;                                                                                             \
