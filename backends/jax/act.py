@@ -25,6 +25,10 @@ The inner loop, two ways, one function (:func:`_ponderer`, a ``jax.custom_jvp``)
   ``while_loop`` (its trip count is unknown when the residuals are laid out);
   the scan's is fixed. Both compute the same values: the scan's extra steps
   change nothing.
+
+Recurrent dropout (``recurrent_mask``, one ``(batch, H)`` mask: act has one
+layer): every inner step's recurrent product reads ``h * mask``. The mask is an
+argument of the inner loop (None without it), so both forms take it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from jax import lax
 
 from rnnspec.backends.common.cells import cell_defaults
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import initial_states
+from rnnspec.backends.common.state import initial_states, layer_arrays
 from rnnspec.results import ACTResult
 
 from .cells import Cell, Params, linear, make_cell, sigmoid
@@ -48,9 +52,11 @@ __all__ = ["run"]
 
 #: The inner loop's carry: (s^n, sum of halting units so far, halted, N, R, the mean-field state).
 Carry = tuple[State, jax.Array, jax.Array, jax.Array, jax.Array, State]
-#: (params, state, the step's projected x_t, the flag column, the rows within their length)
-#: -> (the mean-field state, N, R).
-Ponder = Callable[[Params, State, jax.Array, jax.Array, jax.Array], tuple[State, jax.Array, jax.Array]]
+#: (params, state, the step's projected x_t, the flag column, the rows within their length, the recurrent
+#: dropout mask or None) -> (the mean-field state, N, R).
+Ponder = Callable[
+    [Params, State, jax.Array, jax.Array, jax.Array, jax.Array | None], tuple[State, jax.Array, jax.Array]
+]
 
 
 def _ponderer(cell: Cell, threshold: float, max_steps: int) -> Ponder:
@@ -64,10 +70,12 @@ def _ponderer(cell: Cell, threshold: float, max_steps: int) -> Ponder:
         mean = {k: jnp.zeros_like(v) for k, v in state.items()}
         return dict(state), jnp.zeros((batch, 1), dtype), halted, zeros, zeros, mean
 
-    def advance(p: Params, projected: jax.Array, flag: jax.Array, carry: Carry, n: jax.Array) -> Carry:
+    def advance(
+        p: Params, projected: jax.Array, flag: jax.Array, mask: jax.Array | None, carry: Carry, n: jax.Array
+    ) -> Carry:
         s, total, halted, steps, remainder, mean = carry
         active = ~halted
-        s = cell.step(p, s, jnp.where(n == 1, projected, projected + flag))
+        s = cell.with_recurrent_mask(mask).step(p, s, jnp.where(n == 1, projected, projected + flag))
         h = sigmoid(linear(s["h"], p["w_halt"], p["b_halt"]))
         # "Not below", not ">=": a NaN halting unit stops its row (the spec's rule), with R NaN.
         stop = active & (~(total + h < threshold) | (n == max_steps))
@@ -85,10 +93,10 @@ def _ponderer(cell: Cell, threshold: float, max_steps: int) -> Ponder:
         return mean, steps, remainder
 
     def scanned(
-        p: Params, state: State, projected: jax.Array, flag: jax.Array, keep: jax.Array
+        p: Params, state: State, projected: jax.Array, flag: jax.Array, keep: jax.Array, mask: jax.Array | None
     ) -> tuple[State, jax.Array, jax.Array]:
         def body(carry: Carry, n: jax.Array) -> tuple[Carry, None]:
-            step = lax.cond(jnp.all(carry[2]), lambda c: c, lambda c: advance(p, projected, flag, c, n), carry)
+            step = lax.cond(jnp.all(carry[2]), lambda c: c, lambda c: advance(p, projected, flag, mask, c, n), carry)
             return step, None
 
         carry, _ = lax.scan(body, start(state, projected, keep), jnp.arange(1, max_steps + 1, dtype=jnp.int32))
@@ -96,13 +104,13 @@ def _ponderer(cell: Cell, threshold: float, max_steps: int) -> Ponder:
 
     @jax.custom_jvp
     def looped(
-        p: Params, state: State, projected: jax.Array, flag: jax.Array, keep: jax.Array
+        p: Params, state: State, projected: jax.Array, flag: jax.Array, keep: jax.Array, mask: jax.Array | None
     ) -> tuple[State, jax.Array, jax.Array]:
         def pondering(c: tuple[jax.Array, Carry]) -> jax.Array:
             return (c[0] <= max_steps) & ~jnp.all(c[1][2])
 
         def body(c: tuple[jax.Array, Carry]) -> tuple[jax.Array, Carry]:
-            return c[0] + 1, advance(p, projected, flag, c[1], c[0])
+            return c[0] + 1, advance(p, projected, flag, mask, c[1], c[0])
 
         _, carry = lax.while_loop(pondering, body, (jnp.int32(1), start(state, projected, keep)))
         return finish(carry)
@@ -130,10 +138,11 @@ def run(call: SequenceCall) -> ACTResult:
     flag = w_ih[:, features]  # the flag column, added on inner steps n > 1
     ponder = _ponderer(make_cell(cell, cell_defaults(cell)), 1.0 - float(epsilon), int(max_steps))
     keep_all = valid if valid is not None else jnp.ones((batch, time), dtype=bool)
+    mask = layer_arrays(call, norm, ARRAY_OPS)[0].get("recurrent_mask")  # act's one layer's, or None
 
     def step(s: State, xs_t: tuple[jax.Array, jax.Array]) -> tuple[State, tuple[jax.Array, ...]]:
         proj_t, keep = xs_t
-        new, n_steps, remainder = ponder(p, s, proj_t, flag, keep)
+        new, n_steps, remainder = ponder(p, s, proj_t, flag, keep, mask)
         if valid is None:
             return new, (new["h"], n_steps, remainder)
         zero = jnp.zeros((), proj_t.dtype)

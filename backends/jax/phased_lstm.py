@@ -7,6 +7,8 @@ is written ``a - tau * floor(a / tau)`` and the branches are selected by
 ``jnp.where`` on the spec's comparisons, so that ``jax.vjp``'s derivative is the
 spec's convention (the floor a constant; at a kink, the selected branch's).
 The timestamps are data (``lax.stop_gradient``): no gradient reaches them.
+Dropout: :func:`~rnnspec.backends.common.state.run_layers` multiplies layer k > 0's
+input by its ``dropout_mask``; each layer's recurrent product reads ``h * recurrent_mask``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ def time_gate(timestamps: jax.Array, tau: jax.Array, s: jax.Array, r_on: jax.Arr
     return jnp.where(phase < r_on / 2, rising, jnp.where(phase < r_on, 2.0 - rising, leak * phase))
 
 
-def _layer(p: Mapping[str, jax.Array], leak: float, peepholes: bool, timestamps: jax.Array) -> LayerFn:
-    """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees."""
+def _layer(
+    p: Mapping[str, jax.Array],
+    leak: float,
+    peepholes: bool,
+    timestamps: jax.Array,
+    recurrent_mask: jax.Array | None = None,
+) -> LayerFn:
+    """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees.
+
+    Under recurrent dropout (``recurrent_mask``, ``(batch, H)``) the recurrent product reads ``h * mask``, the
+    time gate's mix ``h``."""
 
     def run(inp: jax.Array, state: State, lengths: Lengths) -> tuple[jax.Array, State]:
         k = time_major(time_gate(timestamps, p["tau"], p["s"], p["r_on"], leak))
@@ -47,7 +58,8 @@ def _layer(p: Mapping[str, jax.Array], leak: float, peepholes: bool, timestamps:
         def step(s: State, xs: Sequence[jax.Array]) -> State:
             gi_t, k_t = xs
             h, c = s["h"], s["c"]
-            a = gi_t + jnp.dot(h, w_hh_t, precision=lax.Precision.HIGHEST) + b_hh
+            hm = h if recurrent_mask is None else h * recurrent_mask
+            a = gi_t + jnp.dot(hm, w_hh_t, precision=lax.Precision.HIGHEST) + b_hh
             ai, af, ag, ao = jnp.split(a, 4, axis=1)
             if peep is not None:
                 ai, af = ai + peep[0] * c, af + peep[1] * c
@@ -66,4 +78,9 @@ def run(call: SequenceCall) -> SequenceResult:
     """Phased LSTM over a stack of layers (with or without peepholes)."""
     record_path(call.op, "plain")
     leak, peepholes = float(call.options["leak"]), bool(call.options["peepholes"])
-    return run_layers(call, lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"]), ARRAY_OPS)
+    # run_layers multiplies layer k > 0's input by its dropout_mask; the layer takes its recurrent_mask.
+    return run_layers(
+        call,
+        lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"], arrays.get("recurrent_mask")),
+        ARRAY_OPS,
+    )

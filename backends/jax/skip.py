@@ -37,6 +37,12 @@ fewer rows (see :mod:`.skipping`). Gates are decided from the same values, so
 only a ``u~`` within rounding of 0.5 could decide differently.
 :func:`.paths.plain_path` (or ``RNNSPEC_JAX_PLAIN=1``) forces the training
 loop everywhere.
+
+Dropout (``dropout_mask``, ``recurrent_mask``; :func:`~rnnspec.backends.common.state.layer_arrays` gives each
+layer its own): layer k's cell reads ``h * recurrent_mask[k]`` in its recurrent product, and layer k > 0's
+input, the candidate ``h`` of layer k - 1 at step t, is multiplied by its boundary's ``dropout_mask[:, t]``.
+With a mask the op is the training loop alone: the skipping loop's gathered rows would have to gather the
+masks' rows too, for an inference path that dropout, a training-time option, does not need.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import initial_states
+from rnnspec.backends.common.state import initial_states, layer_arrays
 from rnnspec.results import SkipResult
 
 from .cells import make_cell, prepare, sigmoid
@@ -91,9 +97,17 @@ def _loop(
     reverse: bool,
     options: Mapping[str, Any],
     skipping: bool,
+    masks: Sequence[Mapping[str, jax.Array | None]] | None = None,
 ) -> SkipResult:
-    """The loop over time; ``skipping=True`` computes candidates only where a gate opens (values only)."""
+    """The loop over time; ``skipping=True`` computes candidates only where a gate opens (values only).
+
+    ``masks``: each layer's dropout masks (its ``recurrent_mask``, and the ``dropout_mask`` of its input from the
+    layer below, aligned with the time axis the loop sees), for the training loop only."""
     cell = make_cell(op.removeprefix("skip_"), options)
+    layers = masks or [{} for _ in params]
+    cells = [cell.with_recurrent_mask(m.get("recurrent_mask")) for m in layers]
+    drops = [m.get("dropout_mask") for m in layers]
+    assert not (skipping and any(m is not None for layer in layers for m in layer.values())), "masks: training only"
     names = cell.state_names
     gate_input = "c" if "c" in names else "h"
     lengths = Lengths(lengths_values, x.shape[1])
@@ -109,11 +123,16 @@ def _loop(
     prepared = [prepare(p, inputs=k > 0) for k, p in enumerate(params)]
     gate_w_t, gate_b = jnp.transpose(top["w_gate"]), top["b_gate"]
 
-    def compute(carry: Sequence[State], gi0: jax.Array) -> tuple[list[State], jax.Array]:
+    def compute(
+        carry: Sequence[State], gi0: jax.Array, drops_t: Sequence[jax.Array | None] = ()
+    ) -> tuple[list[State], jax.Array]:
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(prepared, carry, strict=True)):  # over layers, not time
-            gi = gi0 if k == 0 else cell.project(p, cands[-1]["h"])
-            cands.append(cell.step(p, {n: s[n] for n in names}, gi))
+            gi = gi0
+            if k > 0:  # the layer below's candidate, times its boundary's dropout mask at this step where given
+                drop = drops_t[k] if drops_t else None
+                gi = cells[k].project(p, cands[-1]["h"] if drop is None else cands[-1]["h"] * drop)
+            cands.append(cells[k].step(p, {n: s[n] for n in names}, gi))
         gate = jnp.matmul(cands[-1][gate_input], gate_w_t, precision=lax.Precision.HIGHEST) + gate_b
         return cands, sigmoid(gate)
 
@@ -125,7 +144,8 @@ def _loop(
             olds = [{n: s[n] for n in names} for s in carry]
             cands, du = skipping_candidates(compute, olds, xs_t[0], prob_prev, need)
         else:
-            cands, du = compute(carry, xs_t[0])
+            given = iter(xs_t[1 if valid is None else 2 :])  # the step's dropout masks, of the layers with one
+            cands, du = compute(carry, xs_t[0], [None if d is None else next(given) for d in drops])
         new = [{n: _mix(on, through, c[n], s[n]) for n in names} for c, s in zip(cands, carry, strict=True)]
         new[-1]["update_prob"] = _mix(on, through, du, prob_prev)
         new[-1]["cum_update_prob"] = (1.0 - u) * u_tilde
@@ -139,6 +159,7 @@ def _loop(
         return new, (y, gate, prob)
 
     xs = [time_major(projected)] + ([] if valid is None else [valid.T])
+    xs += [time_major(d) for d in drops if d is not None]  # each step's dropout masks, read beside the projection
     final, (ys, gates, probs) = lax.scan(step, [dict(s) for s in states], xs, unroll=UNROLL)
     out, gate, prob = time_major(ys), gates.T, probs.T
     if reverse:
@@ -156,7 +177,11 @@ def run(call: SequenceCall) -> SkipResult:
         call.reverse,
         call.options,
     )
-    lengths = ARRAY_OPS.lengths(call.lengths, x).values
+    norm = ARRAY_OPS.lengths(call.lengths, x)
+    lengths = norm.values
+    if any(a is not None for a in call.arrays.values()):  # dropout masks: the training loop alone takes them
+        masks = layer_arrays(call, norm, ARRAY_OPS)
+        return _loop(op, x, params, lengths, initial_state, reverse, options, skipping=False, masks=masks)
 
     # One loop, two ways (see the module's docstring). The static arguments are bound; the arrays (the integer
     # lengths too) are the functions' arguments, ``(x, params, lengths, initial_state)``, so that jit, vmap and

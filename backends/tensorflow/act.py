@@ -25,6 +25,10 @@ fewer steps than :data:`.graphs.GRAPH_MIN_STEPS` is not run as a graph: its
 inner steps would each dispatch a few dozen ops from Python. So an eager call
 runs :data:`EAGER_INNER_STEPS` inner steps eagerly and the rest of its
 pondering in a compiled inner loop (:class:`_Eager`).
+
+Recurrent dropout (``recurrent_mask``, one ``(batch, H)`` mask: act has one
+layer): every inner step's recurrent product reads ``h * mask``; the compiled
+inner loop takes the mask as an argument.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from tensorflow.python.eager import record  # TensorFlow's own test of whether a
 
 from rnnspec.backends.common.cells import cell_defaults
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import initial_states
+from rnnspec.backends.common.state import initial_states, layer_arrays
 from rnnspec.results import ACTResult
 
 from .cells import Cell, Params, linear, make_cell
@@ -119,9 +123,16 @@ def _compiled(name: str, p: Params, xla: bool) -> Callable[..., Carry]:
             cell = make_cell(name, cell_defaults(name))
 
             def loop(
-                p: Params, projected: tf.Tensor, flag: tf.Tensor, threshold: tf.Tensor, cap: tf.Tensor, carry: Carry
+                p: Params,
+                projected: tf.Tensor,
+                flag: tf.Tensor,
+                threshold: tf.Tensor,
+                cap: tf.Tensor,
+                carry: Carry,
+                mask: tf.Tensor | None,
             ) -> Carry:
-                return _pondered(cell, p, projected, flag, threshold, cap, carry, None)
+                masked = cell.with_recurrent_mask(mask)
+                return _pondered(masked, p, projected, flag, threshold, cap, carry, None)
 
             found = _COMPILED[key] = tf.function(loop, reduce_retracing=True, jit_compile=xla)
         return found
@@ -152,9 +163,18 @@ class _Eager:
         self.cap = tf.constant(max_steps, tf.int32)
 
     def ponder(
-        self, cell: Cell, p: Params, projected: tf.Tensor, flag: tf.Tensor, max_steps: int, carry: Carry
+        self,
+        cell: Cell,
+        p: Params,
+        projected: tf.Tensor,
+        flag: tf.Tensor,
+        max_steps: int,
+        carry: Carry,
+        mask: tf.Tensor | None = None,
     ) -> Carry:
-        """:func:`_pondered` to the end, in eager steps as far as the budget allows, then compiled."""
+        """:func:`_pondered` to the end, in eager steps as far as the budget allows, then compiled.
+
+        ``cell`` is under ``mask``, the recurrent dropout mask (None: none), which the compiled loop takes too."""
         if self.left > 0:
             carry = _pondered(cell, p, projected, flag, self.threshold, max_steps, carry, min(self.left, max_steps))
             self.left -= int(carry[0]) - 1
@@ -162,7 +182,7 @@ class _Eager:
             return carry
         inputs = [*p.values(), projected, flag, *tf.nest.flatten(carry)]
         xla = not record.should_record_backprop(inputs)
-        result: Carry = _compiled(self.name, p, xla)(p, projected, flag, self.threshold, self.cap, carry)
+        result: Carry = _compiled(self.name, p, xla)(p, projected, flag, self.threshold, self.cap, carry, mask)
         return result
 
 
@@ -176,18 +196,21 @@ def _ponder(
     epsilon: float,
     max_steps: int,
     eager: _Eager | None,
+    mask: tf.Tensor | None = None,
 ) -> tuple[State, tf.Tensor, tf.Tensor]:
     """One input step: the mean-field state, N(t) and R(t) of every row.
 
     Rows outside their length (``keep`` False) count as halted from the start:
     their values are discarded by the time loop. ``eager`` is None inside a
     graph (or with ``RNNSPEC_TF_EAGER`` set): the loop is the plain ``tf.while_loop``.
+    ``mask``: the recurrent dropout mask (None: none).
     """
     carry = _start(state, projected, keep)
+    masked = cell.with_recurrent_mask(mask)
     if eager is None:
-        carry = _pondered(cell, p, projected, flag, 1.0 - epsilon, max_steps, carry, max_steps)
+        carry = _pondered(masked, p, projected, flag, 1.0 - epsilon, max_steps, carry, max_steps)
     else:
-        carry = eager.ponder(cell, p, projected, flag, max_steps, carry)
+        carry = eager.ponder(masked, p, projected, flag, max_steps, carry, mask)
     return carry[2], carry[5], carry[6]
 
 
@@ -205,13 +228,14 @@ def run(call: SequenceCall) -> ACTResult:
     w_ih = p["w_ih"]
     projected = linear(inp, w_ih[:, :features], p["b_ih"])  # x_t's part, every step at once
     flag = w_ih[:, features]  # the flag column, added on inner steps n > 1
+    mask = layer_arrays(call, norm, ARRAY_OPS)[0].get("recurrent_mask")  # act's one layer's, or None
 
     eager = None
     if tf.executing_eagerly() and os.environ.get(EAGER_ENV, "") in ("", "0"):
         eager = _Eager(cell, float(epsilon), int(max_steps), projected.dtype)
 
     def step(s: State, xs: Sequence[tf.Tensor], keep: tf.Tensor | None) -> tuple[State, list[tf.Tensor]]:
-        new, steps, remainder = _ponder(base, p, s, xs[0], flag, keep, float(epsilon), int(max_steps), eager)
+        new, steps, remainder = _ponder(base, p, s, xs[0], flag, keep, float(epsilon), int(max_steps), eager, mask)
         return new, [new["h"], steps, remainder]
 
     (out, ponder_steps, ponder_remainder), final = scan(step, [projected], state, norm.valid(), [(hidden,), (), ()])

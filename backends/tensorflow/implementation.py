@@ -125,7 +125,9 @@ class TensorflowImplementation(Implementation):
 
 #: The ops whose dropout masks (``dropout_mask``, ``recurrent_mask``) this backend runs; the others leave them
 #: out of their signature, so the Backend refuses a mask for them, naming the backend.
-MASKED_OPS: frozenset[str] = frozenset({"rnn", "lstm", "gru", "indrnn", "qrnn"})
+MASKED_OPS: frozenset[str] = frozenset(
+    {"rnn", "lstm", "gru", "indrnn", "qrnn", "skip_rnn", "skip_lstm", "skip_gru", "act", "phased_lstm"}
+)
 
 for _op in TensorflowImplementation.ops:
     _without = () if _op in MASKED_OPS else ("dropout_mask", "recurrent_mask")

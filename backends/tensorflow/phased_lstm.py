@@ -7,7 +7,9 @@ loop, which reads it beside the input projection. The floor modulo is written
 selected by ``tf.where`` on the spec's comparisons, so that ``tf.GradientTape``'s
 derivative is the spec's convention (the floor a constant; at a kink, the
 selected branch's). The timestamps are data (``tf.stop_gradient``): no gradient
-reaches them.
+reaches them. Dropout: :func:`~rnnspec.backends.common.state.run_layers` multiplies
+layer k > 0's input by its ``dropout_mask``; each layer's recurrent product reads
+``h * recurrent_mask``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ def time_gate(timestamps: tf.Tensor, tau: tf.Tensor, s: tf.Tensor, r_on: tf.Tens
     return tf.where(phase < r_on / 2, rising, tf.where(phase < r_on, 2.0 - rising, leak * phase))
 
 
-def _layer(p: Mapping[str, tf.Tensor], leak: float, peepholes: bool, timestamps: tf.Tensor) -> LayerFn:
-    """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees."""
+def _layer(
+    p: Mapping[str, tf.Tensor],
+    leak: float,
+    peepholes: bool,
+    timestamps: tf.Tensor,
+    recurrent_mask: tf.Tensor | None = None,
+) -> LayerFn:
+    """A Phased LSTM layer; ``timestamps`` aligned with the (possibly reversed) time axis it sees.
+
+    Under recurrent dropout (``recurrent_mask``, ``(batch, H)``) the recurrent product reads ``h * mask``, the
+    time gate's mix ``h``."""
 
     def run(inp: tf.Tensor, state: State, lengths: Lengths) -> tuple[tf.Tensor, State]:
         k = time_gate(timestamps, p["tau"], p["s"], p["r_on"], leak)
@@ -48,7 +59,8 @@ def _layer(p: Mapping[str, tf.Tensor], leak: float, peepholes: bool, timestamps:
         def step(s: State, xs: Sequence[tf.Tensor], keep: tf.Tensor | None) -> tuple[State, list[tf.Tensor]]:
             gi_t, k_t = xs
             h, c = s["h"], s["c"]
-            ai, af, ag, ao = tf.split(gi_t + linear(h, w_hh, b_hh), 4, axis=1)
+            hm = h if recurrent_mask is None else h * recurrent_mask
+            ai, af, ag, ao = tf.split(gi_t + linear(hm, w_hh, b_hh), 4, axis=1)
             if peep is not None:
                 ai, af = ai + peep[0] * c, af + peep[1] * c
             c_cand = tf.sigmoid(af) * c + tf.sigmoid(ai) * tf.tanh(ag)
@@ -68,4 +80,9 @@ def run(call: SequenceCall) -> SequenceResult:
     """Phased LSTM over a stack of layers (with or without peepholes)."""
     record_path(call.op, "plain")
     leak, peepholes = float(call.options["leak"]), bool(call.options["peepholes"])
-    return run_layers(call, lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"]), ARRAY_OPS)
+    # run_layers multiplies layer k > 0's input by its dropout_mask; the layer takes its recurrent_mask.
+    return run_layers(
+        call,
+        lambda p, arrays: _layer(p, leak, peepholes, arrays["timestamps"], arrays.get("recurrent_mask")),
+        ARRAY_OPS,
+    )

@@ -27,6 +27,12 @@ gathered rows run their matmuls on fewer rows. Gates are decided from values
 within rounding of each other, so only a ``u~`` within rounding of 0.5 could
 decide differently. :func:`.paths.plain_path` (or ``RNNSPEC_TF_PLAIN=1``)
 forces the training loop.
+
+Dropout (``dropout_mask``, ``recurrent_mask``; :func:`~rnnspec.backends.common.state.layer_arrays`
+gives each layer its own): layer k's cell reads ``h * recurrent_mask[k]`` in its recurrent product,
+and layer k > 0's input, the candidate ``h`` of layer k - 1 at step t, is multiplied by its
+boundary's ``dropout_mask[:, t]``. Only the training loop takes masks: a call with one takes it
+(path ``"training"``), as a training-time option needs no inference loop.
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from typing import Any
 import tensorflow as tf
 
 from rnnspec.backends.common.ops import SequenceCall
-from rnnspec.backends.common.state import initial_states
+from rnnspec.backends.common.state import initial_states, layer_arrays
 from rnnspec.results import SkipResult
 
 from .cells import Cell, linear, make_cell
+from .paths import record_path
 from .sequence import ARRAY_OPS, Lengths, State, reverse_valid, scan
 from .skipping import candidates as skipping_candidates
 from .skipping import choose_path
@@ -103,6 +110,7 @@ def _loop(
     lengths: Lengths,
     reverse: bool,
     skipping: bool,
+    masks: Sequence[Mapping[str, tf.Tensor | None]] | None = None,
 ) -> Loop:
     """The loop over time: the outputs, final states, update_gate and update_prob.
 
@@ -110,8 +118,14 @@ def _loop(
     straight-through gradient); ``skipping=True`` is :func:`.skipping.scan`,
     which computes candidates only at steps where some row's gate opens, and
     only for those rows (:func:`.skipping.candidates`), for the values alone:
-    its gate mix has no straight-through gradient.
+    its gate mix has no straight-through gradient. ``masks``: each layer's dropout masks (its
+    ``recurrent_mask``, and the ``dropout_mask`` of its input from the layer below, aligned with the
+    time axis the loop sees), which only the training loop takes.
     """
+    layers = masks or [{} for _ in params]
+    cells = [cell.with_recurrent_mask(m.get("recurrent_mask")) for m in layers]
+    drops = [m.get("dropout_mask") for m in layers]
+    assert not (skipping and any(m is not None for layer in layers for m in layer.values())), "masks: training only"
     names = cell.state_names
     gate_input = "c" if "c" in names else "h"
     top = params[-1]
@@ -120,11 +134,16 @@ def _loop(
     inp = reverse_valid(x, lengths) if reverse else x
     out_dims = [(hidden,), (), ()]
 
-    def compute(olds: Sequence[State], gi0: tf.Tensor) -> tuple[list[State], tf.Tensor]:
+    def compute(
+        olds: Sequence[State], gi0: tf.Tensor, drops_t: Sequence[tf.Tensor | None] = ()
+    ) -> tuple[list[State], tf.Tensor]:
         cands: list[State] = []
         for k, (p, s) in enumerate(zip(params, olds, strict=True)):  # over layers, not time
-            gi = gi0 if k == 0 else cell.project(p, cands[-1]["h"])
-            cands.append(cell.step(p, {n: s[n] for n in names}, gi))
+            gi = gi0
+            if k > 0:  # the layer below's candidate, times its boundary's dropout mask at this step where given
+                drop = drops_t[k] if drops_t else None
+                gi = cells[k].project(p, cands[-1]["h"] if drop is None else cands[-1]["h"] * drop)
+            cands.append(cells[k].step(p, {n: s[n] for n in names}, gi))
         return cands, _sigmoid(linear(cands[-1][gate_input], top["w_gate"], top["b_gate"]))
 
     def gate(carried: Sequence[State]) -> tf.Tensor:
@@ -142,13 +161,15 @@ def _loop(
             carried: tuple[State, ...], xs: Sequence[tf.Tensor], keep: tf.Tensor | None
         ) -> tuple[tuple[State, ...], list[tf.Tensor]]:
             u_tilde = gate(carried)
-            cands, du = compute(carried, xs[0])
+            given = iter(xs[1:])  # the step's dropout masks, of the layers that have one
+            cands, du = compute(carried, xs[0], [None if d is None else next(given) for d in drops])
             new = [{n: gate_mix(u_tilde, c[n], s[n]) for n in names} for c, s in zip(cands, carried, strict=True)]
             new[-1]["update_prob"] = gate_mix(u_tilde, du, carried[-1]["update_prob"])
             return emit(new, binarize(u_tilde), u_tilde)
 
         projected = cell.project(params[0], inp)  # layer 0's input projection, every step at once
-        (out, gate_out, prob), final = scan(step, [projected], tuple(states), valid, out_dims)
+        per_step = [projected, *(d for d in drops if d is not None)]
+        (out, gate_out, prob), final = scan(step, per_step, tuple(states), valid, out_dims)
     else:
 
         def need(carried: Sequence[State], keep: tf.Tensor | None) -> tf.Tensor:
@@ -234,6 +255,11 @@ def run(call: SequenceCall) -> SkipResult:
         [{k: tf.convert_to_tensor(v) for k, v in p.items()} for p in params],
         [{k: tf.convert_to_tensor(v) for k, v in s.items()} for s in states],
     )
+    if any(a is not None for a in call.arrays.values()):  # dropout masks: the training loop alone takes them
+        record_path(op, "training")
+        masks = layer_arrays(call, lengths, ARRAY_OPS)
+        out, final, gate, prob = _loop(cell, *arguments, lengths, reverse, False, masks)
+        return SkipResult(out, tuple(final), gate, prob)
     path = choose_path(op, tf.nest.flatten(arguments))
 
     def loop(args: Any, skipping: bool) -> Loop:

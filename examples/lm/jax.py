@@ -81,7 +81,13 @@ class JaxLMTrainer:
             return loss, new_state, key
 
         def eval_chunk(net: Net, x: jax.Array, y: jax.Array, state: State) -> tuple[jax.Array, State]:
-            logits, new_state = net(x, state, None)
+            # Zoneout's expectation in evaluation: every mask entry p.
+            masks = (
+                None
+                if zoneout == 0
+                else [jnp.full((*x.shape, spec.hidden_size), zoneout, jnp.float32)] * spec.num_layers
+            )
+            logits, new_state = net(x, state, masks)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), new_state
 
         self._train_step = nnx.jit(train_step)

@@ -64,10 +64,13 @@ class TorchLMTrainer:
         self.zoneout = torch.Generator().manual_seed(seed + 1)
         self.state: State | None = None
 
-    def _masks(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+    def _masks(self, x: torch.Tensor, *, training: bool = True) -> list[torch.Tensor] | None:
+        """Zoneout masks: drawn in training, the expectation (every entry p) in evaluation."""
         if self.spec.op != "qrnn" or self.spec.zoneout == 0:
             return None
         shape = (*x.shape, self.spec.hidden_size)
+        if not training:
+            return [torch.full(shape, self.spec.zoneout)] * self.spec.num_layers
         return [
             (torch.rand(shape, generator=self.zoneout) < self.spec.zoneout).float() for _ in range(self.spec.num_layers)
         ]
@@ -94,7 +97,7 @@ class TorchLMTrainer:
         for start in range(0, stream.inputs.shape[1], stream.seq):
             x = torch.from_numpy(stream.inputs[:, start : start + stream.seq]).long()
             y = torch.from_numpy(stream.targets[:, start : start + stream.seq]).long()
-            logits, state = self.net(x, state, None)
+            logits, state = self.net(x, state, self._masks(x, training=False))
             loss = nn.functional.cross_entropy(logits.reshape(-1, self.spec.vocab_size), y.ravel(), reduction="sum")
             total += float(loss)
         return total / stream.chars

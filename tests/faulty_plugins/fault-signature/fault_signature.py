@@ -17,11 +17,13 @@ from rnnspec.implementation import Implementation
 
 def _positional_lengths(signature: inspect.Signature) -> inspect.Signature:
     self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    parameters = [
-        p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) if p.name == "lengths" else p
-        for p in signature.parameters.values()
+    # lengths moves to the positional parameters, after the spec's own; the keyword-only ones stay as they are.
+    positional = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    lengths = signature.parameters["lengths"].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    rest = [
+        p for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "lengths"
     ]
-    return signature.replace(parameters=[self, *parameters])
+    return signature.replace(parameters=[self, *positional, lengths, *rest])
 
 
 def _load() -> Implementation:
