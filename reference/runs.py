@@ -54,7 +54,7 @@ class SequenceRun:
         masks = []
         for k, p in enumerate(self.params):
             top = k == len(self.params) - 1
-            inputs = {o.name: self._layer_array(args[o.name], k, o) for o in spec.array_options}
+            inputs = {o.name: self._layer_array(args.get(o.name), k, o) for o in spec.array_options}
             masks.append(_input_mask(spec, inputs))
             self.layers.append(layer_factory(op)(p, options, inputs))
             dims = _layer_dims(op, p, options, input_size, top=top)

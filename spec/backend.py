@@ -152,8 +152,8 @@ class Backend:
                 }
             normalised, sizes = checked_call(OPS[op], arguments, self.implementation)
             for name in self._lacking.get(op, ()):
-                value = normalised.pop(name)
                 default = op_signature(op).parameters[name].default
+                value = normalised.pop(name, default)  # the validation may leave out an array option at its default
                 if value is not default and value != default:  # a mask: a tuple of arrays, never None
                     raise OptionError(
                         op,

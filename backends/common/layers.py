@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
@@ -50,6 +51,8 @@ from rnnspec.shapes import evaluate
 
 __all__ = [
     "CELL_BIASES",
+    "DROPOUT",
+    "RECURRENT_DROPOUT",
     "ZONEOUT",
     "LayerCore",
     "LayerOption",
@@ -60,6 +63,7 @@ __all__ = [
     "check_checkpoint_every",
     "check_layer_input",
     "check_probability",
+    "dropout_masks",
     "input_size_of",
     "layer_backend",
     "layer_options",
@@ -116,6 +120,58 @@ ZONEOUT = LayerOption(
     "``zoneout_mask`` given to the call is used instead.",
     check=check_probability,
 )
+
+#: Dropout between stacked layers, torch.nn's ``dropout`` (not Keras' input dropout): for ops with a ``dropout_mask``.
+DROPOUT = LayerOption(
+    "dropout",
+    0.0,
+    "float",
+    "The dropout probability p between stacked layers (0 <= p < 1; 0: none), as ``torch.nn.LSTM``'s "
+    "``dropout`` (not Keras' ``dropout``, which drops the inputs): in training the layer draws a "
+    "Bernoulli(1 - p) / (1 - p) ``dropout_mask`` (batch, time, hidden) for the outputs of every layer but the "
+    "top one at every call; in evaluation it passes none. With ``num_layers=1`` there is no boundary (a "
+    "warning, as torch.nn gives).",
+    check=check_probability,
+)
+
+#: Recurrent dropout with one mask per layer shared over time, Keras' ``recurrent_dropout``: for ops with a
+#: ``recurrent_mask``.
+RECURRENT_DROPOUT = LayerOption(
+    "recurrent_dropout",
+    0.0,
+    "float",
+    "The recurrent dropout probability p (0 <= p < 1; 0: none), as Keras' ``recurrent_dropout``: in training "
+    "the layer draws a Bernoulli(1 - p) / (1 - p) ``recurrent_mask`` (batch, hidden) per layer at every call, "
+    "the same at every step, on the h_{t-1} that enters the recurrent product; in evaluation it passes none.",
+    check=check_probability,
+)
+
+#: The dropout options and the op's array option each one fills.
+_DROPOUT_OPTIONS = ((DROPOUT, "dropout_mask"), (RECURRENT_DROPOUT, "recurrent_mask"))
+
+
+def dropout_masks(
+    layer: Any, *, batch: Any, time: Any, draw: Callable[[tuple[Any, ...], float], Any], layers: int | None = None
+) -> dict[str, list[Any]]:
+    """The dropout masks of one training call of ``layer``, batch-major, from ``draw``.
+
+    ``layer`` holds ``op``, ``num_layers``, ``dropout`` and ``recurrent_dropout`` (0 where its op lacks the mask);
+    ``draw(shape, p)`` returns a Bernoulli(1 - p) / (1 - p) array of ``shape`` in the layer's dtype from the
+    framework's generator. ``layers`` (default: the layer's) is the depth of the stack one op call runs (1 for
+    one layer of a torch bidirectional stack, which drops between layers itself). A probability of 0 draws
+    nothing; the result has ``dropout_mask`` (one (batch, time, hidden) per boundary) and ``recurrent_mask``
+    (one (batch, hidden) per layer) where drawn.
+    """
+    depth = layer.num_layers if layers is None else layers
+    hidden = int(getattr(layer, "hidden_size", None) or layer.units)
+    out: dict[str, list[Any]] = {}
+    dropout, recurrent = getattr(layer, "dropout", 0.0), getattr(layer, "recurrent_dropout", 0.0)
+    if dropout > 0 and depth > 1:
+        out["dropout_mask"] = [draw((batch, time, hidden), dropout) for _ in range(depth - 1)]
+    if recurrent > 0:
+        out["recurrent_mask"] = [draw((batch, hidden), recurrent) for _ in range(depth)]
+    return out
+
 
 #: What the init-only options of :func:`rnnspec.init_params` mean for a layer: (annotation, description).
 _INIT_OPTIONS: dict[str, tuple[str, str]] = {
@@ -182,6 +238,8 @@ def layer_options(op: str) -> tuple[LayerOption, ...]:
     for name, default in init_options(op).items():
         annotation, description = _INIT_OPTIONS[name]
         out.append(LayerOption(name, None if name in _GIVEN_ONLY else default, annotation, description, "init"))
+    arrays = {o.name for o in spec.array_options}
+    out += [option for option, mask in _DROPOUT_OPTIONS if mask in arrays]
     return tuple(out)
 
 
@@ -580,6 +638,11 @@ class LayerCore(ParamFiles):
                 setattr(self, key, values[key] if o.check is None else o.check(name, key, values[key]))
         self.checkpoint_every = check_checkpoint_every(name, self.op, checkpoint_every)
         self.num_layers = num_layers
+        dropout = getattr(self, "dropout", 0.0)
+        if dropout > 0 and num_layers == 1:
+            # torch.nn's warning: the option acts between stacked layers only. The caller's line: the constructor's.
+            message = f"{name}: dropout={dropout!r} acts between stacked layers, and num_layers=1 has none"
+            warnings.warn(message, UserWarning, stacklevel=4 if isinstance(self, SizedLayer) else 3)
         self.options = self._hold({k: v for k, v in values.items() if known[k].kind == "op"})
         # An init option left at None that init_params has another default for is not given to init_params.
         self.init_options = self._hold(
@@ -739,6 +802,7 @@ class SizedLayer(LayerCore):
         if not self.batch_first:
             parts.append("batch_first=False")
         parts += [f"{k}={v!r}" for k, v in {**dict(self.options), **dict(self.init_options)}.items()]
+        parts += [f"{o.name}={getattr(self, o.name)!r}" for o, _ in _DROPOUT_OPTIONS if getattr(self, o.name, 0.0)]
         if self.checkpoint_every is not None:
             parts.append(f"checkpoint_every={self.checkpoint_every}")
         return ", ".join(parts)
@@ -761,8 +825,20 @@ class SizedLayer(LayerCore):
             return [self._swap(v) for v in value]
         return self._swap(value)
 
-    def _call_op(self, x: Any, initial_state: Any, lengths: Any, reverse: bool, arrays: Mapping[str, Any]) -> Any:
-        """Run the op over ``x`` in the layer's layout; ``arrays`` are the op's per-step options (``zoneout_mask``)."""
+    def _call_op(
+        self,
+        x: Any,
+        initial_state: Any,
+        lengths: Any,
+        reverse: bool,
+        arrays: Mapping[str, Any],
+        draw: Callable[[tuple[int, ...], float], Any] | None = None,
+    ) -> Any:
+        """Run the op over ``x`` in the layer's layout; ``arrays`` are the op's per-step options (``zoneout_mask``).
+
+        ``draw`` (in training; None in evaluation) draws the dropout masks (:func:`dropout_masks`) that
+        ``arrays`` does not give.
+        """
         name = f"{type(self).__name__} layer"
         per_step = OPS[self.op].per_step[1:]
         for key in arrays:
@@ -778,6 +854,9 @@ class SizedLayer(LayerCore):
         if not self.batch_first:
             x = self._swap(x)
             given = {k: self._swap_arrays(v) for k, v in given.items()}
+        if draw is not None:  # batch-major now: (batch, time) are x's first two axes
+            masks = dropout_masks(self, batch=int(x.shape[0]), time=int(x.shape[1]), draw=draw)
+            given = {**masks, **{k: v for k, v in given.items() if v is not None}}
         method = getattr(layer_backend(self.backend_name), self.op)
         result = method(
             x,

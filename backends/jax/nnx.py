@@ -66,8 +66,10 @@ instead of returning the op's result:
   whose loss needs them (a budget or ponder cost) calls the layer without these
   keywords and runs the backward direction with ``reverse=True`` itself.
 
-``rngs`` is accepted and unused by the ops, which draw nothing; a :class:`QRNN`
-with ``zoneout`` draws its masks from it when given (see the class). Phased
+``rngs`` is accepted and unused by the ops, which draw nothing; a layer with
+``dropout`` or ``recurrent_dropout`` (and a :class:`QRNN` with ``zoneout``) draws
+its masks from it when given, while ``deterministic`` is False (see the
+``deterministic`` option; ``model.train()``/``model.eval()`` set it). Phased
 LSTM's ``timestamps`` and QRNN's ``zoneout_mask`` are keywords of the call as
 ever, which ``nnx.Bidirectional`` does not pass.
 
@@ -161,6 +163,22 @@ class LayerParams(ParamSlots, nnx.Module):  # type: ignore[misc,unused-ignore]
         return self.gather(lambda name: getattr(self, name)[...], lambda shape: jnp.zeros(shape, self.dtype))
 
 
+def _check_deterministic(layer: str, name: str, value: Any) -> bool:
+    return _check_flag(layer, name, value)
+
+
+#: NNX's train/eval flag of every layer (each op has a dropout option; QRNN has zoneout too).
+_DETERMINISTIC = LayerOption(
+    "deterministic",
+    False,
+    "bool",
+    "NNX's train/eval flag, as ``nnx.Dropout``'s: False draws the dropout masks (``dropout``, "
+    "``recurrent_dropout``) and QRNN's zoneout masks, True passes no dropout mask and the zoneout masks' "
+    "expectation; ``model.train()`` and ``model.eval()`` set it, and ``__call__``'s ``deterministic`` overrides it.",
+    check=_check_deterministic,
+)
+
+
 class _SpecLayer(SizedLayer, nnx.Module):  # type: ignore[misc,unused-ignore]
     """A stack of an rnnspec op's layers as an NNX module; subclasses fix the op.
 
@@ -172,6 +190,8 @@ class _SpecLayer(SizedLayer, nnx.Module):  # type: ignore[misc,unused-ignore]
     common_parameters: ClassVar[str] = """\
 input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_dtype, rngs
     As :mod:`rnnspec.backends.jax.nnx` says."""
+    extra_options: ClassVar[tuple[LayerOption, ...]] = (_DETERMINISTIC,)
+    deterministic: bool
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         if "op" in cls.__dict__:  # the record's trainable flags (Phased LSTM's trainable_ratio_on), first
@@ -198,7 +218,9 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
         self._add_state(rngs)
 
     def _add_state(self, rngs: nnx.Rngs) -> None:
-        """Create what the layer holds besides its parameters (QRNN's zoneout stream), after them."""
+        """Create what the layer holds besides its parameters (the dropout and QRNN's zoneout streams), after them."""
+        dropping = getattr(self, "dropout", 0.0) > 0 or getattr(self, "recurrent_dropout", 0.0) > 0
+        self.dropout_rngs = rngs["dropout"].fork() if dropping else None
 
     def _hold(self, options: dict[str, Any]) -> Any:
         # Tuples of pairs, not dicts: static metadata of the module's graph.
@@ -245,6 +267,7 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
         return_carry: bool | None = None,
         time_major: bool | None = None,
         keep_order: bool | None = None,
+        deterministic: bool | None = None,
         **arrays: Any,
     ) -> Any:
         """Run the op over ``x`` (``(batch, time, input_size)``, or time-major without ``batch_first``).
@@ -263,6 +286,10 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
             Flax's recurrent protocol (``nnx.RNN``'s keywords): given any of them (not None), the call
             follows Flax's convention, as :mod:`rnnspec.backends.jax.nnx` says. ``initial_carry`` and
             ``seq_lengths`` are ``initial_state`` and ``lengths`` under Flax's names (one or the other).
+        deterministic
+            None (the layer's ``deterministic``), or False to draw the dropout masks of ``dropout`` and
+            ``recurrent_dropout`` (from ``rngs`` where given, else the layer's stream, forked from the
+            constructor's ``rngs["dropout"]``), True to pass none.
         **arrays
             The op's per-step options (qrnn's ``zoneout_mask``, phased_lstm's ``timestamps``), laid out as ``x``.
 
@@ -278,10 +305,11 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
             Both ``initial_state`` and ``initial_carry``, or both ``lengths`` and ``seq_lengths``; a flag of
             Flax's convention that is no bool.
         """
+        draw = self._dropout_draw(deterministic, rngs)
         flax_keywords = (initial_carry, rngs, seq_lengths, return_carry, time_major, keep_order)
         if all(value is None for value in flax_keywords):
             # None (Flax's default) is the op's to refuse here, naming reverse, as it always was.
-            return self._call_op(x, initial_state, lengths, cast(bool, reverse), arrays)
+            return self._call_op(x, initial_state, lengths, cast(bool, reverse), arrays, draw)
         flags = _flags(self, reverse=reverse, return_carry=return_carry, time_major=time_major, keep_order=keep_order)
         return self._call_flax(
             x,
@@ -289,10 +317,42 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
             lengths=_one_of(self, "seq_lengths", seq_lengths, "lengths", lengths),
             flags=flags,
             arrays=arrays,
+            draw=draw,
         )
 
+    def _dropout_draw(self, deterministic: bool | None, rngs: Any) -> Any:
+        """The draw of one call's dropout masks, ``draw(shape, p)`` (Bernoulli(1 - p) / (1 - p) in the params'
+        dtype), or None: ``deterministic`` (None: the layer's), or no dropout."""
+        if deterministic is not None:
+            _check_flag(f"{type(self).__name__} layer", "deterministic", deterministic)
+        fixed = self.deterministic if deterministic is None else bool(deterministic)
+        if fixed or self.dropout_rngs is None:
+            return None
+        if isinstance(rngs, nnx.Rngs):
+            key = rngs["dropout"]()
+        elif isinstance(rngs, nnx.RngStream):
+            key = rngs()
+        elif rngs is not None:  # a key
+            key = rngs
+        else:
+            key = self.dropout_rngs()
+        keys = iter(jax.random.split(key, 2 * self.num_layers))  # at most 2 * layers - 1 masks
+        dtype = self.layers[0].dtype
+
+        def draw(shape: tuple[int, ...], p: float) -> jax.Array:
+            return jax.random.bernoulli(next(keys), 1.0 - p, shape).astype(dtype) * (1.0 / (1.0 - p))
+
+        return draw
+
     def _call_flax(
-        self, x: Any, *, initial_state: Any, lengths: Any, flags: dict[str, bool | None], arrays: dict[str, Any]
+        self,
+        x: Any,
+        *,
+        initial_state: Any,
+        lengths: Any,
+        flags: dict[str, bool | None],
+        arrays: dict[str, Any],
+        draw: Any = None,
     ) -> Any:
         """The call in Flax's convention: the op in the layer's layout, the outputs in the call's."""
         time_major = not self.batch_first if flags["time_major"] is None else flags["time_major"]
@@ -309,7 +369,7 @@ input_size, hidden_size, num_layers, bias, batch_first, checkpoint_every, param_
             )
             x = self._swap(jnp.asarray(x))
             arrays = {k: self._swap_arrays(v) for k, v in arrays.items()}
-        result = self._call_op(x, initial_state, lengths, bool(flags["reverse"]), arrays)
+        result = self._call_op(x, initial_state, lengths, bool(flags["reverse"]), arrays, draw)
         outputs = self._swap(result.outputs) if swap else result.outputs
         if flags["reverse"] and not flags["keep_order"]:
             outputs = _flip_valid(outputs, lengths, time_axis=0 if time_major else 1)
@@ -416,22 +476,12 @@ class QRNN(_SpecLayer):
     used instead."""
 
     op = "qrnn"
-    extra_options = (
-        ZONEOUT,
-        LayerOption(
-            "deterministic",
-            False,
-            "bool",
-            "NNX's train/eval flag, as ``nnx.Dropout``'s: False draws the zoneout masks, True passes their "
-            "expectation; ``model.train()`` and ``model.eval()`` set it, and ``__call__``'s ``deterministic`` "
-            "overrides it.",
-            check=_check_flag,
-        ),
-    )
+    extra_options = (ZONEOUT, _DETERMINISTIC)
     zoneout: float
     deterministic: bool
 
     def _add_state(self, rngs: nnx.Rngs) -> None:
+        super()._add_state(rngs)
         self.zoneout_rngs = rngs["dropout"].fork() if self.zoneout > 0 else None
 
     def __call__(self, x: Any, *args: Any, deterministic: bool | None = None, **kwargs: Any) -> Any:
@@ -444,7 +494,7 @@ class QRNN(_SpecLayer):
         if self.zoneout > 0 and kwargs.get("zoneout_mask") is None and np.ndim(x) == 3:
             fixed = self.deterministic if deterministic is None else bool(deterministic)
             kwargs["zoneout_mask"] = self._zoneout_masks(np.shape(x)[:2], fixed, kwargs.get("rngs"))
-        return super().__call__(x, *args, **kwargs)
+        return super().__call__(x, *args, deterministic=deterministic, **kwargs)
 
     def _zoneout_masks(self, leading: tuple[int, ...], deterministic: bool, rngs: Any) -> Any:
         """One mask filled with p (``deterministic``), or one Bernoulli(p) mask per layer, ``leading + (H,)``."""

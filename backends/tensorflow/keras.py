@@ -109,6 +109,14 @@ only: ``return_extras`` is for a layer called directly, and so is
 :class:`PhasedLSTM`, whose ``timestamps`` Bidirectional does not pass on. The
 layers are never ``stateful`` (an attribute Bidirectional reads, always False).
 
+Dropout
+-------
+``dropout=p`` drops between stacked layers, as ``torch.nn.LSTM(dropout=p)``
+(not Keras' input ``dropout``); ``recurrent_dropout=p`` is Keras' (one mask per
+layer, shared over time). A call with ``training=True`` draws the masks from the
+layer's seed generator (the backward layer of Bidirectional its own); any other
+call passes none.
+
 Checkpointing
 -------------
 ``checkpoint_every=K`` (every layer; None by default) is passed to the op:
@@ -138,6 +146,7 @@ from rnnspec.backends.common.layers import (
     LayerCore,
     LayerOption,
     ParamSlots,
+    dropout_masks,
     input_size_of,
     layer_backend,
     time_fields,
@@ -327,7 +336,13 @@ return_extras
         self._add_state()
 
     def _add_state(self) -> None:
-        """Create what the layer tracks besides its weights (QRNN's zoneout seed)."""
+        """Create what the layer tracks besides its weights (the dropout seed; QRNN's zoneout seed)."""
+        dropping = getattr(self, "dropout", 0.0) > 0 or getattr(self, "recurrent_dropout", 0.0) > 0
+        # A stream of its own, apart from zoneout's and from the other direction's of keras.layers.Bidirectional
+        # (a copy of the layer with go_backwards flipped and the same seed).
+        own = None if self.seed is None else np.random.default_rng([self.seed, 1, self.go_backwards]).integers(2**31)
+        seed = None if own is None else int(own)
+        self.dropout_seed = keras.random.SeedGenerator(seed) if dropping else None
 
     # -- configuration ------------------------------------------------------------------
 
@@ -499,7 +514,17 @@ return_extras
             return tf.identity(lengths), tf.identity(shift)
 
     def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
-        return {}
+        """The arrays the layer makes for one call: its dropout masks in training (``training=True``)."""
+        if not training or self.dropout_seed is None:
+            return {}
+        seed = self.dropout_seed
+
+        def draw(shape: tuple[Any, ...], p: float) -> tf.Tensor:
+            keep = keras.random.uniform(tf.stack(shape), seed=seed, dtype="float32") >= p
+            mask = tf.cast(keep, x.dtype) * tf.constant(1.0 / (1.0 - p), x.dtype)
+            return tf.ensure_shape(mask, [x.shape[0], *([x.shape[1]] if len(shape) == 3 else []), self.units])
+
+        return dropout_masks(self, batch=tf.shape(x)[0], time=tf.shape(x)[1], draw=draw)
 
     def _run(
         self,
@@ -779,9 +804,13 @@ class QRNN(_SpecLayer):
     zoneout: float
 
     def _add_state(self) -> None:
+        super()._add_state()
         self.zoneout_seed = keras.random.SeedGenerator(self.seed) if self.zoneout > 0 else None
 
     def _array_options(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
+        return {**super()._array_options(x, training), **self._zoneout_masks(x, training)}
+
+    def _zoneout_masks(self, x: tf.Tensor, training: Any) -> dict[str, Any]:
         if self.zoneout_seed is None:
             return {"zoneout_mask": None}
         shape = tf.stack([tf.shape(x)[0], tf.shape(x)[1], self.units])

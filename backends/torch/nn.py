@@ -105,6 +105,9 @@ batch, hidden_size)`` in torch.nn's order: layer 0 forward, layer 0 reverse, lay
 forward, ... ``forward``'s ``reverse=True`` is refused (both directions run already).
 qrnn's ``zoneout_mask`` (one array, or one per layer) and Phased LSTM's ``timestamps``
 are given to both directions (a QRNN's own zoneout masks are drawn per layer and direction).
+The ``recurrent_dropout`` masks are drawn per layer and direction; ``dropout`` drops a layer-wise
+stack's concatenated outputs of layer k - 1 (both directions, one mask), as torch.nn does, and each
+direction's boundaries of a Skip RNN or ACT stack.
 
 Importing this module imports torch.
 """
@@ -127,6 +130,7 @@ from rnnspec.backends.common.layers import (
     ParamSlots,
     SizedLayer,
     check_layer_input,
+    dropout_masks,
     layer_backend,
     time_fields,
 )
@@ -528,6 +532,26 @@ input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoin
         stacked = tuple(torch.stack([layer[key] for layer in finals]) for key in self.torch_state_entries)
         return result.outputs, stacked[0] if len(stacked) == 1 else stacked
 
+    def _bernoulli(self, shape: tuple[int, ...], p: float) -> torch.Tensor:
+        """A Bernoulli(1 - p) / (1 - p) dropout mask of ``shape`` from torch's global generator (as ``nn.Dropout``
+        draws), in the layer's dtype and on its device."""
+        weight = next(iter(self._stack("forward")[0].tensors().values()))
+        keep = torch.rand(shape, device=weight.device) >= p
+        return keep.to(weight.dtype) * (1.0 / (1.0 - p))
+
+    def _call_op(
+        self,
+        x: Any,
+        initial_state: Any,
+        lengths: Any,
+        reverse: bool,
+        arrays: Mapping[str, Any],
+        draw: Any = None,
+    ) -> Any:
+        # The dropout masks are drawn in training (module.train()), none in evaluation.
+        draw = self._bernoulli if self.training else None
+        return super()._call_op(x, initial_state, lengths, reverse, arrays, draw)
+
     def _call_bidirectional(
         self, x: Any, initial_state: Any, lengths: Any, reverse: bool, arrays: Mapping[str, Any]
     ) -> Any:
@@ -552,6 +576,13 @@ input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoin
             given = {k: self._swap_arrays(v) for k, v in given.items()}
         params = self.canonical_params()
         method = getattr(layer_backend(self.backend_name), self.op)
+        batch, steps = int(x.shape[0]), int(x.shape[1])
+
+        def masks(layers: int) -> dict[str, Any]:
+            """One direction's dropout masks for an op call of ``layers`` layers (training only)."""
+            if not self.training:
+                return {}
+            return dropout_masks(self, batch=batch, time=steps, draw=self._bernoulli, layers=layers)
 
         def run(inp: Any, stack: list[Any], state: Any, backwards: bool, own: Mapping[str, Any]) -> Any:
             return method(
@@ -571,10 +602,16 @@ input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoin
             finals: dict[str, list[Any]] = {d: [] for d in DIRECTIONS}
             for k in range(self.num_layers):
                 own = {key: v[k] if isinstance(v, (list, tuple)) else v for key, v in given.items()}
+                dropout = float(getattr(self, "dropout", 0.0))
+                if k > 0 and self.training and dropout > 0:
+                    # torch.nn's dropout of both directions' outputs of layer k - 1, per element (each op call
+                    # below runs one layer: the boundaries are this loop's).
+                    inp = inp * self._bernoulli(tuple(inp.shape), dropout)
                 outputs = []
                 for d, direction in enumerate(DIRECTIONS):
                     state = None if initial[direction] is None else [initial[direction][k]]
-                    res = run(inp, [params[direction][k]], state, d == 1, self._direction_arrays(inp, own))
+                    mine = {**masks(1), **self._direction_arrays(inp, own)}
+                    res = run(inp, [params[direction][k]], state, d == 1, mine)
                     outputs.append(res.outputs)
                     finals[direction].append(res.state[0])
                 inp = torch.cat(outputs, dim=-1)
@@ -582,7 +619,10 @@ input_size, hidden_size, num_layers, bias, batch_first, bidirectional, checkpoin
             result: Any = SequenceResult(inp, cast(Any, {d: tuple(finals[d]) for d in DIRECTIONS}))
         else:
             # A coupled stack: each direction whole over x; the per-step extras on a new last axis.
-            results = [run(x, params[d], initial[d], j == 1, given) for j, d in enumerate(DIRECTIONS)]
+            results = [
+                run(x, params[d], initial[d], j == 1, {**masks(self.num_layers), **given})
+                for j, d in enumerate(DIRECTIONS)
+            ]
             extras = {
                 f: torch.stack([getattr(r, f) for r in results], dim=-1)
                 for f in OPS[self.op].result_fields
@@ -701,7 +741,7 @@ class _Classic(_SpecModule):
     @classmethod
     def from_torch(cls, module: Any, *, state_format: str = "rnnspec") -> Any:
         """The layer holding the weights of a ``torch.nn.{RNN,LSTM,GRU}`` (same device and dtype), bidirectional
-        (stacked too) when ``module`` is.
+        (stacked too) when ``module`` is, with its ``dropout`` between layers.
 
         ``state_format="torch"`` makes it a drop-in replacement of ``module`` (``forward(x, hx)`` returning
         ``(output, h_n)`` or ``(output, (h_n, c_n))``; see :mod:`rnnspec.backends.torch.nn`).
@@ -731,13 +771,16 @@ class _Classic(_SpecModule):
             device=weight.device,
             dtype=weight.dtype,
             state_format=state_format,
+            # torch.nn's dropout between layers is this layer's; with one layer it has none (torch warned).
+            dropout=float(module.dropout) if module.num_layers > 1 else 0.0,
             **module_op(module)[1],
         )
         layer.load_canonical(params)
         return layer
 
     def to_torch(self) -> Any:
-        """A ``torch.nn.{RNN,LSTM,GRU}`` with the same weights, ``batch_first``, ``bidirectional``, device and dtype.
+        """A ``torch.nn.{RNN,LSTM,GRU}`` with the same weights, ``batch_first``, ``bidirectional``, ``dropout``,
+        device and dtype (``recurrent_dropout``, which torch.nn lacks, is left out).
 
         With ``bias=False`` the module has no biases, as this layer's are zero.
         """
@@ -749,6 +792,7 @@ class _Classic(_SpecModule):
             raise OptionError(f"{type(self).__name__}.to_torch", "reset_after", expected, "False")
         first = self._stack("forward")[0].w_ih
         module = to_torch(self.numpy_params(), self.op, batch_first=self.batch_first, bias=self.bias, **options)
+        module.dropout = self.dropout  # torch.nn has no recurrent dropout: recurrent_dropout stays behind
         return module.to(device=first.device, dtype=first.dtype)
 
 
