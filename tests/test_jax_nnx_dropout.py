@@ -23,9 +23,9 @@ optax = pytest.importorskip("optax")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from helpers_dropout import assert_dropout_masks, spy_on  # noqa: E402
 from helpers_readme import run_section_example  # noqa: E402
 
-from rnnspec.backends.common.layers import layer_backend  # noqa: E402
 from rnnspec.backends.jax import nnx as layers  # noqa: E402
 from rnnspec.errors import OptionError, UnknownArgumentError  # noqa: E402
 
@@ -34,40 +34,6 @@ P = 0.3
 BAD_PROBABILITIES = [-0.1, 1.0, math.nan, "0.1", True, None]
 #: Large enough for the 6-sigma bound on the rate to be tight: batch, time, input size, hidden size.
 BIG = (40, 30, 4, 32)
-
-
-class Spy:
-    """Records the masks of every call of a backend's op, then runs it."""
-
-    def __init__(self, method: Any) -> None:
-        self.method, self.calls = method, []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append({k: kwargs.get(k) for k in ("dropout_mask", "recurrent_mask")})
-        return self.method(*args, **kwargs)
-
-
-def spy_on(monkeypatch: pytest.MonkeyPatch, op: str) -> Spy:
-    target = layer_backend("jax")
-    spy = Spy(getattr(target, op))
-    monkeypatch.setattr(target, op, spy)
-    return spy
-
-
-def assert_dropout_masks(masks: list[Any], shape: tuple[int, ...], p: float, what: str) -> None:
-    """Masks of ``shape`` with entries 0 or exactly 1 / (1 - p), zeros at the rate p within 6 sigma, pairwise
-    different."""
-    drawn = [np.asarray(m) for m in masks]
-    scale = np.float32(1.0 / (1.0 - p))
-    for k, m in enumerate(drawn):
-        assert m.shape == shape, f"{what}[{k}]: shape {m.shape}"
-        assert set(np.unique(m)) <= {np.float32(0.0), scale}, f"{what}[{k}]: entries {np.unique(m)[:4]}"
-        bound = 6.0 * math.sqrt(p * (1.0 - p) / m.size)
-        rate = float((m == 0).mean())
-        assert abs(rate - p) <= bound, f"{what}[{k}]: rate of zeros {rate:.4f}, p {p} +- {bound:.4f}"
-    for j in range(len(drawn)):
-        for k in range(j):
-            assert not np.array_equal(drawn[j], drawn[k]), f"{what}: masks {k} and {j} are the same draw"
 
 
 def normal(shape: tuple[int, ...], seed: int) -> jax.Array:
@@ -100,7 +66,7 @@ def test_in_training_the_masks_have_the_shapes_the_rate_and_the_scale(monkeypatc
     batch, time, inputs, hidden = BIG
     layer = layers.LSTM(inputs, hidden, 3, dropout=P, recurrent_dropout=0.5, rngs=nnx.Rngs(0))
     assert layer.deterministic is False, "as nnx.Dropout, the layer starts in training mode"
-    spy = spy_on(monkeypatch, "lstm")
+    spy = spy_on(monkeypatch, "jax", "lstm")
     x = normal((batch, time, inputs), 1)
     layer(x)
     layer(x)
@@ -113,12 +79,12 @@ def test_in_training_the_masks_have_the_shapes_the_rate_and_the_scale(monkeypatc
     assert_dropout_masks(recurrent, (batch, hidden), 0.5, "recurrent masks of two calls")
     layer.eval()
     layer(x)
-    assert spy.calls[2] == {"dropout_mask": None, "recurrent_mask": None}
+    assert (spy.calls[2]["dropout_mask"], spy.calls[2]["recurrent_mask"]) == (None, None)
 
 
 def test_time_major_layers_draw_batch_major_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = layers.GRU(3, 5, 2, batch_first=False, dropout=P, recurrent_dropout=P, rngs=nnx.Rngs(0))
-    spy = spy_on(monkeypatch, "gru")
+    spy = spy_on(monkeypatch, "jax", "gru")
     assert layer(normal((7, 4, 3), 2)).outputs.shape == (7, 4, 5)
     assert spy.calls[0]["dropout_mask"][0].shape == (4, 7, 5)
     assert spy.calls[0]["recurrent_mask"][0].shape == (4, 5)

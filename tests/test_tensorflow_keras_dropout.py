@@ -20,9 +20,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from helpers_dropout import assert_dropout_masks, spy_on  # noqa: E402
 from helpers_readme import run_section_example  # noqa: E402
 
-from rnnspec.backends.common.layers import layer_backend  # noqa: E402
 from rnnspec.backends.tensorflow import keras as layers  # noqa: E402
 from rnnspec.errors import OptionError  # noqa: E402
 
@@ -31,40 +31,6 @@ P = 0.3
 BAD_PROBABILITIES = [-0.1, 1.0, math.nan, "0.1", True, None]
 #: Large enough for the 6-sigma bound on the rate to be tight: batch, time, input size, units.
 BIG = (40, 30, 4, 32)
-
-
-class Spy:
-    """Records the masks of every call of a backend's op, then runs it."""
-
-    def __init__(self, method: Any) -> None:
-        self.method, self.calls = method, []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append({k: kwargs.get(k) for k in ("dropout_mask", "recurrent_mask")})
-        return self.method(*args, **kwargs)
-
-
-def spy_on(monkeypatch: pytest.MonkeyPatch, op: str) -> Spy:
-    target = layer_backend("tensorflow")
-    spy = Spy(getattr(target, op))
-    monkeypatch.setattr(target, op, spy)
-    return spy
-
-
-def assert_dropout_masks(masks: list[Any], shape: tuple[int, ...], p: float, what: str) -> None:
-    """Masks of ``shape`` with entries 0 or exactly 1 / (1 - p), zeros at the rate p within 6 sigma, pairwise
-    different."""
-    drawn = [np.asarray(m) for m in masks]
-    scale = np.float32(1.0 / (1.0 - p))
-    for k, m in enumerate(drawn):
-        assert m.shape == shape, f"{what}[{k}]: shape {m.shape}"
-        assert set(np.unique(m)) <= {np.float32(0.0), scale}, f"{what}[{k}]: entries {np.unique(m)[:4]}"
-        bound = 6.0 * math.sqrt(p * (1.0 - p) / m.size)
-        rate = float((m == 0).mean())
-        assert abs(rate - p) <= bound, f"{what}[{k}]: rate of zeros {rate:.4f}, p {p} +- {bound:.4f}"
-    for j in range(len(drawn)):
-        for k in range(j):
-            assert not np.array_equal(drawn[j], drawn[k]), f"{what}: masks {k} and {j} are the same draw"
 
 
 def normal(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -99,7 +65,7 @@ def test_in_training_the_masks_have_the_shapes_the_rate_and_the_scale(monkeypatc
     layer = layers.LSTM(units, 3, dropout=P, recurrent_dropout=0.5, seed=0)
     x = normal((batch, time, inputs), 1)
     layer(x)
-    spy = spy_on(monkeypatch, "lstm")
+    spy = spy_on(monkeypatch, "tensorflow", "lstm")
     layer(x, training=True)
     layer(x, training=True)
     first, second = spy.calls
@@ -110,7 +76,7 @@ def test_in_training_the_masks_have_the_shapes_the_rate_and_the_scale(monkeypatc
     recurrent = [*first["recurrent_mask"], *second["recurrent_mask"]]
     assert_dropout_masks(recurrent, (batch, units), 0.5, "recurrent masks of two calls")
     layer(x)
-    assert spy.calls[2] == {"dropout_mask": None, "recurrent_mask": None}
+    assert (spy.calls[2]["dropout_mask"], spy.calls[2]["recurrent_mask"]) == (None, None)
 
 
 def test_the_seed_repeats_the_draws_and_the_backward_layer_of_bidirectional_draws_its_own(
@@ -124,7 +90,7 @@ def test_the_seed_repeats_the_draws_and_the_backward_layer_of_bidirectional_draw
     np.testing.assert_array_equal(runs[0], runs[1])
     bi = keras.layers.Bidirectional(layers.GRU(5, 2, dropout=P, recurrent_dropout=P, seed=3, return_sequences=True))
     bi(x)
-    spy = spy_on(monkeypatch, "gru")
+    spy = spy_on(monkeypatch, "tensorflow", "gru")
     bi(x, training=True)
     forward, backward = spy.calls
     for key in ("dropout_mask", "recurrent_mask"):

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import TORCH_RTOL, assert_relative_close
+from helpers_dropout import assert_dropout_masks, spy_on
 from helpers_readme import run_section_example
 
-from rnnspec.backends.common.layers import layer_backend
 from rnnspec.backends.torch import nn as torch_nn
 from rnnspec.errors import OptionError, UnknownArgumentError
 
@@ -30,41 +30,6 @@ P = 0.3
 BAD_PROBABILITIES = [-0.1, 1.0, math.nan, "0.1", True, None]
 #: Large enough for the 6-sigma bound on the rate to be tight: batch, time, input size, hidden size.
 BIG = (40, 50, 4, 32)
-
-
-class Spy:
-    """Records the keyword arguments (and ``x``) of every call of a backend's op, then runs it."""
-
-    def __init__(self, method: Any) -> None:
-        self.method, self.calls = method, []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        result = self.method(*args, **kwargs)
-        self.calls.append({**kwargs, "x": args[0], "outputs": result.outputs})
-        return result
-
-
-def spy_on(monkeypatch: pytest.MonkeyPatch, op: str) -> Spy:
-    target = layer_backend("torch")
-    spy = Spy(getattr(target, op))
-    monkeypatch.setattr(target, op, spy)
-    return spy
-
-
-def assert_dropout_masks(masks: list[Any], shape: tuple[int, ...], p: float, what: str) -> None:
-    """Masks of ``shape`` with entries 0 or exactly 1 / (1 - p), zeros at the rate p within 6 sigma, pairwise
-    different."""
-    drawn = [m.detach().numpy() for m in masks]
-    scale = np.float32(1.0 / (1.0 - p))
-    for k, m in enumerate(drawn):
-        assert m.shape == shape, f"{what}[{k}]: shape {m.shape}"
-        assert set(np.unique(m)) <= {np.float32(0.0), scale}, f"{what}[{k}]: entries {np.unique(m)[:4]}"
-        bound = 6.0 * math.sqrt(p * (1.0 - p) / m.size)
-        rate = float((m == 0).mean())
-        assert abs(rate - p) <= bound, f"{what}[{k}]: rate of zeros {rate:.4f}, p {p} +- {bound:.4f}"
-    for j in range(len(drawn)):
-        for k in range(j):
-            assert not np.array_equal(drawn[j], drawn[k]), f"{what}: masks {k} and {j} are the same draw"
 
 
 def same_weights(layer: Any, **options: Any) -> Any:
@@ -99,7 +64,7 @@ def test_in_training_the_masks_have_the_shapes_the_rate_and_the_scale(monkeypatc
     batch, time, inputs, hidden = BIG
     torch.manual_seed(1)
     layer = torch_nn.LSTM(inputs, hidden, 3, dropout=P, recurrent_dropout=0.5)
-    spy = spy_on(monkeypatch, "lstm")
+    spy = spy_on(monkeypatch, "torch", "lstm")
     x = torch.randn(batch, time, inputs)
     layer(x)
     layer(x)
@@ -117,7 +82,7 @@ def test_in_training_the_masks_have_the_shapes_the_rate_and_the_scale(monkeypatc
 
 def test_time_major_layers_draw_batch_major_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = torch_nn.GRU(3, 5, 2, batch_first=False, dropout=P, recurrent_dropout=P)
-    spy = spy_on(monkeypatch, "gru")
+    spy = spy_on(monkeypatch, "torch", "gru")
     out = layer(torch.randn(7, 4, 3)).outputs  # (time, batch, ...)
     assert out.shape == (7, 4, 5)
     assert spy.calls[0]["dropout_mask"][0].shape == (4, 7, 5)
@@ -127,7 +92,7 @@ def test_time_major_layers_draw_batch_major_masks(monkeypatch: pytest.MonkeyPatc
 def test_the_recurrent_mask_is_the_same_at_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(2)
     layer = torch_nn.RNN(3, 6, recurrent_dropout=0.4, dtype=torch.float64)
-    spy = spy_on(monkeypatch, "rnn")
+    spy = spy_on(monkeypatch, "torch", "rnn")
     x = torch.randn(5, 8, 3, dtype=torch.float64)
     got = layer(x).outputs
     (mask,) = spy.calls[0]["recurrent_mask"]
@@ -158,7 +123,7 @@ def test_in_training_the_stack_is_torch_nns_layers_with_each_boundarys_outputs_d
     torch.manual_seed(4)
     reference = torch.nn.LSTM(3, 5, num_layers=3, dropout=P, batch_first=True, dtype=torch.float64)
     layer = torch_nn.LSTM.from_torch(reference).train()
-    spy = spy_on(monkeypatch, "lstm")
+    spy = spy_on(monkeypatch, "torch", "lstm")
     x = torch.randn(4, 6, 3, dtype=torch.float64)
     got = layer(x).outputs
     masks = spy.calls[0]["dropout_mask"]
@@ -183,7 +148,7 @@ def test_a_bidirectional_layerwise_stack_drops_both_directions_outputs_and_draws
     batch, time, inputs, hidden = BIG
     torch.manual_seed(5)
     layer = torch_nn.GRU(inputs, hidden, 2, bidirectional=True, dropout=P, recurrent_dropout=P)
-    spy = spy_on(monkeypatch, "gru")
+    spy = spy_on(monkeypatch, "torch", "gru")
     layer(torch.randn(batch, time, inputs))
     assert len(spy.calls) == 4  # layer 0 forward, reverse, layer 1 forward, reverse
     recurrent = [call["recurrent_mask"][0] for call in spy.calls]
@@ -203,7 +168,7 @@ def test_a_bidirectional_skip_stack_draws_every_mask_per_direction(monkeypatch: 
     batch, time, inputs, hidden = BIG
     torch.manual_seed(6)
     layer = torch_nn.SkipGRU(inputs, hidden, 3, bidirectional=True, dropout=P, recurrent_dropout=P)
-    spy = spy_on(monkeypatch, "skip_gru")
+    spy = spy_on(monkeypatch, "torch", "skip_gru")
     layer(torch.randn(batch, time, inputs))
     forward, reverse = spy.calls
     assert_dropout_masks([*forward["dropout_mask"], *reverse["dropout_mask"]], (batch, time, hidden), P, "dropout")
