@@ -205,12 +205,6 @@ def _loss_weight(name: str, loss: str) -> LayerOption:
     return LayerOption(name, 0.0, "float", description, check=_check_weight)
 
 
-def _check_probability(layer: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise OptionError(layer, name, "a probability in [0, 1)", repr(value))
-    return float(value)
-
-
 class CanonicalWeights(ParamSlots, keras.layers.Layer):  # type: ignore[misc,unused-ignore]
     """The weights of one layer of the stack, one Keras variable per spec name (a container, never called).
 
